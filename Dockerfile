@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1
+#
+# Airflow image for the local fruits-pipeline stack (see docker-compose.yaml).
+#
+# Extends the official image the way the docker-stack docs recommend
+# (https://airflow.apache.org/docs/docker-stack/build.html): system packages as root,
+# Python packages as the `airflow` user, with apache-airflow pinned to the base image's
+# version so pip cannot silently upgrade or downgrade Airflow while resolving requirements.
+#
+# Build: docker compose build   (or: docker build -t fruits-pipeline-airflow:local .)
+
+# Keep in sync with `apache-airflow==` in requirements.txt (tests/test_docker_compose.py checks it).
+ARG AIRFLOW_VERSION=3.3.2
+ARG PYTHON_VERSION=3.11
+FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
+# ARGs declared before FROM are not visible after it unless declared again.
+ARG AIRFLOW_VERSION
+
+USER root
+
+# - openjdk-17-jre-headless: the JVM behind PySpark 4.x (Spark 4 requires Java 17+).
+# - libopenblas0-pthread: native BLAS picked up by Spark ML (PCA) instead of the pure-JVM fallback.
+# The JDK directory is named after the Debian architecture (java-17-openjdk-amd64 / -arm64),
+# so a stable symlink lets JAVA_HOME work on both x86_64 and Apple-silicon/arm64 hosts.
+# /usr/share/man/man1 may be missing in slim images and breaks the JRE's postinst.
+RUN apt-get update \
+    && mkdir -p /usr/share/man/man1 \
+    && apt-get install -y --no-install-recommends \
+        openjdk-17-jre-headless \
+        libopenblas0-pthread \
+    && ln -sfn "/usr/lib/jvm/java-17-openjdk-$(dpkg --print-architecture)" /usr/lib/jvm/java-17 \
+    && /usr/lib/jvm/java-17/bin/java -version \
+    && apt-get autoremove -yqq --purge \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
+
+# Work directory of the pipeline (a named volume in docker-compose.yaml). Creating it here,
+# owned by airflow:root and group-writable like the rest of AIRFLOW_HOME, makes Docker
+# initialise the empty named volume with that ownership instead of root:root 0755.
+RUN mkdir -p /opt/airflow/work \
+    && chown airflow:0 /opt/airflow/work \
+    && chmod g+rwx /opt/airflow/work
+
+ENV JAVA_HOME=/usr/lib/jvm/java-17
+# The official image installs Airflow in a virtualenv at /home/airflow/.local whose bin/
+# directory is first on PATH; the interpreter behind /usr/local/bin/python does NOT see those
+# packages. Resolving `python` through PATH makes Spark's Python workers use the same
+# interpreter (and pyspark/tensorflow/pillow) as the Airflow task that launched the job.
+ENV PYSPARK_PYTHON=python \
+    PYSPARK_DRIVER_PYTHON=python
+
+# pip must run as `airflow`: the official image refuses `pip install` as root.
+USER airflow
+COPY requirements.txt /requirements.txt
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /requirements.txt

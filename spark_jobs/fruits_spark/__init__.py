@@ -1,0 +1,10 @@
+"""Shared code of the fruits Spark jobs (shipped to executors as a zip by `runtime.ship_package`).
+
+Modules:
+  paths      - URI canonicalisation, labels, image-extension rules (pure Python)
+  hadoop_fs  - small reads/writes/listings through Hadoop's FileSystem (local, file://, s3://)
+  images     - decoding any supported image into a fixed-size RGB array, or a reject reason
+  model      - MobileNetV2 feature extractor, weights on the driver, the per-worker predictor
+  runtime    - Spark session, logging, clear one-line errors, shipping this package
+  pca_report - explained variance, run report JSON and the scree/scatter plots
+"""

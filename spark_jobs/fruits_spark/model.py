@@ -1,0 +1,114 @@
+"""MobileNetV2 as a 1280-float feature extractor.
+
+The driver obtains the weights once (`load_weights`); the job broadcasts them; every Python
+worker builds the network once from the broadcast (`make_batch_predictor`) and reuses it for
+all of its batches. TensorFlow is imported lazily so that importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+FEATURE_DIM = 1280
+MIN_IMAGE_SIZE = 32  # smallest input Keras' MobileNetV2 accepts
+
+log = logging.getLogger(__name__)
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_feature_extractor(image_size: int, weights: str | None = None):
+    """MobileNetV2 without its classifier, global-average-pooled: (N, s, s, 3) -> (N, 1280).
+
+    Without pooling="avg" the headless network returns 7x7x1280 = 62,720 values per image.
+    """
+    _quiet_tensorflow()
+    import keras
+
+    return keras.applications.MobileNetV2(
+        input_shape=(image_size, image_size, 3),
+        include_top=False,
+        pooling="avg",
+        weights=weights,
+    )
+
+
+def load_weights(spec: str, image_size: int, seed: int, fetch_local=None) -> list[np.ndarray]:
+    """Weights as a list of arrays, obtained once on the driver.
+
+    spec: "imagenet" (Keras download, the default for users), "none" (random init with a
+    fixed seed, for offline tests and benchmarks) or the URI of a Keras weights file;
+    `fetch_local(uri) -> local path` copies such a file from any storage.
+    """
+    if spec == "imagenet":
+        model = build_feature_extractor(image_size, weights="imagenet")
+    elif spec == "none":
+        model = build_feature_extractor(image_size, weights=None)
+        model.set_weights(seeded_weights(model.get_weights(), seed))
+    else:
+        local = fetch_local(spec) if fetch_local else spec
+        model = build_feature_extractor(image_size, weights=None)
+        model.load_weights(local)
+    weights = model.get_weights()
+    log.info("weights %s: %d arrays, %.1f MB", spec, len(weights), sum(w.nbytes for w in weights) / 1e6)
+    return weights
+
+
+def seeded_weights(template: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    """Deterministic random weights shaped like `template`, for runs without ImageNet weights.
+
+    Convolution kernels are drawn He-normal (std = sqrt(2 / fan_in)) and batch norms are left
+    at identity, so activations keep an O(1) scale through the 50-odd layers: Keras' default
+    initialisation shrinks them to ~1e-12 and would make the features numerically useless.
+    """
+    rng = np.random.default_rng(seed)
+    weights = []
+    for array in template:
+        if array.ndim == 4:  # conv (kh, kw, in, out) or depthwise (kh, kw, channels, 1)
+            kh, kw, channels, out = array.shape
+            fan_in = kh * kw * (1 if out == 1 and channels > 1 else channels)
+            array = rng.normal(0.0, np.sqrt(2.0 / fan_in), array.shape)
+        weights.append(np.asarray(array, dtype=np.float32))
+    return weights
+
+
+def configure_threads(threads: int) -> None:
+    """Match TensorFlow's thread pools to the cores Spark gave this task (no oversubscription)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # runtime already initialised in this process: keep its setting
+        pass
+
+
+def make_batch_predictor(weights: list[np.ndarray], image_size: int, threads: int):
+    """Return f(uint8 array (N, s, s, 3)) -> float32 array (N, 1280).
+
+    A tf.function with a fixed input signature (batch dimension free) is traced once and then
+    runs as a graph; Keras' `predict` would rebuild its machinery on every call, and eager
+    calls run op by op. MobileNetV2's `preprocess_input` runs inside the graph.
+    """
+    _quiet_tensorflow()
+    configure_threads(threads)
+    import keras
+    import tensorflow as tf
+
+    model = build_feature_extractor(image_size, weights=None)
+    model.set_weights(weights)
+    preprocess = keras.applications.mobilenet_v2.preprocess_input
+
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)])
+    def features(batch):
+        return model(preprocess(tf.cast(batch, tf.float32)), training=False)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return features(tf.constant(batch)).numpy()
+
+    return predict

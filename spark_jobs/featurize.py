@@ -115,6 +115,8 @@ def featurize_udf(bc_weights, image_size: int, batch_size: int, max_pixels: int)
 
     def make_predict_fn():
         import os
+        import sys
+        import time
 
         import numpy as np
 
@@ -122,7 +124,11 @@ def featurize_udf(bc_weights, image_size: int, batch_size: int, max_pixels: int)
         from fruits_spark.model import make_batch_predictor
 
         threads = int(os.environ.get("OMP_NUM_THREADS", "1"))  # Spark sets it to spark.task.cpus
+        built = time.perf_counter()
         predictor = make_batch_predictor(bc_weights.value, image_size, threads)
+        # Once per Python worker: predict_batch_udf caches this function for later tasks.
+        print(f"featurize worker pid={os.getpid()}: built MobileNetV2 ({image_size}px, {threads} "
+              f"thread(s)) in {time.perf_counter() - built:.1f}s", file=sys.stderr, flush=True)
 
         def predict(contents: np.ndarray) -> dict:
             n = len(contents)
@@ -158,7 +164,7 @@ def run(args: argparse.Namespace) -> dict:
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
-    spark = create_session(f"fruits-featurize", {
+    spark = create_session("fruits-featurize", {
         # One Arrow batch = one model batch; the content column is small (compressed images).
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(args.batch_size),
         "spark.python.worker.reuse": "true",

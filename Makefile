@@ -1,0 +1,47 @@
+# fruits-pipeline: the two commands users need are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BASE_PYTHON ?= $(shell command -v python3.11 || command -v python3)
+
+# Spark's Python workers must run the project's interpreter, not the first python3 on PATH.
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+DEMO_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: help venv test demo demo-more bench clean check-java
+
+help:
+	@echo "make demo    - run fruits_pipeline end to end on an embedded S3 server (see README)"
+	@echo "make test    - install everything into $(VENV) and run the whole test suite"
+	@echo "make bench   - featurization and PCA benchmarks (results in benchmarks/results/)"
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+check-java:
+	@command -v java >/dev/null || { echo "Java 17 is required by Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
+
+test: venv check-java
+	$(PY) -m pytest
+
+demo: venv check-java
+	$(PY) -m fruits.demo $(DEMO_ARGS)
+
+demo-more: venv check-java
+	$(PY) -m fruits.demo --add-images 8 $(DEMO_ARGS)
+
+bench: venv check-java
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf demo-output spark-warehouse .pytest_cache

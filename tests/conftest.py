@@ -1,0 +1,56 @@
+"""Shared test helpers: import paths, and running the Spark jobs the way users do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGINS = ROOT / "plugins"
+SPARK_JOBS = ROOT / "spark_jobs"
+DAGS = ROOT / "dags"
+for _path in (PLUGINS, SPARK_JOBS):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
+TEST_IMAGE_SIZE = 32  # MobileNetV2's smallest input: still 1280 features, much faster
+
+
+def job_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def spark_submit(script: str, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `spark-submit spark_jobs/<script> args...` in local mode; return the finished process."""
+    command = [
+        str(SPARK_SUBMIT), "--master", "local[2]", "--driver-memory", "2g",
+        "--conf", "spark.log.level=WARN", "--conf", "spark.ui.enabled=false",
+        str(SPARK_JOBS / script), *args,
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, env=job_env(), timeout=timeout, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def summary_of(proc: subprocess.CompletedProcess, job: str) -> dict[str, str]:
+    """Parse the `<job>: key=value ...` summary line a job prints at the end."""
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(f"{job}: ")]
+    assert lines, f"no summary line from {job}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return dict(item.split("=", 1) for item in lines[-1][len(job) + 2:].split())
+
+
+@pytest.fixture(scope="session")
+def spark_submit_cmd():
+    if not SPARK_SUBMIT.exists():
+        pytest.fail(f"spark-submit not found next to {sys.executable}: run `make test`")
+    return spark_submit

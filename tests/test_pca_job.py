@@ -1,0 +1,135 @@
+"""spark_jobs/pca.py against classical PCA computed with numpy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fruits_spark.pca_report import smallest_k_for_variance
+
+pytestmark = pytest.mark.spark
+
+
+def write_features(folder, matrix: np.ndarray, labels: list[str], prefix: str = "img") -> None:
+    folder.mkdir(parents=True)
+    table = pa.table({
+        "path": [f"s3://bucket/{labels[i]}/{prefix}_{i}.jpg" for i in range(len(matrix))],
+        "label": labels,
+        "features": pa.array(list(matrix.astype(np.float32)), type=pa.list_(pa.float32())),
+    })
+    pq.write_table(table, folder / "part-0.parquet")
+
+
+def synthetic(rows: int, dim: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Non-negative, far-from-centred data (like ReLU features) with a decaying spectrum."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(rows, 6)) * np.array([6.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    mixing = rng.normal(size=(6, dim))
+    matrix = np.abs(5.0 + latent @ mixing + rng.normal(scale=0.1, size=(rows, dim)))
+    labels = [["Apple Red 1", "Banana", "Kiwi"][i % 3] for i in range(rows)]
+    return matrix, labels
+
+
+def classical_pca(matrix: np.ndarray):
+    centred = matrix - matrix.mean(axis=0)
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)
+    ratios = singular**2 / np.sum(singular**2)
+    return centred, components, ratios
+
+
+@pytest.fixture(scope="module")
+def two_batches(tmp_path_factory):
+    root = tmp_path_factory.mktemp("features")
+    first, first_labels = synthetic(180, 48, seed=1)
+    second, second_labels = synthetic(60, 48, seed=2)
+    write_features(root / "batch=1", first, first_labels, "a")
+    write_features(root / "batch=2", second, second_labels, "b")
+    return root, np.vstack([first, second]).astype(np.float32).astype(np.float64)
+
+
+def read_projection(folder) -> dict[str, np.ndarray]:
+    table = pq.read_table(folder).to_pandas()
+    return dict(zip(table["path"], map(np.asarray, table["pca_features"])))
+
+
+def test_fixed_k_equals_classical_pca_up_to_sign(two_batches, tmp_path, spark_submit_cmd):
+    root, matrix = two_batches
+    inputs = f"{root / 'batch=1'},{root / 'batch=2'}"
+    report_path = tmp_path / "pca" / "report.json"
+    proc = spark_submit_cmd("pca.py", "--features", inputs, "--output", str(tmp_path / "vectors"),
+                            "--k", "5", "--report", str(report_path))
+    assert "pca: rows=240 input_dim=48 k=5" in proc.stdout
+
+    centred, components, ratios = classical_pca(matrix)
+    expected = centred @ components[:5].T
+    projected = read_projection(tmp_path / "vectors")
+    paths = [f"s3://bucket/{lab}/a_{i}.jpg" for i, lab in enumerate(synthetic(180, 48, 1)[1])] + \
+            [f"s3://bucket/{lab}/b_{i}.jpg" for i, lab in enumerate(synthetic(60, 48, 2)[1])]
+    ours = np.stack([projected[p] for p in paths])
+    assert ours.shape == (240, 5)
+    signs = np.sign(np.sum(ours * expected, axis=0))
+    np.testing.assert_allclose(ours * signs, expected, atol=1e-6 * np.abs(expected).max())
+    assert np.abs(ours.mean(axis=0)).max() < 1e-6 * np.abs(ours).max()  # centred, unlike raw Spark
+
+    report = json.loads(report_path.read_text())
+    assert report["rows"] == 240 and report["input_dim"] == 48 and report["k"] == 5
+    np.testing.assert_allclose(report["explained_variance"], ratios[:5], atol=1e-6)
+    np.testing.assert_allclose(report["cumulative_explained_variance"], np.cumsum(ratios[:5]), atol=1e-6)
+    for name in ("scree", "scatter"):
+        png = (tmp_path / "pca" / f"report_{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert (tmp_path / "vectors_model" / "metadata").exists()
+
+
+def test_variance_target_picks_the_smallest_k(two_batches, tmp_path, spark_submit_cmd):
+    root, matrix = two_batches
+    _, _, ratios = classical_pca(matrix)
+    expected_k = int(np.searchsorted(np.cumsum(ratios), 0.9) + 1)
+    assert 1 < expected_k < 48
+    proc = spark_submit_cmd("pca.py", "--features", f"{root / 'batch=1'},{root / 'batch=2'}",
+                            "--output", str(tmp_path / "v"), "--variance", "0.9",
+                            "--report", str(tmp_path / "r.json"), "--model", str(tmp_path / "model"))
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["k"] == expected_k
+    assert report["cumulative_explained_variance"][-1] >= 0.9
+    assert sum(ratios[: expected_k - 1]) < 0.9
+    assert all(len(v) == expected_k for v in read_projection(tmp_path / "v").values())
+    assert (tmp_path / "model" / "stages").is_dir()
+    assert f"k={expected_k}" in proc.stdout
+
+
+def test_smallest_k_for_variance():
+    assert smallest_k_for_variance([0.5, 0.3, 0.15, 0.05], 0.8) == 2
+    assert smallest_k_for_variance([0.5, 0.3, 0.15, 0.05], 0.81) == 3
+    assert smallest_k_for_variance([0.5, 0.3, 0.15, 0.05], 1.0) == 4
+
+
+@pytest.mark.parametrize("case", ["empty", "mixed", "too_large_k", "missing"])
+def test_bad_input_fails_with_one_clear_line(case, tmp_path, spark_submit_cmd):
+    folder = tmp_path / "features"
+    k = "3"
+    if case == "empty":
+        write_features(folder, np.zeros((0, 8)), [])
+        expected = "pca: error: the features input is empty (0 rows): nothing to fit"
+    elif case == "mixed":
+        folder.mkdir()
+        pq.write_table(pa.table({
+            "path": ["a/x.jpg", "a/y.jpg"], "label": ["a", "a"],
+            "features": pa.array([[1.0] * 8, [1.0] * 6], type=pa.list_(pa.float32())),
+        }), folder / "part-0.parquet")
+        expected = "pca: error: features vectors have mixed lengths: from 6 to 8 values"
+    elif case == "too_large_k":
+        write_features(folder, np.random.default_rng(0).random((20, 8)), ["a"] * 20)
+        k = "9"
+        expected = "pca: error: --k 9 is larger than the feature dimension 8"
+    else:
+        expected = f"pca: error: features not found: {folder}"
+    proc = spark_submit_cmd("pca.py", "--features", str(folder), "--output", str(tmp_path / "out"),
+                            "--k", k, "--report", str(tmp_path / "r.json"), check=False)
+    assert proc.returncode == 2
+    assert expected in proc.stdout.splitlines()
+    assert not (tmp_path / "out").exists()

@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", required=True, help="report JSON path or URI")
     parser.add_argument("--model", help="where to save the fitted model (default <output>_model)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the scatter-plot sample")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="with 0 input rows, write empty outputs and a k=0 report instead of failing "
+                             "(a pipeline whose images were all rejected so far)")
     args = parser.parse_args(argv)
     if args.k is None and args.variance is None:
         args.variance = 0.95
@@ -64,6 +67,18 @@ def read_features(spark, uris: list[str]):
     if missing:
         raise JobError(f"features input lacks column(s) {sorted(missing)}: {', '.join(uris)}")
     return frame.select("path", "label", "features")
+
+
+def write_empty(spark, args, started: float) -> dict:
+    """Empty vectors and a k=0 report: nothing to fit yet, and that is not an error."""
+    spark.createDataFrame([], "path string, label string, pca_features array<double>") \
+        .write.mode("overwrite").parquet(args.output)
+    report = pca_report.build_report(
+        rows=0, input_dim=0, k=0, ratios=[], inputs=args.features, output=args.output, model=None,
+        target_variance=args.variance, labels=0, seconds=time.perf_counter() - started, plots={})
+    hadoop_fs.write_bytes(spark, args.report, pca_report.report_json(report))
+    print(f"{JOB}: rows=0 input_dim=0 k=0 explained_variance_total=0.0000 seconds={report['seconds']}", flush=True)
+    return report
 
 
 def check_dimensions(frame) -> tuple[int, int]:
@@ -106,6 +121,9 @@ def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     spark = create_session("fruits-pca")
     frame = read_features(spark, args.features)
+    if args.allow_empty and frame.isEmpty():
+        log.info("no features rows yet: writing empty outputs (--allow-empty)")
+        return write_empty(spark, args, started)
     rows, dim = check_dimensions(frame)
     log.info("%d rows of %d features from %d input(s)", rows, dim, len(args.features))
     if args.k is not None and args.k > dim:

@@ -1,0 +1,69 @@
+"""Where everything lives in the bucket (the README draws this tree).
+
+    landing/<Label>/<image>                 input images, as uploaded
+    batches/<batch_id>/manifest.txt         the image URIs of one batch (one per line)
+    features/batch=<batch_id>/              features parquet of that batch
+    rejects/batch=<batch_id>/               rejects parquet of that batch (path, label, reason)
+    pca/run=<run_id>/vectors/               PCA vectors of every committed image
+    pca/run=<run_id>/model/                 fitted Spark ML PipelineModel (centring + PCA)
+    pca/run=<run_id>/report.json            PCA report, with report_scree.png, report_scatter.png
+    reports/<run_id>.json                   run report
+    state/ledger.json                       committed batches (the only thing a run commits)
+    code/<version>/                         Spark jobs and bootstrap for EMR (content-addressed)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+LEDGER_KEY = "state/ledger.json"
+# Same rule as the featurize job (spark_jobs/fruits_spark/paths.py): *.jpg, *.jpeg, *.png, any case.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def is_image_key(key: str) -> bool:
+    return key.lower().endswith(IMAGE_SUFFIXES)
+
+
+def safe_run_id(run_id: str) -> str:
+    """Airflow run ids contain ':' and '+'; keep keys readable and shell-safe."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", run_id).strip("_")
+
+
+def batch_id_for(keys: list[str]) -> str:
+    """Content-addressed: the same set of new keys always gets the same batch id, so a retried
+    or re-run batch overwrites its own outputs instead of adding a second copy."""
+    digest = hashlib.sha256("\n".join(sorted(keys)).encode("utf-8")).hexdigest()
+    return f"b{digest[:16]}"
+
+
+def manifest_key(batch_id: str) -> str:
+    return f"batches/{batch_id}/manifest.txt"
+
+
+def features_prefix(batch_id: str) -> str:
+    return f"features/batch={batch_id}/"
+
+
+def rejects_prefix(batch_id: str) -> str:
+    return f"rejects/batch={batch_id}/"
+
+
+def pca_prefix(run_id: str) -> str:
+    return f"pca/run={safe_run_id(run_id)}/"
+
+
+def report_key(run_id: str) -> str:
+    return f"reports/{safe_run_id(run_id)}.json"
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key

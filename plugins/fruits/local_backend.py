@@ -1,0 +1,123 @@
+"""Local compute backend: Spark in local mode on files staged from S3.
+
+Without Hadoop's S3A jars local Spark cannot read s3a://, so the batch's images are copied
+into a work folder through the S3 hook, the jobs run on local paths, and their outputs are
+published back to the bucket's layout with every `path` rewritten to its s3:// URI. The
+Spark jobs themselves stay storage-agnostic (on EMR they read s3:// directly).
+
+    <work_dir>/batches/<batch_id>/images/<key>     staged images (mirror of the landing keys)
+    <work_dir>/batches/<batch_id>/manifest.txt     local paths given to featurize.py
+    <work_dir>/batches/<batch_id>/out/             featurize.py outputs (local paths)
+    <work_dir>/features/batch=<batch_id>/          published features (s3 paths), PCA input
+    <work_dir>/runs/<run_id>/pca/                  pca.py outputs before upload
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from fruits import layout, planning, storage
+
+log = logging.getLogger(__name__)
+
+
+def batch_dir(work_dir: Path, batch_id: str) -> Path:
+    return work_dir / "batches" / batch_id
+
+
+def features_mirror(work_dir: Path, batch_id: str) -> Path:
+    return work_dir / "features" / f"batch={batch_id}"
+
+
+def pca_dir(work_dir: Path, run_id: str) -> Path:
+    return work_dir / "runs" / layout.safe_run_id(run_id) / "pca"
+
+
+def stage_images(hook, bucket: str, batch_id: str, work_dir: Path) -> dict:
+    """Copy the batch's images into the work folder and write a manifest of local paths.
+
+    A key that vanished since planning is still listed: the job rejects it as not found.
+    """
+    started = time.perf_counter()
+    root = batch_dir(work_dir, batch_id)
+    images = root / "images"
+    keys = planning.manifest_keys(hook, bucket, batch_id)
+    missing = 0
+    for i, key in enumerate(keys, 1):
+        target = images / key
+        if not hook.check_for_key(key, bucket_name=bucket):
+            missing += 1
+            continue
+        if not target.exists():
+            storage.download_key(hook, bucket, key, target)
+        if i % 500 == 0 or i == len(keys):
+            log.info("staged %d/%d images", i, len(keys))
+    manifest = root / "manifest.txt"
+    manifest.write_text("".join(f"{images / key}\n" for key in keys), encoding="utf-8")
+    return {"manifest": str(manifest), "images_root": str(images), "output": str(root / "out" / "features"),
+            "rejects": str(root / "out" / "rejects"), "staged": len(keys) - missing, "missing": missing,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def rewrite_paths(table, local_root: str, bucket: str):
+    """Replace `file:<local_root>/<key>` by `s3://<bucket>/<key>` in the `path` column."""
+    import pyarrow as pa
+
+    prefix = "file:" + local_root.rstrip("/") + "/"
+
+    def to_s3(path: str) -> str:
+        if not path.startswith(prefix):
+            raise ValueError(f"{path} is not under the staging folder {local_root}")
+        return layout.s3_uri(bucket, path[len(prefix):])
+
+    paths = pa.array([to_s3(p) for p in table.column("path").to_pylist()], type=pa.string())
+    return table.set_column(table.schema.get_field_index("path"), "path", paths)
+
+
+def _rewrite_dataset(source: Path, target: Path, local_root: str, bucket: str) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for part in sorted(source.glob("*.parquet")):
+        pq.write_table(rewrite_paths(pq.read_table(part), local_root, bucket), target / part.name)
+
+
+def publish_batch(hook, bucket: str, batch_id: str, work_dir: Path, staged: dict) -> dict:
+    """Upload the batch's features and rejects with s3:// paths to their layout prefixes."""
+    started = time.perf_counter()
+    out = {}
+    for name, source, prefix in (
+        ("features", Path(staged["output"]), layout.features_prefix(batch_id)),
+        ("rejects", Path(staged["rejects"]), layout.rejects_prefix(batch_id)),
+    ):
+        target = features_mirror(work_dir, batch_id) if name == "features" else \
+            batch_dir(work_dir, batch_id) / "published" / "rejects"
+        _rewrite_dataset(source, target, staged["images_root"], bucket)
+        storage.upload_dir(hook, bucket, target, prefix)
+        out[name] = layout.s3_uri(bucket, prefix)
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    return out
+
+
+def stage_committed_features(hook, bucket: str, batch_ids: list[str], work_dir: Path) -> list[str]:
+    """Local copies of the committed batches' features (cached between runs)."""
+    folders = []
+    for batch_id in batch_ids:
+        target = features_mirror(work_dir, batch_id)
+        storage.download_prefix(hook, bucket, layout.features_prefix(batch_id), target)
+        folders.append(str(target))
+    return folders
+
+
+def publish_pca(hook, bucket: str, run_id: str, work_dir: Path) -> dict:
+    source = pca_dir(work_dir, run_id)
+    prefix = layout.pca_prefix(run_id)
+    count = storage.upload_dir(hook, bucket, source, prefix)
+    log.info("published %d PCA files to s3://%s/%s", count, bucket, prefix)
+    return {"pca": layout.s3_uri(bucket, prefix)}

@@ -58,6 +58,7 @@ def render(report: dict) -> str:
     for name, uri in report["outputs"].items():
         rows.append((f"output: {name}", uri))
     width = max(len(str(k)) for k, _ in rows)
-    line = "+" + "-" * (width + 2) + "+" + "-" * 62 + "+"
-    body = [f"| {str(k).ljust(width)} | {str(v)[:60].ljust(60)} |" for k, v in rows]
+    value_width = max(len(str(v)) for _, v in rows)
+    line = "+" + "-" * (width + 2) + "+" + "-" * (value_width + 2) + "+"
+    body = [f"| {str(k).ljust(width)} | {str(v).ljust(value_width)} |" for k, v in rows]
     return "\n".join([line, *body, line])

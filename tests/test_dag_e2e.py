@@ -1,0 +1,185 @@
+"""fruits_pipeline end to end: moto's S3 server, local Spark, a real Airflow metadata DB.
+
+One module-scoped bucket goes through the life of a deployment: a first batch (with broken
+files), a run with nothing new, an incremental batch, an injected validation failure that
+must leave its batch uncommitted, and the next run that commits it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import TEST_IMAGE_SIZE
+from fruits import runner, s3_server
+from fruits.samples import generate_samples
+
+pytestmark = pytest.mark.spark
+
+BUCKET = "fruits-e2e"
+CONF = {"bucket": BUCKET, "weights": "none", "image_size": TEST_IMAGE_SIZE, "sensor_timeout": 0}
+LABELS = ["Apple Red 1", "Banana", "Kiwi"]
+
+
+class Deployment:
+    def __init__(self, tmp_path, endpoint):
+        self.tmp = tmp_path
+        self.s3 = s3_server.client(endpoint)
+        s3_server.ensure_bucket(self.s3, BUCKET)
+        self.env = runner.airflow_env(tmp_path / "airflow", extra={
+            "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
+            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+            "FRUITS_WORK_DIR": str(tmp_path / "work"),
+            "FRUITS_TASK_RETRIES": "0",
+            "FRUITS_SPARK_DRIVER_MEMORY": "2g",
+        })
+        self.runs = 0
+
+    def land(self, **kwargs) -> "object":
+        root = self.tmp / f"samples-{self.runs}"
+        samples = generate_samples(root, labels=LABELS, n_classes=3, **kwargs)
+        s3_server.upload_tree(self.s3, BUCKET, root, "landing/")
+        return samples
+
+    def run(self, **conf) -> dict:
+        self.runs += 1
+        result = runner.run_once(self.env, {**CONF, **conf}, log_file=self.tmp / f"run-{self.runs}.log")
+        return result
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def json(self, key: str):
+        return json.loads(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+    def put_json(self, key: str, payload) -> None:
+        self.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(payload).encode())
+
+    def parquet(self, prefix: str):
+        import pyarrow as pa
+
+        parts = [k for k in self.keys(prefix) if k.endswith(".parquet")]
+        return pa.concat_tables([pq.read_table(io.BytesIO(self.s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()))
+                                 for k in parts])
+
+    def ledger(self) -> dict:
+        return self.json("state/ledger.json")
+
+    def report(self, run_id: str) -> dict:
+        return self.json(f"reports/{run_id.replace(':', '_').replace('+', '_')}.json")
+
+
+def assert_all_succeeded(result):
+    failed = {t: s for t, s in result["tasks"].items() if s != "success"}
+    assert result["state"] == "success" and not failed, (failed, result["output"][-4000:])
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    with s3_server.s3_endpoint() as endpoint:
+        yield Deployment(tmp_path_factory.mktemp("e2e"), endpoint)
+
+
+@pytest.fixture(scope="module")
+def first_run(deployment):
+    samples = deployment.land(per_class=4, broken=True, seed=1)
+    return samples, deployment.run()
+
+
+def test_first_run_processes_every_landed_image(deployment, first_run):
+    samples, result = first_run
+    assert_all_succeeded(result)
+    ledger = deployment.ledger()
+    assert len(ledger["batches"]) == 1
+    batch = ledger["batches"][0]
+    n_files = len(samples.all_image_files())
+    assert batch["images"] == n_files == len(batch["keys"])
+    assert not any(k.endswith((".txt", ".csv", ".DS_Store")) for k in batch["keys"])
+
+    features = deployment.parquet(f"features/batch={batch['batch_id']}/")
+    rejects = deployment.parquet(f"rejects/batch={batch['batch_id']}/")
+    assert features.num_rows == len(samples.images) and rejects.num_rows == len(samples.broken)
+    assert all(p.startswith(f"s3://{BUCKET}/landing/") for p in features.column("path").to_pylist())
+    assert set(features.column("label").to_pylist()) == set(LABELS)
+    assert all(len(v) == 1280 for v in features.column("features").to_pylist())
+
+    report = deployment.report(result["run_id"])
+    assert report["status"] == "success"
+    assert report["images_sensed"] == n_files
+    assert (report["features_rows"], report["rejects_rows"]) == (len(samples.images), len(samples.broken))
+    assert report["features_total"] == report["pca_rows"] == len(samples.images)
+    assert report["features_dim"] == 1280 and 1 <= report["pca_k"] <= len(samples.images)
+    assert 0.95 <= report["explained_variance_total"] <= 1.0 + 1e-9
+    assert set(report["stage_seconds"]) >= {"plan_batch", "featurize", "pca", "validate"}
+    pca_keys = deployment.keys(report["outputs"]["pca"].split(f"{BUCKET}/", 1)[1])
+    assert any(k.endswith("report_scree.png") for k in pca_keys)
+    assert any(k.endswith("report_scatter.png") for k in pca_keys)
+    assert any("/model/" in k for k in pca_keys)
+
+
+def test_a_run_with_nothing_new_is_skipped(deployment, first_run):
+    before = deployment.ledger()
+    reports = deployment.keys("reports/")
+    result = deployment.run()
+    assert result["tasks"]["wait_for_new_images"] == "skipped"
+    assert all(state == "skipped" for state in result["tasks"].values()), result["tasks"]
+    assert result["state"] != "failed"
+    assert deployment.ledger() == before
+    assert deployment.keys("reports/") == reports
+
+
+def test_new_images_only_are_processed_and_pca_covers_all(deployment, first_run):
+    first_samples, _ = first_run
+    added = deployment.land(per_class=2, start_index=500, seed=2)
+    result = deployment.run()
+    assert_all_succeeded(result)
+    ledger = deployment.ledger()
+    assert len(ledger["batches"]) == 2
+    newest = ledger["batches"][-1]
+    assert newest["images"] == len(added.images) == 6
+    assert all("r_50" in k for k in newest["keys"])  # only the new files
+    report = deployment.report(result["run_id"])
+    total = len(first_samples.images) + len(added.images)
+    assert report["features_rows"] == 6 and report["features_total"] == report["pca_rows"] == total
+    pca = deployment.parquet(report["outputs"]["pca"].split(f"{BUCKET}/", 1)[1] + "vectors/")
+    paths = pca.column("path").to_pylist()
+    assert len(paths) == len(set(paths)) == total
+    vectors = np.stack(pca.column("pca_features").to_numpy(zero_copy_only=False))
+    assert vectors.shape == (total, report["pca_k"]) and np.isfinite(vectors).all()
+
+
+def test_failed_validation_leaves_the_batch_for_the_next_run(deployment, first_run):
+    added = deployment.land(per_class=1, start_index=700, seed=3)
+    honest = deployment.ledger()
+    # Inject an inconsistency: the ledger claims one committed features row that does not exist.
+    tampered = json.loads(json.dumps(honest))
+    tampered["batches"][0]["features_rows"] += 1
+    deployment.put_json("state/ledger.json", tampered)
+
+    failed = deployment.run()
+    assert failed["state"] == "failed"
+    assert failed["tasks"]["validate"] == "failed"
+    assert failed["tasks"]["commit_batch"] in ("upstream_failed", None)
+    assert "PCA rows" in failed["output"] and "difference -1" in failed["output"]
+    assert deployment.ledger() == tampered  # nothing committed
+
+    deployment.put_json("state/ledger.json", honest)
+    retried = deployment.run()
+    assert_all_succeeded(retried)
+    ledger = deployment.ledger()
+    assert len(ledger["batches"]) == 3
+    assert ledger["batches"][-1]["images"] == len(added.images)
+    # Same images -> same (content-addressed) batch: the re-run overwrote its outputs.
+    batch_ids = [b["batch_id"] for b in ledger["batches"]]
+    assert len(set(batch_ids)) == 3
+    manifests = [k for k in deployment.keys("batches/") if k.endswith("manifest.txt")]
+    assert sorted(manifests) == sorted(f"batches/{b}/manifest.txt" for b in batch_ids)
+    report = deployment.report(retried["run_id"])
+    all_keys = [k for b in ledger["batches"] for k in b["keys"]]
+    assert len(all_keys) == len(set(all_keys))
+    assert report["pca_rows"] == sum(b["features_rows"] for b in ledger["batches"])

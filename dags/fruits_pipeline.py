@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, PokeReturnValue, dag, task
+from airflow.sdk import Asset, Param, PokeReturnValue, dag, task
 
 from fruits import settings as fruits_settings
 
@@ -45,6 +45,10 @@ if SETTINGS.compute == "emr":
     from fruits import dag_emr
 
     PARAMS.update(dag_emr.params(SETTINGS))
+
+# Downstream consumers (the classification engine's DAGs) can schedule on these.
+PCA_ASSET = Asset(name="fruits_pca_vectors", uri=f"s3://{SETTINGS.bucket}/pca/")
+FEATURES_ASSET = Asset(name="fruits_features", uri=f"s3://{SETTINGS.bucket}/features/")
 
 DEFAULT_ARGS = {
     "owner": "fruits",
@@ -111,7 +115,7 @@ def fruits_pipeline():
 
         return pipeline.commit(storage.s3_hook(SETTINGS.aws_conn_id), batch["bucket"], batch, validation, run_id)
 
-    @task
+    @task(outlets=[FEATURES_ASSET, PCA_ASSET])
     def publish_report(batch: dict, computed: dict, validation: dict, committed: dict,
                        params: dict | None = None, run_id: str | None = None) -> dict:
         from fruits import layout, report, storage

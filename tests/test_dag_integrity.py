@@ -50,6 +50,9 @@ def test_local_dag_has_the_expected_flow(local_dag):
     assert downstream(dag, "validate") >= {"commit_batch"}
     assert "publish_report" in downstream(dag, "commit_batch")
     assert dag.max_active_runs == 1 and dag.catchup is False
+    # Consumers can schedule on the pipeline's outputs (Airflow assets).
+    outlets = {asset.name for asset in dag.task_dict["publish_report"].outlets}
+    assert outlets == {"fruits_features", "fruits_pca_vectors"}
 
 
 def test_params_offer_the_trigger_form(local_dag):

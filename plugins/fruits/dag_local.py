@@ -40,6 +40,20 @@ def spark_conf() -> dict[str, str]:
     }
 
 
+def spark_job(task_id: str, script: str, args: list, settings: Settings, timeout: timedelta):
+    """spark-submit one of the project's jobs on the Spark connection (local[*])."""
+    return TimedSparkSubmitOperator(
+        task_id=task_id,
+        application=str(settings.spark_jobs_dir / script),
+        conn_id=settings.spark_conn_id,
+        name=f"fruits-{task_id}",
+        application_args=args,
+        conf=spark_conf(),
+        env_vars=spark_env(),
+        execution_timeout=timeout,
+    )
+
+
 def build(batch, settings: Settings):
     @task_group(group_id="local_spark")
     def local_spark(batch):
@@ -52,19 +66,10 @@ def build(batch, settings: Settings):
 
         staged = stage_images(batch)
 
-        featurize = TimedSparkSubmitOperator(
-            task_id="featurize",
-            application=str(settings.spark_jobs_dir / "featurize.py"),
-            conn_id=settings.spark_conn_id,
-            name="fruits-featurize",
-            application_args=[
-                "--manifest", staged["manifest"], "--output", staged["output"], "--rejects", staged["rejects"],
-                "--weights", "{{ params.weights }}", "--image-size", "{{ params.image_size }}",
-            ],
-            conf=spark_conf(),
-            env_vars=spark_env(),
-            execution_timeout=timedelta(hours=6),
-        )
+        featurize = spark_job("featurize", "featurize.py", [
+            "--manifest", staged["manifest"], "--output", staged["output"], "--rejects", staged["rejects"],
+            "--weights", "{{ params.weights }}", "--image-size", "{{ params.image_size }}",
+        ], settings, timedelta(hours=6))
 
         @task
         def publish_features(batch: dict, staged: dict) -> dict:
@@ -90,20 +95,11 @@ def build(batch, settings: Settings):
         pca_inputs = stage_pca_inputs(batch, published)
         featurize >> published
 
-        pca = TimedSparkSubmitOperator(
-            task_id="pca",
-            application=str(settings.spark_jobs_dir / "pca.py"),
-            conn_id=settings.spark_conn_id,
-            name="fruits-pca",
-            application_args=[
-                "--features", pca_inputs["features"], "--output", pca_inputs["output"],
-                "--model", pca_inputs["model"], "--report", pca_inputs["report"], "--allow-empty",
-                *PCA_SIZE_ARGS,
-            ],
-            conf=spark_conf(),
-            env_vars=spark_env(),
-            execution_timeout=timedelta(hours=2),
-        )
+        pca = spark_job("pca", "pca.py", [
+            "--features", pca_inputs["features"], "--output", pca_inputs["output"],
+            "--model", pca_inputs["model"], "--report", pca_inputs["report"], "--allow-empty",
+            *PCA_SIZE_ARGS,
+        ], settings, timedelta(hours=2))
 
         @task
         def publish_pca(batch: dict, staged: dict, featurized: dict, published: dict, pca_run: dict,

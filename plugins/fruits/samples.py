@@ -116,7 +116,7 @@ _SPECS: dict[str, FruitSpec] = {
     "Limes": FruitSpec((104, 166, 42), "oval", 0.7, 0.82),
     "Blackberry": FruitSpec((40, 28, 46), "cluster", 0.7, texture=6.0),
     "Pêche de vigne": FruitSpec((172, 70, 92), "round", 0.8, 0.95, texture=5.0),
-    "Watermelon": FruitSpec((58, 118, 48), "oval", 0.9, 0.85, texture=9.0),
+    "Watermelon": FruitSpec((58, 118, 48), "oval", 0.84, 0.85, texture=9.0),
 }
 
 #: Default class names, in the order ``generate_samples`` uses them.

@@ -10,6 +10,7 @@
     reports/<run_id>.json                   run report
     state/ledger.json                       committed batches (the only thing a run commits)
     code/<version>/                         Spark jobs and bootstrap for EMR (content-addressed)
+    emr-logs/                               EMR cluster and step logs (LogUri)
 """
 
 from __future__ import annotations

@@ -42,15 +42,21 @@ def validate(hook, bucket: str, batch: dict, pca_prefix: str, features_dim: int 
     started = time.perf_counter()
     findings = Findings()
     manifest_uris = [layout.s3_uri(bucket, k) for k in planning.manifest_keys(hook, bucket, batch["batch_id"])]
-    features = storage.read_parquet_dataset(hook, bucket, batch["features"], ["path", "features"])
-    rejects = storage.read_parquet_dataset(hook, bucket, batch["rejects"], ["path", "reason"])
+    try:
+        features = storage.read_parquet_dataset(hook, bucket, batch["features"], ["path", "features"])
+        rejects = storage.read_parquet_dataset(hook, bucket, batch["rejects"], ["path", "reason"])
+    except FileNotFoundError as exc:
+        raise ValidationError(f"validation failed: {exc}") from None
     check_batch(manifest_uris, features, rejects, findings, features_dim)
 
     pca_report = storage.read_json(hook, bucket, pca_prefix + "report.json")
     if pca_report is None:
         raise ValidationError(f"validation failed: no PCA report at s3://{bucket}/{pca_prefix}report.json")
     expected_pca_rows = batch["committed_features_rows"] + features.num_rows
-    pca = storage.read_parquet_dataset(hook, bucket, pca_prefix + "vectors/", ["path", "pca_features"])
+    try:
+        pca = storage.read_parquet_dataset(hook, bucket, pca_prefix + "vectors/", ["path", "pca_features"])
+    except FileNotFoundError as exc:
+        raise ValidationError(f"validation failed: {exc}") from None
     check_pca(pca, expected_pca_rows, int(pca_report["k"]), findings)
     findings.check(pca_report["rows"] == pca.num_rows,
                    f"PCA report says {pca_report['rows']} rows, the vectors hold {pca.num_rows}")

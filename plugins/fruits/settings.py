@@ -27,6 +27,19 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name, "true" if default else "false").lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def _env_optional(name: str) -> str | None:
+    return _env(name, "") or None
+
+
 def _env_float(name: str, default: float) -> float:
     raw = _env(name, str(default))
     try:
@@ -52,12 +65,36 @@ class Settings:
     work_dir: Path = field(default_factory=lambda: Path(_env("FRUITS_WORK_DIR", "/tmp/fruits-pipeline")))
     spark_jobs_dir: Path = field(
         default_factory=lambda: Path(_env("FRUITS_SPARK_JOBS_DIR", str(PROJECT_ROOT / "spark_jobs"))))
+    # EMR backend (FRUITS_COMPUTE=emr): defaults of the trigger form's EMR params ...
+    emr_region: str = field(default_factory=lambda: _env("FRUITS_EMR_REGION", "eu-west-3"))
+    emr_allow_non_eu_region: bool = field(default_factory=lambda: _env_bool("FRUITS_EMR_ALLOW_NON_EU_REGION", False))
+    emr_release_label: str = field(default_factory=lambda: _env("FRUITS_EMR_RELEASE_LABEL", "emr-7.13.0"))
+    emr_master_instance_type: str = field(default_factory=lambda: _env("FRUITS_EMR_MASTER_INSTANCE_TYPE", "m5.xlarge"))
+    emr_core_instance_type: str = field(default_factory=lambda: _env("FRUITS_EMR_CORE_INSTANCE_TYPE", "m5.xlarge"))
+    emr_core_instance_count: int = field(default_factory=lambda: _env_int("FRUITS_EMR_CORE_INSTANCE_COUNT", 2))
+    emr_core_max_instance_count: int = field(default_factory=lambda: _env_int("FRUITS_EMR_CORE_MAX_INSTANCE_COUNT", 0))
+    emr_core_spot: bool = field(default_factory=lambda: _env_bool("FRUITS_EMR_CORE_SPOT", False))
+    emr_idle_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_IDLE_TIMEOUT", 1800))
+    # ... and deployment configuration that is never a run parameter (roles, network, connection).
+    emr_subnet_id: str | None = field(default_factory=lambda: _env_optional("FRUITS_EMR_SUBNET_ID"))
+    emr_job_flow_role: str = field(default_factory=lambda: _env("FRUITS_EMR_JOB_FLOW_ROLE", "EMR_EC2_DefaultRole"))
+    emr_service_role: str = field(default_factory=lambda: _env("FRUITS_EMR_SERVICE_ROLE", "EMR_DefaultRole"))
+    emr_conn_id: str | None = field(default_factory=lambda: _env_optional("FRUITS_EMR_CONN_ID"))
+    emr_log_prefix: str = field(default_factory=lambda: _env("FRUITS_EMR_LOG_PREFIX", "emr-logs/"))
+    emr_poll_seconds: int = field(default_factory=lambda: _env_int("FRUITS_EMR_POLL_SECONDS", 60))
+    emr_startup_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_STARTUP_TIMEOUT", 2700))
+    emr_featurize_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_FEATURIZE_TIMEOUT", 6 * 3600))
+    emr_pca_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_PCA_TIMEOUT", 2 * 3600))
 
     def __post_init__(self) -> None:
         if self.compute not in COMPUTE_BACKENDS:
             raise ValueError(f"FRUITS_COMPUTE must be one of {COMPUTE_BACKENDS}, got {self.compute!r}")
         if self.schedule and self.schedule.lower() in ("none", "manual"):
             object.__setattr__(self, "schedule", None)
+        if self.emr_poll_seconds < 1:
+            raise ValueError(f"FRUITS_EMR_POLL_SECONDS must be at least 1, got {self.emr_poll_seconds}")
+        if not self.emr_log_prefix.endswith("/"):
+            object.__setattr__(self, "emr_log_prefix", self.emr_log_prefix + "/")
 
 
 def load() -> Settings:

@@ -1,0 +1,250 @@
+"""Tasks of the EMR backend (FRUITS_COMPUTE=emr): one transient EMR cluster per run, always terminated.
+
+    check_region -> upload_code -> cluster_spec -> create_cluster -> add_featurize_step
+        -> wait_featurize -> add_pca_step -> wait_pca -> emr_outputs
+    terminate_cluster: teardown of create_cluster, after wait_pca whatever its outcome
+
+`build(batch, settings)` adds them to the DAG being defined and returns the XComArg of
+`emr_outputs`: a dict with the PCA prefix, the output URIs and the seconds of every stage, the
+same contract as the local backend, so validation, commit and report do not change.
+
+Three independent guards keep a cluster from outliving its run:
+  1. `terminate_cluster` is a teardown task: it runs when the steps succeeded, failed or timed
+     out, and when a run is marked failed by hand (a failed step still fails the run);
+  2. `create_cluster` waits for the cluster to be ready with `terminate_job_flow_on_failure`:
+     a cluster that fails to start (bootstrap, capacity, timeout) is terminated right there;
+  3. the cluster's own `AutoTerminationPolicy` ends it after `idle_timeout` seconds without
+     work, even if Airflow itself is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import timedelta
+
+from airflow.providers.amazon.aws.operators.emr import (
+    EmrAddStepsOperator,
+    EmrCreateJobFlowOperator,
+    EmrTerminateJobFlowOperator,
+)
+from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+from airflow.sdk import Param, task, task_group
+
+from fruits import emr_backend
+from fruits.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The longest a cluster may need to terminate before the teardown task reports a problem.
+TERMINATE_TIMEOUT = 30 * 60
+# Idle time that may separate the two steps (sensor poll + scheduling): a shorter idle timeout
+# could let EMR end the cluster between featurize and PCA.
+MIN_RUN_IDLE_TIMEOUT = 600
+
+
+def params(settings: Settings) -> dict[str, Param]:
+    """EMR params of the trigger form; defaults from the FRUITS_EMR_* settings."""
+    return {
+        "region": Param(settings.emr_region, type="string", pattern=emr_backend.REGION_PATTERN,
+                        examples=list(emr_backend.EU_REGIONS),
+                        description="AWS region of the EMR cluster. Must be in the EU (eu-*) unless "
+                                    "allow_non_eu_region is set; ideally the bucket's region."),
+        "allow_non_eu_region": Param(settings.emr_allow_non_eu_region, type="boolean",
+                                     description="Explicit override: allow a cluster (and a bucket) outside "
+                                                 "the EU. Only with approval: the data then leaves the EU."),
+        "release_label": Param(settings.emr_release_label, type="string",
+                               pattern=emr_backend.RELEASE_LABEL_PATTERN,
+                               description="EMR 7.x release (Spark 3.5), e.g. emr-7.13.0."),
+        "master_instance_type": Param(settings.emr_master_instance_type, type="string",
+                                      pattern=emr_backend.INSTANCE_TYPE_PATTERN,
+                                      description="Instance type of the primary node (runs YARN, not the jobs)."),
+        "core_instance_type": Param(settings.emr_core_instance_type, type="string",
+                                    pattern=emr_backend.INSTANCE_TYPE_PATTERN,
+                                    description="Instance type of the core nodes (run the Spark executors)."),
+        "core_instance_count": Param(settings.emr_core_instance_count, type="integer", minimum=0, maximum=200,
+                                     description="Core nodes at start (0: everything on the primary node)."),
+        "core_max_instance_count": Param(settings.emr_core_max_instance_count, type="integer", minimum=0,
+                                         maximum=200,
+                                         description="With a value above core_instance_count, EMR managed "
+                                                     "scaling grows the core group up to this many nodes."),
+        "core_spot": Param(settings.emr_core_spot, type="boolean",
+                           description="Core nodes on Spot capacity (cheaper; a reclaimed node slows the "
+                                       "run down or fails it)."),
+        "idle_timeout": Param(settings.emr_idle_timeout, type="integer", minimum=MIN_RUN_IDLE_TIMEOUT,
+                              maximum=emr_backend.MAX_IDLE_TIMEOUT,
+                              description="Seconds without work after which EMR terminates the cluster by "
+                                          "itself (a guard if Airflow cannot)."),
+    }
+
+
+def _attempts(timeout_seconds: int, poll_seconds: int) -> int:
+    return max(1, math.ceil(timeout_seconds / poll_seconds))
+
+
+def build(batch, settings: Settings):
+    poll = settings.emr_poll_seconds
+    aws = {"aws_conn_id": settings.aws_conn_id, "region_name": "{{ params.region }}"}
+
+    @task_group(group_id="emr")
+    def emr(batch):
+        @task(retries=0)
+        def check_region(batch: dict, params: dict | None = None) -> dict:
+            """Refuse a region (or a bucket) outside the EU before anything is created."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from fruits import storage
+
+            allow = bool(params["allow_non_eu_region"])
+            try:
+                region = emr_backend.check_region(params["region"], allow)
+                where = emr_backend.bucket_region(storage.s3_hook(settings.aws_conn_id), batch["bucket"])
+                warning = emr_backend.check_bucket_region(batch["bucket"], where, region, allow)
+            except emr_backend.RegionNotAllowed as exc:
+                raise AirflowFailException(str(exc)) from None  # deterministic: retrying cannot help
+            if not emr_backend.is_eu_region(region) or not emr_backend.is_eu_region(where):
+                log.warning("allow_non_eu_region=true: the cluster runs in %s, the bucket is in %s", region, where)
+            if warning:
+                log.warning(warning)
+            return {"region": region, "bucket_region": where}
+
+        @task
+        def upload_code(batch: dict, region: dict) -> dict:
+            from fruits import storage
+
+            code = emr_backend.upload_code(storage.s3_hook(settings.aws_conn_id), batch["bucket"],
+                                           settings.spark_jobs_dir)
+            log.info("code version %s at %s: uploaded %s, already there %s", code["version"],
+                     code["uris"]["prefix"], code["uploaded"] or "nothing", code["skipped"] or "nothing")
+            return code
+
+        @task(retries=0)
+        def cluster_spec(batch: dict, code: dict, region: dict, params: dict | None = None,
+                         run_id: str | None = None, dag_run=None) -> dict:
+            """The RunJobFlow request and both steps, from the run's params (kept in XCom for review)."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from fruits import layout
+
+            bucket, uris = batch["bucket"], code["uris"]
+            try:
+                overrides = emr_backend.job_flow_overrides(
+                    name=f"fruits-pipeline {layout.safe_run_id(run_id)}",
+                    release_label=params["release_label"],
+                    log_uri=emr_backend.log_uri(bucket, settings.emr_log_prefix),
+                    code=uris,
+                    master_instance_type=params["master_instance_type"],
+                    core_instance_type=params["core_instance_type"],
+                    core_instance_count=int(params["core_instance_count"]),
+                    core_max_instance_count=int(params["core_max_instance_count"]),
+                    core_spot=bool(params["core_spot"]),
+                    idle_timeout=int(params["idle_timeout"]),
+                    job_flow_role=settings.emr_job_flow_role,
+                    service_role=settings.emr_service_role,
+                    subnet_id=settings.emr_subnet_id,
+                    tags=emr_backend.cluster_tags(run_id=run_id, dag_id=dag_run.dag_id, batch_id=batch["batch_id"]),
+                )
+                featurize = emr_backend.featurize_step(
+                    code=uris, bucket=bucket, batch_id=batch["batch_id"], weights=params["weights"],
+                    image_size=int(params["image_size"]))
+                pca = emr_backend.pca_step(
+                    code=uris, bucket=bucket, run_id=run_id, committed_batches=batch["committed_batches"],
+                    batch_id=batch["batch_id"], pca_k=params["pca_k"], pca_variance=params["pca_variance"])
+            except ValueError as exc:
+                raise AirflowFailException(str(exc)) from None
+            return {"region": region["region"], "job_flow_overrides": overrides,
+                    "featurize_steps": [featurize], "pca_steps": [pca]}
+
+        checked = check_region(batch)
+        code = upload_code(batch, checked)
+        spec = cluster_spec(batch, code, checked)
+
+        create = EmrCreateJobFlowOperator(
+            task_id="create_cluster",
+            emr_conn_id=settings.emr_conn_id,  # None: no EMR connection, the request is all in the overrides
+            job_flow_overrides=spec["job_flow_overrides"],
+            # Wait until the cluster is up (bootstrap done): a cluster that cannot start is terminated
+            # here by terminate_job_flow_on_failure, and the run fails with EMR's reason.
+            wait_for_completion=True,
+            waiter_delay=poll,
+            waiter_max_attempts=_attempts(settings.emr_startup_timeout, poll),
+            deferrable=False,
+            terminate_job_flow_on_failure=True,
+            retries=0,  # a retry could start a second cluster while the first one is still provisioning
+            execution_timeout=timedelta(seconds=settings.emr_startup_timeout + 600),
+            **aws,
+        )
+
+        def add_step(task_id: str, steps):
+            return EmrAddStepsOperator(task_id=task_id, job_flow_id=create.output, steps=steps,
+                                       wait_for_completion=False, deferrable=False,
+                                       execution_timeout=timedelta(minutes=10), **aws)
+
+        def wait_step(task_id: str, adder: EmrAddStepsOperator, timeout_seconds: int):
+            return EmrStepSensor(
+                task_id=task_id,
+                job_flow_id=create.output,
+                step_id=f"{{{{ ti.xcom_pull(task_ids='{adder.task_id}')[0] }}}}",
+                deferrable=True,  # polls from the triggerer: no worker slot held for hours
+                poke_interval=poll,
+                max_attempts=_attempts(timeout_seconds, poll),
+                retries=0,  # a FAILED step stays failed; the next run plans the batch again
+                execution_timeout=timedelta(seconds=timeout_seconds + 600),
+                **aws,
+            )
+
+        add_featurize = add_step("add_featurize_step", spec["featurize_steps"])
+        wait_featurize = wait_step("wait_featurize", add_featurize, settings.emr_featurize_timeout)
+        add_pca = add_step("add_pca_step", spec["pca_steps"])
+        wait_pca = wait_step("wait_pca", add_pca, settings.emr_pca_timeout)
+        add_featurize >> wait_featurize >> add_pca >> wait_pca
+
+        terminate = EmrTerminateJobFlowOperator(
+            task_id="terminate_cluster",
+            job_flow_id=create.output,
+            waiter_delay=poll,
+            waiter_max_attempts=_attempts(TERMINATE_TIMEOUT, poll),
+            deferrable=True,  # succeeds only once EMR reports the cluster TERMINATED
+            retries=max(2, settings.task_retries),  # the one task where retrying is always right
+            execution_timeout=timedelta(seconds=TERMINATE_TIMEOUT + 600),
+            **aws,
+        )
+        # A teardown does not decide the run's state, except when it fails: a cluster that may
+        # still be running must not go unnoticed.
+        wait_pca >> terminate.as_teardown(setups=create, on_failure_fail_dagrun=True)
+
+        @task
+        def emr_outputs(batch: dict, code: dict, cluster_id: str, featurize_step_ids: list[str],
+                        pca_step_ids: list[str], params: dict | None = None, run_id: str | None = None) -> dict:
+            from airflow.providers.amazon.aws.hooks.emr import EmrHook
+
+            from fruits import layout
+
+            client = EmrHook(aws_conn_id=settings.aws_conn_id, region_name=params["region"]).conn
+            cluster = client.describe_cluster(ClusterId=cluster_id)
+            featurized = client.describe_step(ClusterId=cluster_id, StepId=featurize_step_ids[0])
+            pca = client.describe_step(ClusterId=cluster_id, StepId=pca_step_ids[0])
+            bucket = batch["bucket"]
+            return {
+                "pca_prefix": layout.pca_prefix(run_id),
+                "outputs": {
+                    "features": layout.s3_uri(bucket, layout.features_prefix(batch["batch_id"])),
+                    "rejects": layout.s3_uri(bucket, layout.rejects_prefix(batch["batch_id"])),
+                    "pca": layout.s3_uri(bucket, layout.pca_prefix(run_id)),
+                    "emr_logs": f"{emr_backend.log_uri(bucket, settings.emr_log_prefix)}{cluster_id}/",
+                },
+                "stage_seconds": {
+                    "upload_code": code["seconds"],
+                    "emr_startup": emr_backend.startup_seconds(cluster),
+                    "featurize": emr_backend.step_seconds(featurized),
+                    "pca": emr_backend.step_seconds(pca),
+                },
+                "cluster_id": cluster_id,
+                "code_version": code["version"],
+            }
+
+        outputs = emr_outputs(batch, code, create.output, add_featurize.output, add_pca.output)
+        wait_pca >> outputs
+        return outputs
+
+    return emr(batch)

@@ -1,6 +1,6 @@
 """PCA of image features with Spark ML, projected exactly like classical (centred) PCA.
 
-    spark-submit spark_jobs/pca.py --features URI[,URI...] --output URI \
+    spark-submit spark_jobs/pca.py (--features URI[,URI...] | --features-list URI) --output URI \
         (--k N | --variance 0.95) --report PATH_OR_URI [--model URI]
 
 Reads one or more features parquet datasets (path, label, features array<float>), converts
@@ -32,7 +32,9 @@ log = setup_logging(JOB)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pca.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--features", required=True, help="features parquet URI(s), comma-separated")
+    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--features", help="features parquet URI(s), comma-separated")
+    inputs.add_argument("--features-list", help="text file listing features parquet URIs, one per line")
     parser.add_argument("--output", required=True, help="PCA vectors parquet URI")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--k", type=int, help="number of components")
@@ -51,11 +53,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--k must be at least 1")
     if args.variance is not None and not 0.0 < args.variance <= 1.0:
         parser.error("--variance must be in (0, 1]")
-    args.features = [u.strip() for u in args.features.split(",") if u.strip()]
-    if not args.features:
-        parser.error("--features needs at least one URI")
+    if args.features is not None:
+        args.features = [u.strip() for u in args.features.split(",") if u.strip()]
+        if not args.features:
+            parser.error("--features needs at least one URI")
     args.model = args.model or args.output.rstrip("/") + "_model"
     return args
+
+
+def read_features_list(spark, uri: str) -> list[str]:
+    if not hadoop_fs.exists(spark, uri):
+        raise JobError(f"features list not found: {uri}")
+    uris = [line.strip() for line in hadoop_fs.read_text(spark, uri).splitlines()
+            if line.strip() and not line.startswith("#")]
+    if not uris:
+        raise JobError(f"features list is empty: {uri}")
+    return uris
 
 
 def read_features(spark, uris: list[str]):
@@ -120,6 +133,8 @@ def run(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     spark = create_session("fruits-pca")
+    if args.features_list:
+        args.features = read_features_list(spark, args.features_list)
     frame = read_features(spark, args.features)
     if args.allow_empty and frame.isEmpty():
         log.info("no features rows yet: writing empty outputs (--allow-empty)")

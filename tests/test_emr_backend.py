@@ -293,14 +293,16 @@ def test_pca_step_reads_every_committed_batch_then_this_one():
     assert step["HadoopJarStep"]["Args"] == [
         "spark-submit", "--deploy-mode", "cluster", "--name", "fruits-pca", "--py-files", CODE["py_files"],
         CODE["pca"],
-        "--features", "s3://fruits/features/batch=b1/,s3://fruits/features/batch=b2/,s3://fruits/features/batch=b3/",
+        "--features-list", "s3://fruits/batches/b3/pca_inputs.txt",
         "--output", f"s3://fruits/{run}/vectors", "--model", f"s3://fruits/{run}/model",
         "--report", f"s3://fruits/{run}/report.json", "--allow-empty", "--variance", "0.9",
     ]
     fixed = emr_backend.pca_step(code=CODE, bucket="fruits", run_id="r", committed_batches=[], batch_id="b3",
                                  pca_k=7, pca_variance=0.9)
     assert fixed["HadoopJarStep"]["Args"][-2:] == ["--k", "7"]
-    assert "s3://fruits/features/batch=b3/" == fixed["HadoopJarStep"]["Args"][9]
+    assert "s3://fruits/batches/b3/pca_inputs.txt" == fixed["HadoopJarStep"]["Args"][9]
+    assert emr_backend.pca_features_uris("fruits", ["b1", "b2"], "b3") == [
+        "s3://fruits/features/batch=b1/", "s3://fruits/features/batch=b2/", "s3://fruits/features/batch=b3/"]
 
 
 def test_step_arguments_are_accepted_by_the_jobs_own_parsers():
@@ -316,19 +318,20 @@ def test_step_arguments_are_accepted_by_the_jobs_own_parsers():
     pca_args = emr_backend.pca_step(code=CODE, bucket="fruits", run_id="r", committed_batches=["b1"],
                                     batch_id="b42", pca_k=3, pca_variance=0.95)["HadoopJarStep"]["Args"]
     parsed = pca.parse_args(pca_args[pca_args.index(CODE["pca"]) + 1:])
-    assert parsed.features == ["s3://fruits/features/batch=b1/", "s3://fruits/features/batch=b42/"]
+    assert parsed.features is None and parsed.features_list == "s3://fruits/batches/b42/pca_inputs.txt"
     assert parsed.k == 3 and parsed.allow_empty and parsed.report == "s3://fruits/pca/run=r/report.json"
 
 
-def test_too_many_committed_batches_for_one_step_argument_is_a_clear_error():
-    batches = [f"b{i:016x}" for i in range(300)]
+def test_many_committed_batches_keep_the_pca_step_short():
+    """The batches go through a list file: EMR caps one step argument at 10,280 characters."""
+    batches = [f"b{i:016x}" for i in range(5000)]
+    step = emr_backend.pca_step(code=CODE, bucket="fruits", run_id="r", committed_batches=batches,
+                                batch_id="bnew", pca_k=None, pca_variance=0.95)
+    assert max(len(a) for a in step["HadoopJarStep"]["Args"]) < 200
+    assert len(emr_backend.pca_features_uris("fruits", batches, "bnew")) == 5001
     with pytest.raises(ValueError, match="exceeds EMR's 10280 characters"):
-        emr_backend.pca_step(code=CODE, bucket="fruits", run_id="r", committed_batches=batches, batch_id="bnew",
-                             pca_k=None, pca_variance=0.95)
-    # The doc's estimate: how many batches fit with a 6- and a 20-character bucket name.
-    for bucket, at_least in (("fruits", 220), ("x" * 20, 170)):
-        emr_backend.pca_step(code=CODE, bucket=bucket, run_id="r", committed_batches=batches[:at_least - 1],
-                             batch_id=f"b{'f' * 16}", pca_k=None, pca_variance=0.95)
+        emr_backend.spark_submit_step(name="x", app_name="x", script="s3://b/x.py", py_files="s3://b/x.zip",
+                                      job_args=["--features", "s" * 10281])
 
 
 def test_timings_come_from_the_emr_timelines():
@@ -664,6 +667,8 @@ class StepDriver:
         from fruits_spark import pca_report
 
         tables = []
+        if args.features_list:
+            args.features = self._read(args.features_list).decode().split()
         for uri in args.features:
             if not self._exists(uri):
                 return f"pca: error: features not found: {uri}"
@@ -909,7 +914,7 @@ def test_success_runs_both_steps_on_a_terminated_cluster_and_commits(deployment,
         "--weights", "none", "--image-size", "32"]
     run_prefix = f"s3://{BUCKET}/{layout.pca_prefix(run_id)}"
     assert pca_args[7:] == [
-        code_prefix + "pca.py", "--features", f"s3://{BUCKET}/features/batch={batch_id}/",
+        code_prefix + "pca.py", "--features-list", f"s3://{BUCKET}/batches/{batch_id}/pca_inputs.txt",
         "--output", run_prefix + "vectors", "--model", run_prefix + "model", "--report", run_prefix + "report.json",
         "--allow-empty", "--variance", "0.95"]
 
@@ -934,7 +939,8 @@ def test_a_second_run_reuses_the_code_and_fits_pca_on_every_committed_batch(depl
     assert not [p for p in puts if p.startswith(f"/{BUCKET}/code/")]  # same sources: nothing uploaded
     first, second = deployment.ledger()["batches"]
     pca_args = result["steps"][1]["args"]
-    features = pca_args[pca_args.index("--features") + 1].split(",")
+    list_uri = pca_args[pca_args.index("--features-list") + 1]
+    features = deployment.driver._read(list_uri).decode().split()
     assert features == [f"s3://{BUCKET}/features/batch={first['batch_id']}/",
                         f"s3://{BUCKET}/features/batch={second['batch_id']}/"]
     assert pca_args[-2:] == ["--k", "3"]

@@ -90,7 +90,9 @@ def test_variance_target_picks_the_smallest_k(two_batches, tmp_path, spark_submi
     _, _, ratios = classical_pca(matrix)
     expected_k = int(np.searchsorted(np.cumsum(ratios), 0.9) + 1)
     assert 1 < expected_k < 48
-    proc = spark_submit_cmd("pca.py", "--features", f"{root / 'batch=1'},{root / 'batch=2'}",
+    listing = tmp_path / "inputs.txt"  # the form the EMR backend uses
+    listing.write_text(f"{root / 'batch=1'}\n\n{root / 'batch=2'}\n", encoding="utf-8")
+    proc = spark_submit_cmd("pca.py", "--features-list", str(listing),
                             "--output", str(tmp_path / "v"), "--variance", "0.9",
                             "--report", str(tmp_path / "r.json"), "--model", str(tmp_path / "model"))
     report = json.loads((tmp_path / "r.json").read_text())

@@ -320,9 +320,8 @@ def featurize_step(*, code: dict[str, str], bucket: str, batch_id: str, weights:
 
 
 def pca_features_uris(bucket: str, committed_batches: list[str], batch_id: str) -> list[str]:
-    """Features of every committed batch plus this one (never an uncommitted batch's leftovers)."""
-    ids = [b for b in committed_batches if b != batch_id] + [batch_id]
-    return [layout.s3_uri(bucket, layout.features_prefix(b)) for b in ids]
+    """Features of every committed batch plus this one (listed in the batch's pca_inputs.txt)."""
+    return layout.pca_input_uris(bucket, committed_batches, batch_id)
 
 
 def pca_step(*, code: dict[str, str], bucket: str, run_id: str, committed_batches: list[str], batch_id: str,
@@ -332,7 +331,9 @@ def pca_step(*, code: dict[str, str], bucket: str, run_id: str, committed_batche
     return spark_submit_step(
         name=f"fruits pca {layout.safe_run_id(run_id)}", app_name="fruits-pca", script=code["pca"],
         py_files=code["py_files"],
-        job_args=["--features", ",".join(pca_features_uris(bucket, committed_batches, batch_id)),
+        # A list file written by plan_batch, not the URIs themselves: one step argument is capped
+        # at 10,280 characters, which a few hundred committed batches would exceed.
+        job_args=["--features-list", layout.s3_uri(bucket, layout.pca_inputs_key(batch_id)),
                   "--output", out["vectors"], "--model", out["model"], "--report", out["report"],
                   "--allow-empty", *size])
 

@@ -2,6 +2,7 @@
 
     landing/<Label>/<image>                 input images, as uploaded
     batches/<batch_id>/manifest.txt         the image URIs of one batch (one per line)
+    batches/<batch_id>/pca_inputs.txt       the features datasets its PCA reads (one per line)
     features/batch=<batch_id>/              features parquet of that batch
     rejects/batch=<batch_id>/               rejects parquet of that batch (path, label, reason)
     pca/run=<run_id>/vectors/               PCA vectors of every committed image
@@ -41,6 +42,17 @@ def batch_id_for(keys: list[str]) -> str:
 
 def manifest_key(batch_id: str) -> str:
     return f"batches/{batch_id}/manifest.txt"
+
+
+def pca_inputs_key(batch_id: str) -> str:
+    """The features datasets the batch's PCA reads (committed batches + this one), one URI a line."""
+    return f"batches/{batch_id}/pca_inputs.txt"
+
+
+def pca_input_uris(bucket: str, committed_batches: list[str], batch_id: str) -> list[str]:
+    """Features of every committed batch plus this one (never an uncommitted batch's leftovers)."""
+    ids = [b for b in committed_batches if b != batch_id] + [batch_id]
+    return [s3_uri(bucket, features_prefix(b)) for b in ids]
 
 
 def features_prefix(batch_id: str) -> str:

@@ -31,11 +31,14 @@ def plan_batch(hook, bucket: str, landing_prefix: str) -> dict:
     manifest = "".join(layout.s3_uri(bucket, k) + "\n" for k in keys)
     hook.load_string(manifest, key=layout.manifest_key(batch_id), bucket_name=bucket, replace=True)
     committed = ledger_mod.committed_batch_ids(ledger)
+    pca_inputs = "".join(u + "\n" for u in layout.pca_input_uris(bucket, committed, batch_id))
+    hook.load_string(pca_inputs, key=layout.pca_inputs_key(batch_id), bucket_name=bucket, replace=True)
     return {
         "batch_id": batch_id,
         "bucket": bucket,
         "images": len(keys),
         "manifest": layout.manifest_key(batch_id),
+        "pca_inputs": layout.pca_inputs_key(batch_id),
         "features": layout.features_prefix(batch_id),
         "rejects": layout.rejects_prefix(batch_id),
         "committed_batches": committed,

@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv test demo demo-more bench clean check-java
+.PHONY: help venv test demo demo-more bench clean check-java native-blas
 
 help:
 	@echo "make demo    - run fruits_pipeline end to end on an embedded S3 server (see README)"
@@ -40,7 +40,15 @@ demo: venv check-java
 demo-more: venv check-java
 	$(PY) -m fruits.demo --add-images 8 $(DEMO_ARGS)
 
-bench: venv check-java
+# Spark ML's PCA uses a native BLAS when libblas.so.3 is present (Debian: libopenblas0-pthread).
+native-blas:
+	@ldconfig -p | grep -q 'libblas.so.3 ' || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing OpenBLAS for Spark ML (libopenblas0-pthread)"; \
+	    apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null; \
+	  else echo "no native BLAS (libblas.so.3): Spark ML PCA runs on its slower JVM fallback"; fi; }
+
+bench: venv check-java native-blas
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:

@@ -8,6 +8,17 @@ The label of an image is its parent folder name. The model weights are loaded on
 driver and reach the executors only as a Spark broadcast variable; each Python worker builds
 the network once and keeps it for all of its batches (`predict_batch_udf`'s model cache).
 
+Start-up work runs side by side: the driver loads the weights in a child process (TensorFlow
+never enters the driver itself) while Spark lists the inputs and the Python workers import
+TensorFlow and build the graph (`model.prebuild_in_background`), so that the first batch only
+waits for the weights to be copied into the variables.
+
+Each task gets `spark.task.cpus` cores and runs TensorFlow with that many threads. Unless set
+(`spark-submit --conf spark.task.cpus=N`), the job asks for min(2, cores of an executor).
+Measured on 2 cores (benchmarks/): one worker with 2 threads is as fast as two workers with
+1 thread each on an idle machine and faster when other processes want CPU, and it needs one
+TensorFlow import and one model copy less (-1.5 GB peak RSS).
+
 Every input file ends up in exactly one of the two outputs:
   --output   parquet: path, label, features (array<float>, 1280), width, height, size_bytes, sha256
   --rejects  parquet: path, label, reason, size_bytes
@@ -17,8 +28,19 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
+import os
+import re
 import sys
+import threading
 import time
+import traceback
+from typing import Iterator
+
+import pandas as pd
+
+from pyspark.sql import Observation
+from pyspark.sql import functions as F
 
 from fruits_spark import hadoop_fs, paths
 from fruits_spark.images import DEFAULT_MAX_PIXELS
@@ -28,6 +50,11 @@ from fruits_spark.runtime import JobError, create_session, exit_on_job_error, se
 JOB = "featurize"
 # One partition holds at most this many images, so that a lost task is cheap to redo.
 MAX_IMAGES_PER_PARTITION = 2000
+# Cores (= TensorFlow threads) per featurize task when spark.task.cpus is not set.
+DEFAULT_TASK_CPUS = 2
+FEATURES_SCHEMA = [("path", "string"), ("label", "string"), ("features", "array<float>"), ("width", "int"),
+                   ("height", "int"), ("size_bytes", "bigint"), ("sha256", "string")]
+REJECTS_SCHEMA = [("path", "string"), ("label", "string"), ("reason", "string"), ("size_bytes", "bigint")]
 
 log = setup_logging(JOB)
 
@@ -75,23 +102,40 @@ def list_existing(spark, uris: list[str]) -> set[str]:
     return listed.intersection(uris)
 
 
-def plan_inputs(spark, args) -> tuple[list[str], list[tuple[str, str]]]:
-    """Return (image files to read, rejects known before reading)."""
+def plan_inputs(spark, args, manifest: list[str] | None):
+    """Return (image files to read, rejects known before reading, the images DataFrame or None).
+
+    With --images the folder is listed once: the same DataFrame (and file listing) is read later.
+    """
     if args.images:
         listing = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(args.images)
         files = sorted({paths.canonical_uri(f, encoded=True) for f in listing.inputFiles()})
-        return [f for f in files if paths.is_image_path(f)], []
-    entries = read_manifest(spark, args.manifest)
-    existing = list_existing(spark, entries)
+        return [f for f in files if paths.is_image_path(f)], [], \
+            listing.where(F.col("path").rlike(paths.IMAGE_PATH_REGEX))
+    existing = list_existing(spark, manifest)
     to_read, rejects = [], []
-    for uri in entries:
+    for uri in manifest:
         if uri not in existing:
             rejects.append((uri, "file not found"))
         elif not paths.is_image_path(uri):
             rejects.append((uri, "unsupported file type (expected .jpg, .jpeg or .png)"))
         else:
             to_read.append(uri)
-    return to_read, rejects
+    images = spark.read.format("binaryFile").load([paths.escape_glob(u) for u in to_read]) if to_read else None
+    return to_read, rejects, images
+
+
+def local_frame(spark, rows: list[tuple], schema: list[tuple[str, str]]):
+    """A small DataFrame of driver-side rows, built without Python workers.
+
+    `createDataFrame(list)` would go through a Python RDD: one more pool of Python workers,
+    started only to hand back a few rows when the rejects are written. Rows go to the JVM as
+    Arrow instead, and no rows is an empty range.
+    """
+    if not rows:
+        return spark.range(0).select(*[F.lit(None).cast(kind).alias(name) for name, kind in schema])
+    frame = pd.DataFrame.from_records(rows, columns=[name for name, _ in schema])
+    return spark.createDataFrame(frame, ", ".join(f"`{name}` {kind}" for name, kind in schema))
 
 
 def unread_reason(spark, uri: str) -> str:
@@ -102,6 +146,123 @@ def unread_reason(spark, uri: str) -> str:
     if length == 0:
         return "empty file (0 bytes)"
     return f"listed ({length} bytes) but not returned by Spark's binaryFile reader"
+
+
+def executor_cores(conf) -> int | None:
+    """Cores of one executor as far as the submitted configuration tells (None: unknown)."""
+    master = conf.get("spark.master", "local[*]")
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master.strip())
+    if local:
+        count = local.group(1)
+        if count is None:
+            return 1
+        return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) \
+            if count == "*" else int(count)
+    if master.startswith("local-cluster"):
+        return None
+    cores = conf.get("spark.executor.cores", None)
+    return int(cores) if cores and cores.isdigit() else None
+
+
+def session_conf(batch_size: int) -> dict[str, str]:
+    """Settings of the featurize session, spark.task.cpus only where spark-submit did not set it."""
+    from pyspark import SparkConf, SparkContext
+
+    conf = {
+        # One Arrow batch = one model batch; the content column is small (compressed images).
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_size),
+        "spark.python.worker.reuse": "true",
+        # createDataFrame(pandas) through Arrow, in the JVM (see local_frame).
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    SparkContext._ensure_initialized()  # under spark-submit: attach to its JVM, to read its settings
+    submitted = SparkConf()
+    if not submitted.contains("spark.task.cpus"):
+        cores = executor_cores(submitted)
+        if cores and cores > 1:
+            conf["spark.task.cpus"] = str(min(DEFAULT_TASK_CPUS, cores))
+    return conf
+
+
+def _load_weights_child(conn, spec: str, image_size: int, seed: int) -> None:
+    try:
+        from fruits_spark.model import load_weights
+
+        conn.send(("ok", load_weights(spec, image_size, seed)))
+    except BaseException as exc:  # noqa: BLE001 - reported by the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # nothing to clean up: skip TensorFlow's slow interpreter teardown
+
+
+class WeightsLoader:
+    """`load_weights` in a child process, so that the driver goes on with Spark meanwhile.
+
+    TensorFlow's import and the model build take several seconds of one core; in a child they
+    overlap with the listing and with the workers' own start-up, and the driver's memory stays
+    free of TensorFlow. A daemon child: it is stopped if the driver exits early.
+    """
+
+    def __init__(self, spec: str, image_size: int, seed: int):
+        self.spec = spec
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe(duplex=False)
+        self._process = context.Process(target=_load_weights_child, args=(child_conn, spec, image_size, seed),
+                                        name="fruits-weights", daemon=True)
+        self._process.start()
+        child_conn.close()
+
+    def result(self):
+        try:
+            status, payload = self._conn.recv()
+        except EOFError:
+            status, payload = "error", f"the weights loader exited with code {self._process.exitcode}"
+        finally:
+            self._conn.close()
+            self._process.join(timeout=10)
+        if status != "ok":
+            raise RuntimeError(f"loading weights {self.spec!r} failed: {payload}")
+        return payload
+
+
+def warm_up_workers(spark, slots: int, image_size: int) -> threading.Thread:
+    """Have the Python workers import TensorFlow and build the graph now, in the background.
+
+    A tiny job with one pandas-UDF task per slot (same kind of UDF as the featurizer, hence the
+    same pool of reusable Python workers) starts `prebuild_in_background` and returns at once;
+    the featurizer's `make_batch_predictor` later takes the graph from the worker. Only a head
+    start: a worker that missed it builds the graph itself, so a failure here is only logged.
+    """
+    hold = 1.0 if slots > 1 else 0.0
+
+    @F.pandas_udf("long")
+    def warm(ids: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        import os
+        import time
+
+        from fruits_spark.model import prebuild_in_background
+
+        prebuild_in_background(image_size, int(os.environ.get("OMP_NUM_THREADS", "1")))
+        time.sleep(hold)  # stay busy a moment, so that the other warm-up tasks get other workers
+        for batch in ids:
+            yield pd.Series([os.getpid()] * len(batch), dtype="int64")
+
+    frame = spark.range(0, slots, 1, numPartitions=slots).select(warm("id").alias("pid"))
+
+    def run() -> None:
+        try:
+            pids = sorted({row.pid for row in frame.collect()})
+            log.info("Python worker(s) %s are building MobileNetV2 while the driver loads the weights",
+                     ", ".join(map(str, pids)))
+        except Exception as exc:  # noqa: BLE001 - only a head start
+            log.warning("worker warm-up failed (%s): workers build the model on first use", exc)
+
+    thread = threading.Thread(target=run, name="fruits-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def featurize_udf(bc_weights, image_size: int, batch_size: int, max_pixels: int):
@@ -160,41 +321,28 @@ def featurize_udf(bc_weights, image_size: int, batch_size: int, max_pixels: int)
 
 
 def run(args: argparse.Namespace) -> dict:
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
     started = time.perf_counter()
-    spark = create_session("fruits-featurize", {
-        # One Arrow batch = one model batch; the content column is small (compressed images).
-        "spark.sql.execution.arrow.maxRecordsPerBatch": str(args.batch_size),
-        "spark.python.worker.reuse": "true",
-    })
+    log.info("starting Spark; loading weights %r in a child process meanwhile", args.weights)
+    loader = WeightsLoader(args.weights, args.image_size, args.seed) \
+        if args.weights in ("imagenet", "none") else None
+    spark = create_session("fruits-featurize", session_conf(args.batch_size))
     ship_package(spark)
+    manifest = read_manifest(spark, args.manifest) if args.manifest else None  # fail fast when missing
+    task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
+    slots = max(1, spark.sparkContext.defaultParallelism // task_cpus)
+    warm_up = warm_up_workers(spark, slots, args.image_size)
 
-    to_read, rejects = plan_inputs(spark, args)
+    to_read, rejects, images = plan_inputs(spark, args, manifest)
     inputs = len(to_read) + len(rejects)
     log.info("%d input files: %d images to read, %d rejected before reading", inputs, len(to_read), len(rejects))
+    if loader is None:  # a weights file: copy it from any storage, then load it beside Spark
+        loader = WeightsLoader(hadoop_fs.copy_to_local(spark, args.weights), args.image_size, args.seed)
 
-    from fruits_spark.model import load_weights
-
-    weights = load_weights(args.weights, args.image_size, args.seed,
-                           fetch_local=lambda uri: hadoop_fs.copy_to_local(spark, uri))
-    bc_weights = spark.sparkContext.broadcast(weights)
-
-    slots = spark.sparkContext.defaultParallelism
     partitions = slots * max(1, math.ceil(len(to_read) / (slots * MAX_IMAGES_PER_PARTITION)))
     # Pack files by count, not by bytes: `partitions` splits, about as many images in each.
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(1 << 40))
     spark.conf.set("spark.sql.files.minPartitionNum", str(partitions))
 
-    reader = spark.read.format("binaryFile")
-    if args.images:
-        images = reader.option("recursiveFileLookup", "true").load(args.images) \
-            .where(F.col("path").rlike(paths.IMAGE_PATH_REGEX))
-    else:
-        images = reader.load([paths.escape_glob(u) for u in to_read]) if to_read else None
-
-    schema_rejects = "path string, label string, reason string, size_bytes long"
     if images is None:  # nothing readable: every input is a reject
         read_paths: set[str] = set()
     else:
@@ -202,40 +350,37 @@ def run(args: argparse.Namespace) -> dict:
     for uri in sorted(set(to_read) - read_paths):
         rejects.append((uri, unread_reason(spark, uri)))
 
-    featurized = None
-    if read_paths:
-        log.info("featurizing %d images in ~%d partitions (%d task slots), batch %d, %dpx",
-                 len(read_paths), partitions, slots, args.batch_size, args.image_size)
-        udf = featurize_udf(bc_weights, args.image_size, args.batch_size, args.max_pixels)
-        featurized = (
-            images.select(
-                "path",
-                F.element_at(F.split("path", "/"), -2).alias("label"),
-                F.col("length").alias("size_bytes"),
-                F.sha2("content", 256).alias("sha256"),
-                udf("content").alias("out"),
-            )
-            .select("path", "label", "size_bytes", "sha256", "out.*")
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
+    weights = loader.result()
+    bc_weights = spark.sparkContext.broadcast(weights)
+    warm_up.join(timeout=120)  # normally long finished; the workers' build goes on in the background
 
-    early = spark.createDataFrame(
-        [(u, paths.label_of(u), reason, hadoop_fs.file_length(spark, u)) for u, reason in rejects],
-        schema_rejects,
-    )
-    if featurized is not None:
-        good = featurized.where(F.col("error").isNull()).select(
-            "path", "label", "features", "width", "height", "size_bytes", "sha256")
-        bad = featurized.where(F.col("error").isNotNull()).select(
-            "path", "label", F.col("error").alias("reason"), "size_bytes")
-        good.write.mode("overwrite").parquet(args.output)
-        all_rejects = early.unionByName(bad)
-    else:
-        spark.createDataFrame([], "path string, label string, features array<float>, width int, "
-                                  "height int, size_bytes long, sha256 string") \
+    reject_rows = [(u, paths.label_of(u), reason, hadoop_fs.file_length(spark, u)) for u, reason in rejects]
+    if read_paths:
+        log.info("featurizing %d images in ~%d partitions (%d task slots of %d core(s)), batch %d, %dpx",
+                 len(read_paths), partitions, slots, task_cpus, args.batch_size, args.image_size)
+        udf = featurize_udf(bc_weights, args.image_size, args.batch_size, args.max_pixels)
+        featurized = images.select(
+            "path",
+            F.element_at(F.split("path", "/"), -2).alias("label"),
+            F.col("length").alias("size_bytes"),
+            F.sha2("content", 256).alias("sha256"),
+            udf("content").alias("out"),
+        ).select("path", "label", "size_bytes", "sha256", "out.*")
+        # One pass for both outputs: the images that fail to decode are gathered as a metric of
+        # the features write (a few short rows), so the features stream to parquet as the model
+        # produces them, with nothing cached and no image featurized twice.
+        failed = Observation("featurize_rejects")
+        reject = F.struct("path", "label", F.col("error").alias("reason"), "size_bytes")
+        featurized.observe(failed, F.collect_list(F.when(F.col("error").isNotNull(), reject)).alias("rejects")) \
+            .where(F.col("error").isNull()) \
+            .select("path", "label", "features", "width", "height", "size_bytes", "sha256") \
             .write.mode("overwrite").parquet(args.output)
-        all_rejects = early
-    all_rejects.coalesce(1).write.mode("overwrite").parquet(args.rejects)
+        log.info("features written")
+        reject_rows += [(r.path, r.label, r.reason, r.size_bytes) for r in failed.get["rejects"]]
+    else:
+        local_frame(spark, [], FEATURES_SCHEMA).write.mode("overwrite").parquet(args.output)
+    local_frame(spark, reject_rows, REJECTS_SCHEMA).coalesce(1).write.mode("overwrite").parquet(args.rejects)
+    log.info("rejects written")
 
     featured_rows = spark.read.parquet(args.output).count()
     rejected_rows = spark.read.parquet(args.rejects).count()
@@ -250,8 +395,6 @@ def run(args: argparse.Namespace) -> dict:
     if featured_rows + rejected_rows != inputs:  # never lose a file silently
         raise JobError(f"accounting mismatch: {featured_rows} featurized + {rejected_rows} rejected "
                        f"!= {inputs} input files")
-    if featurized is not None:
-        featurized.unpersist()
     print(f"{JOB}: " + " ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
     return summary
 

@@ -1,14 +1,17 @@
 """MobileNetV2 as a 1280-float feature extractor.
 
 The driver obtains the weights once (`load_weights`); the job broadcasts them; every Python
-worker builds the network once from the broadcast (`make_batch_predictor`) and reuses it for
-all of its batches. TensorFlow is imported lazily so that importing this module is cheap.
+worker builds the network once (`make_batch_predictor`, possibly started ahead of the weights
+by `prebuild_in_background`), loads the broadcast weights into it and reuses it for all of its
+batches. TensorFlow is imported lazily so that importing this module is cheap.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -88,12 +91,14 @@ def configure_threads(threads: int) -> None:
         pass
 
 
-def make_batch_predictor(weights: list[np.ndarray], image_size: int, threads: int):
-    """Return f(uint8 array (N, s, s, 3)) -> float32 array (N, 1280).
+def _build_graph(image_size: int, threads: int):
+    """(model, features): the network with placeholder weights and its traced, optimised graph.
 
+    Everything here is independent of the weights, so a worker can do it before they arrive.
     A tf.function with a fixed input signature (batch dimension free) is traced once and then
     runs as a graph; Keras' `predict` would rebuild its machinery on every call, and eager
-    calls run op by op. MobileNetV2's `preprocess_input` runs inside the graph.
+    calls run op by op. MobileNetV2's `preprocess_input` runs inside the graph. The graph reads
+    the model's variables, so `model.set_weights` later changes what it computes, not the graph.
     """
     _quiet_tensorflow()
     configure_threads(threads)
@@ -101,12 +106,68 @@ def make_batch_predictor(weights: list[np.ndarray], image_size: int, threads: in
     import tensorflow as tf
 
     model = build_feature_extractor(image_size, weights=None)
-    model.set_weights(weights)
     preprocess = keras.applications.mobilenet_v2.preprocess_input
 
     @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)])
     def features(batch):
         return model(preprocess(tf.cast(batch, tf.float32)), training=False)
+
+    # The first call optimises the graph (grappler) once for every batch size: do it now.
+    features(tf.zeros([1, image_size, image_size, 3], tf.uint8))
+    return model, features
+
+
+# Graphs being built ahead of the weights in this process (`prebuild_in_background`), taken
+# (at most once each) by `make_batch_predictor`.
+_prebuilt: dict[tuple[int, int], Future] = {}
+_prebuilt_lock = threading.Lock()
+
+
+def prebuild_in_background(image_size: int, threads: int) -> bool:
+    """Start importing TensorFlow and building the graph in a daemon thread of this process.
+
+    The featurize job calls this in its Python workers while the driver is still loading the
+    weights; the worker's main thread stays free for Spark. Returns False if already started.
+    """
+    key = (image_size, threads)
+    with _prebuilt_lock:
+        if key in _prebuilt:
+            return False
+        future: Future = Future()
+        _prebuilt[key] = future
+
+    def work() -> None:
+        try:
+            future.set_result(_build_graph(image_size, threads))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, who rebuilds
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="fruits-prebuild", daemon=True).start()
+    return True
+
+
+def _take_prebuilt(image_size: int, threads: int):
+    with _prebuilt_lock:
+        future = _prebuilt.pop((image_size, threads), None)
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - a failed head start only costs the time to rebuild
+        log.warning("prebuilt MobileNetV2 unusable (%s): building it again", exc)
+        return None
+
+
+def make_batch_predictor(weights: list[np.ndarray], image_size: int, threads: int):
+    """Return f(uint8 array (N, s, s, 3)) -> float32 array (N, 1280).
+
+    Uses the graph started by `prebuild_in_background` in this process if there is one (waiting
+    for it to finish), otherwise builds it; then loads `weights` into its variables.
+    """
+    built = _take_prebuilt(image_size, threads) or _build_graph(image_size, threads)
+    model, features = built
+    model.set_weights(weights)
+    import tensorflow as tf
 
     def predict(batch: np.ndarray) -> np.ndarray:
         return features(tf.constant(batch)).numpy()

@@ -1,0 +1,87 @@
+"""Run a command and sample the resident memory of its whole process tree (psutil)."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass
+class Finished:
+    command: list[str]
+    returncode: int
+    seconds: float
+    peak_rss_bytes: int  # max over samples of the sum of RSS of the process and all descendants
+    peak_processes: int  # largest number of processes seen in the tree
+    cpu_seconds: float  # user + system CPU of every process seen in the tree (as last sampled)
+    samples: int
+    stdout: str
+    stderr: str
+
+
+def tree_rss(root: psutil.Process, cpu: dict | None = None) -> tuple[int, int]:
+    """(sum of RSS, process count) of `root` and its descendants; vanished processes count 0.
+
+    `cpu`, if given, is updated with {(pid, create_time): user + system seconds} of each one.
+    """
+    try:
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return 0, 0
+    total, count = 0, 0
+    for proc in procs:
+        try:
+            with proc.oneshot():
+                total += proc.memory_info().rss
+                if cpu is not None:
+                    times = proc.cpu_times()
+                    cpu[(proc.pid, proc.create_time())] = times.user + times.system
+            count += 1
+        except psutil.Error:
+            pass
+    return total, count
+
+
+def run_sampled(command: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
+                interval: float = 0.1, timeout: float | None = None) -> Finished:
+    """Run `command` to completion, sampling the RSS of its process tree every `interval` s."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, errors="replace")
+    root = psutil.Process(proc.pid)
+    peak = {"rss": 0, "procs": 0, "samples": 0}
+    cpu: dict = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            rss, count = tree_rss(root, cpu)
+            peak["rss"] = max(peak["rss"], rss)
+            peak["procs"] = max(peak["procs"], count)
+            peak["samples"] += 1
+            done.wait(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for child in root.children(recursive=True):
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        done.set()
+        sampler.join()
+        raise RuntimeError(f"timed out after {timeout} s: {' '.join(command)}\n{stdout[-2000:]}\n{stderr[-4000:]}")
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    return Finished(command, proc.returncode, seconds, peak["rss"], peak["procs"], round(sum(cpu.values()), 2),
+                    peak["samples"], stdout, stderr)

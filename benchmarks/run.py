@@ -1,0 +1,587 @@
+"""Featurization and PCA benchmarks, side by side in one run (`make bench`).
+
+    python benchmarks/run.py [--n 1200] [--n-small N/4] [--image-size 224] [--repeat 2]
+                             [--pca-rows 100000] [--skip-notebook] [--skip-pca] [--out benchmarks/results]
+
+On generated Fruits-360-like images (100x100 JPEGs in 16 class folders, `fruits.samples`) with
+`--weights none` (seeded MobileNetV2, nothing to download) it measures:
+
+1. ceiling   - benchmarks/ceiling.py: one Python process decoding, resizing and running
+               MobileNetV2 (tf.function, fixed signature, batch 64) on all cores, no Spark;
+2. featurize - spark_jobs/featurize.py through spark-submit in local mode on all cores, end to
+               end (read, featurize, write parquet), with the peak RSS of its whole process tree;
+3. notebook  - benchmarks/notebook_recipe.py, the usual notebook recipe (repartition(24), model
+               rebuilt in every task, model.predict per Arrow batch), at n only.
+
+1 and 2 run at two sizes, interleaved, `--repeat` times each (the fastest run of each size
+counts), so that the per-image cost and the fixed start-up cost come apart:
+marginal images/s = (n - n_small) / (t(n) - t(n_small)), fixed s = t(n) - n / marginal.
+Every time is the wall clock of a whole process, start-up included, as a user sees it.
+PCA: spark_jobs/pca.py --k 50 on a generated rows x 1280 float32 features parquet, end to end,
+against numpy (covariance + eigh) on the same matrix in one process.
+
+Prints a table and writes <out>/<timestamp>.json and <out>/latest.json (fields: results/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+SPARK_JOBS = ROOT / "spark_jobs"
+PLUGINS = ROOT / "plugins"
+for _p in (BENCH, SPARK_JOBS, PLUGINS):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from procmon import Finished, run_sampled  # noqa: E402
+
+SCHEMA_VERSION = 1
+CLASSES = 16
+SOURCE_PX = 100  # Fruits-360 images are 100x100 JPEGs
+PCA_DIM = 1280
+PCA_K = 50
+MB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def python_env(spark_jobs: Path = SPARK_JOBS) -> dict[str, str]:
+    """Environment of every measured process: this interpreter for Spark's Python, the project's code."""
+    env = dict(os.environ)
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(spark_jobs)] +
+                                        ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def spark_submit_bin() -> str:
+    candidate = Path(sys.executable).parent / "spark-submit"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("spark-submit")
+    if not found:
+        raise SystemExit("spark-submit not found next to this Python nor on PATH (run `make venv`)")
+    return found
+
+
+def spark_command(script: Path, args: list[str], *, driver_memory: str, confs: list[str]) -> list[str]:
+    command = [spark_submit_bin(), "--master", "local[*]", "--driver-memory", driver_memory,
+               "--conf", "spark.ui.enabled=false", "--conf", "spark.ui.showConsoleProgress=false",
+               "--conf", "spark.log.level=WARN"]
+    for conf in confs:
+        command += ["--conf", conf]
+    return command + [str(script), *args]
+
+
+def cpu_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (all cores)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def run_measured(name: str, command: list[str], env: dict[str, str], timeout: float) -> tuple[Finished, dict]:
+    """Run `command`; return the process record and a summary (wall, peak RSS, CPU, machine load)."""
+    busy_before = cpu_busy_seconds()
+    proc = run_sampled(command, env=env, cwd=str(ROOT), timeout=timeout)
+    busy = cpu_busy_seconds() - busy_before
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {proc.returncode}): {' '.join(command)}\n"
+                         f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+    cores = psutil.cpu_count() or 1
+    record = {
+        "seconds": round(proc.seconds, 3),
+        "peak_rss_mb": round(proc.peak_rss_bytes / MB, 1),
+        "peak_processes": proc.peak_processes,
+        "cpu_seconds": proc.cpu_seconds,
+        # CPU that other processes of the machine used meanwhile, in cores (~0 on a quiet machine).
+        "other_load_cores": round(max(0.0, busy - proc.cpu_seconds) / proc.seconds, 2) if proc.seconds else 0.0,
+        "machine_busy_fraction": round(busy / (proc.seconds * cores), 3) if proc.seconds else 0.0,
+    }
+    return proc, record
+
+
+def summary_line(text: str, prefix: str) -> dict[str, str]:
+    """The `<prefix>: key=value ...` line a job prints at the end."""
+    lines = [line for line in text.splitlines() if line.startswith(prefix + ": ")]
+    if not lines:
+        return {}
+    return dict(item.split("=", 1) for item in lines[-1][len(prefix) + 2:].split() if "=" in item)
+
+
+def two_size_model(n_small: int, t_small: float, n: int, t_large: float) -> dict:
+    """Marginal rate and fixed cost: the straight line through (n_small, t_small) and (n, t_large)."""
+    out = {"n_small": n_small, "n": n, "seconds_small": round(t_small, 3), "seconds": round(t_large, 3),
+           "end_to_end_images_per_s": round(n / t_large, 3) if t_large > 0 else None,
+           "marginal_images_per_s": None, "fixed_seconds": None}
+    if n > n_small and t_large > t_small:
+        marginal = (n - n_small) / (t_large - t_small)
+        out["marginal_images_per_s"] = round(marginal, 3)
+        out["fixed_seconds"] = round(t_large - n / marginal, 3)
+    return out
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b else None
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def generate_images(root: Path, n: int) -> int:
+    """n Fruits-360-like 100x100 JPEGs over up to CLASSES label folders (same files for any n)."""
+    from fruits.samples import DEFAULT_LABELS, generate_samples
+
+    classes = min(CLASSES, n)
+    written = 0
+    for i, label in enumerate(DEFAULT_LABELS[:classes]):
+        per_class = n // classes + (1 if i < n % classes else 0)
+        written += len(generate_samples(root, labels=[label], per_class=per_class, image_size=SOURCE_PX,
+                                        seed=0).images)
+    return written
+
+
+def generate_features(folder: Path, rows: int, dim: int, seed: int = 11, files: int = 4) -> None:
+    """rows x dim float32 'features' like MobileNetV2's: non-negative, far from centred, decaying spectrum."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    latent_dim = 64
+    scales = 3.0 * 0.9 ** np.arange(latent_dim)
+    mixing = rng.normal(size=(latent_dim, dim)) / math.sqrt(latent_dim)
+    offset = rng.uniform(0.5, 2.0, size=dim)
+    labels = ["Apple Red 1", "Banana", "Kiwi", "Pear Monster"]
+    bounds = np.linspace(0, rows, files + 1).astype(int)
+    for part, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        m = int(hi - lo)
+        latent = rng.normal(size=(m, latent_dim)) * scales
+        matrix = np.maximum(offset + latent @ mixing + rng.normal(scale=0.05, size=(m, dim)), 0.0)
+        values = pa.array(matrix.astype(np.float32).ravel())
+        offsets = pa.array(np.arange(0, m * dim + 1, dim, dtype=np.int32))
+        table = pa.table({
+            "path": [f"file:/bench/{labels[i % 4]}/img_{i}.jpg" for i in range(lo, hi)],
+            "label": [labels[i % 4] for i in range(lo, hi)],
+            "features": pa.ListArray.from_arrays(offsets, values),
+        })
+        pq.write_table(table, folder / f"part-{part:05d}.parquet", row_group_size=8192)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def run_ceiling(images: Path, args) -> dict:
+    command = [sys.executable, str(BENCH / "ceiling.py"), "--images", str(images),
+               "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+    proc, record = run_measured("ceiling", command, python_env(), args.timeout)
+    inside = json.loads(proc.stdout.strip().splitlines()[-1])
+    record["inside"] = inside
+    record["images"] = inside["images"]
+    return record
+
+
+def job_phases(text: str, job: str) -> dict:
+    """Seconds from a job's first log line to each of its log lines (where the time goes)."""
+    stamps = []
+    for line in text.splitlines():
+        m = re.match(rf"(\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}}) {job} (?:INFO|WARNING) (.*)", line)
+        if m and "clientserver" not in m.group(2):
+            stamp = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            stamps.append((stamp, m.group(2)))
+    if not stamps:
+        return {}
+    first = stamps[0][0]
+    return {f"{t - first:7.2f}s": message[:100] for t, message in stamps}
+
+
+def run_featurize(images: Path, out: Path, args) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    job_args = ["--images", str(images), "--output", str(out / "features"), "--rejects", str(out / "rejects"),
+                "--weights", "none", "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+    command = spark_command(Path(args.spark_jobs) / "featurize.py", job_args, driver_memory=args.driver_memory,
+                            confs=featurize_confs(args))
+    proc, record = run_measured("featurize", command, python_env(Path(args.spark_jobs)), args.timeout)
+    text = proc.stdout + proc.stderr  # spark-submit passes the Python driver's stderr to its stdout
+    summary = summary_line(proc.stdout, "featurize")
+    record["images"] = int(summary.get("featurized", -1))
+    record["rejected"] = int(summary.get("rejected", -1))
+    record["job_reported_seconds"] = float(summary.get("seconds", "nan"))
+    record["model_builds"] = len(re.findall(r"built MobileNetV2", text))
+    record["phases"] = job_phases(text, "featurize")
+    return record
+
+
+def featurize_confs(args) -> list[str]:
+    confs = list(args.conf)
+    if args.task_cpus:
+        confs.append(f"spark.task.cpus={args.task_cpus}")
+    return confs
+
+
+def run_notebook(images: Path, out: Path, args) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    script_args = ["--images", str(images), "--output", str(out), "--image-size", str(args.image_size)]
+    command = spark_command(BENCH / "notebook_recipe.py", script_args, driver_memory=args.driver_memory,
+                            confs=list(args.conf))
+    proc, record = run_measured("notebook recipe", command, python_env(), args.timeout)
+    summary = summary_line(proc.stdout, "notebook_recipe")
+    record["images"] = int(summary.get("images", -1))
+    record["end_to_end_images_per_s"] = round(record["images"] / record["seconds"], 3)
+    return record
+
+
+def native_blas_status(text: str) -> str:
+    """'active', 'inactive' or 'unknown' (BLAS never used), from a Spark ML job's output.
+
+    netlib prints `dlopen(libblas.so.3) failed` (native stderr, whatever the log level) when it
+    falls back to Java, and logs `Using dev.ludovic.netlib.blas.JNIBLAS` at INFO when it does not.
+    """
+    if re.search(r"dlopen\(libblas\.so\.3\) failed|Failed to load implementation from:.*JNIBLAS", text):
+        return "inactive"
+    if "JNIBLAS" in text or libblas_present():
+        return "active"
+    return "unknown"
+
+
+def libblas_present() -> bool:
+    try:
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return bool(re.search(r"\blibblas\.so\.3\b", out) and re.search(r"\bliblapack\.so\.3\b", out))
+
+
+def run_pca(work: Path, args) -> dict:
+    features = work / "pca_features"
+    log(f"generating {args.pca_rows:,} x {PCA_DIM} float32 features")
+    started = time.perf_counter()
+    generate_features(features, args.pca_rows, PCA_DIM)
+    generated_s = time.perf_counter() - started
+
+    log("numpy PCA (one process)")
+    command = [sys.executable, str(BENCH / "numpy_pca.py"), "--features", str(features), "--k", str(PCA_K),
+               "--output", str(work / "pca_numpy")]
+    proc, numpy_record = run_measured("numpy PCA", command, python_env(), args.timeout)
+    numpy_record["inside"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    theirs = numpy_record["inside"].pop("explained_variance")
+
+    log("spark_jobs/pca.py")
+    out = work / "pca_spark"
+    shutil.rmtree(out, ignore_errors=True)
+    report = work / "pca_report.json"
+    job_args = ["--features", str(features), "--output", str(out / "vectors"), "--model", str(out / "model"),
+                "--k", str(PCA_K), "--report", str(report)]
+    command = spark_command(SPARK_JOBS / "pca.py", job_args, driver_memory=args.pca_driver_memory,
+                            confs=list(args.conf))
+    proc, spark_record = run_measured("pca.py", command, python_env(), args.timeout)
+    text = proc.stdout + proc.stderr
+    spark_record["phases"] = job_phases(text, "pca")
+    ours = json.loads(report.read_text())["explained_variance"]
+    return {
+        "rows": args.pca_rows,
+        "dim": PCA_DIM,
+        "k": PCA_K,
+        "generate_seconds": round(generated_s, 2),
+        "spark": spark_record,
+        "numpy": numpy_record,
+        "spark_vs_numpy": ratio(spark_record["seconds"], numpy_record["seconds"]),
+        "explained_variance_max_abs_diff": float(max(abs(a - b) for a, b in zip(ours, theirs))),
+        "native_blas": native_blas_status(text),
+        "libblas_so_3_present": libblas_present(),
+        "blas_log_lines": sorted({line.strip()[:200] for line in text.splitlines()
+                                  if re.search(r"BLAS|LAPACK|libblas|liblapack", line)})[:8],
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def bytecode_cached(module: str) -> bool | None:
+    """Does `module` have compiled bytecode next to it? Without it (uv installs none, and
+    PYTHONDONTWRITEBYTECODE=1 stops Python writing it) each process recompiles it from source:
+    about 5 s of CPU for TensorFlow + Keras, paid by every process that imports them."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(importlib.util.cache_from_source(spec.origin)).exists()
+
+
+def machine_info() -> dict:
+    import importlib.metadata as md
+
+    def version(pkg):
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True,
+                              timeout=60).stderr.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        java = None
+    return {
+        "cores": psutil.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "python": platform.python_version(),
+        "pyspark": version("pyspark"),
+        "tensorflow": version("tensorflow-cpu") or version("tensorflow"),
+        "keras": version("keras"),
+        "pillow": version("pillow"),
+        "numpy": version("numpy"),
+        "java": java,
+        "tensorflow_bytecode_cached": bytecode_cached("tensorflow"),
+        "libblas_so_3_present": libblas_present(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def fmt(value, digits=1):
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    return f"{value:,.{digits}f}"
+
+
+def table(result: dict) -> str:
+    lines = []
+    c, f, nb = result.get("ceiling"), result.get("featurize"), result.get("notebook")
+    r, t = result["ratios"], result["targets"]
+    if f:
+        n, ns = result["images"]["n"], result["images"]["n_small"]
+        rows = [("", "images/s marginal", "fixed s", f"s @ {ns}", f"s @ {n}", f"images/s e2e @ {n}",
+                 "peak RSS MB")]
+        rows.append(("1 ceiling (1 process, no Spark)", fmt(c["marginal_images_per_s"]), fmt(c["fixed_seconds"]),
+                     fmt(c["seconds_small"]), fmt(c["seconds"]), fmt(c["end_to_end_images_per_s"]),
+                     fmt(c["peak_rss_mb"], 0)))
+        rows.append(("2 featurize.py (spark-submit)", fmt(f["marginal_images_per_s"]), fmt(f["fixed_seconds"]),
+                     fmt(f["seconds_small"]), fmt(f["seconds"]), fmt(f["end_to_end_images_per_s"]),
+                     f"{fmt(f['peak_rss_mb_small'], 0)} -> {fmt(f['peak_rss_mb'], 0)}"))
+        if nb:
+            rows.append(("3 notebook recipe (spark-submit)", "", "", "", fmt(nb["seconds"]),
+                         fmt(nb["end_to_end_images_per_s"]), fmt(nb["peak_rss_mb"], 0)))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines += ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                            for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        share = c["inside_decode_share"]
+        lines += [
+            "",
+            f"2/1 marginal images/s: {fmt(r['featurize_vs_ceiling_marginal'], 2)} (target >= 0.9: "
+            f"{fmt(t['marginal_vs_ceiling_ge_0_9'])}); end to end @ {n}: "
+            f"{fmt(r['featurize_vs_ceiling_end_to_end'], 2)}",
+            f"2/3 end to end @ {n}: {fmt(r['featurize_vs_notebook_end_to_end'], 2)} (target >= 2: "
+            f"{fmt(t['end_to_end_vs_notebook_ge_2'])})",
+            f"featurize peak RSS, {ns} -> {n} images: x{fmt(r['featurize_peak_rss_growth'], 2)} "
+            f"(target <= 1.25: {fmt(t['memory_flat_within_25pct'])})",
+            f"ceiling's own loop (start-up excluded) @ {n}: {fmt(c['inside_loop_images_per_s'])} images/s, "
+            f"decoding {fmt(share * 100 if share is not None else None)}% of it",
+        ]
+    p = result.get("pca")
+    if p:
+        lines += [
+            "" if lines else "",
+            f"PCA {p['rows']:,} x {p['dim']} -> k={p['k']}: pca.py {fmt(p['spark']['seconds'])} s "
+            f"(peak RSS {fmt(p['spark']['peak_rss_mb'], 0)} MB, native BLAS: {p['native_blas']}) vs numpy "
+            f"{fmt(p['numpy']['seconds'])} s (fit {fmt(p['numpy']['inside']['fit_seconds'], 2)} s): "
+            f"x{fmt(p['spark_vs_numpy'], 2)} (target <= 3: {fmt(t['pca_within_3x'])}); "
+            f"explained variance max |diff| {p['explained_variance_max_abs_diff']:.1e}",
+        ]
+    other = max((run.get("other_load_cores", 0.0) for run in result["all_runs"]), default=0.0)
+    lines.append(f"\nother processes' CPU during the runs: up to {other:.2f} cores "
+                 f"(0 on a quiet machine; per run in all_runs[].other_load_cores)")
+    m = result["machine"]
+    if m.get("tensorflow_bytecode_cached") is False:
+        lines.append("note: TensorFlow has no compiled bytecode in this environment: every process that "
+                     "imports it compiles it again (~5 s). Install with `uv pip install --compile-bytecode` "
+                     "or run `python -m compileall` on site-packages.")
+    if p and p["native_blas"] != "active":
+        lines.append("note: Spark ML ran without a native BLAS (benchmarks/native_blas.sh installs OpenBLAS).")
+    return "\n".join(lines)
+
+
+def summarise_step(runs: dict[str, list[dict]], sizes: dict[str, int], step: str) -> dict:
+    best = {key: min(runs[key], key=lambda rec: rec["seconds"]) for key in sizes}
+    model = two_size_model(sizes["small"], best["small"]["seconds"], sizes["large"], best["large"]["seconds"])
+    model["peak_rss_mb_small"] = max(rec["peak_rss_mb"] for rec in runs["small"])
+    model["peak_rss_mb"] = max(rec["peak_rss_mb"] for rec in runs["large"])
+    model["cpu_seconds_small"] = best["small"]["cpu_seconds"]
+    model["cpu_seconds"] = best["large"]["cpu_seconds"]
+    if step == "ceiling":
+        inside = best["large"]["inside"]
+        model["inside_loop_images_per_s"] = inside["loop_images_per_s"]
+        model["inside_decode_share"] = round(inside["decode_s"] / inside["loop_s"], 4) if inside["loop_s"] else None
+        model["inside_startup_seconds"] = round(inside["import_s"] + inside["build_and_trace_s"], 3)
+    else:
+        model["job_reported_seconds"] = best["large"]["job_reported_seconds"]
+        model["model_builds"] = best["large"]["model_builds"]
+        model["phases_small"] = best["small"]["phases"]
+        model["phases"] = best["large"]["phases"]
+        model["peak_rss_growth"] = ratio(model["peak_rss_mb"], model["peak_rss_mb_small"])
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1200, help="images of the large run (default 1200)")
+    parser.add_argument("--n-small", type=int, help="images of the small run (default n/4)")
+    parser.add_argument("--image-size", type=int, default=224, help="model input size (default 224)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="runs of the ceiling and of featurize.py per size, the fastest counts (default 2)")
+    parser.add_argument("--task-cpus", type=int, help="spark.task.cpus for featurize.py (default: the job's own)")
+    parser.add_argument("--conf", action="append", default=[],
+                        help="extra spark-submit --conf KEY=VALUE for every Spark run (repeatable)")
+    parser.add_argument("--driver-memory", default="2g", help="--driver-memory of featurize.py and the notebook")
+    parser.add_argument("--pca-rows", type=int, default=100_000)
+    parser.add_argument("--pca-driver-memory", default="4g")
+    parser.add_argument("--skip-featurize", action="store_true", help="no featurization runs (PCA only)")
+    parser.add_argument("--skip-notebook", action="store_true")
+    parser.add_argument("--skip-pca", action="store_true")
+    parser.add_argument("--out", default=str(BENCH / "results"), help="folder of the JSON results")
+    parser.add_argument("--work-dir", help="inputs and outputs (default: a temporary folder, removed)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per process")
+    parser.add_argument("--spark-jobs", default=str(SPARK_JOBS),
+                        help="folder of the featurize.py (and fruits_spark) to measure, e.g. an older version")
+    args = parser.parse_args(argv)
+    if args.n_small is None:
+        args.n_small = max(1, args.n // 4)
+    if not 0 < args.n_small < args.n:
+        parser.error("--n-small must be positive and smaller than --n")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.pca_rows < PCA_K + 1:
+        parser.error(f"--pca-rows must be more than {PCA_K}")
+
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="fruits-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now()
+    result: dict = {"schema_version": SCHEMA_VERSION, "started": started.isoformat(timespec="seconds"),
+                    "args": {k: v for k, v in vars(args).items() if k != "work_dir"},
+                    "machine": machine_info(), "images": None, "ceiling": None, "featurize": None,
+                    "notebook": None, "pca": None}
+    all_runs: list[dict] = []
+    try:
+        if not args.skip_featurize:
+            sizes = {"small": args.n_small, "large": args.n}
+            folders = {key: work / f"images_{count}" for key, count in sizes.items()}
+            for key, count in sizes.items():
+                shutil.rmtree(folders[key], ignore_errors=True)
+                if generate_images(folders[key], count) != count:
+                    raise SystemExit(f"generated the wrong number of images in {folders[key]}")
+            log(f"generated {args.n_small} and {args.n} images ({SOURCE_PX}x{SOURCE_PX} JPEG) under {work}")
+            result["images"] = {"n": args.n, "n_small": args.n_small, "image_size": args.image_size,
+                                "source_px": SOURCE_PX, "classes": min(CLASSES, args.n_small),
+                                "batch_size": args.batch_size, "weights": "none"}
+
+            runs = {"ceiling": {"small": [], "large": []}, "featurize": {"small": [], "large": []}}
+            for rep in range(args.repeat):
+                for key in ("small", "large"):  # interleaved: a noisy minute hits both sides alike
+                    for step, runner in (("ceiling", lambda k: run_ceiling(folders[k], args)),
+                                         ("featurize", lambda k: run_featurize(folders[k], work / f"out_{k}", args))):
+                        log(f"{step}, {sizes[key]} images (run {rep + 1}/{args.repeat})")
+                        rec = runner(key)
+                        if rec["images"] != sizes[key]:
+                            raise SystemExit(f"{step} featurized {rec['images']} of {sizes[key]} images")
+                        rec.update(step=step, n=sizes[key], repeat=rep)
+                        runs[step][key].append(rec)
+                        all_runs.append(rec)
+                        log(f"  {rec['seconds']:.1f} s, {rec['cpu_seconds']:.0f} CPU s, "
+                            f"peak RSS {rec['peak_rss_mb']:.0f} MB, other load {rec['other_load_cores']:.2f} cores")
+            for step in runs:
+                result[step] = summarise_step(runs[step], sizes, step)
+
+            if not args.skip_notebook:
+                log(f"notebook recipe, {args.n} images")
+                rec = run_notebook(folders["large"], work / "notebook", args)
+                if rec["images"] != args.n:
+                    raise SystemExit(f"the notebook recipe featurized {rec['images']} of {args.n} images")
+                rec.update(step="notebook", n=args.n, repeat=0)
+                all_runs.append(rec)
+                result["notebook"] = {k: rec[k] for k in ("images", "seconds", "end_to_end_images_per_s",
+                                                          "peak_rss_mb", "cpu_seconds")}
+                log(f"  {rec['seconds']:.1f} s")
+
+        if not args.skip_pca:
+            result["pca"] = run_pca(work, args)
+            all_runs += [dict(result["pca"]["spark"], step="pca_spark"),
+                         dict(result["pca"]["numpy"], step="pca_numpy")]
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    c, f, nb, p = result["ceiling"], result["featurize"], result["notebook"], result["pca"]
+    result["ratios"] = {
+        "featurize_vs_ceiling_marginal": ratio(f and f["marginal_images_per_s"], c and c["marginal_images_per_s"]),
+        "featurize_vs_ceiling_end_to_end": ratio(f and f["end_to_end_images_per_s"],
+                                                 c and c["end_to_end_images_per_s"]),
+        "featurize_vs_notebook_end_to_end": ratio(f and f["end_to_end_images_per_s"],
+                                                  nb and nb["end_to_end_images_per_s"]),
+        "featurize_peak_rss_growth": f and f["peak_rss_growth"],
+        "pca_spark_vs_numpy": p and p["spark_vs_numpy"],
+    }
+    r = result["ratios"]
+
+    def at_least(value, bound):
+        return None if value is None else value >= bound
+
+    def at_most(value, bound):
+        return None if value is None else value <= bound
+
+    result["targets"] = {
+        "marginal_vs_ceiling_ge_0_9": at_least(r["featurize_vs_ceiling_marginal"], 0.9),
+        "end_to_end_vs_notebook_ge_2": at_least(r["featurize_vs_notebook_end_to_end"], 2.0),
+        "memory_flat_within_25pct": at_most(r["featurize_peak_rss_growth"], 1.25),
+        "pca_within_3x": at_most(r["pca_spark_vs_numpy"], 3.0),
+    }
+    result["all_runs"] = all_runs
+    result["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+
+    print(table(result), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    stamped = out / f"{started.strftime('%Y%m%d-%H%M%S')}.json"
+    stamped.write_text(payload, encoding="utf-8")
+    (out / "latest.json").write_text(payload, encoding="utf-8")
+    print(f"\nwrote {stamped} and {out / 'latest.json'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""benchmarks/: every step runs, and the report's numbers hold together.
+
+The benchmark is not a timed test. Here it runs on a tiny input (24 then 8 images at 32 px, a
+1,000-row PCA) only to prove that each step works and that the JSON it writes is complete and
+consistent; `make bench` is the real measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, SPARK_SUBMIT, job_env
+
+BENCH = ROOT / "benchmarks"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import run as bench  # noqa: E402  benchmarks/run.py
+from procmon import run_sampled  # noqa: E402
+
+N, N_SMALL, SIZE, PCA_ROWS = 24, 8, 32, 1000
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench-work")
+    out = tmp_path_factory.mktemp("bench-results")
+    command = [sys.executable, str(BENCH / "run.py"), "--n", str(N), "--n-small", str(N_SMALL),
+               "--image-size", str(SIZE), "--repeat", "1", "--skip-notebook", "--pca-rows", str(PCA_ROWS),
+               "--out", str(out), "--work-dir", str(work)]
+    proc = subprocess.run(command, capture_output=True, text=True, env=job_env(), cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc, json.loads((out / "latest.json").read_text(encoding="utf-8")), work, out
+
+
+@pytest.mark.spark
+def test_report_is_complete_and_consistent(bench_run):
+    proc, result, _, out = bench_run
+    stamped = [p for p in out.glob("*.json") if p.name != "latest.json"]
+    assert len(stamped) == 1 and json.loads(stamped[0].read_text(encoding="utf-8")) == result
+    assert "2 featurize.py (spark-submit)" in proc.stdout and "PCA 1,000 x 1280" in proc.stdout
+    assert result["images"] == {"n": N, "n_small": N_SMALL, "image_size": SIZE, "source_px": 100, "classes": 8,
+                                "batch_size": 64, "weights": "none"}
+    assert result["machine"]["cores"] >= 1 and result["machine"]["pyspark"]
+
+    for step in ("ceiling", "featurize"):
+        s = result[step]
+        assert 0 < s["seconds_small"] and 0 < s["seconds"], s
+        assert s["end_to_end_images_per_s"] == pytest.approx(N / s["seconds"], abs=1e-3)
+        assert s["peak_rss_mb"] > 100 and s["peak_rss_mb_small"] > 100 and s["cpu_seconds"] > 0
+        if s["seconds"] > s["seconds_small"]:  # tiny inputs: the difference may drown in noise
+            marginal = (N - N_SMALL) / (s["seconds"] - s["seconds_small"])
+            assert s["marginal_images_per_s"] == pytest.approx(marginal, rel=1e-3)
+            assert s["fixed_seconds"] == pytest.approx(s["seconds"] - N / marginal, abs=1e-2)
+        else:
+            assert s["marginal_images_per_s"] is None and s["fixed_seconds"] is None
+
+    c, f = result["ceiling"], result["featurize"]
+    assert c["inside_loop_images_per_s"] > 0 and 0 <= c["inside_decode_share"] <= 1
+    assert f["model_builds"] >= 1
+    assert any("features written" in line for line in f["phases"].values()), f["phases"]
+    # The job's own timing starts after the JVM's start-up, so it is shorter than the wall clock.
+    assert 0 < f["job_reported_seconds"] < f["seconds"]
+
+    r, t = result["ratios"], result["targets"]
+    assert r["featurize_vs_ceiling_end_to_end"] == pytest.approx(
+        f["end_to_end_images_per_s"] / c["end_to_end_images_per_s"], abs=2e-3)
+    assert r["featurize_peak_rss_growth"] == pytest.approx(f["peak_rss_mb"] / f["peak_rss_mb_small"], abs=2e-3)
+    assert t["memory_flat_within_25pct"] == (r["featurize_peak_rss_growth"] <= 1.25)
+    if c["marginal_images_per_s"] and f["marginal_images_per_s"]:
+        assert r["featurize_vs_ceiling_marginal"] == pytest.approx(
+            f["marginal_images_per_s"] / c["marginal_images_per_s"], abs=2e-3)
+        assert t["marginal_vs_ceiling_ge_0_9"] == (r["featurize_vs_ceiling_marginal"] >= 0.9)
+    assert result["notebook"] is None and r["featurize_vs_notebook_end_to_end"] is None
+    assert t["end_to_end_vs_notebook_ge_2"] is None
+
+    p = result["pca"]
+    assert (p["rows"], p["dim"], p["k"]) == (PCA_ROWS, 1280, 50)
+    assert p["spark"]["seconds"] > 0 and p["numpy"]["seconds"] > 0
+    assert p["spark_vs_numpy"] == pytest.approx(p["spark"]["seconds"] / p["numpy"]["seconds"], abs=2e-3)
+    assert t["pca_within_3x"] == (p["spark_vs_numpy"] <= 3.0)
+    # Both sides compute the same (centred) PCA.
+    assert p["explained_variance_max_abs_diff"] < 1e-6
+    assert p["native_blas"] in ("active", "inactive", "unknown")
+
+    steps = [run["step"] for run in result["all_runs"]]
+    assert steps == ["ceiling", "featurize", "ceiling", "featurize", "pca_spark", "pca_numpy"]
+    assert all(run["seconds"] > 0 and run["other_load_cores"] >= 0 for run in result["all_runs"])
+
+
+@pytest.mark.spark
+def test_the_ceiling_computes_what_the_job_computes(bench_run, tmp_path):
+    """Same decoding, network and weights on both sides: the comparison is like for like."""
+    _, _, work, _ = bench_run
+    saved = tmp_path / "ceiling.npz"
+    subprocess.run([sys.executable, str(BENCH / "ceiling.py"), "--images", str(work / f"images_{N_SMALL}"),
+                    "--image-size", str(SIZE), "--save-features", str(saved)],
+                   check=True, capture_output=True, env=job_env(), timeout=300)
+    ceiling = np.load(saved)
+    job = pq.read_table(work / "out_small" / "features").to_pandas().set_index("path")["features"]
+    assert len(ceiling["paths"]) == len(job) == N_SMALL
+    for path, vector in zip(ceiling["paths"], ceiling["features"]):
+        np.testing.assert_allclose(job["file:" + str(path)], vector, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.spark
+def test_notebook_recipe_writes_one_vector_per_image(tmp_path):
+    images = tmp_path / "images"
+    assert bench.generate_images(images, 6) == 6
+    env = job_env()
+    command = [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+               str(BENCH / "notebook_recipe.py"), "--images", str(images), "--output", str(tmp_path / "out"),
+               "--image-size", str(SIZE), "--partitions", "2"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert "notebook_recipe: images=6 " in proc.stdout
+    table = pq.read_table(tmp_path / "out")
+    matrix = np.stack(table.column("features").to_numpy(zero_copy_only=False))
+    assert matrix.shape == (6, 1280) and np.isfinite(matrix).all()
+
+
+def test_two_sizes_separate_fixed_and_per_image_cost():
+    model = bench.two_size_model(300, 13.0, 1200, 22.0)  # 900 images in 9 s -> 100/s, 10 s fixed
+    assert model["marginal_images_per_s"] == pytest.approx(100.0)
+    assert model["fixed_seconds"] == pytest.approx(10.0)
+    assert model["end_to_end_images_per_s"] == pytest.approx(1200 / 22.0, abs=1e-3)
+    noisy = bench.two_size_model(8, 20.0, 24, 19.5)
+    assert noisy["marginal_images_per_s"] is None and noisy["fixed_seconds"] is None
+
+
+def test_peak_rss_covers_the_whole_process_tree():
+    """A grandchild holding ~300 MB for a moment must show up in the peak."""
+    grandchild = "import time; b = bytearray(300 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}], check=True)"
+    started = time.perf_counter()
+    finished = run_sampled([sys.executable, "-c", child], interval=0.05)
+    assert finished.returncode == 0
+    assert finished.peak_rss_bytes > 300 * 1024 * 1024
+    assert finished.peak_processes >= 2
+    assert 1.5 <= finished.seconds <= time.perf_counter() - started + 0.01
+
+
+def test_native_blas_status_reads_sparks_output():
+    assert bench.native_blas_status(
+        "netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed: libblas.so.3: cannot open shared object file") \
+        == "inactive"
+    assert bench.native_blas_status("INFO InstanceBuilder: Using dev.ludovic.netlib.blas.JNIBLAS") == "active"
+
+
+def test_generated_inputs(tmp_path):
+    assert bench.generate_images(tmp_path / "img", 20) == 20
+    folders = [p for p in (tmp_path / "img").iterdir() if p.is_dir()]
+    assert len(folders) == 16 and sum(len(list(p.glob("*.jpg"))) for p in folders) == 20
+
+    bench.generate_features(tmp_path / "feat", 600, 1280)
+    table = pq.read_table(tmp_path / "feat")
+    matrix = np.stack(table.column("features").to_numpy(zero_copy_only=False)).astype(np.float64)
+    assert matrix.shape == (600, 1280) and matrix.min() >= 0 and str(table.schema.field("features").type) \
+        == "list<element: float>"
+    eigenvalues = np.linalg.eigvalsh(np.cov(matrix, rowvar=False))[::-1]
+    ratios = eigenvalues / eigenvalues.sum()
+    assert ratios[0] > ratios[9] > ratios[40] and math.isclose(ratios.sum(), 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -19,14 +20,32 @@ class Finished:
     peak_processes: int  # largest number of processes seen in the tree
     cpu_seconds: float  # user + system CPU of every process seen in the tree (as last sampled)
     samples: int
+    peak_breakdown: list  # [(process, RSS bytes)] at the moment of the peak, largest first
     stdout: str
     stderr: str
 
 
-def tree_rss(root: psutil.Process, cpu: dict | None = None) -> tuple[int, int]:
+def describe(proc: psutil.Process) -> str:
+    """A short name for a process of the tree: java, pyspark.daemon, a script name, ..."""
+    try:
+        args = proc.cmdline()
+    except psutil.Error:
+        return "?"
+    for marker in ("pyspark.daemon", "multiprocessing"):
+        if any(marker in a for a in args):
+            return marker
+    program = os.path.basename(args[0]) if args else proc.name()
+    scripts = [os.path.basename(a) for a in args if a.endswith(".py")]
+    if program == "java":
+        return f"java ({scripts[0]})" if scripts else "java"
+    return scripts[0] if scripts else program
+
+
+def tree_rss(root: psutil.Process, cpu: dict | None = None, parts: list | None = None) -> tuple[int, int]:
     """(sum of RSS, process count) of `root` and its descendants; vanished processes count 0.
 
-    `cpu`, if given, is updated with {(pid, create_time): user + system seconds} of each one.
+    `cpu`, if given, is updated with {(pid, create_time): user + system seconds} of each one;
+    `parts`, if given, receives (pid, RSS) of each one.
     """
     try:
         procs = [root] + root.children(recursive=True)
@@ -36,11 +55,14 @@ def tree_rss(root: psutil.Process, cpu: dict | None = None) -> tuple[int, int]:
     for proc in procs:
         try:
             with proc.oneshot():
-                total += proc.memory_info().rss
+                rss = proc.memory_info().rss
                 if cpu is not None:
                     times = proc.cpu_times()
                     cpu[(proc.pid, proc.create_time())] = times.user + times.system
+            total += rss
             count += 1
+            if parts is not None:
+                parts.append((proc, rss))
         except psutil.Error:
             pass
     return total, count
@@ -53,13 +75,16 @@ def run_sampled(command: list[str], *, env: dict[str, str] | None = None, cwd: s
     proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, errors="replace")
     root = psutil.Process(proc.pid)
-    peak = {"rss": 0, "procs": 0, "samples": 0}
+    peak = {"rss": 0, "procs": 0, "samples": 0, "breakdown": []}
     cpu: dict = {}
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            rss, count = tree_rss(root, cpu)
+            parts: list = []
+            rss, count = tree_rss(root, cpu, parts)
+            if rss > peak["rss"]:
+                peak["breakdown"] = sorted(((describe(p), r) for p, r in parts), key=lambda x: -x[1])
             peak["rss"] = max(peak["rss"], rss)
             peak["procs"] = max(peak["procs"], count)
             peak["samples"] += 1
@@ -84,4 +109,4 @@ def run_sampled(command: list[str], *, env: dict[str, str] | None = None, cwd: s
     done.set()
     sampler.join()
     return Finished(command, proc.returncode, seconds, peak["rss"], peak["procs"], round(sum(cpu.values()), 2),
-                    peak["samples"], stdout, stderr)
+                    peak["samples"], peak["breakdown"], stdout, stderr)

@@ -97,17 +97,22 @@ def spark_command(script: Path, args: list[str], *, driver_memory: str, confs: l
     return command + [str(script), *args]
 
 
-def cpu_busy_seconds() -> float:
-    """Busy CPU seconds of the whole machine since boot (all cores)."""
+def cpu_busy_seconds() -> tuple[float, float]:
+    """(busy, stolen) CPU seconds of the whole machine since boot (all cores).
+
+    Stolen time is CPU the hypervisor gave to other virtual machines: invisible load.
+    """
     t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+    steal = getattr(t, "steal", 0.0)
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - steal, steal
 
 
 def run_measured(name: str, command: list[str], env: dict[str, str], timeout: float) -> tuple[Finished, dict]:
     """Run `command`; return the process record and a summary (wall, peak RSS, CPU, machine load)."""
-    busy_before = cpu_busy_seconds()
+    busy_before, steal_before = cpu_busy_seconds()
     proc = run_sampled(command, env=env, cwd=str(ROOT), timeout=timeout)
-    busy = cpu_busy_seconds() - busy_before
+    busy_after, steal_after = cpu_busy_seconds()
+    busy, steal = busy_after - busy_before, steal_after - steal_before
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed (exit {proc.returncode}): {' '.join(command)}\n"
                          f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
@@ -116,10 +121,14 @@ def run_measured(name: str, command: list[str], env: dict[str, str], timeout: fl
         "seconds": round(proc.seconds, 3),
         "peak_rss_mb": round(proc.peak_rss_bytes / MB, 1),
         "peak_processes": proc.peak_processes,
+        # RSS of each process at the moment of the peak, largest first.
+        "peak_breakdown_mb": [[name, round(rss / MB, 1)] for name, rss in proc.peak_breakdown],
         "cpu_seconds": proc.cpu_seconds,
         # CPU that other processes of the machine used meanwhile, in cores (~0 on a quiet machine).
         "other_load_cores": round(max(0.0, busy - proc.cpu_seconds) / proc.seconds, 2) if proc.seconds else 0.0,
         "machine_busy_fraction": round(busy / (proc.seconds * cores), 3) if proc.seconds else 0.0,
+        # CPU taken by the hypervisor for other virtual machines, in cores.
+        "steal_cores": round(steal / proc.seconds, 2) if proc.seconds else 0.0,
     }
     return proc, record
 
@@ -205,8 +214,8 @@ def run_ceiling(images: Path, args) -> dict:
     return record
 
 
-def job_phases(text: str, job: str) -> dict:
-    """Seconds from a job's first log line to each of its log lines (where the time goes)."""
+def job_phases(text: str, job: str) -> list[str]:
+    """'<seconds>s <message>' for each log line of a job, timed from its first (where the time goes)."""
     stamps = []
     for line in text.splitlines():
         m = re.match(rf"(\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}}) {job} (?:INFO|WARNING) (.*)", line)
@@ -214,9 +223,9 @@ def job_phases(text: str, job: str) -> dict:
             stamp = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
             stamps.append((stamp, m.group(2)))
     if not stamps:
-        return {}
+        return []
     first = stamps[0][0]
-    return {f"{t - first:7.2f}s": message[:100] for t, message in stamps}
+    return [f"{t - first:7.2f}s {message[:100]}" for t, message in stamps]
 
 
 def run_featurize(images: Path, out: Path, args) -> dict:
@@ -423,8 +432,9 @@ def table(result: dict) -> str:
             f"explained variance max |diff| {p['explained_variance_max_abs_diff']:.1e}",
         ]
     other = max((run.get("other_load_cores", 0.0) for run in result["all_runs"]), default=0.0)
-    lines.append(f"\nother processes' CPU during the runs: up to {other:.2f} cores "
-                 f"(0 on a quiet machine; per run in all_runs[].other_load_cores)")
+    steal = max((run.get("steal_cores", 0.0) for run in result["all_runs"]), default=0.0)
+    lines.append(f"\nother processes' CPU during the runs: up to {other:.2f} cores, stolen by the hypervisor: "
+                 f"up to {steal:.2f} cores (both 0 on a quiet machine; per run in all_runs[])")
     m = result["machine"]
     if m.get("tensorflow_bytecode_cached") is False:
         lines.append("note: TensorFlow has no compiled bytecode in this environment: every process that "

@@ -66,7 +66,7 @@ def test_report_is_complete_and_consistent(bench_run):
     c, f = result["ceiling"], result["featurize"]
     assert c["inside_loop_images_per_s"] > 0 and 0 <= c["inside_decode_share"] <= 1
     assert f["model_builds"] >= 1
-    assert any("features written" in line for line in f["phases"].values()), f["phases"]
+    assert any(line.endswith("features written") for line in f["phases"]), f["phases"]
     # The job's own timing starts after the JVM's start-up, so it is shorter than the wall clock.
     assert 0 < f["job_reported_seconds"] < f["seconds"]
 

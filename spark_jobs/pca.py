@@ -1,14 +1,19 @@
-"""PCA of image features with Spark ML, projected exactly like classical (centred) PCA.
+"""PCA of image features on Spark, projected exactly like classical (centred) PCA.
 
     spark-submit spark_jobs/pca.py (--features URI[,URI...] | --features-list URI) --output URI \
-        (--k N | --variance 0.95) --report PATH_OR_URI [--model URI]
+        (--k N | --variance 0.95) --report PATH_OR_URI [--model URI] [--solver batched|spark-ml]
 
-Reads one or more features parquet datasets (path, label, features array<float>), converts
-the arrays to ML vectors in the JVM (`array_to_vector`, no Python UDF), centres them
-(`StandardScaler(withMean=True, withStd=False)`: Spark's `PCAModel.transform` does not
-subtract the mean) and fits `PCA`. Writes:
+Reads one or more features parquet datasets (path, label, features array<float>) and makes two
+passes over them:
+  1. one scan checks every vector (null, mixed lengths, NaN / infinite values) and computes the
+     row count, mean and covariance, a matrix product per Arrow batch merged across the cluster
+     (`fruits_spark.moments`); the driver eigendecomposes the d x d covariance. `--solver
+     spark-ml` fits Spark ML's `PCA` instead: same result, about 5x slower (rank-1 updates per row);
+  2. one scan projects the centred vectors on the first k components (Spark ML's
+     `PCAModel.transform` alone would not centre them).
+Writes:
   --output  parquet: path, label, pca_features (array<double>, k)
-  --model   the fitted PipelineModel (centring + PCA), default `<output>_model`
+  --model   the fitted Spark ML PipelineModel (centring + PCA), default `<output>_model`
   --report  JSON (rows, input_dim, k, explained_variance, cumulative_explained_variance, ...)
             with `<report>_scree.png` and `<report>_scatter.png` beside it
 """
@@ -18,11 +23,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from fruits_spark import hadoop_fs, pca_report
-from fruits_spark.runtime import JobError, create_session, exit_on_job_error, setup_logging
+from fruits_spark import hadoop_fs, moments, pca_model, pca_report
+from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, setup_logging, ship_package,
+                                  warm_up_python_workers)
 
 JOB = "pca"
 SCATTER_POINTS = 5000
@@ -42,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="smallest k reaching this cumulative explained variance (default 0.95)")
     parser.add_argument("--report", required=True, help="report JSON path or URI")
     parser.add_argument("--model", help="where to save the fitted model (default <output>_model)")
+    parser.add_argument("--solver", choices=["batched", "spark-ml"], default="batched",
+                        help="batched: covariance from one matrix product per Arrow batch (default); "
+                             "spark-ml: Spark ML's PCA.fit, slower, same result")
     parser.add_argument("--seed", type=int, default=7, help="seed of the scatter-plot sample")
     parser.add_argument("--allow-empty", action="store_true",
                         help="with 0 input rows, write empty outputs and a k=0 report instead of failing "
@@ -84,7 +94,7 @@ def read_features(spark, uris: list[str]):
 
 def write_empty(spark, args, started: float) -> dict:
     """Empty vectors and a k=0 report: nothing to fit yet, and that is not an error."""
-    spark.createDataFrame([], "path string, label string, pca_features array<double>") \
+    spark.createDataFrame([], pca_model.PROJECTED_SCHEMA) \
         .write.mode("overwrite").parquet(args.output)
     report = pca_report.build_report(
         rows=0, input_dim=0, k=0, ratios=[], inputs=args.features, output=args.output, model=None,
@@ -94,100 +104,109 @@ def write_empty(spark, args, started: float) -> dict:
     return report
 
 
-def check_dimensions(frame) -> tuple[int, int]:
-    """(rows, dimension), or a JobError for empty input, missing vectors or mixed lengths."""
-    from pyspark.sql import functions as F
-
-    stats = frame.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(F.when(F.col("features").isNull(), 1).otherwise(0)).alias("nulls"),
-        F.min(F.size("features")).alias("min_dim"),
-        F.max(F.size("features")).alias("max_dim"),
-        F.sum(F.when(F.exists("features", lambda v: F.isnan(v) | v.isNull()), 1).otherwise(0)).alias("bad"),
-    ).first()
+def check(stats: moments.Moments) -> tuple[int, int]:
+    """(rows, dimension), or a JobError for empty input, missing vectors, mixed lengths, bad values."""
     if not stats.rows:
         raise JobError("the features input is empty (0 rows): nothing to fit")
-    if stats.nulls:
-        raise JobError(f"{stats.nulls} of {stats.rows} rows have no features vector")
+    if stats.null_vectors:
+        raise JobError(f"{stats.null_vectors} of {stats.rows} rows have no features vector")
     if stats.min_dim != stats.max_dim:
         raise JobError(f"features vectors have mixed lengths: from {stats.min_dim} to {stats.max_dim} values")
-    if stats.bad:
-        raise JobError(f"{stats.bad} of {stats.rows} features vectors contain NaN or null values")
+    if stats.bad_vectors:
+        raise JobError(f"{stats.bad_vectors} of {stats.rows} features vectors contain NaN, infinite or "
+                       "null values")
     if stats.max_dim < 1:
         raise JobError("features vectors are empty (0 values)")
-    return int(stats.rows), int(stats.max_dim)
+    if not stats.clean:  # every check above passed, so this would be a bug
+        raise RuntimeError("the covariance pass returned no matrix for valid input")
+    return stats.rows, stats.max_dim
 
 
-def fit_pca(centred, k: int):
-    from pyspark.ml.feature import PCA
+def fit(frame, stats: moments.Moments, solver: str) -> tuple[np.ndarray, np.ndarray]:
+    """(explained variance ratios, components as columns) over the whole spectrum."""
+    if solver == "batched":
+        return pca_model.principal_components(stats.covariance())
+    from pyspark.ml.feature import StandardScaler
+    from pyspark.ml.functions import array_to_vector
 
-    return PCA(k=k, inputCol="centred", outputCol="pca").fit(centred)
+    vectors = frame.select(array_to_vector("features").alias("vector"))
+    centring = StandardScaler(withMean=True, withStd=False, inputCol="vector", outputCol="centred").fit(vectors)
+    return pca_model.fit_with_spark_ml(centring.transform(vectors), stats.max_dim)
+
+
+def scatter_sample(spark, output: str, rows: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Up to SCATTER_POINTS (first two components, label) pairs from the written vectors."""
+    from pyspark.sql import functions as F
+
+    fraction = min(1.0, SCATTER_POINTS / max(rows, 1))
+    sample = spark.read.parquet(output).sample(fraction=fraction, seed=seed).limit(SCATTER_POINTS) \
+        .select("label", F.slice("pca_features", 1, 2).alias("xy")).collect()
+    points = np.array([r.xy for r in sample], dtype=float).reshape(len(sample), -1)
+    return points, [r.label for r in sample]
 
 
 def run(args: argparse.Namespace) -> dict:
-    from pyspark import StorageLevel
-    from pyspark.ml import PipelineModel
-    from pyspark.ml.feature import StandardScaler
-    from pyspark.ml.functions import array_to_vector, vector_to_array
-    from pyspark.sql import functions as F
-
     started = time.perf_counter()
     spark = create_session("fruits-pca")
+    ship_package(spark)  # the Arrow functions run in Spark's Python workers
+    warm_up_python_workers(spark)
     if args.features_list:
         args.features = read_features_list(spark, args.features_list)
     frame = read_features(spark, args.features)
-    if args.allow_empty and frame.isEmpty():
+    log.info("scanning %d input(s): checks, row count, mean and covariance", len(args.features))
+    phase = time.perf_counter()
+    stats = moments.compute(frame)
+    log.info("scanned in %.1f s", time.perf_counter() - phase)
+    if not stats.rows and args.allow_empty:
         log.info("no features rows yet: writing empty outputs (--allow-empty)")
         return write_empty(spark, args, started)
-    rows, dim = check_dimensions(frame)
-    log.info("%d rows of %d features from %d input(s)", rows, dim, len(args.features))
+    rows, dim = check(stats)
+    log.info("%d rows of %d features, %d labels", rows, dim, len(stats.labels))
     if args.k is not None and args.k > dim:
         raise JobError(f"--k {args.k} is larger than the feature dimension {dim}")
 
-    vectors = frame.select("path", "label", array_to_vector("features").alias("vector")) \
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    scaler = StandardScaler(withMean=True, withStd=False, inputCol="vector", outputCol="centred").fit(vectors)
-    centred = scaler.transform(vectors)
-
+    spectrum, components = fit(frame, stats, args.solver)
+    ratios = spectrum.tolist()
     if args.k is not None:
         k = args.k
-        model = fit_pca(centred, k)
-        spectrum = list(model.explainedVariance.toArray())
     else:
-        full = fit_pca(centred, dim)  # the whole spectrum, to pick k
-        spectrum = list(full.explainedVariance.toArray())
-        k = pca_report.smallest_k_for_variance(spectrum, args.variance)
-        log.info("k = %d reaches %.4f of the variance (target %.4f)", k, sum(spectrum[:k]), args.variance)
-        model = full if k == dim else fit_pca(centred, k)
-    pipeline = PipelineModel(stages=[scaler, model])
+        k = pca_report.smallest_k_for_variance(ratios, args.variance)
+        log.info("k = %d reaches %.4f of the variance (target %.4f)", k, sum(ratios[:k]), args.variance)
+    log.info("fitted (%s): %d components keep %.4f of the variance", args.solver, k, sum(ratios[:k]))
+    basis = np.ascontiguousarray(components[:, :k])
 
-    projected = pipeline.transform(vectors).select(
-        "path", "label", vector_to_array("pca", "float64").alias("pca_features"))
-    projected.write.mode("overwrite").parquet(args.output)
-    pipeline.write().overwrite().save(args.model)
-    log.info("wrote %s and the model %s", args.output, args.model)
-
-    written = spark.read.parquet(args.output)
-    fraction = min(1.0, SCATTER_POINTS / max(rows, 1))
-    sample = written.sample(fraction=fraction, seed=args.seed).limit(SCATTER_POINTS) \
-        .select("label", F.slice("pca_features", 1, 2).alias("xy")).collect()
-    points = np.array([r.xy for r in sample], dtype=float).reshape(len(sample), -1)
-    labels = [r.label for r in sample]
-    label_count = written.select("label").distinct().count()
-
+    # The model and the scree plot need only the fit: they are written (a handful of small Spark
+    # jobs, then matplotlib) while the executors project the vectors.
     stem = args.report[:-len(".json")] if args.report.endswith(".json") else args.report
     plots = {"scree": f"{stem}_scree.png", "scatter": f"{stem}_scatter.png"}
-    hadoop_fs.write_bytes(spark, plots["scree"], pca_report.scree_png(spectrum, target=args.variance, shown=k))
-    hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, spectrum[:k]))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fruits-pca-side") as side:
+        side_work = side.submit(save_model_and_scree, spark, args, stats.mean, basis, ratios, plots["scree"])
+        phase = time.perf_counter()
+        bc_basis = spark.sparkContext.broadcast((stats.mean, basis))
+        frame.select("path", "label", "features") \
+            .mapInArrow(pca_model.projector(bc_basis), pca_model.PROJECTED_SCHEMA) \
+            .write.mode("overwrite").parquet(args.output)
+        log.info("wrote %s in %.1f s", args.output, time.perf_counter() - phase)
+        points, labels = scatter_sample(spark, args.output, rows, args.seed)
+        hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[:k]))
+        side_work.result()
+    bc_basis.unpersist()
     report = pca_report.build_report(
-        rows=rows, input_dim=dim, k=k, ratios=spectrum, inputs=args.features, output=args.output,
-        model=args.model, target_variance=args.variance, labels=label_count,
+        rows=rows, input_dim=dim, k=k, ratios=ratios, inputs=args.features, output=args.output,
+        model=args.model, target_variance=args.variance, labels=len(stats.labels),
         seconds=time.perf_counter() - started, plots=plots)
     hadoop_fs.write_bytes(spark, args.report, pca_report.report_json(report))
-    vectors.unpersist()
     print(f"{JOB}: rows={rows} input_dim={dim} k={k} explained_variance_total="
           f"{report['explained_variance_total']:.4f} seconds={report['seconds']}", flush=True)
     return report
+
+
+def save_model_and_scree(spark, args, mean: np.ndarray, basis: np.ndarray, ratios: list[float],
+                         scree_uri: str) -> None:
+    pca_model.spark_ml_pipeline(spark, mean, basis, ratios).write().overwrite().save(args.model)
+    log.info("saved the model %s", args.model)
+    k = basis.shape[1]
+    hadoop_fs.write_bytes(spark, scree_uri, pca_report.scree_png(ratios, target=args.variance, shown=k))
 
 
 def main(argv: list[str] | None = None) -> None:

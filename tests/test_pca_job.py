@@ -104,13 +104,53 @@ def test_variance_target_picks_the_smallest_k(two_batches, tmp_path, spark_submi
     assert f"k={expected_k}" in proc.stdout
 
 
+def test_spark_ml_solver_and_saved_model_agree_with_the_output(two_batches, tmp_path, spark_submit_cmd):
+    """`--solver spark-ml` (Spark ML's own PCA.fit) gives the same result, and the saved
+    PipelineModel, applied by Spark ML to the features, reproduces the written vectors."""
+    import os
+    import sys
+
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.functions import array_to_vector, vector_to_array
+    from pyspark.sql import SparkSession
+
+    root, _ = two_batches
+    inputs = f"{root / 'batch=1'},{root / 'batch=2'}"
+    results = {}
+    for solver in ("batched", "spark-ml"):
+        out = tmp_path / solver
+        spark_submit_cmd("pca.py", "--features", inputs, "--output", str(out / "vectors"), "--k", "4",
+                         "--report", str(out / "report.json"), "--solver", solver)
+        results[solver] = (read_projection(out / "vectors"), json.loads((out / "report.json").read_text()))
+    (ours, our_report), (theirs, their_report) = results["batched"], results["spark-ml"]
+    np.testing.assert_allclose(our_report["explained_variance"], their_report["explained_variance"], atol=1e-9)
+    assert ours.keys() == theirs.keys()
+    for path in ours:  # same sign too: both go through the same orientation rule
+        np.testing.assert_allclose(ours[path], theirs[path], atol=1e-6 * np.abs(ours[path]).max())
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    spark = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").getOrCreate()
+    try:
+        model = PipelineModel.load(str(tmp_path / "batched" / "vectors_model"))
+        assert [type(stage).__name__ for stage in model.stages] == ["StandardScalerModel", "PCAModel"]
+        assert model.stages[0].getWithMean() and not model.stages[0].getWithStd()
+        frame = spark.read.parquet(str(root / "batch=1"), str(root / "batch=2"))
+        applied = model.transform(frame.select("path", array_to_vector("features").alias("vector"))) \
+            .select("path", vector_to_array("pca", "float64").alias("v")).collect()
+    finally:
+        spark.stop()
+    assert len(applied) == len(ours)
+    for row in applied:
+        np.testing.assert_allclose(row.v, ours[row.path], rtol=1e-9, atol=1e-9)
+
+
 def test_smallest_k_for_variance():
     assert smallest_k_for_variance([0.5, 0.3, 0.15, 0.05], 0.8) == 2
     assert smallest_k_for_variance([0.5, 0.3, 0.15, 0.05], 0.81) == 3
     assert smallest_k_for_variance([0.5, 0.3, 0.15, 0.05], 1.0) == 4
 
 
-@pytest.mark.parametrize("case", ["empty", "mixed", "too_large_k", "missing"])
+@pytest.mark.parametrize("case", ["empty", "mixed", "nan", "null_vector", "too_large_k", "missing"])
 def test_bad_input_fails_with_one_clear_line(case, tmp_path, spark_submit_cmd):
     folder = tmp_path / "features"
     k = "3"
@@ -124,6 +164,15 @@ def test_bad_input_fails_with_one_clear_line(case, tmp_path, spark_submit_cmd):
             "features": pa.array([[1.0] * 8, [1.0] * 6], type=pa.list_(pa.float32())),
         }), folder / "part-0.parquet")
         expected = "pca: error: features vectors have mixed lengths: from 6 to 8 values"
+    elif case in ("nan", "null_vector"):
+        folder.mkdir()
+        bad = [1.0, float("nan")] + [1.0] * 6 if case == "nan" else None
+        pq.write_table(pa.table({
+            "path": [f"a/{i}.jpg" for i in range(4)], "label": ["a"] * 4,
+            "features": pa.array([[1.0] * 8, bad, [2.0] * 8, [3.0] * 8], type=pa.list_(pa.float32())),
+        }), folder / "part-0.parquet")
+        expected = ("pca: error: 1 of 4 features vectors contain NaN, infinite or null values" if case == "nan"
+                    else "pca: error: 1 of 4 rows have no features vector")
     elif case == "too_large_k":
         write_features(folder, np.random.default_rng(0).random((20, 8)), ["a"] * 20)
         k = "9"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
 import tempfile
+import threading
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +26,7 @@ def setup_logging(job: str) -> logging.Logger:
         format=f"%(asctime)s {job} %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # not one line per closed gateway connection
     return logging.getLogger(job)
 
 
@@ -62,8 +66,41 @@ def ship_package(spark) -> None:
     package_dir = Path(fruits_spark.__file__).parent
     if not package_dir.is_dir():  # imported from a zip already shipped with --py-files
         return
-    archive = Path(tempfile.mkdtemp(prefix="fruits-pyfiles-")) / "fruits_spark.zip"
+    folder = tempfile.mkdtemp(prefix="fruits-pyfiles-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # served to executors until the job ends
+    archive = Path(folder) / "fruits_spark.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for source in sorted(package_dir.glob("*.py")):
             zf.write(source, f"fruits_spark/{source.name}")
     spark.sparkContext.addPyFile(str(archive))
+
+
+def warm_up_python_workers(spark, modules: tuple[str, ...] = ("numpy", "pyarrow")) -> threading.Thread:
+    """Start Spark's Python workers now, in the background, while the driver plans the job.
+
+    A worker takes a second or two to start and import its libraries; Spark reuses idle workers
+    (spark.python.worker.reuse), so a tiny job with one task per slot, run while the driver reads
+    parquet footers and metadata, hands the first real tasks workers that are ready. Only a
+    head start: a failure is logged, and the real job starts its own workers.
+    """
+    slots = max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
+    hold = 0.5 if slots > 1 else 0.0
+
+    def touch(batches):
+        import importlib
+        import time
+
+        for module in modules:
+            importlib.import_module(module)
+        time.sleep(hold)  # stay busy a moment, so that the other tasks get other workers
+        yield from batches
+
+    def run() -> None:
+        try:
+            spark.range(0, slots, 1, numPartitions=slots).mapInArrow(touch, "id long").collect()
+        except Exception as exc:  # noqa: BLE001 - only a head start
+            log.warning("Python worker warm-up failed (%s): the job starts them itself", exc)
+
+    thread = threading.Thread(target=run, name="fruits-python-warm-up", daemon=True)
+    thread.start()
+    return thread

@@ -8,7 +8,8 @@ passes over them:
   1. one scan checks every vector (null, mixed lengths, NaN / infinite values) and computes the
      row count, mean and covariance, a matrix product per Arrow batch merged across the cluster
      (`fruits_spark.moments`); the driver eigendecomposes the d x d covariance. `--solver
-     spark-ml` fits Spark ML's `PCA` instead: same result, about 5x slower (rank-1 updates per row);
+     spark-ml` fits Spark ML's `PCA` instead: same result, slower (a rank-1 update per row: 35 s
+     instead of 2 s for the covariance of 100,000 x 1280 on two cores);
   2. one scan projects the centred vectors on the first k components (Spark ML's
      `PCAModel.transform` alone would not centre them).
 Writes:

@@ -6,9 +6,10 @@
 # 1. Python 3.11 (TensorFlow 2.21 needs >= 3.10; EMR 7's default python3 is 3.9) in a virtualenv
 #    with the jobs' pinned requirements. The cluster configurations (plugins/fruits/emr_backend.py)
 #    point Spark's driver and Python workers at <venv-dir>/bin/python3; PySpark itself is EMR's.
-# 2. OpenBLAS as the native BLAS/LAPACK of Spark ML (the PCA job): dev.ludovic.netlib loads
-#    libblas.so.3 / liblapack.so.3, which are made to resolve to OpenBLAS (Spark's
-#    "MLlib Linear Algebra Acceleration Guide"). Without it Spark falls back to Java BLAS.
+# 2. OpenBLAS as the native BLAS/LAPACK of Spark ML (pca.py --solver spark-ml, and users applying
+#    the saved model in Spark): dev.ludovic.netlib loads libblas.so.3 / liblapack.so.3, which are
+#    made to resolve to OpenBLAS (Spark's "MLlib Linear Algebra Acceleration Guide"). Without it
+#    Spark falls back to Java BLAS. (pca.py's default solver uses numpy's own BLAS.)
 #
 # Amazon Linux 2023 (EMR 7.x). Safe to run twice. A failure of step 1 fails the bootstrap action,
 # and EMR then ends the cluster (TERMINATED_WITH_ERRORS) instead of running steps on a broken

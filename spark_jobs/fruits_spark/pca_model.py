@@ -4,7 +4,8 @@ The fitted model is a Spark ML `PipelineModel` (StandardScalerModel that subtrac
 then PCAModel), the same object `Pipeline([StandardScaler(withMean=True, withStd=False), PCA])`
 would fit, so users load it with `PipelineModel.load` and apply it to new features in Spark.
 The job's own output is projected per Arrow batch with one matrix product instead: Spark ML's
-row-by-row transform of 100,000 x 1280 vectors takes 19 s on two cores, this takes about 3.
+row-by-row transform (array_to_vector, centring, PCAModel, vector_to_array) and write of
+100,000 x 1280 vectors took 19 s on two cores here, this projection and write about 5 s.
 """
 
 from __future__ import annotations

@@ -176,21 +176,19 @@ def run(args: argparse.Namespace) -> dict:
     log.info("fitted (%s): %d components keep %.4f of the variance", args.solver, k, sum(ratios[:k]))
     basis = np.ascontiguousarray(components[:, :k])
 
-    # The model and the scree plot need only the fit: they are written (a handful of small Spark
-    # jobs, then matplotlib) while the executors project the vectors.
-    stem = args.report[:-len(".json")] if args.report.endswith(".json") else args.report
-    plots = {"scree": f"{stem}_scree.png", "scatter": f"{stem}_scatter.png"}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fruits-pca-side") as side:
-        side_work = side.submit(save_model_and_scree, spark, args, stats.mean, basis, ratios, plots["scree"])
+    # The model needs only the fit: its small save jobs are submitted alongside the projection
+    # (they take task slots as these free up). The plots stay in this thread: pyplot is not
+    # thread-safe.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fruits-pca-model") as side:
+        saved = side.submit(save_model, spark, args.model, stats.mean, basis, ratios)
         phase = time.perf_counter()
         bc_basis = spark.sparkContext.broadcast((stats.mean, basis))
         frame.select("path", "label", "features") \
             .mapInArrow(pca_model.projector(bc_basis), pca_model.PROJECTED_SCHEMA) \
             .write.mode("overwrite").parquet(args.output)
         log.info("wrote %s in %.1f s", args.output, time.perf_counter() - phase)
-        points, labels = scatter_sample(spark, args.output, rows, args.seed)
-        hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[:k]))
-        side_work.result()
+        plots = write_plots(spark, args, rows=rows, k=k, ratios=ratios)
+        saved.result()
     bc_basis.unpersist()
     report = pca_report.build_report(
         rows=rows, input_dim=dim, k=k, ratios=ratios, inputs=args.features, output=args.output,
@@ -202,12 +200,19 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def save_model_and_scree(spark, args, mean: np.ndarray, basis: np.ndarray, ratios: list[float],
-                         scree_uri: str) -> None:
-    pca_model.spark_ml_pipeline(spark, mean, basis, ratios).write().overwrite().save(args.model)
-    log.info("saved the model %s", args.model)
-    k = basis.shape[1]
-    hadoop_fs.write_bytes(spark, scree_uri, pca_report.scree_png(ratios, target=args.variance, shown=k))
+def save_model(spark, uri: str, mean: np.ndarray, basis: np.ndarray, ratios: list[float]) -> None:
+    pca_model.spark_ml_pipeline(spark, mean, basis, ratios).write().overwrite().save(uri)
+    log.info("saved the model %s", uri)
+
+
+def write_plots(spark, args, *, rows: int, k: int, ratios: list[float]) -> dict[str, str]:
+    """The scree plot and a scatter of the first two components, beside the report."""
+    points, labels = scatter_sample(spark, args.output, rows, args.seed)
+    stem = args.report[:-len(".json")] if args.report.endswith(".json") else args.report
+    plots = {"scree": f"{stem}_scree.png", "scatter": f"{stem}_scatter.png"}
+    hadoop_fs.write_bytes(spark, plots["scree"], pca_report.scree_png(ratios, target=args.variance, shown=k))
+    hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[:k]))
+    return plots
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -129,3 +129,20 @@ def test_compute_merges_many_partitions_on_the_executors():
         assert result.rows == 90 and result.labels == {f"label {i}" for i in range(4)}
         np.testing.assert_allclose(result.covariance(), expected, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(result.mean, matrix.astype(np.float64).mean(axis=0), rtol=1e-12)
+
+
+def test_projector_centres_and_projects_each_batch_including_empty_ones():
+    class Broadcast:  # what the job hands the projector: a broadcast of (mean, basis)
+        value = (np.array([1.0, 1.0, 0.0]), np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+
+    def batch(rows):
+        return pa.RecordBatch.from_pydict({
+            "path": pa.array([f"p{i}" for i in range(len(rows))], pa.string()),
+            "label": pa.array(["Kiwi"] * len(rows), pa.string()),
+            "features": pa.array(rows, pa.list_(pa.float32())),
+        })
+
+    out = list(pca_model.projector(Broadcast())(iter([batch([]), batch([[3.0, 5.0, 9.0], [1.0, 1.0, 1.0]])])))
+    assert [b.num_rows for b in out] == [0, 2]
+    assert out[1].column("pca_features").to_pylist() == [[2.0, 4.0], [0.0, 0.0]]
+    assert out[1].column("path").to_pylist() == ["p0", "p1"]

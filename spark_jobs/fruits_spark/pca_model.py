@@ -54,9 +54,10 @@ def fit_with_spark_ml(centred_vectors, dim: int) -> tuple[np.ndarray, np.ndarray
     return np.asarray(model.explainedVariance.toArray()), orient(components)
 
 
-def spark_ml_pipeline(spark, mean: np.ndarray, components: np.ndarray, ratios: np.ndarray,
+def spark_ml_pipeline(spark, mean: np.ndarray, components: np.ndarray, ratios,
                       *, input_col: str = "vector", output_col: str = "pca"):
-    """A Spark ML PipelineModel (centring, then projection on `components`' k columns).
+    """A Spark ML PipelineModel (centring, then projection on `components`' k columns);
+    `ratios` (a sequence, at least k long) become the PCAModel's explained variance.
 
     Spark ML has no public constructor for fitted models, so this builds the JVM objects the
     estimators would have returned (their constructors are public in the bytecode, stable since
@@ -99,7 +100,7 @@ def projector(bc_basis):
             features = batch.column("features")
             rows = len(features)
             matrix = np.asarray(features.flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
-            projected = (matrix.reshape(rows, -1) - mean) @ components
+            projected = (matrix.reshape(rows, len(mean)) - mean) @ components  # rows may be 0
             offsets = pa.array(np.arange(0, rows * k + 1, k, dtype=np.int32))
             yield pa.RecordBatch.from_arrays(
                 [batch.column("path"), batch.column("label"),

@@ -27,15 +27,14 @@ Every input file ends up in exactly one of the two outputs:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import multiprocessing
 import os
 import re
 import sys
-import threading
 import time
 import traceback
-from typing import Iterator
 
 import pandas as pd
 
@@ -45,7 +44,8 @@ from pyspark.sql import functions as F
 from fruits_spark import hadoop_fs, paths
 from fruits_spark.images import DEFAULT_MAX_PIXELS
 from fruits_spark.model import FEATURE_DIM, MIN_IMAGE_SIZE
-from fruits_spark.runtime import JobError, create_session, exit_on_job_error, setup_logging, ship_package
+from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, setup_logging, ship_package,
+                                  task_slots, warm_up_python_workers)
 
 JOB = "featurize"
 # One partition holds at most this many images, so that a lost task is cheap to redo.
@@ -228,41 +228,15 @@ class WeightsLoader:
         return payload
 
 
-def warm_up_workers(spark, slots: int, image_size: int) -> threading.Thread:
-    """Have the Python workers import TensorFlow and build the graph now, in the background.
+def prebuild_model(image_size: int) -> None:
+    """Run in each Python worker by the warm-up: start building MobileNetV2 in the background.
 
-    A tiny job with one pandas-UDF task per slot (same kind of UDF as the featurizer, hence the
-    same pool of reusable Python workers) starts `prebuild_in_background` and returns at once;
-    the featurizer's `make_batch_predictor` later takes the graph from the worker. Only a head
-    start: a worker that missed it builds the graph itself, so a failure here is only logged.
+    The featurizer's `make_batch_predictor` later takes the graph from the worker; a worker
+    that missed it builds the graph itself.
     """
-    hold = 1.0 if slots > 1 else 0.0
+    from fruits_spark.model import prebuild_in_background
 
-    @F.pandas_udf("long")
-    def warm(ids: Iterator[pd.Series]) -> Iterator[pd.Series]:
-        import os
-        import time
-
-        from fruits_spark.model import prebuild_in_background
-
-        prebuild_in_background(image_size, int(os.environ.get("OMP_NUM_THREADS", "1")))
-        time.sleep(hold)  # stay busy a moment, so that the other warm-up tasks get other workers
-        for batch in ids:
-            yield pd.Series([os.getpid()] * len(batch), dtype="int64")
-
-    frame = spark.range(0, slots, 1, numPartitions=slots).select(warm("id").alias("pid"))
-
-    def run() -> None:
-        try:
-            pids = sorted({row.pid for row in frame.collect()})
-            log.info("Python worker(s) %s are building MobileNetV2 while the driver loads the weights",
-                     ", ".join(map(str, pids)))
-        except Exception as exc:  # noqa: BLE001 - only a head start
-            log.warning("worker warm-up failed (%s): workers build the model on first use", exc)
-
-    thread = threading.Thread(target=run, name="fruits-warm-up", daemon=True)
-    thread.start()
-    return thread
+    prebuild_in_background(image_size, int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 
 def featurize_udf(bc_weights, image_size: int, batch_size: int, max_pixels: int):
@@ -329,8 +303,9 @@ def run(args: argparse.Namespace) -> dict:
     ship_package(spark)
     manifest = read_manifest(spark, args.manifest) if args.manifest else None  # fail fast when missing
     task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
-    slots = max(1, spark.sparkContext.defaultParallelism // task_cpus)
-    warm_up = warm_up_workers(spark, slots, args.image_size)
+    slots = task_slots(spark)
+    warm_up = warm_up_python_workers(spark, functools.partial(prebuild_model, args.image_size), hold=1.0,
+                                     started="are building MobileNetV2 while the driver loads the weights")
 
     to_read, rejects, images = plan_inputs(spark, args, manifest)
     inputs = len(to_read) + len(rejects)

@@ -75,29 +75,43 @@ def ship_package(spark) -> None:
     spark.sparkContext.addPyFile(str(archive))
 
 
-def warm_up_python_workers(spark, modules: tuple[str, ...] = ("numpy", "pyarrow")) -> threading.Thread:
+def task_slots(spark) -> int:
+    """How many tasks run at once: default parallelism / spark.task.cpus (at least 1)."""
+    return max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
+
+
+def warm_up_python_workers(spark, prepare=None, *, hold: float = 0.5, started: str = "") -> threading.Thread:
     """Start Spark's Python workers now, in the background, while the driver plans the job.
 
-    A worker takes a second or two to start and import its libraries; Spark reuses idle workers
-    (spark.python.worker.reuse), so a tiny job with one task per slot, run while the driver reads
-    parquet footers and metadata, hands the first real tasks workers that are ready. Only a
-    head start: a failure is logged, and the real job starts its own workers.
+    A worker takes seconds to start and import its libraries; Spark reuses idle workers
+    (spark.python.worker.reuse), so a tiny job with one task per slot, run while the driver
+    lists inputs or reads parquet footers, hands the first real tasks workers that are ready.
+    Each task runs `prepare()` if given (a picklable function of no arguments, e.g. one that
+    starts building a model in a background thread of the worker), then stays busy `hold`
+    seconds so that the other tasks get other workers. `started`, if given, is logged with
+    the workers' pids once the job is done. Only a head start: a failure is logged, and the
+    real job starts its own workers.
     """
-    slots = max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
-    hold = 0.5 if slots > 1 else 0.0
+    slots = task_slots(spark)
+    hold = hold if slots > 1 else 0.0
 
     def touch(batches):
-        import importlib
+        import os
         import time
 
-        for module in modules:
-            importlib.import_module(module)
-        time.sleep(hold)  # stay busy a moment, so that the other tasks get other workers
-        yield from batches
+        import pyarrow as pa
+
+        if prepare is not None:
+            prepare()
+        time.sleep(hold)
+        for batch in batches:
+            yield pa.RecordBatch.from_arrays([pa.array([os.getpid()] * batch.num_rows, pa.int64())], ["pid"])
 
     def run() -> None:
         try:
-            spark.range(0, slots, 1, numPartitions=slots).mapInArrow(touch, "id long").collect()
+            rows = spark.range(0, slots, 1, numPartitions=slots).mapInArrow(touch, "pid long").collect()
+            if started:
+                log.info("Python worker(s) %s %s", ", ".join(map(str, sorted({r.pid for r in rows}))), started)
         except Exception as exc:  # noqa: BLE001 - only a head start
             log.warning("Python worker warm-up failed (%s): the job starts them itself", exc)
 

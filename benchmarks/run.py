@@ -295,12 +295,15 @@ def run_pca(work: Path, args) -> dict:
     generated_s = time.perf_counter() - started
 
     numpy_runs, spark_runs = [], []
+    # What each run computed and printed, kept beside its record (the records go to the JSON).
+    numpy_variances, spark_variances, spark_texts = [], [], []
     for repeat in range(args.repeat):  # alternated, so that a noisy minute does not favour one side
         log(f"numpy PCA (one process), run {repeat + 1}/{args.repeat}")
         command = [sys.executable, str(BENCH / "numpy_pca.py"), "--features", str(features),
                    "--k", str(PCA_K), "--output", str(work / "pca_numpy")]
         proc, record = run_measured("numpy PCA", command, python_env(), args.timeout)
         record["inside"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        numpy_variances.append(record["inside"].pop("explained_variance"))
         record["repeat"] = repeat
         numpy_runs.append(record)
 
@@ -316,21 +319,15 @@ def run_pca(work: Path, args) -> dict:
         text = proc.stdout + proc.stderr
         record["phases"] = job_phases(text, "pca")
         record["repeat"] = repeat
-        record["explained_variance"] = json.loads(report.read_text())["explained_variance"]
-        record["_text"] = text
+        spark_variances.append(json.loads(report.read_text())["explained_variance"])
+        spark_texts.append(text)
         spark_runs.append(record)
         log(f"  numpy {numpy_runs[-1]['seconds']:.1f} s, pca.py {spark_runs[-1]['seconds']:.1f} s")
 
-    numpy_record = min(numpy_runs, key=lambda r: r["seconds"])
-    spark_record = min(spark_runs, key=lambda r: r["seconds"])
-    theirs = numpy_record["inside"]["explained_variance"]
-    ours = spark_record["explained_variance"]
-    text = spark_record["_text"]
-    for record in numpy_runs:
-        record["inside"].pop("explained_variance", None)
-    for record in spark_runs:
-        record.pop("explained_variance")
-        record.pop("_text")
+    best_numpy = min(range(len(numpy_runs)), key=lambda i: numpy_runs[i]["seconds"])
+    best_spark = min(range(len(spark_runs)), key=lambda i: spark_runs[i]["seconds"])
+    numpy_record, spark_record = numpy_runs[best_numpy], spark_runs[best_spark]
+    theirs, ours, text = numpy_variances[best_numpy], spark_variances[best_spark], spark_texts[best_spark]
     result = {
         "rows": args.pca_rows,
         "dim": PCA_DIM,

@@ -54,3 +54,19 @@ def spark_submit_cmd():
     if not SPARK_SUBMIT.exists():
         pytest.fail(f"spark-submit not found next to {sys.executable}: run `make test`")
     return spark_submit
+
+
+@pytest.fixture
+def local_spark(monkeypatch):
+    """An in-process SparkSession (local[2]) whose Python workers run this interpreter and can
+    import fruits_spark; stopped after the test."""
+    from pyspark.sql import SparkSession
+
+    from fruits_spark.runtime import ship_package
+
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    spark = (SparkSession.builder.master("local[2]").appName("fruits-tests")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    ship_package(spark)
+    yield spark
+    spark.stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from functools import reduce
 
 import numpy as np
@@ -105,25 +103,14 @@ def test_principal_components_match_svd_and_have_a_fixed_sign():
 
 
 @pytest.mark.spark
-def test_compute_merges_many_partitions_on_the_executors():
+def test_compute_merges_many_partitions_on_the_executors(local_spark):
     """Past max_partials partitions the partial matrices are merged by the executors first."""
-    from pyspark.sql import SparkSession
-
-    from fruits_spark.runtime import ship_package
-
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    spark = (SparkSession.builder.master("local[2]").appName("test-moments")
-             .config("spark.ui.enabled", "false").getOrCreate())
-    try:
-        ship_package(spark)
-        rng = np.random.default_rng(13)
-        matrix = (3.0 + rng.normal(size=(90, 7))).astype(np.float32)
-        rows = [(f"label {i % 4}", [float(v) for v in row]) for i, row in enumerate(matrix)]
-        frame = spark.createDataFrame(rows, "label string, features array<float>").repartition(6)
-        direct = moments.compute(frame)  # 6 partials, merged by the driver
-        tree = moments.compute(frame, max_partials=2)  # merged by 2 executor tasks first
-    finally:
-        spark.stop()
+    rng = np.random.default_rng(13)
+    matrix = (3.0 + rng.normal(size=(90, 7))).astype(np.float32)
+    rows = [(f"label {i % 4}", [float(v) for v in row]) for i, row in enumerate(matrix)]
+    frame = local_spark.createDataFrame(rows, "label string, features array<float>").repartition(6)
+    direct = moments.compute(frame)  # 6 partials, merged by the driver
+    tree = moments.compute(frame, max_partials=2)  # merged by 2 executor tasks first
     expected = np.cov(matrix.astype(np.float64), rowvar=False)
     for result in (direct, tree):
         assert result.rows == 90 and result.labels == {f"label {i}" for i in range(4)}

@@ -104,15 +104,12 @@ def test_variance_target_picks_the_smallest_k(two_batches, tmp_path, spark_submi
     assert f"k={expected_k}" in proc.stdout
 
 
-def test_spark_ml_solver_and_saved_model_agree_with_the_output(two_batches, tmp_path, spark_submit_cmd):
+def test_spark_ml_solver_and_saved_model_agree_with_the_output(two_batches, tmp_path, spark_submit_cmd,
+                                                               local_spark):
     """`--solver spark-ml` (Spark ML's own PCA.fit) gives the same result, and the saved
     PipelineModel, applied by Spark ML to the features, reproduces the written vectors."""
-    import os
-    import sys
-
     from pyspark.ml import PipelineModel
     from pyspark.ml.functions import array_to_vector, vector_to_array
-    from pyspark.sql import SparkSession
 
     root, _ = two_batches
     inputs = f"{root / 'batch=1'},{root / 'batch=2'}"
@@ -128,17 +125,12 @@ def test_spark_ml_solver_and_saved_model_agree_with_the_output(two_batches, tmp_
     for path in ours:  # same sign too: both go through the same orientation rule
         np.testing.assert_allclose(ours[path], theirs[path], atol=1e-6 * np.abs(ours[path]).max())
 
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    spark = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").getOrCreate()
-    try:
-        model = PipelineModel.load(str(tmp_path / "batched" / "vectors_model"))
-        assert [type(stage).__name__ for stage in model.stages] == ["StandardScalerModel", "PCAModel"]
-        assert model.stages[0].getWithMean() and not model.stages[0].getWithStd()
-        frame = spark.read.parquet(str(root / "batch=1"), str(root / "batch=2"))
-        applied = model.transform(frame.select("path", array_to_vector("features").alias("vector"))) \
-            .select("path", vector_to_array("pca", "float64").alias("v")).collect()
-    finally:
-        spark.stop()
+    model = PipelineModel.load(str(tmp_path / "batched" / "vectors_model"))
+    assert [type(stage).__name__ for stage in model.stages] == ["StandardScalerModel", "PCAModel"]
+    assert model.stages[0].getWithMean() and not model.stages[0].getWithStd()
+    frame = local_spark.read.parquet(str(root / "batch=1"), str(root / "batch=2"))
+    applied = model.transform(frame.select("path", array_to_vector("features").alias("vector"))) \
+        .select("path", vector_to_array("pca", "float64").alias("v")).collect()
     assert len(applied) == len(ours)
     for row in applied:
         np.testing.assert_allclose(row.v, ours[row.path], rtol=1e-9, atol=1e-9)

@@ -52,6 +52,7 @@ for _p in (BENCH, SPARK_JOBS, PLUGINS):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from fruits import spark_cds  # noqa: E402
 from procmon import Finished, run_sampled  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -77,7 +78,8 @@ def python_env(spark_jobs: Path = SPARK_JOBS) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(spark_jobs)] +
                                         ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
+    # Every spark-submit (featurize.py, the notebook recipe, pca.py) starts its JVM the same way.
+    return spark_cds.with_archive(env)
 
 
 def spark_submit_bin() -> str:
@@ -397,6 +399,7 @@ def machine_info() -> dict:
         "pillow": version("pillow"),
         "numpy": version("numpy"),
         "java": java,
+        "spark_submit_opts": python_env().get("SPARK_SUBMIT_OPTS"),  # the class-data-sharing archive, if used
         "tensorflow_bytecode_cached": bytecode_cached("tensorflow"),
         "libblas_so_3_present": libblas_present(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -465,6 +468,9 @@ def table(result: dict) -> str:
         lines.append("note: TensorFlow has no compiled bytecode in this environment: every process that "
                      "imports it compiles it again (~5 s). Install with `uv pip install --compile-bytecode` "
                      "or run `python -m compileall` on site-packages.")
+    if not m.get("spark_submit_opts"):
+        lines.append("note: Spark's JVMs started without a class-data-sharing archive (about 3 s more per "
+                     "job): `make spark-cds` builds it.")
     if p and p.get("native_blas", "active") != "active":  # measured with --pca-solver spark-ml only
         lines.append("note: Spark ML ran without a native BLAS (benchmarks/native_blas.sh installs OpenBLAS).")
     return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""The JVM class-data-sharing archive: how it is chosen, and that Spark's JVM really maps it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, SPARK_SUBMIT
+from fruits import spark_cds
+
+
+def test_submit_opts_only_name_an_archive_that_exists(tmp_path):
+    archive = tmp_path / "spark.jsa"
+    assert spark_cds.submit_opts(archive, "-Dkeep=1") == "-Dkeep=1"
+    assert spark_cds.submit_opts(None) == ""
+    archive.write_bytes(b"\0")
+    assert spark_cds.submit_opts(archive, "-Dkeep=1") == f"-Dkeep=1 -XX:SharedArchiveFile={archive} -Xshare:auto"
+
+
+def test_with_archive_adds_to_spark_submit_opts_unless_turned_off(tmp_path, monkeypatch):
+    path = spark_cds.archive_path(tmp_path)
+    assert path is not None and path.parent == tmp_path
+    env = {"SPARK_SUBMIT_OPTS": "-Dkeep=1"}
+    assert spark_cds.with_archive(env, tmp_path) == env  # no archive yet
+    path.write_bytes(b"\0")
+    assert spark_cds.with_archive(env, tmp_path)["SPARK_SUBMIT_OPTS"] == \
+        f"-Dkeep=1 -XX:SharedArchiveFile={path} -Xshare:auto"
+    off = {**env, "FRUITS_SPARK_CDS": "off"}
+    assert spark_cds.with_archive(off, tmp_path) == off
+
+
+def test_archive_name_follows_the_java_build(tmp_path, monkeypatch):
+    for name, version in (("jdk-a", 'JAVA_VERSION="17.0.1"'), ("jdk-b", 'JAVA_VERSION="21.0.2"')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "release").write_text(version + "\n")
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk-a"))
+    first = spark_cds.archive_path(tmp_path)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk-b"))
+    second = spark_cds.archive_path(tmp_path)
+    assert first != second and first.parent == second.parent == tmp_path
+
+
+def test_built_archive_is_mapped_by_spark_driver_jvm(tmp_path):
+    """Build into a fresh folder, then run a Spark job and ask the JVM where classes came from."""
+    built = subprocess.run(
+        [sys.executable, "-m", "fruits.spark_cds", "build", "--dir", str(tmp_path / "cds"),
+         "--spark-submit", str(SPARK_SUBMIT)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**spark_env(), "PYTHONPATH": str(ROOT / "plugins")})
+    assert built.returncode == 0, built.stderr
+    archive = Path(built.stdout.strip().splitlines()[-1])
+    assert archive.parent == tmp_path / "cds" and archive.stat().st_size > 10_000_000, built.stderr
+    assert not list(archive.parent.glob("*.partial"))
+
+    loads = tmp_path / "class-load.txt"
+    env = spark_cds.with_archive(spark_env(), tmp_path / "cds")
+    env["SPARK_SUBMIT_OPTS"] += f" -Xlog:class+load=info:file={loads}"
+    work = tmp_path / "work"
+    run = subprocess.run(
+        [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+         "--conf", "spark.log.level=ERROR", str(ROOT / "plugins" / "fruits" / "spark_cds.py"),
+         "--workload", str(work)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = loads.read_text().splitlines()
+    shared = [line for line in lines if "source: shared objects file (top)" in line]
+    assert any(" org.apache.spark.SparkContext " in line for line in shared)
+    assert any("org.apache.spark.sql.execution.datasources.parquet." in line for line in shared)
+    assert len(shared) > 5000, f"only {len(shared)} of {len(lines)} classes came from the archive"
+
+
+def spark_env() -> dict[str, str]:
+    """This interpreter for Spark's Python, and none of the caller's JVM options."""
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_SUBMIT_OPTS"}
+    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    return env

@@ -29,8 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from fruits_spark import hadoop_fs, moments, pca_model, pca_report
-from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, setup_logging, ship_package,
-                                  warm_up_python_workers)
+from fruits_spark.runtime import JobError, create_session, exit_on_job_error, setup_logging, ship_package
 
 JOB = "pca"
 SCATTER_POINTS = 5000
@@ -149,8 +148,9 @@ def scatter_sample(spark, output: str, rows: int, seed: int) -> tuple[np.ndarray
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     spark = create_session("fruits-pca")
-    ship_package(spark)  # the Arrow functions run in Spark's Python workers
-    warm_up_python_workers(spark)
+    # The Arrow functions run in Spark's Python workers. No warm-up job (featurize.py has one):
+    # here it only competed with the first scan for the two slots, 0.5-1 s slower in A/B runs.
+    ship_package(spark)
     if args.features_list:
         args.features = read_features_list(spark, args.features_list)
     frame = read_features(spark, args.features)
@@ -176,18 +176,18 @@ def run(args: argparse.Namespace) -> dict:
     log.info("fitted (%s): %d components keep %.4f of the variance", args.solver, k, sum(ratios[:k]))
     basis = np.ascontiguousarray(components[:, :k])
 
-    # The model needs only the fit: its small save jobs are submitted alongside the projection
-    # (they take task slots as these free up). The plots stay in this thread: pyplot is not
-    # thread-safe.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fruits-pca-model") as side:
+    # The projection and the model's small save jobs (it needs only the fit) run from side
+    # threads, in that order, so the save takes task slots as the projection frees them. The
+    # plots stay in this thread (pyplot is not thread-safe): the scree plot is drawn meanwhile.
+    bc_basis = spark.sparkContext.broadcast((stats.mean, basis))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fruits-pca") as side:
+        written = side.submit(write_vectors, frame, bc_basis, args.output)
         saved = side.submit(save_model, spark, args.model, stats.mean, basis, ratios)
-        phase = time.perf_counter()
-        bc_basis = spark.sparkContext.broadcast((stats.mean, basis))
-        frame.select("path", "label", "features") \
-            .mapInArrow(pca_model.projector(bc_basis), pca_model.PROJECTED_SCHEMA) \
-            .write.mode("overwrite").parquet(args.output)
-        log.info("wrote %s in %.1f s", args.output, time.perf_counter() - phase)
-        plots = write_plots(spark, args, rows=rows, k=k, ratios=ratios)
+        plots = plot_paths(args.report)
+        hadoop_fs.write_bytes(spark, plots["scree"], pca_report.scree_png(ratios, target=args.variance, shown=k))
+        written.result()
+        points, labels = scatter_sample(spark, args.output, rows, args.seed)
+        hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[:k]))
         saved.result()
     bc_basis.unpersist()
     report = pca_report.build_report(
@@ -200,19 +200,24 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
+def write_vectors(frame, bc_basis, output: str) -> None:
+    """Pass 2: the centred vectors projected on the broadcast basis, one matrix product per batch."""
+    phase = time.perf_counter()
+    frame.select("path", "label", "features") \
+        .mapInArrow(pca_model.projector(bc_basis), pca_model.PROJECTED_SCHEMA) \
+        .write.mode("overwrite").parquet(output)
+    log.info("wrote %s in %.1f s", output, time.perf_counter() - phase)
+
+
 def save_model(spark, uri: str, mean: np.ndarray, basis: np.ndarray, ratios: list[float]) -> None:
     pca_model.spark_ml_pipeline(spark, mean, basis, ratios).write().overwrite().save(uri)
     log.info("saved the model %s", uri)
 
 
-def write_plots(spark, args, *, rows: int, k: int, ratios: list[float]) -> dict[str, str]:
-    """The scree plot and a scatter of the first two components, beside the report."""
-    points, labels = scatter_sample(spark, args.output, rows, args.seed)
-    stem = args.report[:-len(".json")] if args.report.endswith(".json") else args.report
-    plots = {"scree": f"{stem}_scree.png", "scatter": f"{stem}_scatter.png"}
-    hadoop_fs.write_bytes(spark, plots["scree"], pca_report.scree_png(ratios, target=args.variance, shown=k))
-    hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[:k]))
-    return plots
+def plot_paths(report: str) -> dict[str, str]:
+    """The scree plot and the scatter of the first two components, beside the report."""
+    stem = report[:-len(".json")] if report.endswith(".json") else report
+    return {"scree": f"{stem}_scree.png", "scatter": f"{stem}_scatter.png"}
 
 
 def main(argv: list[str] | None = None) -> None:

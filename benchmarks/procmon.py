@@ -1,4 +1,10 @@
-"""Run a command and sample the resident memory of its whole process tree (psutil)."""
+"""Run a command and sample the resident memory of its whole process tree (psutil).
+
+The tree's memory is the sum of each process's PSS (proportional set size) where the OS gives
+it (Linux): pages shared by several processes count once in total. Summing RSS instead counts
+them once per process: a JVM that forks a short-lived helper (Hadoop's shell calls) showed up
+twice, 600 MB too much for a moment, and Spark's Python workers share pages with their daemon.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +22,11 @@ class Finished:
     command: list[str]
     returncode: int
     seconds: float
-    peak_rss_bytes: int  # max over samples of the sum of RSS of the process and all descendants
+    peak_rss_bytes: int  # max over samples of the resident memory of the process and all descendants
     peak_processes: int  # largest number of processes seen in the tree
     cpu_seconds: float  # user + system CPU of every process seen in the tree (as last sampled)
     samples: int
-    peak_breakdown: list  # [(process, RSS bytes)] at the moment of the peak, largest first
+    peak_breakdown: list  # [(process, resident bytes)] at the moment of the peak, largest first
     stdout: str
     stderr: str
 
@@ -41,11 +47,19 @@ def describe(proc: psutil.Process) -> str:
     return scripts[0] if scripts else program
 
 
+def resident_bytes(proc: psutil.Process) -> int:
+    """Resident memory of one process, shared pages counted by share (PSS); RSS where no PSS."""
+    try:
+        return proc.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return proc.memory_info().rss
+
+
 def tree_rss(root: psutil.Process, cpu: dict | None = None, parts: list | None = None) -> tuple[int, int]:
-    """(sum of RSS, process count) of `root` and its descendants; vanished processes count 0.
+    """(resident bytes, process count) of `root` and its descendants; vanished processes count 0.
 
     `cpu`, if given, is updated with {(pid, create_time): user + system seconds} of each one;
-    `parts`, if given, receives (pid, RSS) of each one.
+    `parts`, if given, receives (process, resident bytes) of each one.
     """
     try:
         procs = [root] + root.children(recursive=True)
@@ -55,7 +69,7 @@ def tree_rss(root: psutil.Process, cpu: dict | None = None, parts: list | None =
     for proc in procs:
         try:
             with proc.oneshot():
-                rss = proc.memory_info().rss
+                rss = resident_bytes(proc)
                 if cpu is not None:
                     times = proc.cpu_times()
                     cpu[(proc.pid, proc.create_time())] = times.user + times.system

@@ -150,6 +150,16 @@ def test_peak_rss_covers_the_whole_process_tree():
     assert 1.5 <= finished.seconds <= time.perf_counter() - started + 0.01
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PSS is Linux's")
+def test_pages_shared_with_a_forked_child_count_once():
+    """A JVM forking a helper shares its pages with it: the tree holds them once, not twice."""
+    script = ("import os, time; b = bytearray(300 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); "
+              "pid = os.fork(); time.sleep(1.5); os._exit(0) if pid == 0 else os.waitpid(pid, 0)")
+    finished = run_sampled([sys.executable, "-c", script], interval=0.05)
+    assert finished.returncode == 0 and finished.peak_processes == 2
+    assert 300 * 1024 * 1024 < finished.peak_rss_bytes < 450 * 1024 * 1024
+
+
 def test_native_blas_status_reads_sparks_output():
     assert bench.native_blas_status(
         "netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed: libblas.so.3: cannot open shared object file") \

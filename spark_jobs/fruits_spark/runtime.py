@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
 import shutil
@@ -40,10 +41,20 @@ def exit_on_job_error(job: str):
         sys.exit(2)
 
 
+def _import_quietly(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - only a head start: the real import reports any error
+        pass
+
+
 def create_session(app_name: str, conf: dict[str, str] | None = None):
     """A SparkSession (reusing spark-submit's settings); local runs use this interpreter."""
     from pyspark.sql import SparkSession
 
+    # PySpark 4's session set-up imports pandas (to check its version, through pyspark.testing):
+    # 0.4 s here. Started now, that import overlaps the JVM's SparkContext start-up.
+    threading.Thread(target=_import_quietly, args=("pandas",), daemon=True).start()
     builder = SparkSession.builder.appName(app_name)
     if "PYSPARK_PYTHON" not in os.environ:
         # Otherwise local-mode workers start whatever `python3` is first on PATH.

@@ -91,17 +91,17 @@ def task_slots(spark) -> int:
     return max(1, spark.sparkContext.defaultParallelism // int(spark.conf.get("spark.task.cpus", "1")))
 
 
-def warm_up_python_workers(spark, prepare=None, *, hold: float = 0.5, started: str = "") -> threading.Thread:
+def warm_up_python_workers(spark, prepare, *, hold: float, started: str) -> threading.Thread:
     """Start Spark's Python workers now, in the background, while the driver plans the job.
 
     A worker takes seconds to start and import its libraries; Spark reuses idle workers
     (spark.python.worker.reuse), so a tiny job with one task per slot, run while the driver
-    lists inputs or reads parquet footers, hands the first real tasks workers that are ready.
-    Each task runs `prepare()` if given (a picklable function of no arguments, e.g. one that
-    starts building a model in a background thread of the worker), then stays busy `hold`
-    seconds so that the other tasks get other workers. `started`, if given, is logged with
-    the workers' pids once the job is done. Only a head start: a failure is logged, and the
-    real job starts its own workers.
+    lists its inputs, hands the first real tasks workers that are ready. Each task runs
+    `prepare()` (a picklable function of no arguments, e.g. one that starts building a model in
+    a background thread of the worker), then stays busy `hold` seconds so that the other tasks
+    get other workers. `started` is logged with the workers' pids once the job is done. Only a
+    head start: a failure is logged, and the real job starts its own workers. (pca.py has none:
+    there the job only competed with the first scan for the slots.)
     """
     slots = task_slots(spark)
     hold = hold if slots > 1 else 0.0
@@ -112,8 +112,7 @@ def warm_up_python_workers(spark, prepare=None, *, hold: float = 0.5, started: s
 
         import pyarrow as pa
 
-        if prepare is not None:
-            prepare()
+        prepare()
         time.sleep(hold)
         for batch in batches:
             yield pa.RecordBatch.from_arrays([pa.array([os.getpid()] * batch.num_rows, pa.int64())], ["pid"])
@@ -121,8 +120,7 @@ def warm_up_python_workers(spark, prepare=None, *, hold: float = 0.5, started: s
     def run() -> None:
         try:
             rows = spark.range(0, slots, 1, numPartitions=slots).mapInArrow(touch, "pid long").collect()
-            if started:
-                log.info("Python worker(s) %s %s", ", ".join(map(str, sorted({r.pid for r in rows}))), started)
+            log.info("Python worker(s) %s %s", ", ".join(map(str, sorted({r.pid for r in rows}))), started)
         except Exception as exc:  # noqa: BLE001 - only a head start
             log.warning("Python worker warm-up failed (%s): the job starts them itself", exc)
 

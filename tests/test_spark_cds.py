@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, SPARK_SUBMIT
+from conftest import ROOT, SPARK_SUBMIT, job_env
 from fruits import spark_cds
 
 
@@ -72,7 +71,5 @@ def test_built_archive_is_mapped_by_spark_driver_jvm(tmp_path):
 
 
 def spark_env() -> dict[str, str]:
-    """This interpreter for Spark's Python, and none of the caller's JVM options."""
-    env = {k: v for k, v in os.environ.items() if k != "SPARK_SUBMIT_OPTS"}
-    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
-    return env
+    """The tests' job environment without JVM options: no archive but the one under test."""
+    return {k: v for k, v in job_env().items() if k != "SPARK_SUBMIT_OPTS"}

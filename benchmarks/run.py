@@ -1,6 +1,6 @@
 """Featurization and PCA benchmarks, side by side in one run (`make bench`).
 
-    python benchmarks/run.py [--n 1200] [--n-small N/4] [--image-size 224] [--repeat 2]
+    python benchmarks/run.py [--n 1200] [--n-small N/4] [--image-size 224] [--repeat 3]
                              [--pca-rows 100000] [--pca-solver batched|spark-ml] [--skip-featurize]
                              [--skip-notebook] [--skip-pca] [--out benchmarks/results]
 
@@ -125,7 +125,7 @@ def run_measured(name: str, command: list[str], env: dict[str, str], timeout: fl
         "seconds": round(proc.seconds, 3),
         "peak_rss_mb": round(proc.peak_rss_bytes / MB, 1),
         "peak_processes": proc.peak_processes,
-        # RSS of each process at the moment of the peak, largest first.
+        # Resident memory (PSS) of each process at the moment of the peak, largest first.
         "peak_breakdown_mb": [[name, round(rss / MB, 1)] for name, rss in proc.peak_breakdown],
         "cpu_seconds": proc.cpu_seconds,
         # CPU that other processes of the machine used meanwhile, in cores (~0 on a quiet machine).

@@ -118,6 +118,34 @@ def test_compute_merges_many_partitions_on_the_executors(local_spark):
         np.testing.assert_allclose(result.mean, matrix.astype(np.float64).mean(axis=0), rtol=1e-12)
 
 
+@pytest.mark.spark
+def test_partials_come_back_whole_with_and_without_toArrow(local_spark):
+    """Spark 4 fetches the partial matrices with `toArrow`; Spark 3.5 (EMR 7.x) has no `toArrow`
+    and gets them through `_collect_as_arrow`: same rows, the matrices' bytes untouched."""
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    frame = local_spark.createDataFrame([("Kiwi", [float(v) for v in row]) for row in matrix],
+                                        "label string, features array<float>").coalesce(1)
+    partials = frame.mapInArrow(moments.partition_moments, moments.SCHEMA)
+
+    class Spark35Frame:  # a DataFrame as PySpark 3.5 has it: no toArrow
+        def _collect_as_arrow(self):
+            return partials._collect_as_arrow()
+
+    for rows in (moments.collect_as_arrow(partials), moments.collect_as_arrow(Spark35Frame())):
+        [row] = rows
+        assert row["rows"] == 4 and row["labels"] == ["Kiwi"]
+        mean = np.frombuffer(row["mean"], dtype=np.float64)
+        scatter = np.frombuffer(row["scatter"], dtype=np.float64).reshape(3, 3)
+        np.testing.assert_array_equal(mean, matrix.astype(np.float64).mean(axis=0))
+        np.testing.assert_allclose(scatter, np.cov(matrix.astype(np.float64), rowvar=False) * 3, rtol=1e-12)
+
+    class NoRows:  # Spark 3.5 returns no batches at all for an empty result
+        def _collect_as_arrow(self):
+            return []
+
+    assert moments.collect_as_arrow(NoRows()) == []
+
+
 def test_projector_centres_and_projects_each_batch_including_empty_ones():
     class Broadcast:  # what the job hands the projector: a broadcast of (mean, basis)
         value = (np.array([1.0, 1.0, 0.0]), np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))

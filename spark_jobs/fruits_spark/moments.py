@@ -169,4 +169,18 @@ def compute(frame, max_partials: int = MAX_PARTIALS) -> Moments:
     partials = frame.select("label", "features").mapInArrow(partition_moments, SCHEMA)
     if partials.rdd.getNumPartitions() > max_partials:
         partials = partials.repartition(max_partials).mapInArrow(merge_partials, SCHEMA)
-    return reduce(Moments.merge, map(Moments.of_row, partials.collect()), Moments())
+    return reduce(Moments.merge, map(Moments.of_row, collect_as_arrow(partials)), Moments())
+
+
+def collect_as_arrow(frame) -> list[dict]:
+    """The rows of a small `frame` as dicts, fetched as Arrow rather than with `collect()`.
+
+    `collect()` pickles a binary value on the JVM side one character at a time (Pyrolite): for
+    the two 13 MB matrices of a 100,000 x 1280 scan that took ~0.7 s, Arrow copies them whole.
+    `toArrow` is public since Spark 4.0; Spark 3.5 (EMR 7.x) has the same as `_collect_as_arrow`.
+    """
+    import pyarrow as pa
+
+    if hasattr(frame, "toArrow"):
+        return frame.toArrow().to_pylist()
+    return pa.Table.from_batches(frame._collect_as_arrow(), schema=arrow_schema()).to_pylist()

@@ -45,7 +45,7 @@ from fruits_spark import hadoop_fs, paths
 from fruits_spark.images import DEFAULT_MAX_PIXELS
 from fruits_spark.model import FEATURE_DIM, MIN_IMAGE_SIZE
 from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, setup_logging, ship_package,
-                                  task_slots, warm_up_python_workers)
+                                  submitted_conf, task_slots, warm_up_python_workers)
 
 JOB = "featurize"
 # One partition holds at most this many images, so that a lost task is cheap to redo.
@@ -166,8 +166,6 @@ def executor_cores(conf) -> int | None:
 
 def session_conf(batch_size: int) -> dict[str, str]:
     """Settings of the featurize session, spark.task.cpus only where spark-submit did not set it."""
-    from pyspark import SparkConf, SparkContext
-
     conf = {
         # One Arrow batch = one model batch; the content column is small (compressed images).
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_size),
@@ -175,8 +173,7 @@ def session_conf(batch_size: int) -> dict[str, str]:
         # createDataFrame(pandas) through Arrow, in the JVM (see local_frame).
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
-    SparkContext._ensure_initialized()  # under spark-submit: attach to its JVM, to read its settings
-    submitted = SparkConf()
+    submitted = submitted_conf()
     if not submitted.contains("spark.task.cpus"):
         cores = executor_cores(submitted)
         if cores and cores > 1:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import SPARK_JOBS, SPARK_SUBMIT, job_env
 from fruits_spark.pca_report import smallest_k_for_variance
 
 pytestmark = pytest.mark.spark
@@ -176,3 +179,25 @@ def test_bad_input_fails_with_one_clear_line(case, tmp_path, spark_submit_cmd):
     assert proc.returncode == 2
     assert expected in proc.stdout.splitlines()
     assert not (tmp_path / "out").exists()
+
+
+def test_job_defaults_yield_to_spark_submit_settings(tmp_path):
+    """`unless_submitted` drops the job's own default where spark-submit gave the setting, as
+    pca.py does with its Arrow batch size, and the session keeps the user's value."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import json\n"
+        "from fruits_spark.runtime import create_session, unless_submitted\n"
+        "defaults = unless_submitted({'spark.sql.execution.arrow.maxRecordsPerBatch': '2500',\n"
+        "                             'spark.sql.shuffle.partitions': '3'})\n"
+        "spark = create_session('probe', defaults)\n"
+        "print(json.dumps({'defaults': defaults, 'batch': spark.conf.get('spark.sql.execution.arrow.maxRecordsPerBatch'),\n"
+        "                  'shuffle': spark.conf.get('spark.sql.shuffle.partitions')}))\n")
+    env = job_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SPARK_JOBS), env.get("PYTHONPATH")]))
+    proc = subprocess.run([str(SPARK_SUBMIT), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
+                           "--conf", "spark.sql.execution.arrow.maxRecordsPerBatch=7", str(script)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen == {"defaults": {"spark.sql.shuffle.partitions": "3"}, "batch": "7", "shuffle": "3"}

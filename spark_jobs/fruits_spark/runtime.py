@@ -66,6 +66,20 @@ def create_session(app_name: str, conf: dict[str, str] | None = None):
     return spark
 
 
+def submitted_conf():
+    """The SparkConf spark-submit (and spark-defaults.conf) gave, before any session exists."""
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # under spark-submit: attach to its JVM, to read its settings
+    return SparkConf()
+
+
+def unless_submitted(conf: dict[str, str]) -> dict[str, str]:
+    """The job's defaults in `conf` minus the settings spark-submit already gave."""
+    submitted = submitted_conf()
+    return {key: value for key, value in conf.items() if not submitted.contains(key)}
+
+
 def ship_package(spark) -> None:
     """Make `fruits_spark` importable on executors.
 

@@ -160,6 +160,31 @@ def test_pages_shared_with_a_forked_child_count_once():
     assert 300 * 1024 * 1024 < finished.peak_rss_bytes < 450 * 1024 * 1024
 
 
+def test_pss_reads_stay_within_their_time_budget(monkeypatch):
+    """PSS reads walk page tables: the sampler spends at most `pss_budget` of the run on them
+    (plus the one read that opens a budget window), however often it samples RSS."""
+    import procmon
+
+    spent: list[float] = []
+    real = procmon.resident_bytes
+
+    def timed(proc):
+        started = time.perf_counter()
+        try:
+            return real(proc)
+        finally:
+            spent.append(time.perf_counter() - started)
+            time.sleep(0.005)  # a costly read, as for a JVM's gigabytes
+
+    monkeypatch.setattr(procmon, "resident_bytes", timed)
+    script = "import time; b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
+    finished = run_sampled([sys.executable, "-c", script], interval=0.01, pss_budget=0.05)
+    assert finished.returncode == 0 and finished.peak_rss_bytes > 200 * 1024 * 1024
+    assert finished.samples > 3 * len(spent) > 0  # most samples read RSS only
+    reads = [seconds + 0.005 for seconds in spent]
+    assert sum(reads) <= 0.05 * finished.seconds + max(reads)
+
+
 def test_native_blas_status_reads_sparks_output():
     assert bench.native_blas_status(
         "netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed: libblas.so.3: cannot open shared object file") \

@@ -79,7 +79,7 @@ def python_env(spark_jobs: Path = SPARK_JOBS) -> dict[str, str]:
                                         ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Every spark-submit (featurize.py, the notebook recipe, pca.py) starts its JVM the same way.
-    return spark_cds.with_archive(env)
+    return spark_cds.with_startup_options(env)
 
 
 def spark_submit_bin() -> str:
@@ -399,7 +399,7 @@ def machine_info() -> dict:
         "pillow": version("pillow"),
         "numpy": version("numpy"),
         "java": java,
-        "spark_submit_opts": python_env().get("SPARK_SUBMIT_OPTS"),  # the class-data-sharing archive, if used
+        "spark_submit_opts": python_env().get("SPARK_SUBMIT_OPTS"),  # JIT thresholds, class-data-sharing archive
         "tensorflow_bytecode_cached": bytecode_cached("tensorflow"),
         "libblas_so_3_present": libblas_present(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -468,7 +468,7 @@ def table(result: dict) -> str:
         lines.append("note: TensorFlow has no compiled bytecode in this environment: every process that "
                      "imports it compiles it again (~5 s). Install with `uv pip install --compile-bytecode` "
                      "or run `python -m compileall` on site-packages.")
-    if not m.get("spark_submit_opts"):
+    if "SharedArchiveFile" not in (m.get("spark_submit_opts") or ""):
         lines.append("note: Spark's JVMs started without a class-data-sharing archive (about 3 s more per "
                      "job): `make spark-cds` builds it.")
     if p and p.get("native_blas", "active") != "active":  # measured with --pca-solver spark-ml only

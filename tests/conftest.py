@@ -28,7 +28,7 @@ def job_env() -> dict[str, str]:
     env["PYSPARK_PYTHON"] = sys.executable
     env["PYSPARK_DRIVER_PYTHON"] = sys.executable
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return spark_cds.with_archive(env)  # faster JVM start-up when `make spark-cds` built the archive
+    return spark_cds.with_startup_options(env)  # faster JVM start-up (JIT thresholds, `make spark-cds` archive)
 
 
 def spark_submit(script: str, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:

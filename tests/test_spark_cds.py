@@ -1,4 +1,4 @@
-"""The JVM class-data-sharing archive: how it is chosen, and that Spark's JVM really maps it."""
+"""Local spark-submit start-up options: which archive and JIT settings, and that Spark's JVM really maps the archive."""
 
 from __future__ import annotations
 
@@ -12,22 +12,47 @@ from fruits import spark_cds
 
 def test_submit_opts_only_name_an_archive_that_exists(tmp_path):
     archive = tmp_path / "spark.jsa"
-    assert spark_cds.submit_opts(archive, "-Dkeep=1") == "-Dkeep=1"
-    assert spark_cds.submit_opts(None) == ""
+    jit = spark_cds.JIT_OPTS
+    assert spark_cds.submit_opts(archive, "-Dkeep=1") == f"-Dkeep=1 {jit}"
+    assert spark_cds.submit_opts(None) == jit
     archive.write_bytes(b"\0")
-    assert spark_cds.submit_opts(archive, "-Dkeep=1") == f"-Dkeep=1 -XX:SharedArchiveFile={archive} -Xshare:auto"
+    assert spark_cds.submit_opts(archive, "-Dkeep=1") == \
+        f"-Dkeep=1 {jit} -XX:SharedArchiveFile={archive} -Xshare:auto"
 
 
-def test_with_archive_adds_to_spark_submit_opts_unless_turned_off(tmp_path, monkeypatch):
+def test_a_jit_setting_of_the_caller_wins(tmp_path):
+    mine = "-XX:CompileThresholdScaling=1"
+    assert spark_cds.submit_opts(None, mine) == mine
+    assert "CompileThresholdScaling=10" not in spark_cds.with_startup_options({"SPARK_SUBMIT_OPTS": mine},
+                                                                             tmp_path)["SPARK_SUBMIT_OPTS"]
+
+
+def test_startup_options_add_to_spark_submit_opts_unless_turned_off(tmp_path):
     path = spark_cds.archive_path(tmp_path)
     assert path is not None and path.parent == tmp_path
     env = {"SPARK_SUBMIT_OPTS": "-Dkeep=1"}
-    assert spark_cds.with_archive(env, tmp_path) == env  # no archive yet
+    jit = spark_cds.JIT_OPTS
+    assert spark_cds.with_startup_options(env, tmp_path)["SPARK_SUBMIT_OPTS"] == f"-Dkeep=1 {jit}"  # no archive yet
     path.write_bytes(b"\0")
-    assert spark_cds.with_archive(env, tmp_path)["SPARK_SUBMIT_OPTS"] == \
-        f"-Dkeep=1 -XX:SharedArchiveFile={path} -Xshare:auto"
+    assert spark_cds.with_startup_options(env, tmp_path)["SPARK_SUBMIT_OPTS"] == \
+        f"-Dkeep=1 {jit} -XX:SharedArchiveFile={path} -Xshare:auto"
     off = {**env, "FRUITS_SPARK_CDS": "off"}
-    assert spark_cds.with_archive(off, tmp_path) == off
+    assert spark_cds.with_startup_options(off, tmp_path) == off
+
+
+def test_the_driver_jvm_runs_with_the_jit_setting(tmp_path):
+    """SPARK_SUBMIT_OPTS reach the JVM that spark-submit starts for a local job."""
+    script = tmp_path / "args.py"
+    script.write_text(
+        "from pyspark.sql import SparkSession\n"
+        "spark = SparkSession.builder.getOrCreate()\n"
+        "print(list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()"
+        ".getInputArguments()))\n")
+    run = subprocess.run([str(SPARK_SUBMIT), "--master", "local[1]", "--conf", "spark.ui.enabled=false", str(script)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env=spark_cds.with_startup_options(spark_env(), tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert spark_cds.JIT_OPTS in run.stdout
 
 
 def test_archive_name_follows_the_java_build(tmp_path, monkeypatch):
@@ -54,7 +79,7 @@ def test_built_archive_is_mapped_by_spark_driver_jvm(tmp_path):
     assert not list(archive.parent.glob("*.partial"))
 
     loads = tmp_path / "class-load.txt"
-    env = spark_cds.with_archive(spark_env(), tmp_path / "cds")
+    env = spark_cds.with_startup_options(spark_env(), tmp_path / "cds")
     env["SPARK_SUBMIT_OPTS"] += f" -Xlog:class+load=info:file={loads}"
     work = tmp_path / "work"
     run = subprocess.run(

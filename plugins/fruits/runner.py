@@ -52,7 +52,7 @@ def airflow_env(home: Path, *, extra: dict[str, str] | None = None) -> dict[str,
         "FRUITS_SCHEDULE": "none",
     })
     env.update(extra or {})
-    return spark_cds.with_archive(env)  # the jobs' spark-submit start their JVM faster with it
+    return spark_cds.with_startup_options(env)  # the jobs' spark-submit start their JVM faster with it
 
 
 def ensure_metadata_db(env: dict[str, str]) -> None:

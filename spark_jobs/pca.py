@@ -38,7 +38,8 @@ SCATTER_POINTS = 5000
 # sets spark.sql.execution.arrow.maxRecordsPerBatch. A worker waits for its first whole batch
 # before it computes, and the JVM's row-to-Arrow conversion of 10,000 x 1280 floats takes about
 # a second: smaller batches shorten that wait in every task. 2,500 rows (12.8 MB at d = 1280)
-# made pca.py 1.5-2.5 s faster on 100,000 x 1280 than 10,000 did, and faster than 1,000 or 5,000.
+# made pca.py 1.5-2.5 s faster on 100,000 x 1280 than 10,000 did (4 of 4 alternating pairs), and
+# 1,000 or 5,000 were no faster (two rounds each).
 ARROW_BATCH_ROWS = 2500
 
 log = setup_logging(JOB)

@@ -191,7 +191,8 @@ def test_job_defaults_yield_to_spark_submit_settings(tmp_path):
         "defaults = unless_submitted({'spark.sql.execution.arrow.maxRecordsPerBatch': '2500',\n"
         "                             'spark.sql.shuffle.partitions': '3'})\n"
         "spark = create_session('probe', defaults)\n"
-        "print(json.dumps({'defaults': defaults, 'batch': spark.conf.get('spark.sql.execution.arrow.maxRecordsPerBatch'),\n"
+        "print(json.dumps({'defaults': defaults,\n"
+        "                  'batch': spark.conf.get('spark.sql.execution.arrow.maxRecordsPerBatch'),\n"
         "                  'shuffle': spark.conf.get('spark.sql.shuffle.partitions')}))\n")
     env = job_env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SPARK_JOBS), env.get("PYTHONPATH")]))

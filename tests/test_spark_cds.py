@@ -1,4 +1,5 @@
-"""Local spark-submit start-up options: which archive and JIT settings, and that Spark's JVM really maps the archive."""
+"""Local spark-submit start-up options: which archive and JIT settings, and that Spark's JVM
+really maps the archive and takes the settings."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_startup_options_add_to_spark_submit_opts_unless_turned_off(tmp_path):
     assert path is not None and path.parent == tmp_path
     env = {"SPARK_SUBMIT_OPTS": "-Dkeep=1"}
     jit = spark_cds.JIT_OPTS
-    assert spark_cds.with_startup_options(env, tmp_path)["SPARK_SUBMIT_OPTS"] == f"-Dkeep=1 {jit}"  # no archive yet
+    no_archive_yet = spark_cds.with_startup_options(env, tmp_path)
+    assert no_archive_yet["SPARK_SUBMIT_OPTS"] == f"-Dkeep=1 {jit}"
     path.write_bytes(b"\0")
     assert spark_cds.with_startup_options(env, tmp_path)["SPARK_SUBMIT_OPTS"] == \
         f"-Dkeep=1 {jit} -XX:SharedArchiveFile={path} -Xshare:auto"
@@ -48,8 +50,8 @@ def test_the_driver_jvm_runs_with_the_jit_setting(tmp_path):
         "spark = SparkSession.builder.getOrCreate()\n"
         "print(list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()"
         ".getInputArguments()))\n")
-    run = subprocess.run([str(SPARK_SUBMIT), "--master", "local[1]", "--conf", "spark.ui.enabled=false", str(script)],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT,
+    run = subprocess.run([str(SPARK_SUBMIT), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
+                          str(script)], capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env=spark_cds.with_startup_options(spark_env(), tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
     assert spark_cds.JIT_OPTS in run.stdout

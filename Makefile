@@ -20,10 +20,13 @@ help:
 	@echo "make test    - install everything into $(VENV) and run the whole test suite"
 	@echo "make bench   - featurization and PCA benchmarks (results in benchmarks/results/)"
 
+# --compile-bytecode (pip's default, not uv's): where Python cannot write its bytecode cache
+# (PYTHONDONTWRITEBYTECODE, read-only images), every process would otherwise compile the modules
+# it imports, TensorFlow alone ~5 s, in each Spark Python worker too. ~40 s once at install.
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -r requirements.txt
 	@touch $@
 
 venv: $(VENV)/.installed

@@ -17,7 +17,8 @@ On generated Fruits-360-like images (100x100 JPEGs in 16 class folders, `fruits.
 1 and 2 run at two sizes, interleaved, `--repeat` times each (the fastest run of each size
 counts), so that the per-image cost and the fixed start-up cost come apart:
 marginal images/s = (n - n_small) / (t(n) - t(n_small)), fixed s = t(n) - n / marginal.
-Every time is the wall clock of a whole process, start-up included, as a user sees it.
+Every time is the wall clock of a whole process, start-up included, as a user sees it. Before
+each timed run the bench touches and frees `--warm-memory-gib` of memory (see `warm_memory`).
 PCA: spark_jobs/pca.py --k 50 on a generated rows x 1280 float32 features parquet, end to end,
 against numpy (covariance + eigh) on the same matrix in one process; `--repeat` runs of each,
 alternated, the fastest of each counts.
@@ -111,8 +112,31 @@ def cpu_busy_seconds() -> tuple[float, float]:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0) - steal, steal
 
 
-def run_measured(name: str, command: list[str], env: dict[str, str], timeout: float) -> tuple[Finished, dict]:
+def warm_memory(gib: float) -> float:
+    """Touch and free `gib` GiB of memory; return the seconds it took (not part of any timing).
+
+    Virtual machines with free page reporting (virtio-balloon, e.g. Firecracker) hand memory that
+    stayed free for a few seconds back to the host, and the next first touch of it is slow: on
+    the machine the README's numbers come from, ~3.5 s per GiB instead of ~0.1 s. A process that
+    allocates gigabytes at once (the numpy PCA reference) then measured 9.6-12.1 s instead of
+    5.3-7.4 s, depending only on how long the memory had been free. Touched just before each
+    timed run, every contender starts on the same (warm) memory.
+    """
+    if gib <= 0:
+        return 0.0
+    import numpy as np
+
+    started = time.perf_counter()
+    block = np.empty(int(gib * (1 << 30)), dtype=np.uint8)
+    block[::4096] = 1  # one write per 4 KiB page
+    del block
+    return time.perf_counter() - started
+
+
+def run_measured(name: str, command: list[str], env: dict[str, str], timeout: float,
+                 warm_gib: float) -> tuple[Finished, dict]:
     """Run `command`; return the process record and a summary (wall, peak RSS, CPU, machine load)."""
+    warm_s = warm_memory(warm_gib)
     busy_before, steal_before = cpu_busy_seconds()
     proc = run_sampled(command, env=env, cwd=str(ROOT), timeout=timeout)
     busy_after, steal_after = cpu_busy_seconds()
@@ -133,6 +157,7 @@ def run_measured(name: str, command: list[str], env: dict[str, str], timeout: fl
         "machine_busy_fraction": round(busy / (proc.seconds * cores), 3) if proc.seconds else 0.0,
         # CPU taken by the hypervisor for other virtual machines, in cores.
         "steal_cores": round(steal / proc.seconds, 2) if proc.seconds else 0.0,
+        "warm_memory_seconds": round(warm_s, 2),
     }
     return proc, record
 
@@ -211,7 +236,7 @@ def generate_features(folder: Path, rows: int, dim: int, seed: int = 11, files: 
 def run_ceiling(images: Path, args) -> dict:
     command = [sys.executable, str(BENCH / "ceiling.py"), "--images", str(images),
                "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
-    proc, record = run_measured("ceiling", command, python_env(), args.timeout)
+    proc, record = run_measured("ceiling", command, python_env(), args.timeout, args.warm_memory_gib)
     inside = json.loads(proc.stdout.strip().splitlines()[-1])
     record["inside"] = inside
     record["images"] = inside["images"]
@@ -238,7 +263,8 @@ def run_featurize(images: Path, out: Path, args) -> dict:
                 "--weights", "none", "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
     command = spark_command(Path(args.spark_jobs) / "featurize.py", job_args, driver_memory=args.driver_memory,
                             confs=featurize_confs(args))
-    proc, record = run_measured("featurize", command, python_env(Path(args.spark_jobs)), args.timeout)
+    proc, record = run_measured("featurize", command, python_env(Path(args.spark_jobs)), args.timeout,
+                                args.warm_memory_gib)
     text = proc.stdout + proc.stderr  # spark-submit passes the Python driver's stderr to its stdout
     summary = summary_line(proc.stdout, "featurize")
     record["images"] = int(summary.get("featurized", -1))
@@ -261,7 +287,7 @@ def run_notebook(images: Path, out: Path, args) -> dict:
     script_args = ["--images", str(images), "--output", str(out), "--image-size", str(args.image_size)]
     command = spark_command(BENCH / "notebook_recipe.py", script_args, driver_memory=args.driver_memory,
                             confs=list(args.conf))
-    proc, record = run_measured("notebook recipe", command, python_env(), args.timeout)
+    proc, record = run_measured("notebook recipe", command, python_env(), args.timeout, args.warm_memory_gib)
     summary = summary_line(proc.stdout, "notebook_recipe")
     record["images"] = int(summary.get("images", -1))
     record["end_to_end_images_per_s"] = round(record["images"] / record["seconds"], 3)
@@ -303,7 +329,7 @@ def run_pca(work: Path, args) -> dict:
         log(f"numpy PCA (one process), run {repeat + 1}/{args.repeat}")
         command = [sys.executable, str(BENCH / "numpy_pca.py"), "--features", str(features),
                    "--k", str(PCA_K), "--output", str(work / "pca_numpy")]
-        proc, record = run_measured("numpy PCA", command, python_env(), args.timeout)
+        proc, record = run_measured("numpy PCA", command, python_env(), args.timeout, args.warm_memory_gib)
         record["inside"] = json.loads(proc.stdout.strip().splitlines()[-1])
         numpy_variances.append(record["inside"].pop("explained_variance"))
         record["repeat"] = repeat
@@ -317,7 +343,7 @@ def run_pca(work: Path, args) -> dict:
                     "--k", str(PCA_K), "--report", str(report), "--solver", args.pca_solver]
         command = spark_command(SPARK_JOBS / "pca.py", job_args, driver_memory=args.pca_driver_memory,
                                 confs=list(args.conf))
-        proc, record = run_measured("pca.py", command, python_env(), args.timeout)
+        proc, record = run_measured("pca.py", command, python_env(), args.timeout, args.warm_memory_gib)
         text = proc.stdout + proc.stderr
         record["phases"] = job_phases(text, "pca")
         record["repeat"] = repeat
@@ -521,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(BENCH / "results"), help="folder of the JSON results")
     parser.add_argument("--work-dir", help="inputs and outputs (default: a temporary folder, removed)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per process")
+    parser.add_argument("--warm-memory-gib", type=float, default=3.0,
+                        help="GiB touched and freed before each timed run, so that no run pays for "
+                             "memory the VM handed back to its host (default 3; 0: off)")
     parser.add_argument("--spark-jobs", default=str(SPARK_JOBS),
                         help="folder of the featurize.py (and fruits_spark) to measure, e.g. an older version")
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -35,7 +36,7 @@ def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-results")
     command = [sys.executable, str(BENCH / "run.py"), "--n", str(N), "--n-small", str(N_SMALL),
                "--image-size", str(SIZE), "--repeat", "1", "--skip-notebook", "--pca-rows", str(PCA_ROWS),
-               "--out", str(out), "--work-dir", str(work)]
+               "--warm-memory-gib", "0.25", "--out", str(out), "--work-dir", str(work)]
     proc = subprocess.run(command, capture_output=True, text=True, env=job_env(), cwd=ROOT, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc, json.loads((out / "latest.json").read_text(encoding="utf-8")), work, out
@@ -96,6 +97,15 @@ def test_report_is_complete_and_consistent(bench_run):
     steps = [run["step"] for run in result["all_runs"]]
     assert steps == ["ceiling", "featurize", "ceiling", "featurize", "pca_numpy", "pca_spark"]
     assert all(run["seconds"] > 0 and run["other_load_cores"] >= 0 for run in result["all_runs"])
+    assert all(run["warm_memory_seconds"] > 0 for run in result["all_runs"])  # --warm-memory-gib 0.25
+
+
+def test_warm_memory_touches_what_it_is_asked_to_and_keeps_none():
+    process = psutil.Process()
+    before = process.memory_info().rss
+    assert bench.warm_memory(0) == 0.0
+    assert bench.warm_memory(0.125) > 0
+    assert process.memory_info().rss - before < 64 << 20  # the 128 MiB block is freed again
 
 
 @pytest.mark.spark

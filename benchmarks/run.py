@@ -133,12 +133,12 @@ def warm_memory(gib: float) -> float:
     return time.perf_counter() - started
 
 
-def run_measured(name: str, command: list[str], env: dict[str, str], timeout: float,
-                 warm_gib: float) -> tuple[Finished, dict]:
-    """Run `command`; return the process record and a summary (wall, peak RSS, CPU, machine load)."""
-    warm_s = warm_memory(warm_gib)
+def run_measured(name: str, command: list[str], env: dict[str, str], args) -> tuple[Finished, dict]:
+    """Run `command` (after `warm_memory(args.warm_memory_gib)`, within `args.timeout`); return the
+    process record and a summary (wall, peak RSS, CPU, machine load)."""
+    warm_s = warm_memory(args.warm_memory_gib)
     busy_before, steal_before = cpu_busy_seconds()
-    proc = run_sampled(command, env=env, cwd=str(ROOT), timeout=timeout)
+    proc = run_sampled(command, env=env, cwd=str(ROOT), timeout=args.timeout)
     busy_after, steal_after = cpu_busy_seconds()
     busy, steal = busy_after - busy_before, steal_after - steal_before
     if proc.returncode != 0:
@@ -236,7 +236,7 @@ def generate_features(folder: Path, rows: int, dim: int, seed: int = 11, files: 
 def run_ceiling(images: Path, args) -> dict:
     command = [sys.executable, str(BENCH / "ceiling.py"), "--images", str(images),
                "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
-    proc, record = run_measured("ceiling", command, python_env(), args.timeout, args.warm_memory_gib)
+    proc, record = run_measured("ceiling", command, python_env(), args)
     inside = json.loads(proc.stdout.strip().splitlines()[-1])
     record["inside"] = inside
     record["images"] = inside["images"]
@@ -263,8 +263,7 @@ def run_featurize(images: Path, out: Path, args) -> dict:
                 "--weights", "none", "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
     command = spark_command(Path(args.spark_jobs) / "featurize.py", job_args, driver_memory=args.driver_memory,
                             confs=featurize_confs(args))
-    proc, record = run_measured("featurize", command, python_env(Path(args.spark_jobs)), args.timeout,
-                                args.warm_memory_gib)
+    proc, record = run_measured("featurize", command, python_env(Path(args.spark_jobs)), args)
     text = proc.stdout + proc.stderr  # spark-submit passes the Python driver's stderr to its stdout
     summary = summary_line(proc.stdout, "featurize")
     record["images"] = int(summary.get("featurized", -1))
@@ -287,7 +286,7 @@ def run_notebook(images: Path, out: Path, args) -> dict:
     script_args = ["--images", str(images), "--output", str(out), "--image-size", str(args.image_size)]
     command = spark_command(BENCH / "notebook_recipe.py", script_args, driver_memory=args.driver_memory,
                             confs=list(args.conf))
-    proc, record = run_measured("notebook recipe", command, python_env(), args.timeout, args.warm_memory_gib)
+    proc, record = run_measured("notebook recipe", command, python_env(), args)
     summary = summary_line(proc.stdout, "notebook_recipe")
     record["images"] = int(summary.get("images", -1))
     record["end_to_end_images_per_s"] = round(record["images"] / record["seconds"], 3)
@@ -329,7 +328,7 @@ def run_pca(work: Path, args) -> dict:
         log(f"numpy PCA (one process), run {repeat + 1}/{args.repeat}")
         command = [sys.executable, str(BENCH / "numpy_pca.py"), "--features", str(features),
                    "--k", str(PCA_K), "--output", str(work / "pca_numpy")]
-        proc, record = run_measured("numpy PCA", command, python_env(), args.timeout, args.warm_memory_gib)
+        proc, record = run_measured("numpy PCA", command, python_env(), args)
         record["inside"] = json.loads(proc.stdout.strip().splitlines()[-1])
         numpy_variances.append(record["inside"].pop("explained_variance"))
         record["repeat"] = repeat
@@ -343,7 +342,7 @@ def run_pca(work: Path, args) -> dict:
                     "--k", str(PCA_K), "--report", str(report), "--solver", args.pca_solver]
         command = spark_command(SPARK_JOBS / "pca.py", job_args, driver_memory=args.pca_driver_memory,
                                 confs=list(args.conf))
-        proc, record = run_measured("pca.py", command, python_env(), args.timeout, args.warm_memory_gib)
+        proc, record = run_measured("pca.py", command, python_env(), args)
         text = proc.stdout + proc.stderr
         record["phases"] = job_phases(text, "pca")
         record["repeat"] = repeat

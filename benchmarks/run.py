@@ -20,8 +20,9 @@ marginal images/s = (n - n_small) / (t(n) - t(n_small)), fixed s = t(n) - n / ma
 Every time is the wall clock of a whole process, start-up included, as a user sees it. Before
 each timed run the bench touches and frees `--warm-memory-gib` of memory (see `warm_memory`).
 PCA: spark_jobs/pca.py --k 50 on a generated rows x 1280 float32 features parquet, end to end,
-against numpy (covariance + eigh) on the same matrix in one process; `--repeat` runs of each,
-alternated, the fastest of each counts.
+against numpy (covariance + eigh) on the same matrix in one process, and against Spark's floor
+(benchmarks/spark_floor.py: the job's session and two passes over the data, without computing);
+`--repeat` runs of each, alternated, the fastest of each counts.
 
 Prints a table and writes <out>/<timestamp>.json and <out>/latest.json (fields: results/README.md).
 """
@@ -321,7 +322,7 @@ def run_pca(work: Path, args) -> dict:
     generate_features(features, args.pca_rows, PCA_DIM)
     generated_s = time.perf_counter() - started
 
-    numpy_runs, spark_runs = [], []
+    numpy_runs, spark_runs, floor_runs = [], [], []
     # What each run computed and printed, kept beside its record (the records go to the JSON).
     numpy_variances, spark_variances, spark_texts = [], [], []
     for repeat in range(args.repeat):  # alternated, so that a noisy minute does not favour one side
@@ -349,11 +350,24 @@ def run_pca(work: Path, args) -> dict:
         spark_variances.append(json.loads(report.read_text())["explained_variance"])
         spark_texts.append(text)
         spark_runs.append(record)
-        log(f"  numpy {numpy_runs[-1]['seconds']:.1f} s, pca.py {spark_runs[-1]['seconds']:.1f} s")
+
+        log(f"Spark's floor under pca.py (its two passes, no computing), run {repeat + 1}/{args.repeat}")
+        command = spark_command(BENCH / "spark_floor.py", ["--features", str(features), "--output",
+                                                           str(work / "pca_floor")],
+                                driver_memory=args.pca_driver_memory, confs=list(args.conf))
+        proc, record = run_measured("Spark floor", command, python_env(), args)
+        record["inside"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        if record["inside"]["rows"] != args.pca_rows:
+            raise SystemExit(f"the Spark floor read {record['inside']['rows']} of {args.pca_rows} rows")
+        record["repeat"] = repeat
+        floor_runs.append(record)
+        log(f"  numpy {numpy_runs[-1]['seconds']:.1f} s, pca.py {spark_runs[-1]['seconds']:.1f} s, "
+            f"Spark floor {floor_runs[-1]['seconds']:.1f} s")
 
     best_numpy = min(range(len(numpy_runs)), key=lambda i: numpy_runs[i]["seconds"])
     best_spark = min(range(len(spark_runs)), key=lambda i: spark_runs[i]["seconds"])
     numpy_record, spark_record = numpy_runs[best_numpy], spark_runs[best_spark]
+    floor_record = min(floor_runs, key=lambda rec: rec["seconds"])
     theirs, ours, text = numpy_variances[best_numpy], spark_variances[best_spark], spark_texts[best_spark]
     result = {
         "rows": args.pca_rows,
@@ -366,6 +380,10 @@ def run_pca(work: Path, args) -> dict:
         "spark_runs": [r["seconds"] for r in spark_runs],
         "numpy_runs": [r["seconds"] for r in numpy_runs],
         "spark_vs_numpy": ratio(spark_record["seconds"], numpy_record["seconds"]),
+        "floor": floor_record,
+        "floor_runs": [r["seconds"] for r in floor_runs],
+        "floor_vs_numpy": ratio(floor_record["seconds"], numpy_record["seconds"]),
+        "spark_above_floor_seconds": round(spark_record["seconds"] - floor_record["seconds"], 3),
         "explained_variance_max_abs_diff": float(max(abs(a - b) for a, b in zip(ours, theirs))),
     }
     if args.pca_solver == "spark-ml":  # the only solver whose speed depends on the JVM's BLAS
@@ -375,7 +393,7 @@ def run_pca(work: Path, args) -> dict:
             "blas_log_lines": sorted({line.strip()[:200] for line in text.splitlines()
                                       if re.search(r"BLAS|LAPACK|libblas|liblapack", line)})[:8],
         })
-    return result, numpy_runs, spark_runs
+    return result, numpy_runs, spark_runs, floor_runs
 
 
 # --------------------------------------------------------------------------- report
@@ -483,6 +501,9 @@ def table(result: dict) -> str:
             f"{fmt(p['numpy']['seconds'])} s (fit {fmt(p['numpy']['inside']['fit_seconds'], 2)} s): "
             f"x{fmt(p['spark_vs_numpy'], 2)} (target <= 3: {fmt(t['pca_within_3x'])}); "
             f"explained variance max |diff| {p['explained_variance_max_abs_diff']:.1e}",
+            f"Spark's floor under pca.py (session + its two passes into Python workers, no computing): "
+            f"{fmt(p['floor']['seconds'])} s = x{fmt(p['floor_vs_numpy'], 2)} numpy; pca.py's own work above it: "
+            f"{fmt(p['spark_above_floor_seconds'])} s",
         ]
     other = max((run.get("other_load_cores", 0.0) for run in result["all_runs"]), default=0.0)
     steal = max((run.get("steal_cores", 0.0) for run in result["all_runs"]), default=0.0)
@@ -611,9 +632,10 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  {rec['seconds']:.1f} s")
 
         if not args.skip_pca:
-            result["pca"], numpy_runs, spark_runs = run_pca(work, args)
+            result["pca"], numpy_runs, spark_runs, floor_runs = run_pca(work, args)
             all_runs += [dict(run, step="pca_numpy") for run in numpy_runs]
             all_runs += [dict(run, step="pca_spark") for run in spark_runs]
+            all_runs += [dict(run, step="pca_floor") for run in floor_runs]
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

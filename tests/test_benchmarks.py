@@ -94,10 +94,29 @@ def test_report_is_complete_and_consistent(bench_run):
     assert p["spark_runs"] == [p["spark"]["seconds"]] and p["numpy_runs"] == [p["numpy"]["seconds"]]
     assert any("saved the model" in line for line in p["spark"]["phases"]), p["spark"]["phases"]
 
+    floor = p["floor"]
+    assert floor["inside"]["rows"] == PCA_ROWS and p["floor_runs"] == [floor["seconds"]]
+    assert all(floor["inside"][phase] > 0 for phase in ("session_seconds", "first_pass_seconds",
+                                                        "second_pass_seconds"))
+    assert floor["inside"]["seconds"] < floor["seconds"]  # inside the process, after the JVM started it
+    assert p["floor_vs_numpy"] == pytest.approx(floor["seconds"] / p["numpy"]["seconds"], abs=2e-3)
+    assert p["spark_above_floor_seconds"] == pytest.approx(p["spark"]["seconds"] - floor["seconds"], abs=1e-3)
+    assert "Spark's floor under pca.py" in proc.stdout
+
     steps = [run["step"] for run in result["all_runs"]]
-    assert steps == ["ceiling", "featurize", "ceiling", "featurize", "pca_numpy", "pca_spark"]
+    assert steps == ["ceiling", "featurize", "ceiling", "featurize", "pca_numpy", "pca_spark", "pca_floor"]
     assert all(run["seconds"] > 0 and run["other_load_cores"] >= 0 for run in result["all_runs"])
     assert all(run["warm_memory_seconds"] > 0 for run in result["all_runs"])  # --warm-memory-gib 0.25
+
+
+@pytest.mark.spark
+def test_spark_floor_reads_every_row_and_writes_its_keys(bench_run):
+    """The floor does the job's I/O for real: every input row reaches Python and comes out."""
+    _, _, work, _ = bench_run
+    written = pq.read_table(work / "pca_floor")
+    given = pq.read_table(work / "pca_features", columns=["path", "label"])
+    assert written.column_names == ["path", "label"] and written.num_rows == PCA_ROWS
+    assert sorted(written.column("path").to_pylist()) == sorted(given.column("path").to_pylist())
 
 
 def test_warm_memory_runs_and_gives_the_memory_back():

@@ -212,9 +212,9 @@ def run(args: argparse.Namespace) -> dict:
 def write_vectors(frame, bc_basis, output: str) -> None:
     """Pass 2: the centred vectors projected on the broadcast basis, one matrix product per batch."""
     phase = time.perf_counter()
-    frame.select("path", "label", "features") \
-        .mapInArrow(pca_model.projector(bc_basis), pca_model.PROJECTED_SCHEMA) \
-        .write.mode("overwrite").parquet(output)
+    projected = frame.select("path", "label", "features") \
+        .mapInArrow(pca_model.projector(bc_basis), pca_model.PROJECTED_SCHEMA)
+    pca_model.projected_writer(projected).parquet(output)
     log.info("wrote %s in %.1f s", output, time.perf_counter() - phase)
 
 

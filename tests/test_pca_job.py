@@ -88,6 +88,27 @@ def test_fixed_k_equals_classical_pca_up_to_sign(two_batches, tmp_path, spark_su
     assert (tmp_path / "vectors_model" / "metadata").exists()
 
 
+def test_projection_is_written_without_dictionaries_that_cannot_pay(local_spark, tmp_path):
+    """The dictionary switches name real column paths: on data where every column would get a
+    dictionary by default, only the labels keep one."""
+    from fruits_spark.pca_model import PROJECTED_SCHEMA, projected_writer
+
+    rows = [(f"s3://bucket/{i % 2}.jpg", "Banana", [1.0, 2.0]) for i in range(100)]
+    frame = local_spark.createDataFrame(rows, PROJECTED_SCHEMA).coalesce(1)
+
+    def dictionaries(folder):
+        [part] = folder.glob("*.parquet")
+        chunks = pq.ParquetFile(part).metadata.row_group(0)
+        return {chunks.column(i).path_in_schema: chunks.column(i).has_dictionary_page
+                for i in range(chunks.num_columns)}
+
+    frame.write.parquet(str(tmp_path / "default"))
+    assert dictionaries(tmp_path / "default") == {"path": True, "label": True, "pca_features.list.element": True}
+    projected_writer(frame).parquet(str(tmp_path / "ours"))
+    assert dictionaries(tmp_path / "ours") == {"path": False, "label": True, "pca_features.list.element": False}
+    assert pq.read_table(tmp_path / "ours").to_pylist() == pq.read_table(tmp_path / "default").to_pylist()
+
+
 def test_variance_target_picks_the_smallest_k(two_batches, tmp_path, spark_submit_cmd):
     root, matrix = two_batches
     _, _, ratios = classical_pca(matrix)

@@ -6,7 +6,7 @@ Does what spark_jobs/pca.py must do with its input and nothing else: start a ses
 job's, read the features parquet, stream it into Python workers once (pca.py's covariance
 pass; here each worker only counts rows), stream it into Python workers again and write
 (path, label) as parquet (pca.py's projection pass, without the projection). Same Arrow batch
-size as the job. No covariance, no eigendecomposition, no model, no plots.
+size and Parquet settings as the job. No covariance, no eigendecomposition, no model, no plots.
 
 The difference between pca.py's time and this one is what the job's own code costs; this time
 alone, divided by the numpy reference's, is the best ratio any two-pass Spark PCA could reach
@@ -24,6 +24,7 @@ STARTED = time.perf_counter()
 
 from pca import ARROW_BATCH_ROWS  # noqa: E402 - spark_jobs/ is on PYTHONPATH, as for the job itself
 
+from fruits_spark.pca_model import projected_writer  # noqa: E402
 from fruits_spark.runtime import create_session, unless_submitted  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = spark.read.parquet(args.features).select("path", "label", "features")
     rows = sum(r.rows for r in frame.select("label", "features").mapInArrow(count_rows, "rows long").collect())
     t2 = time.perf_counter()
-    frame.mapInArrow(keep_keys, "path string, label string").write.mode("overwrite").parquet(args.output)
+    projected_writer(frame.mapInArrow(keep_keys, "path string, label string")).parquet(args.output)  # as the job writes
     t3 = time.perf_counter()
     print(json.dumps({"rows": rows, "import_seconds": round(t0 - STARTED, 3), "session_seconds": round(t1 - t0, 3),
                       "first_pass_seconds": round(t2 - t1, 3), "second_pass_seconds": round(t3 - t2, 3),

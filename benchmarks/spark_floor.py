@@ -9,8 +9,9 @@ pass; here each worker only counts rows), stream it into Python workers again an
 size and Parquet settings as the job. No covariance, no eigendecomposition, no model, no plots.
 
 The difference between pca.py's time and this one is what the job's own code costs; this time
-alone, divided by the numpy reference's, is the best ratio any two-pass Spark PCA could reach
-on the machine. Prints one JSON line: rows and the seconds of each phase.
+alone, divided by the numpy reference's, is the best ratio a PCA job could reach on the machine
+while it reads its input through Spark into Python workers twice (to compute the covariance,
+then to project). Prints one JSON line: rows and the seconds of each phase.
 """
 
 from __future__ import annotations

@@ -23,9 +23,7 @@ import time
 
 STARTED = time.perf_counter()
 
-from pca import ARROW_BATCH_ROWS  # noqa: E402 - spark_jobs/ is on PYTHONPATH, as for the job itself
-
-from fruits_spark.pca_model import projected_writer  # noqa: E402
+from fruits_spark.pca_model import SESSION_DEFAULTS, projected_writer  # noqa: E402 - spark_jobs/ is on PYTHONPATH
 from fruits_spark.runtime import create_session, unless_submitted  # noqa: E402
 
 
@@ -54,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
-    spark = create_session("fruits-spark-floor", unless_submitted(
-        {"spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS)}))
+    spark = create_session("fruits-spark-floor", unless_submitted(SESSION_DEFAULTS))
     t1 = time.perf_counter()
     frame = spark.read.parquet(args.features).select("path", "label", "features")
     rows = sum(r.rows for r in frame.select("label", "features").mapInArrow(count_rows, "rows long").collect())

@@ -34,13 +34,6 @@ from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, s
 
 JOB = "pca"
 SCATTER_POINTS = 5000
-# Rows per Arrow batch sent to the Python workers (Spark's default: 10,000), unless spark-submit
-# sets spark.sql.execution.arrow.maxRecordsPerBatch. A worker waits for its first whole batch
-# before it computes, and the JVM's row-to-Arrow conversion of 10,000 x 1280 floats takes about
-# a second: smaller batches shorten that wait in every task. 2,500 rows (12.8 MB at d = 1280)
-# made pca.py 1.5-2.5 s faster on 100,000 x 1280 than 10,000 did (4 of 4 alternating pairs), and
-# 1,000 or 5,000 were no faster (two rounds each).
-ARROW_BATCH_ROWS = 2500
 
 log = setup_logging(JOB)
 
@@ -155,8 +148,7 @@ def scatter_sample(spark, output: str, rows: int, seed: int) -> tuple[np.ndarray
 
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
-    spark = create_session("fruits-pca", unless_submitted(
-        {"spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS)}))
+    spark = create_session("fruits-pca", unless_submitted(pca_model.SESSION_DEFAULTS))
     # The Arrow functions run in Spark's Python workers. No warm-up job (featurize.py has one):
     # here it only competed with the first scan for the two slots, 0.5-1 s slower in A/B runs.
     ship_package(spark)

@@ -7,7 +7,6 @@ BASE_PYTHON ?= $(shell command -v python3.11 || command -v python3)
 # Spark's Python workers must run the project's interpreter, not the first python3 on PATH.
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
-export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 DEMO_ARGS ?=
@@ -23,10 +22,13 @@ help:
 # --compile-bytecode (pip's default, not uv's): where Python cannot write its bytecode cache
 # (PYTHONDONTWRITEBYTECODE, read-only images), every process would otherwise compile the modules
 # it imports, TensorFlow alone ~5 s, in each Spark Python worker too. ~40 s once at install.
-$(VENV)/.installed: requirements.txt
+# The project installs itself (editable): DAGs, tests, benchmarks and the demo import fruits,
+# fruits_spark and fruits_dev with no PYTHONPATH.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
 	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -34,19 +36,19 @@ venv: $(VENV)/.installed
 check-java:
 	@command -v java >/dev/null || { echo "Java 17 is required by Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
 
-# Spark's JVM starts ~3 s faster with a class-data-sharing archive (plugins/fruits/spark_cds.py);
+# Spark's JVM starts ~3 s faster with a class-data-sharing archive (fruits_dev/spark_cds.py);
 # built once per Spark and Java version, ignored by the JVM if it does not match.
 spark-cds: venv check-java
-	$(PY) -m fruits.spark_cds build
+	$(PY) -m fruits_dev.spark_cds build
 
 test: venv check-java spark-cds
 	$(PY) -m pytest
 
 demo: venv check-java spark-cds
-	$(PY) -m fruits.demo $(DEMO_ARGS)
+	$(PY) -m fruits_dev.demo $(DEMO_ARGS)
 
 demo-more: venv check-java spark-cds
-	$(PY) -m fruits.demo --add-images 8 $(DEMO_ARGS)
+	$(PY) -m fruits_dev.demo --add-images 8 $(DEMO_ARGS)
 
 # Spark ML's PCA uses a native BLAS when libblas.so.3 is present (Debian: libopenblas0-pthread).
 native-blas:

@@ -54,7 +54,7 @@ for _p in (BENCH, SPARK_JOBS, PLUGINS):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from fruits import spark_cds  # noqa: E402
+from fruits_dev import spark_cds  # noqa: E402
 from procmon import Finished, run_sampled  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -192,7 +192,7 @@ def ratio(a, b):
 
 def generate_images(root: Path, n: int) -> int:
     """n Fruits-360-like 100x100 JPEGs over up to CLASSES label folders (same files for any n)."""
-    from fruits.samples import DEFAULT_LABELS, generate_samples
+    from fruits_dev.samples import DEFAULT_LABELS, generate_samples
 
     classes = min(CLASSES, n)
     written = 0

@@ -1,4 +1,8 @@
-"""Shared test helpers: import paths, and running the Spark jobs the way users do."""
+"""Shared test helpers: running the Spark jobs the way users do.
+
+The suite has three tiers (README, "Tests"): tests/unit (no scheduler, no Spark), tests/dags
+(DAG parsing and structure) and tests/integration (real spark-submit, DAG runs on moto).
+The project is installed in the venv (`make venv`), so nothing here edits sys.path."""
 
 from __future__ import annotations
 
@@ -10,14 +14,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGINS = ROOT / "plugins"
 SPARK_JOBS = ROOT / "spark_jobs"
 DAGS = ROOT / "dags"
-for _path in (PLUGINS, SPARK_JOBS):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
 
-from fruits import spark_cds  # noqa: E402
+from fruits_dev import spark_cds  # noqa: E402
 
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 TEST_IMAGE_SIZE = 32  # MobileNetV2's smallest input: still 1280 features, much faster

@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from fruits import report as report_mod
-from fruits import runner, s3_server
-from fruits.samples import generate_samples
+from fruits.core import report as report_mod
+from fruits_dev import runner, s3_server
+from fruits_dev.samples import generate_samples
 from fruits.settings import PROJECT_ROOT
 
 DEFAULT_OUT = PROJECT_ROOT / "demo-output"

@@ -22,7 +22,7 @@ PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 if str(PLUGINS) not in sys.path:  # tests/conftest.py normally does this
     sys.path.insert(0, str(PLUGINS))
 
-from fruits.samples import (  # noqa: E402
+from fruits_dev.samples import (  # noqa: E402
     AWKWARD_INDEX_BASE,
     DEFAULT_LABELS,
     IMAGE_EXTENSIONS,
@@ -360,7 +360,7 @@ def test_bad_arguments_rejected(tmp_path, kwargs):
 
 def test_module_has_no_heavy_imports():
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import fruits.samples; "
+        "import sys; sys.path.insert(0, sys.argv[1]); import fruits_dev.samples; "
         "heavy = [m for m in ('tensorflow', 'pyspark', 'airflow') if m in sys.modules]; "
         "assert not heavy, heavy"
     )

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import TEST_IMAGE_SIZE
-from fruits import runner, s3_server
-from fruits.samples import generate_samples
+from fruits_dev import runner, s3_server
+from fruits_dev.samples import generate_samples
 
 pytestmark = pytest.mark.spark
 

@@ -36,7 +36,7 @@ import pytest
 
 from conftest import DAGS, ROOT, SPARK_JOBS
 from fruits import emr_backend, layout, runner
-from fruits.samples import generate_samples
+from fruits_dev.samples import generate_samples
 
 BOOTSTRAP = SPARK_JOBS / "emr" / "bootstrap.sh"
 REQUIREMENTS = SPARK_JOBS / "emr" / "requirements-emr.txt"

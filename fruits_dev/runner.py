@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fruits import spark_cds
+from fruits_dev import spark_cds
 from fruits.settings import PROJECT_ROOT
 
 DAG_ID = "fruits_pipeline"

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import TEST_IMAGE_SIZE, summary_of
-from fruits.samples import generate_samples
+from fruits_dev.samples import generate_samples
 from fruits_spark.paths import canonical_uri
 
 pytestmark = pytest.mark.spark

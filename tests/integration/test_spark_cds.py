@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT, SPARK_SUBMIT, job_env
-from fruits import spark_cds
+from fruits_dev import spark_cds
 
 
 def test_submit_opts_only_name_an_archive_that_exists(tmp_path):

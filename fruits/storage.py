@@ -1,4 +1,5 @@
-"""S3 access for the DAG's own tasks, always through the Amazon provider's S3Hook.
+"""The one S3 layer of the orchestration side: a `Bucket` is the Amazon provider's S3Hook bound
+to one bucket, and every read or write of the DAG's tasks goes through it.
 
 The hook takes its endpoint and credentials from the Airflow connection, so the same code
 talks to AWS, MinIO (docker-compose) and the embedded moto server (`make demo`, tests).
@@ -13,73 +14,111 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys a request
 
-def s3_hook(conn_id: str):
+
+def s3_hook(conn_id: str | None):
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     return S3Hook(aws_conn_id=conn_id)
 
 
-def list_keys(hook, bucket: str, prefix: str) -> list[str]:
-    return sorted(k for k in (hook.list_keys(bucket_name=bucket, prefix=prefix) or []) if not k.endswith("/"))
+class Bucket:
+    """Keys of one bucket, read and written through an S3Hook (or any object with its methods)."""
 
+    def __init__(self, hook, name: str):
+        self.hook = hook
+        self.name = name
 
-def read_json(hook, bucket: str, key: str, default=None):
-    if not hook.check_for_key(key, bucket_name=bucket):
-        return default
-    return json.loads(hook.read_key(key, bucket_name=bucket))
+    @classmethod
+    def connect(cls, conn_id: str | None, name: str) -> "Bucket":
+        return cls(s3_hook(conn_id), name)
 
+    def __repr__(self) -> str:
+        return f"Bucket({self.name!r})"
 
-def write_json(hook, bucket: str, key: str, payload) -> None:
-    hook.load_string(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", key=key,
-                     bucket_name=bucket, replace=True)
+    def uri(self, key: str) -> str:
+        return f"s3://{self.name}/{key}"
 
+    # ------------------------------------------------------------------ reads
 
-def read_bytes(hook, bucket: str, key: str) -> bytes:
-    return hook.get_key(key, bucket_name=bucket).get()["Body"].read()
+    def list_keys(self, prefix: str) -> list[str]:
+        """Object keys under `prefix`, sorted; folder markers (keys ending in '/') left out."""
+        keys = self.hook.list_keys(bucket_name=self.name, prefix=prefix) or []
+        return sorted(k for k in keys if not k.endswith("/"))
 
+    def exists(self, key: str) -> bool:
+        return bool(self.hook.check_for_key(key, bucket_name=self.name))
 
-def delete_prefix(hook, bucket: str, prefix: str) -> int:
-    keys = list_keys(hook, bucket, prefix)
-    for start in range(0, len(keys), 1000):
-        hook.delete_objects(bucket=bucket, keys=keys[start:start + 1000])
-    return len(keys)
+    def read_text(self, key: str) -> str:
+        return self.hook.read_key(key, bucket_name=self.name)
 
+    def read_bytes(self, key: str) -> bytes:
+        return self.hook.get_key(key, bucket_name=self.name).get()["Body"].read()
 
-def download_key(hook, bucket: str, key: str, destination: Path) -> Path:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    destination.write_bytes(read_bytes(hook, bucket, key))
-    return destination
+    def size(self, key: str) -> int:
+        return int(self.hook.get_key(key, bucket_name=self.name).content_length)
 
+    def read_json(self, key: str, default=None):
+        if not self.exists(key):
+            return default
+        return json.loads(self.read_text(key))
 
-def download_prefix(hook, bucket: str, prefix: str, destination: Path) -> int:
-    """Mirror `prefix` into `destination` (files already there with the same size are kept)."""
-    count = 0
-    for key in list_keys(hook, bucket, prefix):
-        target = destination / key[len(prefix):]
-        size = hook.get_key(key, bucket_name=bucket).content_length
-        if not (target.exists() and target.stat().st_size == size):
-            download_key(hook, bucket, key, target)
-        count += 1
-    return count
+    def read_parquet(self, prefix: str, columns: list[str] | None = None):
+        """All parquet parts under `prefix` as one pyarrow Table (no Spark needed)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
+        parts = [k for k in self.list_keys(prefix) if k.endswith(".parquet")]
+        if not parts:
+            raise FileNotFoundError(f"no parquet files under {self.uri(prefix)}")
+        tables = [pq.read_table(io.BytesIO(self.read_bytes(key)), columns=columns) for key in parts]
+        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
-def upload_dir(hook, bucket: str, source: Path, prefix: str) -> int:
-    """Replace whatever is under `prefix` with the files of `source` (a re-run overwrites)."""
-    delete_prefix(hook, bucket, prefix)
-    files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.endswith(".crc"))
-    for path in files:
-        hook.load_file(str(path), key=prefix + path.relative_to(source).as_posix(), bucket_name=bucket, replace=True)
-    return len(files)
+    def region(self) -> str:
+        """The bucket's region (GetBucketLocation answers None for us-east-1 and 'EU' for eu-west-1)."""
+        location = self.hook.get_conn().get_bucket_location(Bucket=self.name).get("LocationConstraint")
+        return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
 
+    # ------------------------------------------------------------------ writes
 
-def read_parquet_dataset(hook, bucket: str, prefix: str, columns: list[str] | None = None):
-    """All parquet parts under `prefix` as one pyarrow Table (no Spark needed)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    def write_text(self, key: str, text: str) -> None:
+        self.hook.load_string(text, key=key, bucket_name=self.name, replace=True)
 
-    parts = [k for k in list_keys(hook, bucket, prefix) if k.endswith(".parquet")]
-    if not parts:
-        raise FileNotFoundError(f"no parquet files under s3://{bucket}/{prefix}")
-    tables = [pq.read_table(io.BytesIO(read_bytes(hook, bucket, key)), columns=columns) for key in parts]
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.hook.load_bytes(data, key=key, bucket_name=self.name, replace=True)
+
+    def write_json(self, key: str, payload) -> None:
+        self.write_text(key, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list_keys(prefix)
+        for start in range(0, len(keys), DELETE_BATCH):
+            self.hook.delete_objects(bucket=self.name, keys=keys[start:start + DELETE_BATCH])
+        return len(keys)
+
+    # ------------------------------------------------------------------ local copies
+
+    def download(self, key: str, destination: Path) -> Path:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(self.read_bytes(key))
+        return destination
+
+    def download_prefix(self, prefix: str, destination: Path) -> int:
+        """Mirror `prefix` into `destination` (files already there with the same size are kept)."""
+        count = 0
+        for key in self.list_keys(prefix):
+            target = destination / key[len(prefix):]
+            if not (target.exists() and target.stat().st_size == self.size(key)):
+                self.download(key, target)
+            count += 1
+        return count
+
+    def upload_dir(self, source: Path, prefix: str) -> int:
+        """Replace whatever is under `prefix` with the files of `source` (a re-run overwrites)."""
+        self.delete_prefix(prefix)
+        files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.endswith(".crc"))
+        for path in files:
+            self.hook.load_file(str(path), key=prefix + path.relative_to(source).as_posix(),
+                                bucket_name=self.name, replace=True)
+        return len(files)

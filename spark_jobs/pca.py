@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from fruits_spark import hadoop_fs, moments, pca_model, pca_report
+from fruits_spark import hadoop_fs, interface, moments, pca_model, pca_report
 from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, setup_logging, ship_package,
                                   unless_submitted)
 
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> dict:
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fruits-pca") as side:
         written = side.submit(write_vectors, frame, bc_basis, args.output)
         saved = side.submit(save_model, spark, args.model, stats.mean, basis, ratios)
-        plots = plot_paths(args.report)
+        plots = interface.plot_uris(args.report)
         hadoop_fs.write_bytes(spark, plots["scree"], pca_report.scree_png(ratios, target=args.variance, shown=k))
         written.result()
         points, labels = scatter_sample(spark, args.output, rows, args.seed)
@@ -215,10 +215,6 @@ def save_model(spark, uri: str, mean: np.ndarray, basis: np.ndarray, ratios: lis
     log.info("saved the model %s", uri)
 
 
-def plot_paths(report: str) -> dict[str, str]:
-    """The scree plot and the scatter of the first two components, beside the report."""
-    stem = report[:-len(".json")] if report.endswith(".json") else report
-    return {"scree": f"{stem}_scree.png", "scatter": f"{stem}_scatter.png"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,8 @@
 """Shared code of the fruits Spark jobs (shipped to executors as a zip by `runtime.ship_package`).
 
 Modules:
+  interface  - what the jobs accept and leave (extensions, feature size, output names): the
+               orchestration side reads it through fruits.contract
   paths      - URI canonicalisation, labels, image-extension rules (pure Python)
   hadoop_fs  - small reads/writes/listings through Hadoop's FileSystem (local, file://, s3://)
   images     - decoding any supported image into a fixed-size RGB array, or a reject reason

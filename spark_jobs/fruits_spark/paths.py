@@ -13,7 +13,8 @@ import posixpath
 import re
 from urllib.parse import unquote
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+from fruits_spark.interface import IMAGE_EXTENSIONS
+
 # Same rule as is_image_path, for Spark's `rlike` (Java regex).
 IMAGE_PATH_REGEX = r"(?i)\.(jpe?g|png)$"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")

@@ -1,0 +1,26 @@
+"""What the jobs accept and what they leave, as plain constants (no imports).
+
+The orchestration side builds the jobs' arguments and reads their outputs through
+`fruits.contract`, which takes these names from here: one definition for both sides.
+"""
+
+# Images the jobs accept, by extension in any letter case.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# MobileNetV2 without its head, global-average-pooled: floats per image.
+FEATURE_DIM = 1280
+
+# featurize.py: one row per input file in exactly one of the two datasets.
+FEATURES_COLUMNS = ("path", "label", "features", "width", "height", "size_bytes", "sha256")
+REJECTS_COLUMNS = ("path", "label", "reason", "size_bytes")
+
+# pca.py: its outputs under one folder (the DAG's pca/run=<run_id>/).
+PCA_VECTORS = "vectors"
+PCA_MODEL = "model"
+PCA_REPORT = "report.json"
+PCA_COLUMNS = ("path", "label", "pca_features")
+
+
+def plot_uris(report: str) -> dict[str, str]:
+    """pca.py draws the scree plot and the scatter of the first two components beside its report."""
+    stem = report[:-len(".json")] if report.endswith(".json") else report
+    return {"scree": f"{stem}_scree.png", "scatter": f"{stem}_scatter.png"}

@@ -53,3 +53,10 @@ ENV PYSPARK_PYTHON=python \
 USER airflow
 COPY requirements.txt /requirements.txt
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /requirements.txt
+# The project itself, installed editable (the DAG imports the `fruits` package): docker-compose.yaml
+# bind-mounts fruits/ and spark_jobs/ over these copies, so code edits apply without a rebuild.
+COPY --chown=airflow:0 pyproject.toml README.md /opt/airflow/project/
+COPY --chown=airflow:0 fruits /opt/airflow/project/fruits
+COPY --chown=airflow:0 fruits_dev /opt/airflow/project/fruits_dev
+COPY --chown=airflow:0 spark_jobs /opt/airflow/project/spark_jobs
+RUN pip install --no-cache-dir --no-deps -e /opt/airflow/project

@@ -11,6 +11,7 @@
 * PCA is fitted on every committed features row plus this batch's, so all images share one space.
 * The batch is committed only after validation; a failed run leaves it for the next run.
 
+This file only wires tasks; what they do lives in the `fruits` package (fruits.core, fruits.backends).
 Parse-time cost is kept low: no TensorFlow, PySpark or network calls at import.
 """
 
@@ -18,33 +19,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Param, PokeReturnValue, dag, task
+from airflow.sdk import Asset, PokeReturnValue, dag, task
 
-from fruits import settings as fruits_settings
+from fruits import backends, params, settings
 
-SETTINGS = fruits_settings.load()
-
-PARAMS = {
-    "bucket": Param(SETTINGS.bucket, type="string", minLength=3, maxLength=63,
-                    description="S3 bucket holding the landing prefix and every output."),
-    "landing_prefix": Param(SETTINGS.landing_prefix, type="string",
-                            description="Prefix where new images land, e.g. `landing/`."),
-    "weights": Param(SETTINGS.weights, type="string", minLength=1,
-                     description="`imagenet` (Keras download), `none` (seeded random, offline) "
-                                 "or the URI of a Keras `.weights.h5` file."),
-    "image_size": Param(SETTINGS.image_size, type="integer", minimum=32, maximum=1024,
-                        description="Model input size in pixels (224 for ImageNet weights)."),
-    "pca_k": Param(None, type=["null", "integer"], minimum=1,
-                   description="Fixed number of PCA components; leave empty to use pca_variance."),
-    "pca_variance": Param(SETTINGS.pca_variance, type="number", exclusiveMinimum=0, maximum=1,
-                          description="Smallest k reaching this cumulative explained variance."),
-    "sensor_timeout": Param(SETTINGS.sensor_timeout, type="integer", minimum=0, maximum=86400,
-                            description="Seconds to wait for new images before the run is skipped."),
-}
-if SETTINGS.compute == "emr":
-    from fruits import dag_emr
-
-    PARAMS.update(dag_emr.params(SETTINGS))
+SETTINGS = settings.load()
+BACKEND = backends.load(SETTINGS.compute)
 
 # Downstream consumers (the classification engine's DAGs) can schedule on these.
 PCA_ASSET = Asset(name="fruits_pca_vectors", uri=f"s3://{SETTINGS.bucket}/pca/")
@@ -59,13 +39,19 @@ DEFAULT_ARGS = {
 }
 
 
+def _bucket(name: str):
+    from fruits.storage import Bucket
+
+    return Bucket.connect(SETTINGS.aws_conn_id, name)
+
+
 @dag(
     dag_id="fruits_pipeline",
     schedule=SETTINGS.schedule,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,  # the ledger has one writer
-    params=PARAMS,
+    params=params.for_dag(SETTINGS, BACKEND),
     default_args=DEFAULT_ARGS,
     dagrun_timeout=timedelta(hours=12),
     tags=["fruits", "spark", SETTINGS.compute],
@@ -77,10 +63,9 @@ def fruits_pipeline():
     def wait_for_new_images(params: dict | None = None, dag_run=None) -> PokeReturnValue:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from fruits import pipeline, storage
+        from fruits.core import pipeline
 
-        hook = storage.s3_hook(SETTINGS.aws_conn_id)
-        new = pipeline.count_new_images(hook, params["bucket"], params["landing_prefix"])
+        new = pipeline.count_new_images(_bucket(params["bucket"]), params["landing_prefix"])
         if new:
             return PokeReturnValue(is_done=True, xcom_value=new)
         waited = pipeline.seconds_waited(dag_run.start_date)
@@ -92,55 +77,47 @@ def fruits_pipeline():
 
     @task
     def plan_batch(params: dict | None = None) -> dict:
-        from fruits import pipeline, storage
+        from fruits.core import pipeline
 
-        return pipeline.plan(storage.s3_hook(SETTINGS.aws_conn_id), params["bucket"], params["landing_prefix"])
+        return pipeline.plan(_bucket(params["bucket"]), params["landing_prefix"]).to_xcom()
 
     @task(retries=0)
     def validate(batch: dict, computed: dict) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from fruits import pipeline, storage
-        from fruits.validation import ValidationError
+        from fruits.contract import Batch, ComputeResult
+        from fruits.core import pipeline
+        from fruits.core.validation import ValidationError
 
+        planned = Batch.from_xcom(batch)
         try:
-            return pipeline.validate(storage.s3_hook(SETTINGS.aws_conn_id), batch["bucket"], batch,
-                                     computed["pca_prefix"])
+            return pipeline.validate(_bucket(planned.bucket), planned, ComputeResult.from_xcom(computed).pca_prefix)
         except ValidationError as exc:
             raise AirflowFailException(str(exc)) from None  # deterministic: retrying cannot help
 
     @task
     def commit_batch(batch: dict, validation: dict, run_id: str | None = None) -> dict:
-        from fruits import pipeline, storage
+        from fruits.contract import Batch
+        from fruits.core import pipeline
 
-        return pipeline.commit(storage.s3_hook(SETTINGS.aws_conn_id), batch["bucket"], batch, validation, run_id)
+        planned = Batch.from_xcom(batch)
+        return pipeline.commit(_bucket(planned.bucket), planned, validation, run_id)
 
     @task(outlets=[FEATURES_ASSET, PCA_ASSET])
     def publish_report(batch: dict, computed: dict, validation: dict, committed: dict,
                        params: dict | None = None, run_id: str | None = None) -> dict:
-        from fruits import layout, report, storage
+        from fruits.contract import Batch, ComputeResult
+        from fruits.core import pipeline
 
-        stage_seconds = {"plan_batch": batch["seconds"], **computed["stage_seconds"],
-                         "validate": validation["seconds"]}
-        outputs = {**computed["outputs"], "report": layout.s3_uri(batch["bucket"], layout.report_key(run_id))}
-        run_report = report.build(run_id=run_id, batch=batch, validation=validation, outputs=outputs,
-                                  stage_seconds=stage_seconds, compute=SETTINGS.compute, params=params)
-        storage.write_json(storage.s3_hook(SETTINGS.aws_conn_id), batch["bucket"], layout.report_key(run_id),
-                           run_report)
-        print(report.render(run_report))
-        return run_report
+        planned = Batch.from_xcom(batch)
+        return pipeline.publish_report(_bucket(planned.bucket), run_id=run_id, batch=planned,
+                                       computed=ComputeResult.from_xcom(computed), validation=validation,
+                                       compute=SETTINGS.compute, params=params)
 
     sensed = wait_for_new_images()
     batch = plan_batch()
     sensed >> batch
-    if SETTINGS.compute == "emr":
-        from fruits import dag_emr
-
-        computed = dag_emr.build(batch, SETTINGS)
-    else:
-        from fruits import dag_local
-
-        computed = dag_local.build(batch, SETTINGS)
+    computed = BACKEND.build(batch, SETTINGS)
     validation = validate(batch, computed)
     committed = commit_batch(batch, validation)
     publish_report(batch, computed, validation, committed)

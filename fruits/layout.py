@@ -2,12 +2,13 @@
 
     landing/<Label>/<image>                 input images, as uploaded
     batches/<batch_id>/manifest.txt         the image URIs of one batch (one per line)
-    batches/<batch_id>/pca_inputs.txt       the features datasets its PCA reads (one per line)
+    batches/<batch_id>/pca_inputs.txt       the features datasets its PCA reads (EMR; one per line)
     features/batch=<batch_id>/              features parquet of that batch
     rejects/batch=<batch_id>/               rejects parquet of that batch (path, label, reason)
-    pca/run=<run_id>/vectors/               PCA vectors of every committed image
-    pca/run=<run_id>/model/                 fitted Spark ML PipelineModel (centring + PCA)
-    pca/run=<run_id>/report.json            PCA report, with report_scree.png, report_scatter.png
+    pca/run=<run_id>/                       pca.py's outputs (names in fruits.contract.PcaOutputs):
+                     vectors/               PCA vectors of every committed image
+                     model/                 fitted Spark ML PipelineModel (centring + PCA)
+                     report.json            PCA report, with report_scree.png, report_scatter.png
     reports/<run_id>.json                   run report
     state/ledger.json                       committed batches (the only thing a run commits)
     code/<version>/                         Spark jobs and bootstrap for EMR (content-addressed)
@@ -19,13 +20,9 @@ from __future__ import annotations
 import hashlib
 import re
 
+from fruits.contract import FeaturizeOutputs, PcaOutputs
+
 LEDGER_KEY = "state/ledger.json"
-# Same rule as the featurize job (spark_jobs/fruits_spark/paths.py): *.jpg, *.jpeg, *.png, any case.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def is_image_key(key: str) -> bool:
-    return key.lower().endswith(IMAGE_SUFFIXES)
 
 
 def safe_run_id(run_id: str) -> str:
@@ -49,12 +46,6 @@ def pca_inputs_key(batch_id: str) -> str:
     return f"batches/{batch_id}/pca_inputs.txt"
 
 
-def pca_input_uris(bucket: str, committed_batches: list[str], batch_id: str) -> list[str]:
-    """Features of every committed batch plus this one (never an uncommitted batch's leftovers)."""
-    ids = [b for b in committed_batches if b != batch_id] + [batch_id]
-    return [s3_uri(bucket, features_prefix(b)) for b in ids]
-
-
 def features_prefix(batch_id: str) -> str:
     return f"features/batch={batch_id}/"
 
@@ -63,8 +54,17 @@ def rejects_prefix(batch_id: str) -> str:
     return f"rejects/batch={batch_id}/"
 
 
+def featurize_outputs(bucket: str, batch_id: str) -> FeaturizeOutputs:
+    return FeaturizeOutputs(features=s3_uri(bucket, features_prefix(batch_id)),
+                            rejects=s3_uri(bucket, rejects_prefix(batch_id)))
+
+
 def pca_prefix(run_id: str) -> str:
     return f"pca/run={safe_run_id(run_id)}/"
+
+
+def pca_outputs(bucket: str, run_id: str) -> PcaOutputs:
+    return PcaOutputs(s3_uri(bucket, pca_prefix(run_id)))
 
 
 def report_key(run_id: str) -> str:

@@ -10,8 +10,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-COMPUTE_BACKENDS = ("local", "emr")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+COMPUTE_BACKENDS = ("local", "emr")  # the packages under fruits/backends/
+DEFAULT_REGION = "eu-west-3"  # Paris
+# EMR 7.x = Spark 3.5; 7.13.0 (April 2026) ships Spark 3.5.6 and Python 3.9 + 3.11 on Amazon Linux 2023.
+DEFAULT_EMR_RELEASE_LABEL = "emr-7.13.0"
 
 
 def _env(name: str, default: str) -> str:
@@ -66,9 +69,9 @@ class Settings:
     spark_jobs_dir: Path = field(
         default_factory=lambda: Path(_env("FRUITS_SPARK_JOBS_DIR", str(PROJECT_ROOT / "spark_jobs"))))
     # EMR backend (FRUITS_COMPUTE=emr): defaults of the trigger form's EMR params ...
-    emr_region: str = field(default_factory=lambda: _env("FRUITS_EMR_REGION", "eu-west-3"))
+    emr_region: str = field(default_factory=lambda: _env("FRUITS_EMR_REGION", DEFAULT_REGION))
     emr_allow_non_eu_region: bool = field(default_factory=lambda: _env_bool("FRUITS_EMR_ALLOW_NON_EU_REGION", False))
-    emr_release_label: str = field(default_factory=lambda: _env("FRUITS_EMR_RELEASE_LABEL", "emr-7.13.0"))
+    emr_release_label: str = field(default_factory=lambda: _env("FRUITS_EMR_RELEASE_LABEL", DEFAULT_EMR_RELEASE_LABEL))
     emr_master_instance_type: str = field(default_factory=lambda: _env("FRUITS_EMR_MASTER_INSTANCE_TYPE", "m5.xlarge"))
     emr_core_instance_type: str = field(default_factory=lambda: _env("FRUITS_EMR_CORE_INSTANCE_TYPE", "m5.xlarge"))
     emr_core_instance_count: int = field(default_factory=lambda: _env_int("FRUITS_EMR_CORE_INSTANCE_COUNT", 2))

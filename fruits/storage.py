@@ -40,6 +40,13 @@ class Bucket:
     def uri(self, key: str) -> str:
         return f"s3://{self.name}/{key}"
 
+    def key_of(self, uri: str) -> str:
+        """The key of an s3:// URI of this bucket (a URI of another bucket is an error)."""
+        head = f"s3://{self.name}/"
+        if not uri.startswith(head):
+            raise ValueError(f"{uri} is not in bucket {self.name}")
+        return uri[len(head):]
+
     # ------------------------------------------------------------------ reads
 
     def list_keys(self, prefix: str) -> list[str]:

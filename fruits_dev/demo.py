@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from fruits.core import report as report_mod
+from fruits.layout import safe_run_id
 from fruits_dev import runner, s3_server
 from fruits_dev.samples import generate_samples
 from fruits.settings import PROJECT_ROOT
@@ -126,25 +127,23 @@ def main(argv=None) -> int:
     if result["state"] != "success":
         say(f"the run did not succeed; see {log_file}")
         return 1
-    report_path = snapshot / "reports" / (runner_safe(result["run_id"]) + ".json")
+    report_path = snapshot / "reports" / (safe_run_id(result["run_id"]) + ".json")
     report = json.loads(report_path.read_text())
     print(report_mod.render(report))
-    pca_local = snapshot / report["outputs"]["pca"].split(f"s3://{args.bucket}/", 1)[1]
+    outputs = report["outputs"]
+
+    def local_copy(uri: str) -> Path:
+        return snapshot / uri.split(f"s3://{args.bucket}/", 1)[1]
+
     say("outputs (local copies):")
-    for label, path in (("run report", report_path), ("scree plot", pca_local / "report_scree.png"),
-                        ("PCA scatter", pca_local / "report_scatter.png"),
-                        ("PCA vectors", pca_local / "vectors"), ("features", snapshot / "features"),
+    for label, path in (("run report", report_path), ("scree plot", local_copy(outputs["scree"])),
+                        ("PCA scatter", local_copy(outputs["scatter"])),
+                        ("PCA vectors", local_copy(outputs["vectors"])), ("features", snapshot / "features"),
                         ("rejects", snapshot / "rejects"), ("ledger", snapshot / "state" / "ledger.json")):
         print(f"    {label:<12} {path}")
     if not args.add_images:
         say("next: `make demo-more` lands 8 new images and runs again (only those are featurized)")
     return 0
-
-
-def runner_safe(run_id: str) -> str:
-    from fruits.layout import safe_run_id
-
-    return safe_run_id(run_id)
 
 
 if __name__ == "__main__":

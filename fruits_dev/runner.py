@@ -4,7 +4,7 @@ Used by `make demo` and the end-to-end tests. It prepares an Airflow home (SQLit
 DB, this repo's dags/ and plugins/), then runs `dag.test()` in a child process so that
 each run starts from a clean interpreter, exactly as a scheduler-launched task would.
 
-    python -m fruits.runner --home DIR --conf '{"weights": "none"}'    # prints a JSON result
+    python -m fruits_dev.runner --home DIR --conf '{"weights": "none"}'    # prints a JSON result
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 from fruits_dev import spark_cds
-from fruits.settings import PROJECT_ROOT
+from fruits.settings import DEFAULT_REGION, PROJECT_ROOT
 
 DAG_ID = "fruits_pipeline"
 RESULT_MARKER = "FRUITS_RUN_RESULT "
 
 
-def aws_connection(endpoint_url: str | None, region: str = "eu-west-3",
+def aws_connection(endpoint_url: str | None, region: str = DEFAULT_REGION,
                    key: str = "testing", secret: str = "testing") -> str:
     extra = {"region_name": region}
     if endpoint_url:
@@ -47,7 +47,6 @@ def airflow_env(home: Path, *, extra: dict[str, str] | None = None) -> dict[str,
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "PATH": bin_dir + os.pathsep + env.get("PATH", ""),  # spark-submit and airflow of this venv
-        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "plugins"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "FRUITS_SCHEDULE": "none",
     })
@@ -69,7 +68,7 @@ def ensure_metadata_db(env: dict[str, str]) -> None:
 def run_once(env: dict[str, str], conf: dict, *, log_file: Path | None = None, echo: bool = False) -> dict:
     """Run the DAG once in a child process; return {"state": ..., "tasks": {task_id: state}}."""
     ensure_metadata_db(env)
-    command = [sys.executable, "-m", "fruits.runner", "--child", "--conf", json.dumps(conf)]
+    command = [sys.executable, "-m", "fruits_dev.runner", "--child", "--conf", json.dumps(conf)]
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           bufsize=1) as proc:
         lines = []

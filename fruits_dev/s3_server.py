@@ -6,7 +6,7 @@ import logging
 import os
 from contextlib import contextmanager
 
-DEFAULT_REGION = "eu-west-3"
+from fruits.settings import DEFAULT_REGION
 
 
 @contextmanager

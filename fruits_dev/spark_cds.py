@@ -16,8 +16,8 @@ kept one of the two cores busy for most of pca.py's run (`-XX:+CITime`: 14.5 s o
 their first second. In alternating runs, pca.py ended 0.45 s sooner (4 of 4 pairs) and
 featurize.py on 1,200 images 0.7-0.9 s sooner (3 of 3). A flag already in SPARK_SUBMIT_OPTS wins.
 
-    python -m fruits.spark_cds build     # once per machine and Spark/Java version (make does it)
-    python -m fruits.spark_cds status
+    python -m fruits_dev.spark_cds build     # once per machine and Spark/Java version (make does it)
+    python -m fruits_dev.spark_cds status
 
 `with_startup_options(env)` adds both to SPARK_SUBMIT_OPTS (the driver JVM's options in client
 and local mode), the archive only when it exists; FRUITS_SPARK_CDS=off adds neither.
@@ -42,7 +42,7 @@ from importlib import metadata
 from pathlib import Path
 
 # Not fruits.settings.PROJECT_ROOT: spark-submit runs this file as a script, without the package.
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".cache" / "spark-cds"
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / ".cache" / "spark-cds"
 BUILD_TIMEOUT_S = 600
 
 
@@ -186,7 +186,7 @@ def workload(work: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fruits.spark_cds", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fruits_dev.spark_cds", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", nargs="?", choices=["build", "status"], default="status")
     parser.add_argument("--dir", type=Path, help=f"archive folder (default {DEFAULT_DIR})")
     parser.add_argument("--force", action="store_true", help="rebuild even if the archive exists")
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(built or "no archive: Spark jobs start without one")
         return 0  # an optimisation: its absence must not fail a build
     path = archive_path(args.dir)
-    print(f"{path} ({'present' if path and path.is_file() else 'missing: python -m fruits.spark_cds build'})")
+    print(f"{path} ({'present' if path and path.is_file() else 'missing: python -m fruits_dev.spark_cds build'})")
     if path and path.is_file():
         print(f'SPARK_SUBMIT_OPTS="{submit_opts(path)}"')
     return 0

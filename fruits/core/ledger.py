@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from fruits import layout, storage
+from fruits import layout
+from fruits.storage import Bucket
 
-EMPTY = {"version": 1, "batches": []}
+
+def empty() -> dict:
+    return {"version": 1, "batches": []}
 
 
-def read(hook, bucket: str) -> dict:
-    return storage.read_json(hook, bucket, layout.LEDGER_KEY, default=None) or {**EMPTY, "batches": []}
+def read(bucket: Bucket) -> dict:
+    return bucket.read_json(layout.LEDGER_KEY, default=None) or empty()
 
 
 def committed_keys(ledger: dict) -> set[str]:
@@ -26,10 +29,14 @@ def committed_batch_ids(ledger: dict) -> list[str]:
     return [batch["batch_id"] for batch in ledger["batches"]]
 
 
-def commit(hook, bucket: str, *, batch_id: str, keys: list[str], run_id: str, features_rows: int,
+def committed_features_rows(ledger: dict) -> int:
+    return sum(batch["features_rows"] for batch in ledger["batches"])
+
+
+def commit(bucket: Bucket, *, batch_id: str, keys: list[str], run_id: str, features_rows: int,
            rejects_rows: int) -> dict:
     """Add the batch to the ledger (idempotent: committing the same batch twice is a no-op)."""
-    ledger = read(hook, bucket)
+    ledger = read(bucket)
     if batch_id in committed_batch_ids(ledger):
         return ledger
     overlap = committed_keys(ledger).intersection(keys)
@@ -47,5 +54,5 @@ def commit(hook, bucket: str, *, batch_id: str, keys: list[str], run_id: str, fe
         "rejects": layout.rejects_prefix(batch_id),
         "keys": sorted(keys),
     })
-    storage.write_json(hook, bucket, layout.LEDGER_KEY, ledger)
+    bucket.write_json(layout.LEDGER_KEY, ledger)
     return ledger

@@ -11,8 +11,11 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from fruits import layout, ledger, planning, storage
-from fruits.validation import FEATURES_DIM, Findings, ValidationError, check_batch, check_pca
+from fruits import layout
+from fruits.contract import FEATURE_DIM, Batch, ComputeResult, PcaOutputs
+from fruits.core import ledger, planning, report
+from fruits.core.validation import Findings, ValidationError, check_batch, check_pca
+from fruits.storage import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -23,45 +26,45 @@ def seconds_waited(dag_run_start: datetime | None) -> float:
     return (datetime.now(timezone.utc) - dag_run_start).total_seconds()
 
 
-def count_new_images(hook, bucket: str, landing_prefix: str) -> int:
-    return len(planning.new_image_keys(hook, bucket, landing_prefix))
+def count_new_images(bucket: Bucket, landing_prefix: str) -> int:
+    return len(planning.new_image_keys(bucket, landing_prefix))
 
 
-def plan(hook, bucket: str, landing_prefix: str) -> dict:
+def plan(bucket: Bucket, landing_prefix: str) -> Batch:
     started = time.perf_counter()
-    batch = planning.plan_batch(hook, bucket, landing_prefix)
-    batch["seconds"] = round(time.perf_counter() - started, 2)
+    batch = planning.plan_batch(bucket, landing_prefix)
+    batch = Batch(**{**batch.to_xcom(), "seconds": round(time.perf_counter() - started, 2)})
     log.info("batch %s: %d new image(s); %d committed batch(es) with %d features rows so far",
-             batch["batch_id"], batch["images"], len(batch["committed_batches"]),
-             batch["committed_features_rows"])
+             batch.batch_id, batch.images, len(batch.committed_batches), batch.committed_features_rows)
     return batch
 
 
-def validate(hook, bucket: str, batch: dict, pca_prefix: str, features_dim: int = FEATURES_DIM) -> dict:
+def _read_outputs(bucket: Bucket, prefix: str, columns: list[str]):
+    try:
+        return bucket.read_parquet(prefix, columns)
+    except FileNotFoundError as exc:
+        raise ValidationError(f"validation failed: {exc}") from None
+
+
+def validate(bucket: Bucket, batch: Batch, pca_prefix: str, features_dim: int = FEATURE_DIM) -> dict:
     """Raise ValidationError naming every mismatch; otherwise return the counts for the report."""
     started = time.perf_counter()
     findings = Findings()
-    manifest_uris = [layout.s3_uri(bucket, k) for k in planning.manifest_keys(hook, bucket, batch["batch_id"])]
-    try:
-        features = storage.read_parquet_dataset(hook, bucket, batch["features"], ["path", "features"])
-        rejects = storage.read_parquet_dataset(hook, bucket, batch["rejects"], ["path", "reason"])
-    except FileNotFoundError as exc:
-        raise ValidationError(f"validation failed: {exc}") from None
+    manifest_uris = [bucket.uri(k) for k in planning.manifest_keys(bucket, batch.batch_id)]
+    features = _read_outputs(bucket, layout.features_prefix(batch.batch_id), ["path", "features"])
+    rejects = _read_outputs(bucket, layout.rejects_prefix(batch.batch_id), ["path", "reason"])
     check_batch(manifest_uris, features, rejects, findings, features_dim)
 
-    pca_report = storage.read_json(hook, bucket, pca_prefix + "report.json")
+    outputs = PcaOutputs(bucket.uri(pca_prefix))
+    pca_report = bucket.read_json(bucket.key_of(outputs.report))
     if pca_report is None:
-        raise ValidationError(f"validation failed: no PCA report at s3://{bucket}/{pca_prefix}report.json")
-    expected_pca_rows = batch["committed_features_rows"] + features.num_rows
-    try:
-        pca = storage.read_parquet_dataset(hook, bucket, pca_prefix + "vectors/", ["path", "pca_features"])
-    except FileNotFoundError as exc:
-        raise ValidationError(f"validation failed: {exc}") from None
+        raise ValidationError(f"validation failed: no PCA report at {outputs.report}")
+    expected_pca_rows = batch.committed_features_rows + features.num_rows
+    pca = _read_outputs(bucket, bucket.key_of(outputs.vectors) + "/", ["path", "pca_features"])
     check_pca(pca, expected_pca_rows, int(pca_report["k"]), findings)
     findings.check(pca_report["rows"] == pca.num_rows,
                    f"PCA report says {pca_report['rows']} rows, the vectors hold {pca.num_rows}")
     findings.raise_if_any()
-    reasons = Counter(_reason_kind(r) for r in rejects.column("reason").to_pylist())
     result = {
         "features_rows": features.num_rows,
         "rejects_rows": rejects.num_rows,
@@ -70,7 +73,7 @@ def validate(hook, bucket: str, batch: dict, pca_prefix: str, features_dim: int 
         "features_dim": features_dim,
         "pca_k": int(pca_report["k"]),
         "explained_variance_total": float(pca_report.get("explained_variance_total", 0.0)),
-        "reject_reasons": dict(reasons),
+        "reject_reasons": dict(Counter(_reason_kind(r) for r in rejects.column("reason").to_pylist())),
         "seconds": round(time.perf_counter() - started, 2),
     }
     log.info("validation passed: %s", {k: v for k, v in result.items() if k != "reject_reasons"})
@@ -82,10 +85,22 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def commit(hook, bucket: str, batch: dict, validation: dict, run_id: str) -> dict:
-    keys = planning.manifest_keys(hook, bucket, batch["batch_id"])
-    state = ledger.commit(hook, bucket, batch_id=batch["batch_id"], keys=keys, run_id=run_id,
+def commit(bucket: Bucket, batch: Batch, validation: dict, run_id: str) -> dict:
+    keys = planning.manifest_keys(bucket, batch.batch_id)
+    state = ledger.commit(bucket, batch_id=batch.batch_id, keys=keys, run_id=run_id,
                           features_rows=validation["features_rows"], rejects_rows=validation["rejects_rows"])
     log.info("committed batch %s (%d images); the ledger holds %d batch(es)",
-             batch["batch_id"], len(keys), len(state["batches"]))
+             batch.batch_id, len(keys), len(state["batches"]))
     return {"batches": len(state["batches"])}
+
+
+def publish_report(bucket: Bucket, *, run_id: str, batch: Batch, computed: ComputeResult, validation: dict,
+                   compute: str, params: dict) -> dict:
+    """Write `reports/<run_id>.json` and log its table."""
+    stage_seconds = {"plan_batch": batch.seconds, **computed.stage_seconds, "validate": validation["seconds"]}
+    outputs = {**computed.outputs, "report": bucket.uri(layout.report_key(run_id))}
+    run_report = report.build(run_id=run_id, batch=batch, validation=validation, outputs=outputs,
+                              stage_seconds=stage_seconds, compute=compute, params=params)
+    bucket.write_json(layout.report_key(run_id), run_report)
+    log.info("run report %s\n%s", outputs["report"], report.render(run_report))
+    return run_report

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fruits import layout, ledger as ledger_mod, storage
+from fruits import contract, layout
+from fruits.contract import Batch
+from fruits.core import ledger as ledger_mod
+from fruits.storage import Bucket
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -10,43 +13,36 @@ def normalise_prefix(prefix: str) -> str:
     return prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
-def new_image_keys(hook, bucket: str, landing_prefix: str, ledger: dict | None = None) -> list[str]:
+def new_image_keys(bucket: Bucket, landing_prefix: str, ledger: dict | None = None) -> list[str]:
     """Image keys under the landing prefix that no committed batch holds."""
-    ledger = ledger if ledger is not None else ledger_mod.read(hook, bucket)
+    ledger = ledger if ledger is not None else ledger_mod.read(bucket)
     done = ledger_mod.committed_keys(ledger)
-    return [k for k in storage.list_keys(hook, bucket, normalise_prefix(landing_prefix))
-            if layout.is_image_key(k) and k not in done]
+    return [k for k in bucket.list_keys(normalise_prefix(landing_prefix))
+            if contract.is_image_key(k) and k not in done]
 
 
-def plan_batch(hook, bucket: str, landing_prefix: str) -> dict:
+def plan_batch(bucket: Bucket, landing_prefix: str) -> Batch:
     """Write the manifest of the new images and describe the batch for downstream tasks.
 
     The key list itself stays in the manifest (S3), not in XCom: batches can be large.
     """
-    ledger = ledger_mod.read(hook, bucket)
-    keys = new_image_keys(hook, bucket, landing_prefix, ledger)
+    ledger = ledger_mod.read(bucket)
+    keys = new_image_keys(bucket, landing_prefix, ledger)
     if not keys:
-        raise LookupError(f"no new images under s3://{bucket}/{normalise_prefix(landing_prefix)}")
+        raise LookupError(f"no new images under {bucket.uri(normalise_prefix(landing_prefix))}")
     batch_id = layout.batch_id_for(keys)
-    manifest = "".join(layout.s3_uri(bucket, k) + "\n" for k in keys)
-    hook.load_string(manifest, key=layout.manifest_key(batch_id), bucket_name=bucket, replace=True)
-    committed = ledger_mod.committed_batch_ids(ledger)
-    pca_inputs = "".join(u + "\n" for u in layout.pca_input_uris(bucket, committed, batch_id))
-    hook.load_string(pca_inputs, key=layout.pca_inputs_key(batch_id), bucket_name=bucket, replace=True)
-    return {
-        "batch_id": batch_id,
-        "bucket": bucket,
-        "images": len(keys),
-        "manifest": layout.manifest_key(batch_id),
-        "pca_inputs": layout.pca_inputs_key(batch_id),
-        "features": layout.features_prefix(batch_id),
-        "rejects": layout.rejects_prefix(batch_id),
-        "committed_batches": committed,
-        "committed_features_rows": sum(b["features_rows"] for b in ledger["batches"]),
-    }
+    bucket.write_text(layout.manifest_key(batch_id), "".join(bucket.uri(k) + "\n" for k in keys))
+    return Batch(batch_id=batch_id, bucket=bucket.name, images=len(keys),
+                 committed_batches=ledger_mod.committed_batch_ids(ledger),
+                 committed_features_rows=ledger_mod.committed_features_rows(ledger))
 
 
-def manifest_keys(hook, bucket: str, batch_id: str) -> list[str]:
+def manifest_keys(bucket: Bucket, batch_id: str) -> list[str]:
     """The bucket keys listed in a batch's manifest."""
-    text = hook.read_key(layout.manifest_key(batch_id), bucket_name=bucket)
+    text = bucket.read_text(layout.manifest_key(batch_id))
     return [layout.split_s3_uri(line)[1] for line in text.splitlines() if line.strip()]
+
+
+def pca_input_uris(batch: Batch) -> list[str]:
+    """The features datasets of every committed batch plus this one, as s3:// URIs."""
+    return [layout.s3_uri(batch.bucket, layout.features_prefix(b)) for b in batch.pca_batches()]

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from fruits.contract import Batch
+
 REPORT_FIELDS = (
     "run_id", "batch_id", "images_sensed", "features_rows", "rejects_rows", "features_total",
     "pca_rows", "features_dim", "pca_k", "explained_variance_total", "outputs", "stage_seconds", "status",
 )
 
 
-def build(*, run_id: str, batch: dict, validation: dict, outputs: dict, stage_seconds: dict,
+def build(*, run_id: str, batch: Batch, validation: dict, outputs: dict, stage_seconds: dict,
           compute: str, params: dict) -> dict:
     report = {
         "run_id": run_id,
-        "batch_id": batch["batch_id"],
-        "images_sensed": batch["images"],
+        "batch_id": batch.batch_id,
+        "images_sensed": batch.images,
         "features_rows": validation["features_rows"],
         "rejects_rows": validation["rejects_rows"],
         "features_total": validation["features_total"],

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FEATURES_DIM = 1280
+from fruits.contract import FEATURE_DIM
 
 
 class ValidationError(Exception):
@@ -58,7 +58,7 @@ def check_vectors(table, column: str, dim: int, what: str, findings: Findings) -
 
 
 def check_batch(manifest_uris: list[str], features, rejects, findings: Findings,
-                features_dim: int = FEATURES_DIM) -> None:
+                features_dim: int = FEATURE_DIM) -> None:
     """features + rejects hold every manifest entry exactly once, and nothing else."""
     featured = features.column("path").to_pylist()
     rejected = rejects.column("path").to_pylist()

@@ -1,4 +1,4 @@
-"""Local compute backend: Spark in local mode on files staged from S3.
+"""Staging for the local backend: Spark in local mode on files copied from S3.
 
 Without Hadoop's S3A jars local Spark cannot read s3a://, so the batch's images are copied
 into a work folder through the S3 hook, the jobs run on local paths, and their outputs are
@@ -9,6 +9,7 @@ Spark jobs themselves stay storage-agnostic (on EMR they read s3:// directly).
     <work_dir>/batches/<batch_id>/manifest.txt     local paths given to featurize.py
     <work_dir>/batches/<batch_id>/out/             featurize.py outputs (local paths)
     <work_dir>/features/batch=<batch_id>/          published features (s3 paths), PCA input
+    <work_dir>/runs/<run_id>/pca_inputs.txt        the features folders pca.py reads
     <work_dir>/runs/<run_id>/pca/                  pca.py outputs before upload
 """
 
@@ -18,7 +19,10 @@ import logging
 import time
 from pathlib import Path
 
-from fruits import layout, planning, storage
+from fruits import contract, layout
+from fruits.contract import FeaturizeOutputs, PcaOutputs
+from fruits.core import planning
+from fruits.storage import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +35,20 @@ def features_mirror(work_dir: Path, batch_id: str) -> Path:
     return work_dir / "features" / f"batch={batch_id}"
 
 
-def pca_dir(work_dir: Path, run_id: str) -> Path:
-    return work_dir / "runs" / layout.safe_run_id(run_id) / "pca"
+def run_dir(work_dir: Path, run_id: str) -> Path:
+    return work_dir / "runs" / layout.safe_run_id(run_id)
 
 
-def stage_images(hook, bucket: str, batch_id: str, work_dir: Path) -> dict:
+def pca_outputs(work_dir: Path, run_id: str) -> PcaOutputs:
+    return PcaOutputs(str(run_dir(work_dir, run_id) / "pca"))
+
+
+def featurize_outputs(work_dir: Path, batch_id: str) -> FeaturizeOutputs:
+    out = batch_dir(work_dir, batch_id) / "out"
+    return FeaturizeOutputs(features=str(out / "features"), rejects=str(out / "rejects"))
+
+
+def stage_images(bucket: Bucket, batch_id: str, work_dir: Path) -> dict:
     """Copy the batch's images into the work folder and write a manifest of local paths.
 
     A key that vanished since planning is still listed: the job rejects it as not found.
@@ -43,22 +56,21 @@ def stage_images(hook, bucket: str, batch_id: str, work_dir: Path) -> dict:
     started = time.perf_counter()
     root = batch_dir(work_dir, batch_id)
     images = root / "images"
-    keys = planning.manifest_keys(hook, bucket, batch_id)
+    keys = planning.manifest_keys(bucket, batch_id)
     missing = 0
     for i, key in enumerate(keys, 1):
         target = images / key
-        if not hook.check_for_key(key, bucket_name=bucket):
+        if not bucket.exists(key):
             missing += 1
             continue
         if not target.exists():
-            storage.download_key(hook, bucket, key, target)
+            bucket.download(key, target)
         if i % 500 == 0 or i == len(keys):
             log.info("staged %d/%d images", i, len(keys))
     manifest = root / "manifest.txt"
     manifest.write_text("".join(f"{images / key}\n" for key in keys), encoding="utf-8")
-    return {"manifest": str(manifest), "images_root": str(images), "output": str(root / "out" / "features"),
-            "rejects": str(root / "out" / "rejects"), "staged": len(keys) - missing, "missing": missing,
-            "seconds": round(time.perf_counter() - started, 2)}
+    return {"manifest": str(manifest), "images_root": str(images), "staged": len(keys) - missing,
+            "missing": missing, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def rewrite_paths(table, local_root: str, bucket: str):
@@ -88,36 +100,41 @@ def _rewrite_dataset(source: Path, target: Path, local_root: str, bucket: str) -
         pq.write_table(rewrite_paths(pq.read_table(part), local_root, bucket), target / part.name)
 
 
-def publish_batch(hook, bucket: str, batch_id: str, work_dir: Path, staged: dict) -> dict:
+def publish_batch(bucket: Bucket, batch_id: str, work_dir: Path, images_root: str) -> dict:
     """Upload the batch's features and rejects with s3:// paths to their layout prefixes."""
     started = time.perf_counter()
+    local = featurize_outputs(work_dir, batch_id)
     out = {}
-    for name, source, prefix in (
-        ("features", Path(staged["output"]), layout.features_prefix(batch_id)),
-        ("rejects", Path(staged["rejects"]), layout.rejects_prefix(batch_id)),
+    for name, source, target, prefix in (
+        ("features", local.features, features_mirror(work_dir, batch_id), layout.features_prefix(batch_id)),
+        ("rejects", local.rejects, batch_dir(work_dir, batch_id) / "published" / "rejects",
+         layout.rejects_prefix(batch_id)),
     ):
-        target = features_mirror(work_dir, batch_id) if name == "features" else \
-            batch_dir(work_dir, batch_id) / "published" / "rejects"
-        _rewrite_dataset(source, target, staged["images_root"], bucket)
-        storage.upload_dir(hook, bucket, target, prefix)
-        out[name] = layout.s3_uri(bucket, prefix)
+        _rewrite_dataset(Path(source), target, images_root, bucket.name)
+        bucket.upload_dir(target, prefix)
+        out[name] = bucket.uri(prefix)
     out["seconds"] = round(time.perf_counter() - started, 2)
     return out
 
 
-def stage_committed_features(hook, bucket: str, batch_ids: list[str], work_dir: Path) -> list[str]:
-    """Local copies of the committed batches' features (cached between runs)."""
+def stage_pca_inputs(bucket: Bucket, batch_ids: list[str], work_dir: Path, run_id: str) -> Path:
+    """Local copies of the features pca.py reads, listed in one file. Mirrors are kept between
+    runs: a file already there with the size of its object is not downloaded again."""
     folders = []
     for batch_id in batch_ids:
         target = features_mirror(work_dir, batch_id)
-        storage.download_prefix(hook, bucket, layout.features_prefix(batch_id), target)
+        bucket.download_prefix(layout.features_prefix(batch_id), target)
         folders.append(str(target))
-    return folders
+    listing = run_dir(work_dir, run_id) / "pca_inputs.txt"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text(contract.features_list_text(folders), encoding="utf-8")
+    return listing
 
 
-def publish_pca(hook, bucket: str, run_id: str, work_dir: Path) -> dict:
-    source = pca_dir(work_dir, run_id)
+def publish_pca(bucket: Bucket, run_id: str, work_dir: Path) -> dict[str, str]:
+    """Upload pca.py's outputs to pca/run=<run_id>/; return their s3:// URIs by name."""
+    source = pca_outputs(work_dir, run_id).root
     prefix = layout.pca_prefix(run_id)
-    count = storage.upload_dir(hook, bucket, source, prefix)
-    log.info("published %d PCA files to s3://%s/%s", count, bucket, prefix)
-    return {"pca": layout.s3_uri(bucket, prefix)}
+    count = bucket.upload_dir(Path(source), prefix)
+    log.info("published %d PCA files to %s", count, bucket.uri(prefix))
+    return layout.pca_outputs(bucket.name, run_id).uris()

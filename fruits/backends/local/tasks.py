@@ -3,8 +3,10 @@
     stage_images -> featurize (spark-submit) -> publish_features -> stage_pca_inputs
         -> pca (spark-submit) -> publish_pca
 
-`build(batch)` adds them to the DAG being defined and returns the XComArg of the last task:
-a dict with the PCA prefix, the output URIs and the seconds of every stage.
+`build(batch, settings)` adds them to the DAG being defined and returns the XComArg of the
+last task: a `ComputeResult` (as a dict), the same record the EMR backend returns.
+The jobs' command lines come from `fruits.contract`, built by the staging tasks from the run's
+Params and handed to spark-submit through XCom.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from datetime import timedelta
 
 from airflow.sdk import task, task_group
 
-from fruits import layout
-from fruits.operators import TimedSparkSubmitOperator
+from fruits import contract, layout
+from fruits.backends.local.operators import TimedSparkSubmitOperator
 from fruits.settings import Settings
 
-PCA_SIZE_ARGS = [
-    "{{ '--k' if params.pca_k else '--variance' }}",
-    "{{ params.pca_k if params.pca_k else params.pca_variance }}",
-]
+
+def params(settings: Settings) -> dict:
+    """The local backend adds nothing to the trigger form."""
+    return {}
 
 
 def spark_env() -> dict[str, str]:
@@ -40,7 +42,7 @@ def spark_conf() -> dict[str, str]:
     }
 
 
-def spark_job(task_id: str, script: str, args: list, settings: Settings, timeout: timedelta):
+def spark_job(task_id: str, script: str, args, settings: Settings, timeout: timedelta):
     """spark-submit one of the project's jobs on the Spark connection (local[*])."""
     return TimedSparkSubmitOperator(
         task_id=task_id,
@@ -55,67 +57,63 @@ def spark_job(task_id: str, script: str, args: list, settings: Settings, timeout
 
 
 def build(batch, settings: Settings):
+    def bucket_of(batch: contract.Batch):
+        from fruits.storage import Bucket
+
+        return Bucket.connect(settings.aws_conn_id, batch.bucket)
+
     @task_group(group_id="local_spark")
     def local_spark(batch):
         @task(execution_timeout=timedelta(hours=1))
         def stage_images(batch: dict, params: dict | None = None) -> dict:
-            from fruits import local_backend, storage
+            from fruits.backends.local import staging
 
-            hook = storage.s3_hook(settings.aws_conn_id)
-            return local_backend.stage_images(hook, batch["bucket"], batch["batch_id"], settings.work_dir)
-
-        staged = stage_images(batch)
-
-        featurize = spark_job("featurize", "featurize.py", [
-            "--manifest", staged["manifest"], "--output", staged["output"], "--rejects", staged["rejects"],
-            "--weights", "{{ params.weights }}", "--image-size", "{{ params.image_size }}",
-        ], settings, timedelta(hours=6))
+            planned = contract.Batch.from_xcom(batch)
+            staged = staging.stage_images(bucket_of(planned), planned.batch_id, settings.work_dir)
+            staged["featurize_args"] = contract.featurize_args(
+                manifest=staged["manifest"], outputs=staging.featurize_outputs(settings.work_dir, planned.batch_id),
+                weights=params["weights"], image_size=params["image_size"])
+            return staged
 
         @task
         def publish_features(batch: dict, staged: dict) -> dict:
-            from fruits import local_backend, storage
+            from fruits.backends.local import staging
 
-            hook = storage.s3_hook(settings.aws_conn_id)
-            return local_backend.publish_batch(hook, batch["bucket"], batch["batch_id"], settings.work_dir, staged)
-
-        published = publish_features(batch, staged)
+            planned = contract.Batch.from_xcom(batch)
+            return staging.publish_batch(bucket_of(planned), planned.batch_id, settings.work_dir,
+                                         staged["images_root"])
 
         @task
-        def stage_pca_inputs(batch: dict, published: dict, run_id: str | None = None) -> dict:
-            from fruits import local_backend, storage
+        def stage_pca_inputs(batch: dict, published: dict, params: dict | None = None,
+                             run_id: str | None = None) -> list[str]:
+            from fruits.backends.local import staging
 
-            hook = storage.s3_hook(settings.aws_conn_id)
-            folders = local_backend.stage_committed_features(
-                hook, batch["bucket"], batch["committed_batches"], settings.work_dir)
-            folders.append(str(local_backend.features_mirror(settings.work_dir, batch["batch_id"])))
-            out = local_backend.pca_dir(settings.work_dir, run_id)
-            return {"features": ",".join(folders), "output": str(out / "vectors"),
-                    "model": str(out / "model"), "report": str(out / "report.json")}
-
-        pca_inputs = stage_pca_inputs(batch, published)
-        featurize >> published
-
-        pca = spark_job("pca", "pca.py", [
-            "--features", pca_inputs["features"], "--output", pca_inputs["output"],
-            "--model", pca_inputs["model"], "--report", pca_inputs["report"], "--allow-empty",
-            *PCA_SIZE_ARGS,
-        ], settings, timedelta(hours=2))
+            planned = contract.Batch.from_xcom(batch)
+            listing = staging.stage_pca_inputs(bucket_of(planned), planned.pca_batches(), settings.work_dir, run_id)
+            return contract.pca_args(features_list=str(listing), outputs=staging.pca_outputs(settings.work_dir, run_id),
+                                     pca_k=params["pca_k"], pca_variance=params["pca_variance"])
 
         @task
         def publish_pca(batch: dict, staged: dict, featurized: dict, published: dict, pca_run: dict,
                         run_id: str | None = None) -> dict:
-            from fruits import local_backend, storage
+            from fruits.backends.local import staging
 
-            hook = storage.s3_hook(settings.aws_conn_id)
-            pca_uri = local_backend.publish_pca(hook, batch["bucket"], run_id, settings.work_dir)["pca"]
-            return {
-                "pca_prefix": layout.pca_prefix(run_id),
-                "outputs": {"features": published["features"], "rejects": published["rejects"], "pca": pca_uri},
-                "stage_seconds": {"stage_images": staged["seconds"], "featurize": featurized["seconds"],
-                                  "publish_features": published["seconds"], "pca": pca_run["seconds"]},
-            }
+            planned = contract.Batch.from_xcom(batch)
+            pca_uris = staging.publish_pca(bucket_of(planned), run_id, settings.work_dir)
+            return contract.ComputeResult(
+                pca_prefix=layout.pca_prefix(run_id),
+                outputs={"features": published["features"], "rejects": published["rejects"], **pca_uris},
+                stage_seconds={"stage_images": staged["seconds"], "featurize": featurized["seconds"],
+                               "publish_features": published["seconds"], "pca": pca_run["seconds"]},
+            ).to_xcom()
 
-        pca_inputs >> pca
+        staged = stage_images(batch)
+        featurize = spark_job("featurize", contract.FEATURIZE_SCRIPT, staged["featurize_args"], settings,
+                              timedelta(hours=6))
+        published = publish_features(batch, staged)
+        featurize >> published
+        pca = spark_job("pca", contract.PCA_SCRIPT, stage_pca_inputs(batch, published), settings,
+                        timedelta(hours=2))
         return publish_pca(batch, staged, featurize.output, published, pca.output)
 
     return local_spark(batch)

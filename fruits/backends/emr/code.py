@@ -1,0 +1,115 @@
+"""The code a cluster runs: spark_jobs/ -> s3://<bucket>/code/<version>/, content-addressed.
+
+The version is a hash of every source, so an edit gives a new folder and a re-run reuses the
+one already uploaded (one listing, no overwrite).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from fruits import contract, layout
+from fruits.storage import Bucket
+
+# Files of a code version (names under code/<version>/).
+PACKAGE = "fruits_spark"
+PACKAGE_ZIP = f"{PACKAGE}.zip"
+FEATURIZE = contract.FEATURIZE_SCRIPT
+PCA = contract.PCA_SCRIPT
+BOOTSTRAP = "bootstrap.sh"
+REQUIREMENTS = "requirements-emr.txt"
+EMR_DIR = "emr"  # spark_jobs/emr/ holds the bootstrap script and the requirements
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same zip bytes
+
+
+@dataclass(frozen=True)
+class CodeBundle:
+    version: str
+    files: dict[str, bytes]  # name under code/<version>/ -> content
+
+
+def source_files(spark_jobs_dir: Path) -> dict[str, Path]:
+    """The files whose content defines a code version (relative POSIX name -> path)."""
+    spark_jobs_dir = Path(spark_jobs_dir)
+    files = {name: spark_jobs_dir / name for name in (FEATURIZE, PCA)}
+    for path in sorted((spark_jobs_dir / PACKAGE).glob("*.py")):
+        files[f"{PACKAGE}/{path.name}"] = path
+    for name in (BOOTSTRAP, REQUIREMENTS):
+        files[f"{EMR_DIR}/{name}"] = spark_jobs_dir / EMR_DIR / name
+    missing = sorted(str(path) for path in files.values() if not path.is_file())
+    if missing or f"{PACKAGE}/__init__.py" not in files:
+        raise FileNotFoundError(f"Spark job sources missing under {spark_jobs_dir}: {missing or PACKAGE}")
+    return files
+
+
+def code_version(sources: dict[str, bytes]) -> str:
+    """Content hash of the sources (names included): any edit gives a new version."""
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        data = sources[name]
+        digest.update(f"{name}\0{len(data)}\0".encode("utf-8"))
+        digest.update(data)
+    return digest.hexdigest()[:16]
+
+
+def package_zip(modules: dict[str, bytes]) -> bytes:
+    """A zip of the package for `--py-files`, byte-identical for identical sources."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(modules):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, modules[name])
+    return buffer.getvalue()
+
+
+def code_bundle(spark_jobs_dir: Path) -> CodeBundle:
+    sources = {name: path.read_bytes() for name, path in source_files(spark_jobs_dir).items()}
+    files = {
+        FEATURIZE: sources[FEATURIZE],
+        PCA: sources[PCA],
+        PACKAGE_ZIP: package_zip({n: data for n, data in sources.items() if n.startswith(PACKAGE + "/")}),
+        BOOTSTRAP: sources[f"{EMR_DIR}/{BOOTSTRAP}"],
+        REQUIREMENTS: sources[f"{EMR_DIR}/{REQUIREMENTS}"],
+    }
+    return CodeBundle(version=code_version(sources), files=files)
+
+
+def code_prefix(version: str) -> str:
+    return f"code/{version}/"
+
+
+def code_uris(bucket: str, version: str) -> dict[str, str]:
+    prefix = code_prefix(version)
+    return {
+        "prefix": layout.s3_uri(bucket, prefix),
+        "featurize": layout.s3_uri(bucket, prefix + FEATURIZE),
+        "pca": layout.s3_uri(bucket, prefix + PCA),
+        "py_files": layout.s3_uri(bucket, prefix + PACKAGE_ZIP),
+        "bootstrap": layout.s3_uri(bucket, prefix + BOOTSTRAP),
+        "requirements": layout.s3_uri(bucket, prefix + REQUIREMENTS),
+    }
+
+
+
+def upload_code(bucket: Bucket, spark_jobs_dir: Path) -> dict:
+    """Upload this checkout's code version unless it is already there (one listing, no overwrite)."""
+    started = time.perf_counter()
+    bundle = code_bundle(spark_jobs_dir)
+    prefix = code_prefix(bundle.version)
+    existing = set(bucket.list_keys(prefix))
+    uploaded, skipped = [], []
+    for name, data in bundle.files.items():
+        if prefix + name in existing:
+            skipped.append(name)
+            continue
+        bucket.write_bytes(prefix + name, data)
+        uploaded.append(name)
+    return {"version": bundle.version, "uris": code_uris(bucket.name, bundle.version), "uploaded": uploaded,
+            "skipped": skipped, "seconds": round(time.perf_counter() - started, 2)}

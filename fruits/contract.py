@@ -1,0 +1,141 @@
+"""The contract between the DAG and the Spark jobs, written once for every caller.
+
+Both compute backends and the benchmark build the jobs' command lines here, and read the jobs'
+outputs by the names defined here (taken from `fruits_spark.interface`, the jobs' own side):
+
+    featurize.py --manifest LIST --output FEATURES --rejects REJECTS --weights W --image-size N
+    pca.py --features-list LIST --output <pca>/vectors --model <pca>/model --report <pca>/report.json
+           --allow-empty (--k K | --variance V)
+
+The PCA inputs are always a list file (one features dataset a line): on EMR in the bucket,
+locally beside the staged copies. A step argument is capped by EMR at 10,280 characters, which a
+few hundred committed batches would exceed if the URIs were passed themselves.
+
+The records that travel between tasks (`Batch`, `ComputeResult`) are typed here too; XCom holds
+them as plain dicts (`to_xcom` / `from_xcom`), so no custom class needs to be allowed for
+deserialisation in Airflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from fruits_spark import interface
+
+IMAGE_EXTENSIONS = interface.IMAGE_EXTENSIONS
+FEATURE_DIM = interface.FEATURE_DIM
+FEATURES_COLUMNS = interface.FEATURES_COLUMNS
+REJECTS_COLUMNS = interface.REJECTS_COLUMNS
+PCA_COLUMNS = interface.PCA_COLUMNS
+
+FEATURIZE_SCRIPT = "featurize.py"
+PCA_SCRIPT = "pca.py"
+
+
+def is_image_key(key: str) -> bool:
+    return key.lower().endswith(IMAGE_EXTENSIONS)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+@dataclass(frozen=True)
+class PcaOutputs:
+    """Where pca.py writes, under one folder or prefix (a local path, file:// or s3:// URI)."""
+
+    root: str
+
+    def __post_init__(self) -> None:
+        if not self.root.endswith("/"):
+            object.__setattr__(self, "root", self.root + "/")
+
+    @property
+    def vectors(self) -> str:
+        return self.root + interface.PCA_VECTORS
+
+    @property
+    def model(self) -> str:
+        return self.root + interface.PCA_MODEL
+
+    @property
+    def report(self) -> str:
+        return self.root + interface.PCA_REPORT
+
+    @property
+    def plots(self) -> dict[str, str]:
+        return interface.plot_uris(self.report)
+
+    def uris(self) -> dict[str, str]:
+        """Every output by name, for run reports and the demo."""
+        return {"pca": self.root, "vectors": self.vectors + "/", "model": self.model + "/",
+                "pca_report": self.report, **self.plots}
+
+
+@dataclass(frozen=True)
+class FeaturizeOutputs:
+    features: str
+    rejects: str
+
+
+# ----------------------------------------------------------------------------- arguments
+
+def featurize_args(*, manifest: str, outputs: FeaturizeOutputs, weights: str, image_size: int) -> list[str]:
+    return ["--manifest", manifest, "--output", outputs.features, "--rejects", outputs.rejects,
+            "--weights", str(weights), "--image-size", str(int(image_size))]
+
+
+def pca_size_args(pca_k: int | None, pca_variance: float) -> list[str]:
+    """A fixed k when given, else the smallest k reaching the variance."""
+    return ["--k", str(int(pca_k))] if pca_k else ["--variance", str(float(pca_variance))]
+
+
+def pca_args(*, features_list: str, outputs: PcaOutputs, pca_k: int | None, pca_variance: float) -> list[str]:
+    # --allow-empty: a pipeline whose images were all rejected so far still gets a (k=0) report.
+    return ["--features-list", features_list, "--output", outputs.vectors, "--model", outputs.model,
+            "--report", outputs.report, "--allow-empty", *pca_size_args(pca_k, pca_variance)]
+
+
+def features_list_text(uris: list[str]) -> str:
+    """The body of a PCA input list: one features dataset a line."""
+    for uri in uris:
+        if "\n" in uri or "\r" in uri:
+            raise ValueError(f"a features location cannot contain a line break: {uri!r}")
+    return "".join(uri + "\n" for uri in uris)
+
+
+# ----------------------------------------------------------------------------- records
+
+class _Record:
+    def to_xcom(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_xcom(cls, value):
+        if isinstance(value, cls):
+            return value
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class Batch(_Record):
+    """The images one run processes, as planned (the keys themselves stay in the manifest in S3)."""
+
+    batch_id: str
+    bucket: str
+    images: int
+    committed_batches: list[str]
+    committed_features_rows: int
+    seconds: float = 0.0
+
+    def pca_batches(self) -> list[str]:
+        """Every committed batch plus this one (never an uncommitted batch's leftovers)."""
+        return [b for b in self.committed_batches if b != self.batch_id] + [self.batch_id]
+
+
+@dataclass(frozen=True)
+class ComputeResult(_Record):
+    """What a compute backend hands validation and the report, the same for every backend."""
+
+    pca_prefix: str
+    outputs: dict[str, str]
+    stage_seconds: dict[str, float | None]
+    details: dict = field(default_factory=dict)  # backend-specific facts (cluster id, code version)

@@ -1,23 +1,27 @@
 """Featurize fruit images: MobileNetV2 (headless, average-pooled) -> 1280 floats per image.
 
-    spark-submit spark_jobs/featurize.py (--images URI | --manifest URI) \
-        --output URI --rejects URI [--weights imagenet|none|URI] [--image-size 224] [--batch-size 64]
+    spark-submit spark_jobs/featurize.py (--images URI | --manifest URI) --output URI --rejects URI \
+        [--weights imagenet|none|URI] [--runtime onnx|openvino|tensorflow] [--image-size 224] [--batch-size 64]
 
 Inputs are read with Spark's binaryFile source from a local path, file:// or s3:// (EMR).
-The label of an image is its parent folder name. The model weights are loaded once on the
-driver and reach the executors only as a Spark broadcast variable; each Python worker builds
-the network once and keeps it for all of its batches (`predict_batch_udf`'s model cache).
+The label of an image is its parent folder name. Keras is the source of the network and of its
+weights; the driver builds the model once and converts it for the inference runtime
+(`fruits_spark.inference`: ONNX Runtime by default, OpenVINO, or TensorFlow itself). The
+converted model (or, for TensorFlow, the weights) reaches the executors only as a Spark
+broadcast variable; each Python worker builds its predictor once and keeps it for all of its
+batches (`predict_batch_udf`'s model cache). Workers of the ONNX Runtime and OpenVINO runtimes
+never import TensorFlow.
 
-Start-up work runs side by side: the driver loads the weights in a child process (TensorFlow
-never enters the driver itself) while Spark lists the inputs and the Python workers import
-TensorFlow and build the graph (`model.prebuild_in_background`), so that the first batch only
-waits for the weights to be copied into the variables.
+Start-up work runs side by side: the driver builds and converts the model in a child process
+(TensorFlow never enters the driver itself) while Spark lists the inputs and the Python workers
+import the runtime (`inference.prepare_worker`). A model that cannot be loaded or converted (a
+corrupt weights file, an unsupported operation) or a runtime that is not installed ends the job
+with one line and exit status 2 before any image is featurized.
 
-Each task gets `spark.task.cpus` cores and runs TensorFlow with that many threads. Unless set
-(`spark-submit --conf spark.task.cpus=N`), the job asks for min(2, cores of an executor).
-Measured on 2 cores (benchmarks/): one worker with 2 threads is as fast as two workers with
-1 thread each on an idle machine and faster when other processes want CPU, and it needs one
-TensorFlow import and one model copy less (-1.5 GB peak RSS).
+Each task gets `spark.task.cpus` cores and runs the runtime with that many threads. Unless set
+(`spark-submit --conf spark.task.cpus=N`), the job asks for min(2, cores of an executor): one
+worker with 2 threads was as fast as two workers with 1 thread each on an idle 2-core machine
+and faster when other processes wanted CPU, with one runtime and one model copy less.
 
 Every input file ends up in exactly one of the two outputs:
   --output   parquet: path, label, features (array<float>, 1280), width, height, size_bytes, sha256
@@ -35,13 +39,14 @@ import re
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 
 import pandas as pd
 
 from pyspark.sql import Observation
 from pyspark.sql import functions as F
 
-from fruits_spark import hadoop_fs, paths
+from fruits_spark import hadoop_fs, inference, paths
 from fruits_spark.images import DEFAULT_MAX_PIXELS
 from fruits_spark.model import FEATURE_DIM, MIN_IMAGE_SIZE
 from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, setup_logging, ship_package,
@@ -72,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS:,})")
     parser.add_argument("--seed", type=int, default=42, help="seed of --weights none (default 42)")
+    parser.add_argument("--runtime", choices=list(inference.RUNTIMES), default=inference.DEFAULT_RUNTIME,
+                        help=f"inference runtime of the executors (default {inference.DEFAULT_RUNTIME}; "
+                             "all compute in float32 and give the Keras model's features)")
     args = parser.parse_args(argv)
     if args.image_size < MIN_IMAGE_SIZE:
         parser.error(f"--image-size must be at least {MIN_IMAGE_SIZE} (MobileNetV2's smallest input)")
@@ -181,13 +189,19 @@ def session_conf(batch_size: int) -> dict[str, str]:
     return conf
 
 
-def _load_weights_child(conn, spec: str, image_size: int, seed: int) -> None:
+def _load_model_child(conn, spec: str, image_size: int, seed: int, runtime: str) -> None:
     try:
-        from fruits_spark.model import load_weights
+        from fruits_spark import inference
+        from fruits_spark.model import WeightsError, load_model
 
-        conn.send(("ok", load_weights(spec, image_size, seed)))
+        try:
+            conn.send(("ok", inference.convert(load_model(spec, image_size, seed), runtime, image_size), ""))
+        except (WeightsError, inference.ConversionError, inference.RuntimeUnavailable) as exc:
+            conn.send(("error", str(exc), ""))
     except BaseException as exc:  # noqa: BLE001 - reported by the parent
-        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        message = next((line.strip() for line in str(exc).splitlines() if line.strip()), "(no message)")
+        conn.send(("error", f"loading the model failed: {type(exc).__name__}: {message[:300]}",
+                   traceback.format_exc()))
     finally:
         conn.close()
         sys.stdout.flush()
@@ -195,52 +209,46 @@ def _load_weights_child(conn, spec: str, image_size: int, seed: int) -> None:
         os._exit(0)  # nothing to clean up: skip TensorFlow's slow interpreter teardown
 
 
-class WeightsLoader:
-    """`load_weights` in a child process, so that the driver goes on with Spark meanwhile.
+class ModelLoader:
+    """The Keras model built and converted for the runtime in a child process, so that the driver
+    goes on with Spark meanwhile.
 
-    TensorFlow's import and the model build take several seconds of one core; in a child they
-    overlap with the listing and with the workers' own start-up, and the driver's memory stays
-    free of TensorFlow. A daemon child: it is stopped if the driver exits early.
+    TensorFlow's import, the model build and the conversion take several seconds of one core;
+    in a child they overlap with the listing and with the workers' own start-up, and the
+    driver's memory stays free of TensorFlow. A daemon child: it is stopped if the driver exits
+    early. `result()` gives the `PortableModel` to broadcast, or raises a one-line JobError.
     """
 
-    def __init__(self, spec: str, image_size: int, seed: int):
+    def __init__(self, spec: str, image_size: int, seed: int, runtime: str):
         self.spec = spec
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=False)
-        self._process = context.Process(target=_load_weights_child, args=(child_conn, spec, image_size, seed),
-                                        name="fruits-weights", daemon=True)
+        self._process = context.Process(target=_load_model_child, args=(child_conn, spec, image_size, seed, runtime),
+                                        name="fruits-model", daemon=True)
         self._process.start()
         child_conn.close()
 
     def result(self):
         try:
-            status, payload = self._conn.recv()
+            status, payload, detail = self._conn.recv()
         except EOFError:
-            status, payload = "error", f"the weights loader exited with code {self._process.exitcode}"
+            status, payload, detail = "error", f"the model loader exited with code {self._process.exitcode}", ""
         finally:
             self._conn.close()
             self._process.join(timeout=10)
         if status != "ok":
-            raise RuntimeError(f"loading weights {self.spec!r} failed: {payload}")
+            if detail:
+                log.info("model loader traceback:\n%s", detail)
+            raise JobError(payload)
         return payload
 
 
-def prebuild_model(image_size: int) -> None:
-    """Run in each Python worker by the warm-up: start building MobileNetV2 in the background.
-
-    The featurizer's `make_batch_predictor` later takes the graph from the worker; a worker
-    that missed it builds the graph itself.
-    """
-    from fruits_spark.model import prebuild_in_background
-
-    prebuild_in_background(image_size, int(os.environ.get("OMP_NUM_THREADS", "1")))
-
-
-def featurize_udf(bc_weights, image_size: int, batch_size: int, max_pixels: int):
+def featurize_udf(bc_model, batch_size: int, max_pixels: int):
     """predict_batch_udf: content bytes -> struct(features, error, width, height).
 
-    Decoding happens per model batch inside the worker, so memory holds one batch of pixels
-    at a time whatever the partition size. A failed decode gives an error string, not a crash.
+    `bc_model` is the broadcast `PortableModel`. Decoding happens per model batch inside the
+    worker, so memory holds one batch of pixels at a time whatever the partition size. A failed
+    decode gives an error string, not a crash.
     """
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, StructField, StructType
@@ -253,29 +261,31 @@ def featurize_udf(bc_weights, image_size: int, batch_size: int, max_pixels: int)
         import numpy as np
 
         from fruits_spark.images import ImageRejected, decode_rgb
-        from fruits_spark.model import make_batch_predictor
+        from fruits_spark.inference import make_batch_predictor
 
         threads = int(os.environ.get("OMP_NUM_THREADS", "1"))  # Spark sets it to spark.task.cpus
         built = time.perf_counter()
-        predictor = make_batch_predictor(bc_weights.value, image_size, threads)
+        model = bc_model.value
+        predictor = make_batch_predictor(model, threads)
         # Once per Python worker: predict_batch_udf caches this function for later tasks.
-        print(f"featurize worker pid={os.getpid()}: built MobileNetV2 ({image_size}px, {threads} "
-              f"thread(s)) in {time.perf_counter() - built:.1f}s", file=sys.stderr, flush=True)
+        print(f"featurize worker pid={os.getpid()}: built MobileNetV2 for {model.runtime} ({model.image_size}px, "
+              f"{threads} thread(s)) in {time.perf_counter() - built:.1f}s; TensorFlow loaded: "
+              f"{'yes' if 'tensorflow' in sys.modules else 'no'}", file=sys.stderr, flush=True)
 
         def predict(contents: np.ndarray) -> dict:
-            n = len(contents)
-            pixels = np.zeros((n, image_size, image_size, 3), dtype=np.uint8)
+            n, size = len(contents), model.image_size
+            pixels = np.zeros((n, size, size, 3), dtype=np.uint8)
             decoded = np.zeros(n, dtype=bool)
             errors = np.empty(n, dtype=object)
             widths = np.zeros(n, dtype=np.int32)
             heights = np.zeros(n, dtype=np.int32)
             for i, data in enumerate(contents):
                 try:
-                    pixels[i], widths[i], heights[i] = decode_rgb(data, image_size, max_pixels)
+                    pixels[i], widths[i], heights[i] = decode_rgb(data, size, max_pixels)
                     decoded[i] = True
                 except ImageRejected as exc:
                     errors[i] = str(exc)
-            features = np.zeros((n, FEATURE_DIM), dtype=np.float32)
+            features = np.zeros((len(contents), FEATURE_DIM), dtype=np.float32)
             if decoded.any():
                 features[decoded] = predictor(pixels[decoded] if not decoded.all() else pixels)
             return {"features": features, "error": errors, "width": widths, "height": heights}
@@ -291,84 +301,139 @@ def featurize_udf(bc_weights, image_size: int, batch_size: int, max_pixels: int)
     return predict_batch_udf(make_predict_fn, return_type=return_type, batch_size=batch_size)
 
 
-def run(args: argparse.Namespace) -> dict:
-    started = time.perf_counter()
-    log.info("starting Spark; loading weights %r in a child process meanwhile", args.weights)
-    loader = WeightsLoader(args.weights, args.image_size, args.seed) \
+@dataclass
+class Inputs:
+    """What the job reads: the image files, their DataFrame, and the rejects known without decoding."""
+
+    files: int  # input files (image files to read + files rejected before reading)
+    read_paths: set[str]  # the image files Spark's binaryFile source returned
+    images: object  # DataFrame (path, length, content, ...) or None when nothing is readable
+    rejects: list[tuple[str, str]]  # (uri, reason) of the files rejected before decoding
+
+
+def check_runtime(runtime: str) -> None:
+    """Fail before any Spark work when this driver cannot convert for `runtime` (workers check again)."""
+    try:
+        inference.require(runtime, converting=True)
+    except inference.RuntimeUnavailable as exc:
+        raise JobError(str(exc)) from None
+
+
+def start(args: argparse.Namespace):
+    """(session, model loader or None, warm-up thread): the model is built and converted in a
+    child process while Spark starts and the Python workers import the runtime."""
+    log.info("starting Spark; building MobileNetV2 (weights %r) for runtime %s in a child process meanwhile",
+             args.weights, args.runtime)
+    loader = ModelLoader(args.weights, args.image_size, args.seed, args.runtime) \
         if args.weights in ("imagenet", "none") else None
     spark = create_session("fruits-featurize", session_conf(args.batch_size))
     ship_package(spark)
+    warm_up = warm_up_python_workers(spark, functools.partial(inference.prepare_worker, args.runtime,
+                                                              args.image_size),
+                                     hold=1.0, started=f"are importing runtime {args.runtime} while the driver "
+                                                       "prepares the model")
+    return spark, loader, warm_up
+
+
+def plan(spark, args: argparse.Namespace) -> Inputs:
+    """List the inputs, split them over the task slots, and find the files Spark will not return."""
     manifest = read_manifest(spark, args.manifest) if args.manifest else None  # fail fast when missing
-    task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
-    slots = task_slots(spark)
-    warm_up = warm_up_python_workers(spark, functools.partial(prebuild_model, args.image_size), hold=1.0,
-                                     started="are building MobileNetV2 while the driver loads the weights")
-
     to_read, rejects, images = plan_inputs(spark, args, manifest)
-    inputs = len(to_read) + len(rejects)
-    log.info("%d input files: %d images to read, %d rejected before reading", inputs, len(to_read), len(rejects))
-    if loader is None:  # a weights file: copy it from any storage, then load it beside Spark
-        loader = WeightsLoader(hadoop_fs.copy_to_local(spark, args.weights), args.image_size, args.seed)
-
-    partitions = slots * max(1, math.ceil(len(to_read) / (slots * MAX_IMAGES_PER_PARTITION)))
-    # Pack files by count, not by bytes: `partitions` splits, about as many images in each.
-    spark.conf.set("spark.sql.files.maxPartitionBytes", str(1 << 40))
-    spark.conf.set("spark.sql.files.minPartitionNum", str(partitions))
-
-    if images is None:  # nothing readable: every input is a reject
-        read_paths: set[str] = set()
-    else:
-        read_paths = {r.path for r in images.select("path").collect()}
+    files = len(to_read) + len(rejects)
+    log.info("%d input files: %d images to read, %d rejected before reading", files, len(to_read), len(rejects))
+    set_partitioning(spark, len(to_read))
+    read_paths = {r.path for r in images.select("path").collect()} if images is not None else set()
     for uri in sorted(set(to_read) - read_paths):
         rejects.append((uri, unread_reason(spark, uri)))
+    return Inputs(files, read_paths, images, rejects)
 
-    weights = loader.result()
-    bc_weights = spark.sparkContext.broadcast(weights)
-    warm_up.join(timeout=120)  # normally long finished; the workers' build goes on in the background
 
-    reject_rows = [(u, paths.label_of(u), reason, hadoop_fs.file_length(spark, u)) for u, reason in rejects]
-    if read_paths:
-        log.info("featurizing %d images in ~%d partitions (%d task slots of %d core(s)), batch %d, %dpx",
-                 len(read_paths), partitions, slots, task_cpus, args.batch_size, args.image_size)
-        udf = featurize_udf(bc_weights, args.image_size, args.batch_size, args.max_pixels)
-        featurized = images.select(
-            "path",
-            F.element_at(F.split("path", "/"), -2).alias("label"),
-            F.col("length").alias("size_bytes"),
-            F.sha2("content", 256).alias("sha256"),
-            udf("content").alias("out"),
-        ).select("path", "label", "size_bytes", "sha256", "out.*")
-        # One pass for both outputs: the images that fail to decode are gathered as a metric of
-        # the features write (a few short rows), so the features stream to parquet as the model
-        # produces them, with nothing cached and no image featurized twice.
-        failed = Observation("featurize_rejects")
-        reject = F.struct("path", "label", F.col("error").alias("reason"), "size_bytes")
-        featurized.observe(failed, F.collect_list(F.when(F.col("error").isNotNull(), reject)).alias("rejects")) \
-            .where(F.col("error").isNull()) \
-            .select("path", "label", "features", "width", "height", "size_bytes", "sha256") \
-            .write.mode("overwrite").parquet(args.output)
-        log.info("features written")
-        reject_rows += [(r.path, r.label, r.reason, r.size_bytes) for r in failed.get["rejects"]]
-    else:
+def partition_count(images: int, slots: int) -> int:
+    """A multiple of the task slots, with at most MAX_IMAGES_PER_PARTITION images per partition."""
+    return slots * max(1, math.ceil(images / (slots * MAX_IMAGES_PER_PARTITION)))
+
+
+def set_partitioning(spark, images: int) -> int:
+    """Pack files by count, not by bytes: `partition_count` splits, about as many images in each."""
+    partitions = partition_count(images, task_slots(spark))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(1 << 40))
+    spark.conf.set("spark.sql.files.minPartitionNum", str(partitions))
+    return partitions
+
+
+def featurize_and_write(spark, args: argparse.Namespace, inputs: Inputs, bc_model) -> list[tuple]:
+    """Write the features parquet in one pass; return the reject rows of the images that failed to decode.
+
+    The images that fail are gathered as a metric of the features write (a few short rows), so
+    the features stream to parquet as the model produces them, with nothing cached and no image
+    featurized twice.
+    """
+    if not inputs.read_paths:
         local_frame(spark, [], FEATURES_SCHEMA).write.mode("overwrite").parquet(args.output)
-    local_frame(spark, reject_rows, REJECTS_SCHEMA).coalesce(1).write.mode("overwrite").parquet(args.rejects)
+        return []
+    slots = task_slots(spark)
+    log.info("featurizing %d images in ~%d partitions (%d task slots of %s core(s)) on %s, batch %d, %dpx",
+             len(inputs.read_paths), partition_count(len(inputs.read_paths), slots), slots,
+             spark.conf.get("spark.task.cpus", "1"), args.runtime, args.batch_size, args.image_size)
+    udf = featurize_udf(bc_model, args.batch_size, args.max_pixels)
+    featurized = inputs.images.select(
+        "path",
+        F.element_at(F.split("path", "/"), -2).alias("label"),
+        F.col("length").alias("size_bytes"),
+        F.sha2("content", 256).alias("sha256"),
+        udf("content").alias("out"),
+    ).select("path", "label", "size_bytes", "sha256", "out.*")
+    failed = Observation("featurize_rejects")
+    reject = F.struct("path", "label", F.col("error").alias("reason"), "size_bytes")
+    featurized.observe(failed, F.collect_list(F.when(F.col("error").isNotNull(), reject)).alias("rejects")) \
+        .where(F.col("error").isNull()) \
+        .select("path", "label", "features", "width", "height", "size_bytes", "sha256") \
+        .write.mode("overwrite").parquet(args.output)
+    log.info("features written")
+    return [(r.path, r.label, r.reason, r.size_bytes) for r in failed.get["rejects"]]
+
+
+def write_rejects(spark, args: argparse.Namespace, inputs: Inputs, undecodable: list[tuple]) -> None:
+    """One small parquet file: the rejects found before reading, then those the model's batches gave."""
+    rows = [(uri, paths.label_of(uri), reason, hadoop_fs.file_length(spark, uri)) for uri, reason in inputs.rejects]
+    rows += undecodable
+    local_frame(spark, rows, REJECTS_SCHEMA).coalesce(1).write.mode("overwrite").parquet(args.rejects)
     log.info("rejects written")
 
+
+def account(spark, args: argparse.Namespace, inputs: Inputs, started: float) -> dict:
+    """Count both outputs, check that every input file is in exactly one, print the summary."""
     featured_rows = spark.read.parquet(args.output).count()
     rejected_rows = spark.read.parquet(args.rejects).count()
     seconds = time.perf_counter() - started
     summary = {
-        "images_read": inputs,
+        "images_read": inputs.files,
         "featurized": featured_rows,
         "rejected": rejected_rows,
+        "runtime": args.runtime,
         "seconds": round(seconds, 2),
         "images_per_s": round(featured_rows / seconds, 2) if seconds else 0.0,
     }
-    if featured_rows + rejected_rows != inputs:  # never lose a file silently
+    if featured_rows + rejected_rows != inputs.files:  # never lose a file silently
         raise JobError(f"accounting mismatch: {featured_rows} featurized + {rejected_rows} rejected "
-                       f"!= {inputs} input files")
+                       f"!= {inputs.files} input files")
     print(f"{JOB}: " + " ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
     return summary
+
+
+def run(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    check_runtime(args.runtime)
+    spark, loader, warm_up = start(args)
+    inputs = plan(spark, args)
+    if loader is None:  # a weights file: copy it from any storage, then load it beside Spark
+        loader = ModelLoader(hadoop_fs.copy_to_local(spark, args.weights), args.image_size, args.seed, args.runtime)
+    model = loader.result()  # a failed load or conversion ends the job here, before any image is featurized
+    bc_model = spark.sparkContext.broadcast(model)
+    warm_up.join(timeout=120)  # normally long finished
+    undecodable = featurize_and_write(spark, args, inputs, bc_model)
+    write_rejects(spark, args, inputs, undecodable)
+    return account(spark, args, inputs, started)
 
 
 def main(argv: list[str] | None = None) -> None:

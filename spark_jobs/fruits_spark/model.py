@@ -1,9 +1,12 @@
-"""MobileNetV2 as a 1280-float feature extractor.
+"""MobileNetV2 as a 1280-float feature extractor: the Keras side.
 
-The driver obtains the weights once (`load_weights`); the job broadcasts them; every Python
-worker builds the network once (`make_batch_predictor`, possibly started ahead of the weights
-by `prebuild_in_background`), loads the broadcast weights into it and reuses it for all of its
-batches. TensorFlow is imported lazily so that importing this module is cheap.
+Keras is the source of the network and of its weights. The driver builds the model once
+(`load_model`) and hands it to `fruits_spark.inference`, which either takes its weights (the
+`tensorflow` runtime) or converts it for another runtime. With the `tensorflow` runtime every
+Python worker builds the network once (`make_batch_predictor`, possibly started ahead of the
+weights by `prebuild_in_background`), loads the broadcast weights into it and reuses it for all
+of its batches. TensorFlow is imported lazily so that importing this module is cheap, and
+workers of the other runtimes never import it.
 """
 
 from __future__ import annotations
@@ -41,25 +44,54 @@ def build_feature_extractor(image_size: int, weights: str | None = None):
     )
 
 
-def load_weights(spec: str, image_size: int, seed: int, fetch_local=None) -> list[np.ndarray]:
-    """Weights as a list of arrays, obtained once on the driver.
+class WeightsError(Exception):
+    """The weights could not be obtained (a missing, corrupt or mismatching weights file)."""
+
+
+def load_model(spec: str, image_size: int, seed: int):
+    """The Keras feature extractor with its weights, built once on the driver.
 
     spec: "imagenet" (Keras download, the default for users), "none" (random init with a
-    fixed seed, for offline tests and benchmarks) or the URI of a Keras weights file;
-    `fetch_local(uri) -> local path` copies such a file from any storage.
+    fixed seed, for offline tests and benchmarks) or the local path of a Keras weights file
+    (the job copies a file from any storage first).
     """
-    if spec == "imagenet":
-        model = build_feature_extractor(image_size, weights="imagenet")
-    elif spec == "none":
-        model = build_feature_extractor(image_size, weights=None)
+    model = build_feature_extractor(image_size, weights="imagenet" if spec == "imagenet" else None)
+    if spec == "none":
         model.set_weights(seeded_weights(model.get_weights(), seed))
-    else:
-        local = fetch_local(spec) if fetch_local else spec
-        model = build_feature_extractor(image_size, weights=None)
-        model.load_weights(local)
-    weights = model.get_weights()
-    log.info("weights %s: %d arrays, %.1f MB", spec, len(weights), sum(w.nbytes for w in weights) / 1e6)
-    return weights
+    elif spec != "imagenet":
+        try:
+            model.load_weights(spec)
+        except Exception as exc:  # noqa: BLE001 - h5py, Keras and OS errors alike: one message
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise WeightsError(f"cannot load the weights file {spec}: {detail}") from exc
+    weights = model.weights
+    log.info("weights %s: %d arrays, %.1f MB", spec, len(weights),
+             sum(int(np.prod(w.shape)) * 4 for w in weights) / 1e6)
+    return model
+
+
+def load_weights(spec: str, image_size: int, seed: int) -> list[np.ndarray]:
+    """The weights of `load_model(spec, ...)` as a list of arrays (what the tensorflow runtime ships)."""
+    return load_model(spec, image_size, seed).get_weights()
+
+
+def feature_function(model, image_size: int):
+    """(N, s, s, 3) uint8 -> (N, 1280) float32 as a tf.function with a fixed input signature.
+
+    MobileNetV2's `preprocess_input` (x / 127.5 - 1) runs inside the function, so the graph a
+    runtime receives takes the decoded pixels as they are. The batch dimension is free.
+    """
+    _quiet_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    preprocess = keras.applications.mobilenet_v2.preprocess_input
+
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="pixels")])
+    def features(batch):
+        return model(preprocess(tf.cast(batch, tf.float32)), training=False)
+
+    return features
 
 
 def seeded_weights(template: list[np.ndarray], seed: int) -> list[np.ndarray]:
@@ -102,16 +134,10 @@ def _build_graph(image_size: int, threads: int):
     """
     _quiet_tensorflow()
     configure_threads(threads)
-    import keras
     import tensorflow as tf
 
     model = build_feature_extractor(image_size, weights=None)
-    preprocess = keras.applications.mobilenet_v2.preprocess_input
-
-    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)])
-    def features(batch):
-        return model(preprocess(tf.cast(batch, tf.float32)), training=False)
-
+    features = feature_function(model, image_size)
     # The first call optimises the graph (grappler) once for every batch size: do it now.
     features(tf.zeros([1, image_size, image_size, 3], tf.uint8))
     return model, features

@@ -1,0 +1,259 @@
+"""Train and evaluate a fruit classifier on PCA vectors with Spark ML.
+
+    spark-submit spark_jobs/classify.py --vectors URI --pca-run ID --output URI \
+        [--test-percent 20] [--validation-percent 25] [--reg-params 0.001,0.01,0.1] \
+        [--elastic-net-params 0.0,0.5] [--max-iter 100] [--parallelism 2]
+
+Reads the vectors pca.py wrote (path, label, pca_features array<double>), leaves out the rows
+without a label (counted), and splits the rest by a hash of each image's path: a path's side
+never changes when images are added (`fruits_spark.classifier`). On the training part:
+  1. each regularisation setting of the grid is fitted on its "fit" share and scored (macro F1)
+     on its "validation" share, both also chosen by path hash;
+  2. the best setting is refitted on the whole training part: a multinomial logistic regression,
+     classes weighted by their inverse frequency so that small classes count as much.
+The test part is scored once, checked (every test row exactly once) and measured.
+Writes under --output:
+  model/                 Spark ML PipelineModel (label indexer, classifier, index -> label name)
+  predictions/           parquet of the test rows: path, label, prediction, confidence
+  metrics.json           accuracy, macro F1, majority baseline, confusion matrix, per-class
+                         scores, the grid's validation scores, warnings, pca_run, ...
+  confusion_matrix.png   the test part's confusion matrix, with the label names
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from fruits_spark import classifier, classifier_report, hadoop_fs
+from fruits_spark.classifier import FIT, TEST, TRAINING_PARTS, VALIDATION, Setting
+from fruits_spark.runtime import JobError, create_session, exit_on_job_error, setup_logging, task_slots
+
+JOB = "classify"
+
+log = setup_logging(JOB)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="classify.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vectors", required=True, help="PCA vectors parquet URI (pca.py's --output)")
+    parser.add_argument("--pca-run", required=True, help="identifier of the PCA run, recorded in the metrics")
+    parser.add_argument("--output", required=True, help="folder URI for the model, predictions, metrics and plot")
+    parser.add_argument("--test-percent", type=int, default=20,
+                        help="share of the images (by path hash) held out for the test (default 20)")
+    parser.add_argument("--validation-percent", type=int, default=25,
+                        help="share of the training part (by path hash) that scores the grid (default 25)")
+    parser.add_argument("--reg-params", default="0.001,0.01,0.1",
+                        help="regularisation strengths to try, comma-separated (default 0.001,0.01,0.1)")
+    parser.add_argument("--elastic-net-params", default="0.0,0.5",
+                        help="L1 shares to try (0 = L2, 1 = L1), comma-separated (default 0.0,0.5)")
+    parser.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations at most (default 100)")
+    parser.add_argument("--parallelism", type=int, default=2, help="grid fits run at once (default 2)")
+    args = parser.parse_args(argv)
+    for name in ("test_percent", "validation_percent"):
+        if not 1 <= getattr(args, name) <= 99:
+            parser.error(f"--{name.replace('_', '-')} must be between 1 and 99")
+    if args.max_iter < 1 or args.parallelism < 1:
+        parser.error("--max-iter and --parallelism must be at least 1")
+    if not args.pca_run.strip():
+        parser.error("--pca-run must not be empty")
+    reg_params = _floats(parser, "--reg-params", args.reg_params, lower=0.0, upper=None)
+    elastic_net = _floats(parser, "--elastic-net-params", args.elastic_net_params, lower=0.0, upper=1.0)
+    args.grid = [Setting(r, e) for r in reg_params for e in elastic_net]
+    args.output = args.output.rstrip("/")
+    return args
+
+
+def _floats(parser, option: str, text: str, *, lower: float, upper: float | None) -> list[float]:
+    """Distinct values of a comma-separated list, in the given order, each within the bounds."""
+    try:
+        values = list(dict.fromkeys(float(v) for v in text.split(",") if v.strip()))
+    except ValueError:
+        parser.error(f"{option} must be comma-separated numbers, got {text!r}")
+    if not values:
+        parser.error(f"{option} needs at least one value")
+    if any(v < lower or (upper is not None and v > upper) for v in values):
+        parser.error(f"{option} values must be in [{lower}, {'inf' if upper is None else upper}]")
+    return values
+
+
+def outputs(output: str) -> dict[str, str]:
+    names = {"model": classifier.MODEL, "predictions": classifier.PREDICTIONS,
+             "metrics": classifier.METRICS, "confusion_matrix": classifier.CONFUSION_PNG}
+    return {key: f"{output}/{name}" for key, name in names.items()}
+
+
+def check_parts(train: dict[str, int], test: dict[str, int], labelled: int, args) -> None:
+    """A JobError when either side of the split is empty: too few images to train or to test."""
+    for name, counts, percent in (("training", train, 100 - args.test_percent),
+                                  ("test", test, args.test_percent)):
+        if not counts:
+            raise JobError(f"the {name} part is empty: none of the {labelled} labelled images hashes into "
+                           f"its {percent}% share; add images (or change --test-percent)")
+
+
+def label_warnings(train: dict[str, int], test: dict[str, int]) -> list[str]:
+    """What makes the scores less telling than they look, said in plain words."""
+    warnings = []
+    if len(train) == 1:
+        [only] = train
+        warnings.append(f"only one label in the training part ({only}): the classifier predicts it for every "
+                        "image; add images of other labels")
+    untested = sorted(set(train) - set(test))
+    if untested:
+        warnings.append(f"label(s) {', '.join(untested)} have no image in the test part: their precision "
+                        "and recall are not measured (not in macro_f1)")
+    unseen = sorted(set(test) - set(train))
+    if unseen:
+        warnings.append(f"label(s) {', '.join(unseen)} appear only in the test part "
+                        f"({sum(test[label] for label in unseen)} images): the classifier cannot predict them")
+    return warnings
+
+
+def choose_setting(indexed, counts: dict[str, dict[str, int]], labels: list[str], args) -> tuple[Setting, str, list[dict]]:
+    """(setting, how it was chosen, the grid's validation scores): the grid's best on the
+    validation share, or the fallback when that share cannot score it."""
+    fallback = classifier.fallback_setting(args.grid)
+    reason = None
+    if len(labels) < 2:
+        reason = "a single label: nothing to compare"
+    elif len(counts[FIT]) < 2:
+        reason = f"the fit share has {len(counts[FIT])} label(s)"
+    elif not counts[VALIDATION]:
+        reason = "the validation share is empty"
+    if reason:
+        log.warning("grid not evaluated (%s): regParam=%s elasticNetParam=%s", reason,
+                    fallback.reg_param, fallback.elastic_net_param)
+        return fallback, f"fallback (strongest regularisation of the grid): {reason}", []
+    fit_part = classifier.with_weights(indexed.where(indexed.part == FIT),
+                                       classifier_report.balanced_weights(counts[FIT]))
+    phase = time.perf_counter()
+    results = classifier.evaluate_grid(fit_part, indexed.where(indexed.part == VALIDATION), args.grid,
+                                       args.max_iter, labels, args.parallelism)
+    for r in results:
+        log.info("regParam=%s elasticNetParam=%s: validation macro F1 %.4f, accuracy %.4f (%d iterations)",
+                 r["reg_param"], r["elastic_net_param"], r["validation_macro_f1"], r["validation_accuracy"],
+                 r["iterations"])
+    best = classifier.best_setting(results)
+    log.info("grid of %d settings scored in %.1f s: regParam=%s elasticNetParam=%s", len(results),
+             time.perf_counter() - phase, best.reg_param, best.elastic_net_param)
+    return best, "best validation macro F1 (ties: stronger regularisation)", results
+
+
+def build_metrics(args, *, stats, dim, counts, train, test, pairs, setting, chosen_by, grid, weights,
+                  iterations, warnings, paths) -> dict:
+    labels = sorted(set(train) | set(test))
+    matrix = classifier_report.confusion_matrix(pairs, labels)
+    measured = classifier_report.scores(matrix, labels)
+    majority, baseline = classifier_report.majority_baseline(train, test)
+    return {
+        "pca_run": args.pca_run,
+        "vectors": args.vectors,
+        "input_rows": stats.rows,
+        "labelled_rows": stats.rows - stats.unlabelled,
+        "unlabelled_rows": stats.unlabelled,
+        "features_dim": dim,
+        "train_rows": sum(train.values()),
+        "fit_rows": sum(counts[FIT].values()),
+        "validation_rows": sum(counts[VALIDATION].values()),
+        "test_rows": sum(test.values()),
+        "split": {"test_percent": args.test_percent, "validation_percent": args.validation_percent,
+                  "rule": f"pmod(xxhash64('{classifier.TEST_SALT}', path), 100) < test_percent -> test, then "
+                          f"pmod(xxhash64('{classifier.VALIDATION_SALT}', path), 100) < validation_percent "
+                          "-> validation, else fit"},
+        "labels": labels,
+        "accuracy": measured["accuracy"],
+        "macro_f1": measured["macro_f1"],
+        "majority_label": majority,
+        "majority_baseline": baseline,
+        "confusion_matrix": matrix,
+        "confusion_matrix_axes": "rows: true label, columns: predicted label, both in the order of labels",
+        "per_class": measured["per_class"],
+        "train_counts": dict(sorted(train.items())),
+        "class_weights": dict(sorted(weights.items())),
+        "regularisation": {**setting.as_dict(), "chosen_by": chosen_by},
+        "grid": grid,
+        "max_iter": args.max_iter,
+        "iterations": iterations,
+        "warnings": warnings,
+        "outputs": paths,
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    spark = create_session("fruits-classify")  # Spark ML and SQL only: no Python workers, no package to ship
+    paths = outputs(args.output)
+    frame = classifier.read_vectors(spark, args.vectors)
+    stats = classifier.inspect(frame)
+    dim = classifier.check(stats, args.vectors)
+    warnings = []
+    if stats.unlabelled:
+        warnings.append(f"{stats.unlabelled} of {stats.rows} vectors have no label: left out")
+    labelled = stats.rows - stats.unlabelled
+    log.info("%d vectors of %d values, %d labelled", stats.rows, dim, labelled)
+
+    prepared = classifier.prepare(frame, args.test_percent, args.validation_percent, labelled, task_slots(spark))
+    counts = classifier.count_parts(prepared)
+    train, test = classifier.merge_counts(*(counts[p] for p in TRAINING_PARTS)), counts[TEST]
+    check_parts(train, test, labelled, args)
+    warnings += label_warnings(train, test)
+    for warning in warnings:
+        log.warning("%s", warning)
+    log.info("split: %d training images (%d fit, %d validation), %d test images, %d labels",
+             sum(train.values()), sum(counts[FIT].values()), sum(counts[VALIDATION].values()),
+             sum(test.values()), len(set(train) | set(test)))
+
+    training = prepared.where(prepared.part.isin(*TRAINING_PARTS))
+    indexer = classifier.fit_indexer(training)
+    indexed = indexer.transform(training)
+    labels = list(indexer.labelsArray[0])
+    setting, chosen_by, grid = choose_setting(indexed, counts, labels, args)
+
+    weights = classifier_report.balanced_weights(train)
+    if len(set(weights.values())) > 1:
+        log.info("unbalanced labels: class weights from %.3f to %.3f", min(weights.values()), max(weights.values()))
+    phase = time.perf_counter()
+    fitted = classifier.fit_logistic_regression(classifier.with_weights(indexed, weights), setting, args.max_iter)
+    iterations = fitted.summary.totalIterations if fitted.hasSummary else 0
+    log.info("fitted on the training part in %.1f s (%d iterations)", time.perf_counter() - phase, iterations)
+    model = classifier.pipeline_model(indexer, fitted)
+    model.write().overwrite().save(paths["model"])
+
+    classifier.scored(model, prepared.where(prepared.part == TEST)).write.mode("overwrite") \
+        .parquet(paths["predictions"])
+    pairs = classifier.verify_predictions(spark.read.parquet(paths["predictions"]), sum(test.values()))
+    prepared.unpersist()
+
+    metrics = build_metrics(args, stats=stats, dim=dim, counts=counts, train=train, test=test, pairs=pairs,
+                            setting=setting, chosen_by=chosen_by, grid=grid, weights=weights,
+                            iterations=iterations, warnings=warnings, paths=paths)
+    classifier_report.check_consistency(metrics)
+    title = (f"{metrics['test_rows']} test images: accuracy {metrics['accuracy']:.1%}, "
+             f"macro F1 {metrics['macro_f1']:.3f} (baseline {metrics['majority_baseline']:.1%})")
+    hadoop_fs.write_bytes(spark, paths["confusion_matrix"],
+                          classifier_report.confusion_png(metrics["confusion_matrix"], metrics["labels"], title))
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    hadoop_fs.write_bytes(spark, paths["metrics"], classifier_report.metrics_json(metrics))
+    print_summary(metrics)
+    return metrics
+
+
+def print_summary(metrics: dict) -> None:
+    regularisation = metrics["regularisation"]
+    print(f"{JOB}: input_rows={metrics['input_rows']} unlabelled_rows={metrics['unlabelled_rows']} "
+          f"train_rows={metrics['train_rows']} test_rows={metrics['test_rows']} labels={len(metrics['labels'])} "
+          f"accuracy={metrics['accuracy']:.4f} macro_f1={metrics['macro_f1']:.4f} "
+          f"majority_baseline={metrics['majority_baseline']:.4f} reg_param={regularisation['reg_param']} "
+          f"elastic_net_param={regularisation['elastic_net_param']} warnings={len(metrics['warnings'])} "
+          f"seconds={metrics['seconds']}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    with exit_on_job_error(JOB):
+        run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

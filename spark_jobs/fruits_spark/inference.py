@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,14 +142,19 @@ def convert(model, runtime: str, image_size: int) -> PortableModel:
         payload = _to_onnx(function) if runtime == "onnx" else _to_openvino(function)
     except Exception as exc:  # noqa: BLE001 - every converter failure becomes one readable line
         raise ConversionError(f"cannot convert the Keras model for runtime {runtime!r}: "
-                              f"{type(exc).__name__}: {_first_line(exc)}") from exc
+                              f"{type(exc).__name__}: {reason(exc)}") from exc
     converted = PortableModel(runtime, image_size, payload)
     log.info("converted MobileNetV2 for %s: %.1f MB", runtime, converted.nbytes / 1e6)
     return converted
 
 
-def _first_line(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
+    """The informative line of a (possibly multi-line) converter or runtime error message."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:  # OpenVINO: "Check 'false' failed at <file>" ... "No conversion rule found for ..."
+        if re.search(r"no conversion rule|not supported|unsupported|not registered", line, re.IGNORECASE):
+            return line[:300]
+    lines = [line for line in lines if not re.match(r"Check '.*' failed at ", line)] or lines
     return lines[0][:300] if lines else "(no message)"
 
 
@@ -158,6 +164,14 @@ def _to_onnx(function) -> tuple[bytes]:
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
                                              opset=ONNX_OPSET)
+    # tf2onnx only logs the TensorFlow operations it cannot translate and leaves them in the graph,
+    # where ONNX Runtime would refuse them on every executor: refuse them here, once.
+    import onnx
+
+    unknown = sorted({node.op_type for node in proto.graph.node
+                      if not onnx.defs.has(node.op_type, node.domain or "")})
+    if unknown:
+        raise ValueError(f"operation(s) not supported by ONNX: {', '.join(unknown)}")
     return (proto.SerializeToString(),)
 
 
@@ -205,17 +219,21 @@ def _onnx_predictor(model: PortableModel, threads: int) -> Predictor:
     return predict
 
 
-def _openvino_predictor(model: PortableModel, threads: int) -> Predictor:
+def openvino_compiled(model: PortableModel, threads: int):
+    """The OpenVINO model compiled for the CPU in float32 on `threads` threads."""
     ov = _import_runtime("openvino")
     core = ov.Core()
     xml, weights = model.payload
     network = core.read_model(xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, dtype=np.uint8)))
-    compiled = core.compile_model(network, "CPU", {
+    return core.compile_model(network, "CPU", {
         "INFERENCE_PRECISION_HINT": "f32",  # never bf16/f16 behind the user's back
         "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY",  # one stream: the task's cores work on one batch
     })
-    request = compiled.create_infer_request()
+
+
+def _openvino_predictor(model: PortableModel, threads: int) -> Predictor:
+    request = openvino_compiled(model, threads).create_infer_request()
 
     def predict(batch: np.ndarray) -> np.ndarray:
         return request.infer({0: batch})[0].copy()  # the output tensor is reused by the next call

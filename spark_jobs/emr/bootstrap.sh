@@ -4,7 +4,8 @@
 #   bootstrap.sh s3://<bucket>/code/<version>/requirements-emr.txt [venv-dir]
 #
 # 1. Python 3.11 (TensorFlow 2.21 needs >= 3.10; EMR 7's default python3 is 3.9) in a virtualenv
-#    with the jobs' pinned requirements. The cluster configurations (plugins/fruits/emr_backend.py)
+#    with the jobs' pinned requirements, featurize.py's inference runtime (ONNX Runtime) and the
+#    converter its driver uses (tf2onnx) included. The cluster configurations (plugins/fruits/emr_backend.py)
 #    point Spark's driver and Python workers at <venv-dir>/bin/python3; PySpark itself is EMR's.
 # 2. OpenBLAS as the native BLAS/LAPACK of Spark ML (pca.py --solver spark-ml, and users applying
 #    the saved model in Spark): dev.ludovic.netlib loads libblas.so.3 / liblapack.so.3, which are
@@ -43,7 +44,7 @@ log "installing the jobs' requirements from ${requirements_uri}"
 sudo "${venv_dir}/bin/python3" -m pip install --quiet --no-cache-dir --upgrade pip
 sudo "${venv_dir}/bin/python3" -m pip install --quiet --no-cache-dir -r "${workdir}/requirements.txt"
 # Every node must be able to run the jobs: fail the bootstrap here rather than a step later.
-"${venv_dir}/bin/python3" -c 'import numpy, pandas, pyarrow, PIL, tensorflow, keras, matplotlib'
+"${venv_dir}/bin/python3" -c 'import numpy, pandas, pyarrow, PIL, tensorflow, keras, matplotlib, onnxruntime, tf2onnx, onnx'
 python_version=$("${venv_dir}/bin/python3" --version)
 log "${python_version} ready in ${venv_dir}"
 

@@ -111,7 +111,8 @@ def label_warnings(train: dict[str, int], test: dict[str, int]) -> list[str]:
     return warnings
 
 
-def choose_setting(indexed, counts: dict[str, dict[str, int]], labels: list[str], args) -> tuple[Setting, str, list[dict]]:
+def choose_setting(indexed, counts: dict[str, dict[str, int]], labels: list[str],
+                   args) -> tuple[Setting, str, list[dict]]:
     """(setting, how it was chosen, the grid's validation scores): the grid's best on the
     validation share, or the fallback when that share cannot score it."""
     fallback = classifier.fallback_setting(args.grid)

@@ -9,4 +9,6 @@ Modules:
   model      - MobileNetV2 feature extractor, weights on the driver, the per-worker predictor
   runtime    - Spark session, logging, clear one-line errors, shipping this package
   pca_report - explained variance, run report JSON and the scree/scatter plots
+  classifier - the classify job's Spark ML side: path-hash split, input checks, fits, saved model
+  classifier_report - the classifier's scores, consistency checks, metrics JSON, confusion plot
 """

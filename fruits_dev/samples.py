@@ -51,6 +51,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from fruits import contract
+
 __all__ = [
     "AWKWARD_INDEX_BASE",
     "BROKEN_KINDS",
@@ -66,8 +68,8 @@ __all__ = [
     "main",
 ]
 
-#: Extensions (lower-cased) that the pipeline treats as images.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
+#: Extensions (lower-cased) that the pipeline treats as images: the jobs' own list.
+IMAGE_EXTENSIONS = frozenset(contract.IMAGE_EXTENSIONS)
 
 #: Reason kinds used as values of :attr:`SampleSet.broken`.
 BROKEN_KINDS = ("empty", "truncated", "not_an_image", "too_many_pixels")

@@ -2,25 +2,42 @@
 
 The suite has three tiers (README, "Tests"): tests/unit (no scheduler, no Spark), tests/dags
 (DAG parsing and structure) and tests/integration (real spark-submit, DAG runs on moto).
-The project is installed in the venv (`make venv`), so nothing here edits sys.path."""
+The project is installed in the venv (`make venv`), so nothing here edits sys.path; test
+modules import these helpers as `conftest` (this is the suite's only conftest.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARK_JOBS = ROOT / "spark_jobs"
 DAGS = ROOT / "dags"
 
+from fruits.settings import DEFAULT_REGION  # noqa: E402
+from fruits.storage import Bucket  # noqa: E402
 from fruits_dev import spark_cds  # noqa: E402
 
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 TEST_IMAGE_SIZE = 32  # MobileNetV2's smallest input: still 1280 features, much faster
+
+
+def load_job(script: str):
+    """A job script (spark_jobs/<script>.py) as a module, to call its argument parser: the jobs are
+    scripts for spark-submit, not an importable package."""
+    name = f"fruits_job_{script}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SPARK_JOBS / f"{script}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def job_env() -> dict[str, str]:
@@ -72,3 +89,25 @@ def local_spark(monkeypatch):
     ship_package(spark)
     yield spark
     spark.stop()
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch):
+    """Fake credentials for moto; nothing from the machine's AWS set-up leaks in."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": DEFAULT_REGION}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def bucket(aws_credentials) -> Bucket:
+    """An empty bucket on moto's in-process mock, behind a real S3Hook (no Airflow connection:
+    boto3's default credentials), as the DAG's tasks reach S3."""
+    from moto import mock_aws
+
+    with mock_aws():
+        boto3.client("s3", region_name=DEFAULT_REGION).create_bucket(
+            Bucket="fruits-unit", CreateBucketConfiguration={"LocationConstraint": DEFAULT_REGION})
+        yield Bucket.connect(None, "fruits-unit")

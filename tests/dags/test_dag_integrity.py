@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import DAGS, PLUGINS, ROOT
+from conftest import DAGS, ROOT
 
 DAG_ID = "fruits_pipeline"
 
@@ -98,7 +98,10 @@ def test_spark_tasks_run_the_project_jobs_with_its_interpreter(local_dag):
     for task in (featurize, pca):
         assert task._conn_id == "spark_default"
         assert os.path.exists(task.env_vars["PYSPARK_PYTHON"])
-    assert "--allow-empty" in pca.application_args
+    # Their command lines are built at run time by fruits.contract, in the staging tasks.
+    assert featurize.application_args.operator.task_id == "local_spark.stage_images"
+    assert featurize.application_args.key == "featurize_args"
+    assert pca.application_args.operator.task_id == "local_spark.stage_pca_inputs"
 
 
 def test_unknown_backend_is_an_import_error(monkeypatch):
@@ -114,10 +117,12 @@ def test_dag_file_imports_fast_without_tensorflow_or_pyspark(compute):
     """Measured in a fresh interpreter, after Airflow itself is imported (that cost is Airflow's)."""
     code = f"""
 import json, sys, time
-sys.path[:0] = [{str(PLUGINS)!r}, {str(DAGS)!r}]
+import importlib.util
 import airflow.sdk
 started = time.perf_counter()
-import fruits_pipeline
+spec = importlib.util.spec_from_file_location("fruits_pipeline", {str(DAGS / "fruits_pipeline.py")!r})
+fruits_pipeline = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fruits_pipeline)
 elapsed = time.perf_counter() - started
 heavy = [m for m in ("tensorflow", "keras", "pyspark", "torch") if m in sys.modules]
 print(json.dumps({{"seconds": elapsed, "heavy": heavy, "tasks": len(fruits_pipeline.pipeline_dag.tasks)}}))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import numpy as np
@@ -11,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SPARK_JOBS, SPARK_SUBMIT, job_env
+from conftest import SPARK_SUBMIT, job_env
 from fruits_spark.pca_report import smallest_k_for_variance
 
 pytestmark = pytest.mark.spark
@@ -215,8 +214,7 @@ def test_job_defaults_yield_to_spark_submit_settings(tmp_path):
         "print(json.dumps({'defaults': defaults,\n"
         "                  'batch': spark.conf.get('spark.sql.execution.arrow.maxRecordsPerBatch'),\n"
         "                  'shuffle': spark.conf.get('spark.sql.shuffle.partitions')}))\n")
-    env = job_env()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SPARK_JOBS), env.get("PYTHONPATH")]))
+    env = job_env()  # fruits_spark imports from the installed project
     proc = subprocess.run([str(SPARK_SUBMIT), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
                            "--conf", "spark.sql.execution.arrow.maxRecordsPerBatch=7", str(script)],
                           capture_output=True, text=True, env=env, timeout=300)

@@ -71,10 +71,10 @@ def test_archive_name_follows_the_java_build(tmp_path, monkeypatch):
 def test_built_archive_is_mapped_by_spark_driver_jvm(tmp_path):
     """Build into a fresh folder, then run a Spark job and ask the JVM where classes came from."""
     built = subprocess.run(
-        [sys.executable, "-m", "fruits.spark_cds", "build", "--dir", str(tmp_path / "cds"),
+        [sys.executable, "-m", "fruits_dev.spark_cds", "build", "--dir", str(tmp_path / "cds"),
          "--spark-submit", str(SPARK_SUBMIT)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env={**spark_env(), "PYTHONPATH": str(ROOT / "plugins")})
+        env=spark_env())
     assert built.returncode == 0, built.stderr
     archive = Path(built.stdout.strip().splitlines()[-1])
     assert archive.parent == tmp_path / "cds" and archive.stat().st_size > 10_000_000, built.stderr

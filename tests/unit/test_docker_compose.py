@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
+PROJECT_IN_IMAGE = "/opt/airflow/project"  # where the Dockerfile installs the project
 REQUIREMENTS = REPO / "requirements.txt"
 
 REQUIRED_SERVICES = {
@@ -442,7 +443,7 @@ def _named_volumes(service: dict) -> dict[str, str]:
 def test_project_directories_are_mounted_from_the_repo(compose, common_env):
     mounts = _bind_mounts(compose["x-airflow-common"])
     by_name = {Path(source).name: target for target, source in mounts.items()}
-    for directory in ("dags", "plugins", "spark_jobs"):
+    for directory in ("dags", "plugins", "spark_jobs", "fruits"):
         assert directory in by_name, f"{directory}/ is not mounted"
         source = REPO / mounts[by_name[directory]]
         assert source.is_dir(), f"{source} does not exist in the repo"
@@ -458,6 +459,9 @@ def test_directories_not_in_the_repo_are_created_by_airflow_init(compose):
     init_script = _command_text(compose["services"]["airflow-init"])
     mkdir = next(line for line in init_script.splitlines() if line.strip().startswith("mkdir"))
     mounted = set(_bind_mounts(compose["x-airflow-common"])) | set(_named_volumes(compose["x-airflow-common"]))
+    # The project's packages are mounted over the copies the image installed (see the Dockerfile test).
+    mounted = {target for target in mounted if not target.startswith(PROJECT_IN_IMAGE + "/")}
+    assert mounted
     for target in mounted:
         name = Path(target).name
         assert target.startswith(AIRFLOW_HOME + "/")
@@ -686,10 +690,34 @@ def test_dockerfile_installs_requirements_as_airflow_user(dockerfile):
     assert pip_runs, "no pip install"
     for run_user, command in pip_runs:
         assert run_user == "airflow", f"pip install runs as {run_user}; the official image needs USER airflow"
-    command = pip_runs[-1][1]
+    [command] = [c for _, c in pip_runs if " -r " in c]
     assert f"-r {copied['requirements.txt']}" in command
     assert re.search(r"apache-airflow==\$\{?AIRFLOW_VERSION\}?", command), "airflow must be pinned in pip install"
     assert user == "airflow", "the image must not end as root"
+
+
+def test_the_image_installs_the_project_where_compose_mounts_its_packages(compose, dockerfile, common_env):
+    """The DAG imports `fruits`: the image installs the project editable, and compose mounts the
+    repo's packages over those copies so that edits apply without a rebuild."""
+    copied = {}
+    for keyword, rest in dockerfile:
+        if keyword == "COPY":
+            *sources, destination = [part for part in rest.split() if not part.startswith("--")]
+            for source in sources:
+                copied[source] = destination.rstrip("/") + ("/" + source if destination.endswith("/") else "")
+    assert copied["pyproject.toml"] == f"{PROJECT_IN_IMAGE}/pyproject.toml"
+    installs = [rest for keyword, rest in dockerfile if keyword == "RUN" and "pip install" in rest]
+    assert any(re.search(rf"--no-deps -e {PROJECT_IN_IMAGE}$", command) for command in installs), installs
+    mounts = _bind_mounts(compose["x-airflow-common"])
+    for package in ("fruits", "spark_jobs"):
+        assert copied[package] == f"{PROJECT_IN_IMAGE}/{package}"
+        assert mounts[f"{PROJECT_IN_IMAGE}/{package}"].rstrip("/").endswith(package)
+    assert common_env["FRUITS_SPARK_JOBS_DIR"] == f"{PROJECT_IN_IMAGE}/spark_jobs"
+    import tomllib
+
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    for package in {p.split(".")[0] for p in packages} - {"fruits_spark"}:
+        assert package in copied, f"the image does not copy {package}/, which pyproject.toml installs"
 
 
 def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
@@ -719,7 +747,7 @@ def test_dockerignore_keeps_the_context_small_but_complete(dockerfile):
         ".git/HEAD",
         "benchmarks/results/run.json",
         "demo-output/pca.png",
-        "plugins/fruits/__pycache__/x.cpython-311.pyc",
+        "fruits/core/__pycache__/x.cpython-311.pyc",
         "spark_jobs/job.pyc",
         ".pytest_cache/v/cache",
         "logs/dag_id=x/attempt=1.log",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from fruits_spark import hadoop_fs
 from fruits_spark.runtime import JobError
 
 # Outputs under the job's --output folder (the DAG's classifier/run=<run_id>/).
@@ -60,7 +61,8 @@ def hash_bucket(path: Column, salt: str) -> Column:
 
 
 def split_part(path: Column, test_percent: int, validation_percent: int) -> Column:
-    """"test", "validation" or "fit" for each path: test first, then validation inside training."""
+    """The part of each path, "test", "validation" or "fit": test first, then validation inside
+    the training part (its own hash, so the two splits are independent)."""
     return (F.when(hash_bucket(path, TEST_SALT) < test_percent, F.lit(TEST))
             .when(hash_bucket(path, VALIDATION_SALT) < validation_percent, F.lit(VALIDATION))
             .otherwise(F.lit(FIT)))
@@ -68,11 +70,14 @@ def split_part(path: Column, test_percent: int, validation_percent: int) -> Colu
 
 def read_vectors(spark, uri: str) -> DataFrame:
     """The PCA vectors dataset (path, label, pca_features), or a JobError saying what is wrong."""
-    from fruits_spark import hadoop_fs
+    from pyspark.errors import AnalysisException
 
     if not hadoop_fs.exists(spark, uri):
         raise JobError(f"vectors not found: {uri}")
-    frame = spark.read.parquet(uri)
+    try:
+        frame = spark.read.parquet(uri)
+    except AnalysisException as exc:  # e.g. a folder without parquet files: no schema to infer
+        raise JobError(f"cannot read the vectors {uri}: {str(exc).splitlines()[0]}") from None
     missing = set(INPUT_COLUMNS) - set(frame.columns)
     if missing:
         raise JobError(f"vectors input lacks column(s) {sorted(missing)}: {uri}")

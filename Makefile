@@ -12,11 +12,12 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv test demo demo-more bench clean check-java native-blas spark-cds
+.PHONY: help venv test test-unit test-dags test-integration demo demo-more bench clean check-java native-blas spark-cds
 
 help:
 	@echo "make demo    - run fruits_pipeline end to end on an embedded S3 server (see README)"
 	@echo "make test    - install everything into $(VENV) and run the whole test suite"
+	@echo "make test-unit / test-dags / test-integration - one tier of it (see README)"
 	@echo "make bench   - featurization and PCA benchmarks (results in benchmarks/results/)"
 
 # --compile-bytecode (pip's default, not uv's): where Python cannot write its bytecode cache
@@ -43,6 +44,16 @@ spark-cds: venv check-java
 
 test: venv check-java spark-cds
 	$(PY) -m pytest
+
+# The three tiers alone (README, "Tests"): unit needs neither Java nor Spark.
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+test-dags: venv
+	$(PY) -m pytest tests/dags
+
+test-integration: venv check-java spark-cds
+	$(PY) -m pytest tests/integration
 
 demo: venv check-java spark-cds
 	$(PY) -m fruits_dev.demo $(DEMO_ARGS)

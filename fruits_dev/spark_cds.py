@@ -4,17 +4,14 @@ just-in-time compilation kept for the code that stays hot.
 A local Spark job spends its first seconds loading and verifying some 15,000 JVM classes
 (SparkContext, Catalyst, Parquet, Arrow) before reading a byte. Java 13+ can dump the classes a
 run loaded into an archive (`-XX:ArchiveClassesAtExit`, JEP 350) that later JVMs map ready-made
-(`-XX:SharedArchiveFile`). Measured here (2 cores, Java 17, Spark 4.2): pca.py on 100,000 x 1280
-reaches its first scan after 4.6-4.8 s instead of 7.4 s; featurize.py on 1,200 images ends
-2.2-3.4 s sooner.
+(`-XX:SharedArchiveFile`): seconds sooner to a job's first scan.
 
 HotSpot hands a method to its optimising compiler (C2) after about 15,000 calls or loop turns.
 A short job crosses that for some 1,500 methods of Spark's own set-up and planning code, and C2
-kept one of the two cores busy for most of pca.py's run (`-XX:+CITime`: 14.5 s of C2 in 21 s).
-`-XX:CompileThresholdScaling=10` raises the thresholds tenfold: 7 s of compilation instead of
-21 s, 4.6 s less CPU per pca.py run; the loops that convert millions of values still reach C2 within
-their first second. In alternating runs, pca.py ended 0.45 s sooner (4 of 4 pairs) and
-featurize.py on 1,200 images 0.7-0.9 s sooner (3 of 3). A flag already in SPARK_SUBMIT_OPTS wins.
+kept one of the two cores busy for most of pca.py's run. `-XX:CompileThresholdScaling=10` raises
+the thresholds tenfold: a third of the compilation, while the loops that convert millions of
+values still reach C2 within their first second. A flag already in SPARK_SUBMIT_OPTS wins.
+The figures: docs/measurements.md.
 
     python -m fruits_dev.spark_cds build     # once per machine and Spark/Java version (make does it)
     python -m fruits_dev.spark_cds status

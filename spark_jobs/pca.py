@@ -8,8 +8,8 @@ passes over them:
   1. one scan checks every vector (null, mixed lengths, NaN / infinite values) and computes the
      row count, mean and covariance, a matrix product per Arrow batch merged across the cluster
      (`fruits_spark.moments`); the driver eigendecomposes the d x d covariance. `--solver
-     spark-ml` fits Spark ML's `PCA` instead: same result, slower (a rank-1 update per row: 35 s
-     instead of 2 s for the covariance of 100,000 x 1280 on two cores);
+     spark-ml` fits Spark ML's `PCA` instead: same result, much slower (a rank-1 update per row;
+     docs/measurements.md);
   2. one scan projects the centred vectors on the first k components (Spark ML's
      `PCAModel.transform` alone would not centre them).
 Writes:
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     spark = create_session("fruits-pca", unless_submitted(pca_model.SESSION_DEFAULTS))
     # The Arrow functions run in Spark's Python workers. No warm-up job (featurize.py has one):
-    # here it only competed with the first scan for the two slots, 0.5-1 s slower in A/B runs.
+    # here it only competes with the first scan for the task slots (slower in A/B runs).
     ship_package(spark)
     if args.features_list:
         args.features = read_features_list(spark, args.features_list)

@@ -3,7 +3,7 @@
 Why not `pyspark.ml.feature.PCA.fit`: Spark ML builds the covariance (`RowMatrix.computeCovariance`)
 by adding each row as a rank-1 update of a packed d x d matrix (BLAS level 2, `spr`). For
 d = 1280 that streams the whole 6.5 MB matrix through memory once per row, which makes the fit
-memory-bound: 35 s for 100,000 rows on two cores, where one process with numpy needs 2 s.
+memory-bound, many times slower than one numpy process (docs/measurements.md).
 Here every Arrow batch (up to `spark.sql.execution.arrow.maxRecordsPerBatch` rows) becomes one
 matrix product (BLAS level 3), and the per-batch results merge exactly:
 
@@ -176,7 +176,8 @@ def collect_as_arrow(frame) -> list[dict]:
     """The rows of a small `frame` as dicts, fetched as Arrow rather than with `collect()`.
 
     `collect()` pickles a binary value on the JVM side one character at a time (Pyrolite): for
-    the two 13 MB matrices of a 100,000 x 1280 scan that took ~0.7 s, Arrow copies them whole.
+    the two 13 MB matrices of a 100,000 x 1280 scan that costs most of a second; Arrow copies
+    them whole.
     `toArrow` is public since Spark 4.0; Spark 3.5 (EMR 7.x) has the same as `_collect_as_arrow`.
     """
     import pyarrow as pa

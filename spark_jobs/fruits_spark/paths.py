@@ -60,7 +60,3 @@ def escape_glob(uri: str) -> str:
     """Escape Hadoop glob characters so a file named `a[1].jpg` is read literally."""
     return _GLOB_CHARS.sub(r"\\\1", uri)
 
-
-def sibling_uri(uri: str, name: str) -> str:
-    """A file beside `uri` (same folder), for plots next to the report."""
-    return parent_of(uri) + "/" + name if "/" in uri else name

@@ -4,8 +4,8 @@ The fitted model is a Spark ML `PipelineModel` (StandardScalerModel that subtrac
 then PCAModel), the same object `Pipeline([StandardScaler(withMean=True, withStd=False), PCA])`
 would fit, so users load it with `PipelineModel.load` and apply it to new features in Spark.
 The job's own output is projected per Arrow batch with one matrix product instead: Spark ML's
-row-by-row transform (array_to_vector, centring, PCAModel, vector_to_array) and write of
-100,000 x 1280 vectors took 19 s on two cores here, this projection and write about 5 s.
+row-by-row transform (array_to_vector, centring, PCAModel, vector_to_array) is about four times
+slower (docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import numpy as np
 # sets spark.sql.execution.arrow.maxRecordsPerBatch. A worker waits for its first whole batch
 # before it computes, and the JVM's row-to-Arrow conversion of 10,000 x 1280 floats takes about
 # a second: smaller batches shorten that wait in every task. 2,500 rows (12.8 MB at d = 1280)
-# made pca.py 1.5-2.5 s faster on 100,000 x 1280 than 10,000 did (4 of 4 alternating pairs), and
-# 1,000 or 5,000 were no faster (two rounds each).
+# measured fastest (docs/measurements.md).
 ARROW_BATCH_ROWS = 2500
 # The session settings pca.py starts with where spark-submit gives none (`unless_submitted`);
 # the bench's Spark floor under the job starts with the same.
@@ -126,9 +125,8 @@ PROJECTED_SCHEMA = "path string, label string, pca_features array<double>"
 # Columns of PROJECTED_SCHEMA that Parquet should not try to dictionary-encode. Parquet starts
 # every column with a dictionary and drops it once it does not pay (too large, or no smaller
 # after the first page), re-encoding what it buffered: wasted work for unique paths and
-# continuous doubles, whose files come out plain either way. Writing 100,000 projected rows took
-# 4.9-5.7 s with both off (5 runs) instead of 5.9-7.6 s (11 runs), same files. The labels keep
-# theirs: few values, and readers filter on it.
+# continuous doubles, whose files come out plain either way (a faster write, same files:
+# docs/measurements.md). The labels keep theirs: few values, and readers filter on it.
 PLAIN_COLUMNS = ("path", "pca_features.list.element")
 
 

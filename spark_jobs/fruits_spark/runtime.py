@@ -52,8 +52,8 @@ def create_session(app_name: str, conf: dict[str, str] | None = None):
     """A SparkSession (reusing spark-submit's settings); local runs use this interpreter."""
     from pyspark.sql import SparkSession
 
-    # PySpark 4's session set-up imports pandas (to check its version, through pyspark.testing):
-    # 0.4 s here. Started now, that import overlaps the JVM's SparkContext start-up.
+    # PySpark 4's session set-up imports pandas (to check its version, through pyspark.testing).
+    # Started now, that import overlaps the JVM's SparkContext start-up.
     threading.Thread(target=_import_quietly, args=("pandas",), daemon=True).start()
     builder = SparkSession.builder.appName(app_name)
     if "PYSPARK_PYTHON" not in os.environ:

@@ -1,10 +1,13 @@
 """The ceiling: one Python process decoding, resizing and running MobileNetV2 on all cores, no Spark.
 
-    python benchmarks/ceiling.py --images DIR [--image-size 224] [--batch-size 64] [--seed 42]
+    python benchmarks/ceiling.py --images DIR [--runtime tensorflow|onnx|openvino] [--image-size 224]
+                                 [--batch-size 64] [--seed 42] [--threads N]
 
 Same decoding (`fruits_spark.images.decode_rgb`) and the same network and seeded weights as
-`featurize.py --weights none`, run as a `tf.function` with a fixed input signature
-([None, s, s, 3] uint8, preprocessing in the graph), TensorFlow's intra-op pool = all cores.
+`featurize.py --weights none`. `--runtime tensorflow` (the default) runs the Keras model as a
+`tf.function` with a fixed input signature ([None, s, s, 3] uint8, preprocessing in the graph);
+the other runtimes run the model converted exactly as the job converts it
+(`fruits_spark.inference`), converted in this process. Threads = all cores.
 Prints one JSON line: phase timings measured inside the process (the benchmark also times the
 whole process from outside, start-up included).
 """
@@ -16,14 +19,10 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 STARTED = time.perf_counter()
 
 import numpy as np  # noqa: E402
-
-# fruits_spark (decoding, network, seeded weights) from this checkout, whatever PYTHONPATH says.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spark_jobs"))
 
 
 def list_images(root: str) -> list[str]:
@@ -41,32 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
+    parser.add_argument("--runtime", choices=["tensorflow", "onnx", "openvino"], default="tensorflow",
+                        help="inference runtime (default tensorflow)")
     parser.add_argument("--save-features", help="write path -> features to this .npz (for checks)")
     args = parser.parse_args(argv)
     threads = args.threads or len(os.sched_getaffinity(0))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    import keras
-
+    from fruits_spark import inference
     from fruits_spark.images import ImageRejected, decode_rgb
-    from fruits_spark.model import FEATURE_DIM, build_feature_extractor, seeded_weights
+    from fruits_spark.model import FEATURE_DIM, configure_threads, load_model
 
+    configure_threads(threads)  # imports TensorFlow: every runtime converts from the Keras model
     imported = time.perf_counter()
     size = args.image_size
-    model = build_feature_extractor(size)
-    model.set_weights(seeded_weights(model.get_weights(), args.seed))
-    preprocess = keras.applications.mobilenet_v2.preprocess_input
-
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-    def features(batch):
-        return model(preprocess(tf.cast(batch, tf.float32)), training=False)
-
-    features.get_concrete_function()  # trace now, not inside the timed loop
+    converted = inference.convert(load_model("none", size, args.seed), args.runtime, size)
+    predict = inference.make_batch_predictor(converted, threads)
+    predict(np.zeros((1, size, size, 3), np.uint8))  # trace / plan now, not inside the timed loop
     built = time.perf_counter()
 
     files = list_images(args.images)
@@ -86,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 rejected += 1
         t1 = time.perf_counter()
         if pixels:
-            outputs.append(features(tf.constant(np.stack(pixels))).numpy())
+            outputs.append(predict(np.stack(pixels)))
         t2 = time.perf_counter()
         decode_s += t1 - t0
         model_s += t2 - t1
@@ -96,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(args.save_features, paths=np.array(kept), features=matrix)
     loop = finished - listed
     print(json.dumps({
+        "runtime": args.runtime,
         "images": len(kept),
         "rejected": rejected,
         "threads": threads,
         "batch_size": args.batch_size,
         "image_size": size,
         "import_s": round(imported - STARTED, 3),
-        "build_and_trace_s": round(built - imported, 3),
+        "build_s": round(built - imported, 3),  # model, weights, conversion, first call
         "loop_s": round(loop, 3),
         "decode_s": round(decode_s, 3),
         "model_s": round(model_s, 3),

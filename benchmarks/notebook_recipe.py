@@ -17,14 +17,10 @@ import argparse
 import io
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
-
-# fruits_spark (decoding, network, seeded weights) from this checkout, whatever PYTHONPATH says.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spark_jobs"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,16 +1,19 @@
 """Featurization and PCA benchmarks, side by side in one run (`make bench`).
 
     python benchmarks/run.py [--n 1200] [--n-small N/4] [--image-size 224] [--repeat 3]
+                             [--runtime onnx] [--ceiling-runtimes tensorflow,onnx,openvino]
                              [--pca-rows 100000] [--pca-solver batched|spark-ml] [--skip-featurize]
                              [--skip-notebook] [--skip-pca] [--out benchmarks/results]
 
-On generated Fruits-360-like images (100x100 JPEGs in 16 class folders, `fruits.samples`) with
+On generated Fruits-360-like images (100x100 JPEGs in 16 class folders, `fruits_dev.samples`) with
 `--weights none` (seeded MobileNetV2, nothing to download) it measures:
 
-1. ceiling   - benchmarks/ceiling.py: one Python process decoding, resizing and running
-               MobileNetV2 (tf.function, fixed signature, batch 64) on all cores, no Spark;
-2. featurize - spark_jobs/featurize.py through spark-submit in local mode on all cores, end to
-               end (read, featurize, write parquet), with the peak RSS of its whole process tree;
+1. ceilings  - benchmarks/ceiling.py once per inference runtime (`--ceiling-runtimes`): one Python
+               process decoding, resizing and running MobileNetV2 (batch 64) on all cores, no Spark;
+               TensorFlow's (a tf.function with a fixed signature) is the reference of the targets;
+2. featurize - spark_jobs/featurize.py --runtime R (default: the job's default runtime) through
+               spark-submit in local mode on all cores, end to end (read, featurize, write parquet),
+               with the peak memory of its whole process tree;
 3. notebook  - benchmarks/notebook_recipe.py, the usual notebook recipe (repartition(24), model
                rebuilt in every task, model.predict per Arrow batch), at n only.
 
@@ -24,13 +27,16 @@ against numpy (covariance + eigh) on the same matrix in one process, and against
 (benchmarks/spark_floor.py: the job's session and two passes over the data, without computing);
 `--repeat` runs of each, alternated, the fastest of each counts.
 
-Prints a table and writes <out>/<timestamp>.json and <out>/latest.json (fields: results/README.md).
+Run it as a script: the project is installed (editable) in the venv, and this folder's own
+modules (procmon) are found beside the script. Prints a table and writes <out>/<timestamp>.json
+and <out>/latest.json (fields: results/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib.util
 import json
 import math
@@ -49,15 +55,12 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 SPARK_JOBS = ROOT / "spark_jobs"
-PLUGINS = ROOT / "plugins"
-for _p in (BENCH, SPARK_JOBS, PLUGINS):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
 
 from fruits_dev import spark_cds  # noqa: E402
-from procmon import Finished, run_sampled  # noqa: E402
+from fruits_spark.inference import DEFAULT_RUNTIME, RUNTIMES  # noqa: E402 - no TensorFlow, no runtime
+from procmon import Finished, run_sampled  # noqa: E402 - benchmarks/procmon.py, beside this script
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CLASSES = 16
 SOURCE_PX = 100  # Fruits-360 images are 100x100 JPEGs
 PCA_DIM = 1280
@@ -72,13 +75,12 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def python_env(spark_jobs: Path = SPARK_JOBS) -> dict[str, str]:
-    """Environment of every measured process: this interpreter for Spark's Python, the project's code."""
+def python_env() -> dict[str, str]:
+    """Environment of every measured process: this interpreter for Spark's Python (the project is
+    installed in it), the same JVM start-up options for every spark-submit."""
     env = dict(os.environ)
     env["PYSPARK_PYTHON"] = sys.executable
     env["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(spark_jobs)] +
-                                        ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Every spark-submit (featurize.py, the notebook recipe, pca.py) starts its JVM the same way.
     return spark_cds.with_startup_options(env)
@@ -117,11 +119,11 @@ def warm_memory(gib: float) -> float:
     """Touch and free `gib` GiB of memory; return the seconds it took (not part of any timing).
 
     Virtual machines with free page reporting (virtio-balloon, e.g. Firecracker) hand memory that
-    stayed free for a few seconds back to the host, and the next first touch of it is slow: on
-    the machine the README's numbers come from, ~3.5 s per GiB instead of ~0.1 s. A process that
-    allocates gigabytes at once (the numpy PCA reference) then measured 9.6-12.1 s instead of
-    5.3-7.4 s, depending only on how long the memory had been free. Touched just before each
-    timed run, every contender starts on the same (warm) memory.
+    stayed free for a few seconds back to the host, and the next first touch of it is slow (several
+    seconds per GiB on the machine of benchmarks/results/README.md). A process that allocates
+    gigabytes at once (the numpy PCA reference) then pays for it depending only on how long the
+    memory had been free. Touched just before each timed run, every contender starts on the same
+    (warm) memory.
     """
     if gib <= 0:
         return 0.0
@@ -234,10 +236,10 @@ def generate_features(folder: Path, rows: int, dim: int, seed: int = 11, files: 
 # --------------------------------------------------------------------------- steps
 
 
-def run_ceiling(images: Path, args) -> dict:
-    command = [sys.executable, str(BENCH / "ceiling.py"), "--images", str(images),
+def run_ceiling(images: Path, runtime: str, args) -> dict:
+    command = [sys.executable, str(BENCH / "ceiling.py"), "--images", str(images), "--runtime", runtime,
                "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
-    proc, record = run_measured("ceiling", command, python_env(), args)
+    proc, record = run_measured(f"ceiling ({runtime})", command, python_env(), args)
     inside = json.loads(proc.stdout.strip().splitlines()[-1])
     record["inside"] = inside
     record["images"] = inside["images"]
@@ -261,16 +263,19 @@ def job_phases(text: str, job: str) -> list[str]:
 def run_featurize(images: Path, out: Path, args) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     job_args = ["--images", str(images), "--output", str(out / "features"), "--rejects", str(out / "rejects"),
-                "--weights", "none", "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+                "--weights", "none", "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
+                "--runtime", args.runtime]
     command = spark_command(Path(args.spark_jobs) / "featurize.py", job_args, driver_memory=args.driver_memory,
                             confs=featurize_confs(args))
-    proc, record = run_measured("featurize", command, python_env(Path(args.spark_jobs)), args)
+    proc, record = run_measured("featurize", command, python_env(), args)
     text = proc.stdout + proc.stderr  # spark-submit passes the Python driver's stderr to its stdout
     summary = summary_line(proc.stdout, "featurize")
     record["images"] = int(summary.get("featurized", -1))
     record["rejected"] = int(summary.get("rejected", -1))
+    record["runtime"] = summary.get("runtime", args.runtime)
     record["job_reported_seconds"] = float(summary.get("seconds", "nan"))
     record["model_builds"] = len(re.findall(r"built MobileNetV2", text))
+    record["workers_loaded_tensorflow"] = len(re.findall(r"built MobileNetV2.*TensorFlow loaded: yes", text))
     record["phases"] = job_phases(text, "featurize")
     return record
 
@@ -315,7 +320,8 @@ def libblas_present() -> bool:
     return bool(re.search(r"\blibblas\.so\.3\b", out) and re.search(r"\bliblapack\.so\.3\b", out))
 
 
-def run_pca(work: Path, args) -> dict:
+def run_pca(work: Path, args) -> tuple[dict, list[dict], list[dict], list[dict]]:
+    """PCA comparison: (summary, numpy runs, pca.py runs, Spark floor runs)."""
     features = work / "pca_features"
     log(f"generating {args.pca_rows:,} x {PCA_DIM} float32 features")
     started = time.perf_counter()
@@ -409,6 +415,16 @@ def bytecode_cached(module: str) -> bool | None:
     return Path(importlib.util.cache_from_source(spec.origin)).exists()
 
 
+def cpu_flags(wanted: tuple[str, ...]) -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return [flag for flag in wanted if flag in line.split(":", 1)[1].split()]
+    except OSError:
+        pass
+    return []
+
+
 def machine_info() -> dict:
     import importlib.metadata as md
 
@@ -441,6 +457,12 @@ def machine_info() -> dict:
         "keras": version("keras"),
         "pillow": version("pillow"),
         "numpy": version("numpy"),
+        "onnxruntime": version("onnxruntime"),
+        "tf2onnx": version("tf2onnx"),
+        "openvino": version("openvino"),
+        "machine": platform.machine(),
+        # OpenVINO's default CPU precision is bf16 where these exist (the runtimes are set to f32).
+        "cpu_bf16_flags": cpu_flags(("avx512_bf16", "amx_bf16")),
         "java": java,
         "spark_submit_opts": python_env().get("SPARK_SUBMIT_OPTS"),  # JIT thresholds, class-data-sharing archive
         "tensorflow_bytecode_cached": bytecode_cached("tensorflow"),
@@ -457,59 +479,69 @@ def fmt(value, digits=1):
     return f"{value:,.{digits}f}"
 
 
-def table(result: dict) -> str:
-    lines = []
-    c, f, nb = result.get("ceiling"), result.get("featurize"), result.get("notebook")
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
+def featurize_table(result: dict) -> list[str]:
+    ceilings, f, nb = result["ceilings"], result["featurize"], result["notebook"]
     r, t = result["ratios"], result["targets"]
-    if f:
-        n, ns = result["images"]["n"], result["images"]["n_small"]
-        rows = [("", "images/s marginal", "fixed s", f"s @ {ns}", f"s @ {n}", f"images/s e2e @ {n}",
-                 "peak RSS MB")]
-        rows.append(("1 ceiling (1 process, no Spark)", fmt(c["marginal_images_per_s"]), fmt(c["fixed_seconds"]),
-                     fmt(c["seconds_small"]), fmt(c["seconds"]), fmt(c["end_to_end_images_per_s"]),
-                     fmt(c["peak_rss_mb"], 0)))
-        rows.append(("2 featurize.py (spark-submit)", fmt(f["marginal_images_per_s"]), fmt(f["fixed_seconds"]),
-                     fmt(f["seconds_small"]), fmt(f["seconds"]), fmt(f["end_to_end_images_per_s"]),
-                     f"{fmt(f['peak_rss_mb_small'], 0)} -> {fmt(f['peak_rss_mb'], 0)}"))
-        if nb:
-            rows.append(("3 notebook recipe (spark-submit)", "", "", "", fmt(nb["seconds"]),
-                         fmt(nb["end_to_end_images_per_s"]), fmt(nb["peak_rss_mb"], 0)))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines += ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                            for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
-        lines.insert(1, "-" * len(lines[0]))
+    n, ns = result["images"]["n"], result["images"]["n_small"]
+    rows = [("", "images/s marginal", "fixed s", f"s @ {ns}", f"s @ {n}", f"images/s e2e @ {n}", "peak MB")]
+    for runtime, c in ceilings.items():
+        rows.append((f"1 ceiling, {runtime} (1 process, no Spark)", fmt(c["marginal_images_per_s"]),
+                     fmt(c["fixed_seconds"]), fmt(c["seconds_small"]), fmt(c["seconds"]),
+                     fmt(c["end_to_end_images_per_s"]), fmt(c["peak_rss_mb"], 0)))
+    rows.append((f"2 featurize.py --runtime {f['runtime']}", fmt(f["marginal_images_per_s"]),
+                 fmt(f["fixed_seconds"]), fmt(f["seconds_small"]), fmt(f["seconds"]),
+                 fmt(f["end_to_end_images_per_s"]), f"{fmt(f['peak_rss_mb_small'], 0)} -> {fmt(f['peak_rss_mb'], 0)}"))
+    if nb:
+        rows.append(("3 notebook recipe (spark-submit)", "", "", "", fmt(nb["seconds"]),
+                     fmt(nb["end_to_end_images_per_s"]), fmt(nb["peak_rss_mb"], 0)))
+    lines = aligned(rows) + [
+        "",
+        f"2 / tensorflow ceiling, marginal images/s: {fmt(r['featurize_vs_tensorflow_ceiling_marginal'], 2)} "
+        f"(target >= 1.6: {fmt(t['marginal_vs_tensorflow_ceiling_ge_1_6'])})",
+        f"2 / {f['runtime']} ceiling, marginal images/s: {fmt(r['featurize_vs_runtime_ceiling_marginal'], 2)} "
+        f"(target >= 0.85: {fmt(t['marginal_vs_runtime_ceiling_ge_0_85'])})",
+        f"2 / 3 end to end @ {n}: {fmt(r['featurize_vs_notebook_end_to_end'], 2)} (target >= 3: "
+        f"{fmt(t['end_to_end_vs_notebook_ge_3'])})",
+        f"featurize fixed seconds: {fmt(f['fixed_seconds'])} (target <= 12: {fmt(t['fixed_seconds_le_12'])})",
+        f"featurize peak memory, {ns} -> {n} images: x{fmt(r['featurize_peak_rss_growth'], 2)} "
+        f"(target <= 1.25: {fmt(t['memory_flat_within_25pct'])})",
+    ]
+    for runtime, c in ceilings.items():
         share = c["inside_decode_share"]
-        lines += [
-            "",
-            f"2/1 marginal images/s: {fmt(r['featurize_vs_ceiling_marginal'], 2)} (target >= 0.9: "
-            f"{fmt(t['marginal_vs_ceiling_ge_0_9'])}); end to end @ {n}: "
-            f"{fmt(r['featurize_vs_ceiling_end_to_end'], 2)}",
-            f"2/3 end to end @ {n}: {fmt(r['featurize_vs_notebook_end_to_end'], 2)} (target >= 2: "
-            f"{fmt(t['end_to_end_vs_notebook_ge_2'])})",
-            f"featurize peak RSS, {ns} -> {n} images: x{fmt(r['featurize_peak_rss_growth'], 2)} "
-            f"(target <= 1.25: {fmt(t['memory_flat_within_25pct'])})",
-            f"ceiling's own loop (start-up excluded) @ {n}: {fmt(c['inside_loop_images_per_s'])} images/s, "
-            f"decoding {fmt(share * 100 if share is not None else None)}% of it",
-        ]
-    p = result.get("pca")
-    if p:
-        lines += [
-            "" if lines else "",
-            f"PCA {p['rows']:,} x {p['dim']} -> k={p['k']}: pca.py {fmt(p['spark']['seconds'])} s "
-            f"(--solver {p['solver']}{', native BLAS: ' + p['native_blas'] if 'native_blas' in p else ''}, "
-            f"peak RSS {fmt(p['spark']['peak_rss_mb'], 0)} MB) vs numpy "
-            f"{fmt(p['numpy']['seconds'])} s (fit {fmt(p['numpy']['inside']['fit_seconds'], 2)} s): "
-            f"x{fmt(p['spark_vs_numpy'], 2)} (target <= 3: {fmt(t['pca_within_3x'])}); "
-            f"explained variance max |diff| {p['explained_variance_max_abs_diff']:.1e}",
-            f"Spark's floor under pca.py (session + its two passes into Python workers, no computing): "
-            f"{fmt(p['floor']['seconds'])} s = x{fmt(p['floor_vs_numpy'], 2)} numpy; pca.py's own work above it: "
-            f"{fmt(p['spark_above_floor_seconds'])} s",
-        ]
+        lines.append(f"ceiling {runtime}: own loop (start-up excluded) @ {n}: {fmt(c['inside_loop_images_per_s'])} "
+                     f"images/s, decoding {fmt(share * 100 if share is not None else None)}% of it; "
+                     f"x{fmt(r['ceiling_vs_tensorflow_ceiling_marginal'].get(runtime), 2)} TensorFlow's marginal rate")
+    return lines
+
+
+def pca_table(p: dict, t: dict) -> list[str]:
+    return [
+        f"PCA {p['rows']:,} x {p['dim']} -> k={p['k']}: pca.py {fmt(p['spark']['seconds'])} s "
+        f"(--solver {p['solver']}{', native BLAS: ' + p['native_blas'] if 'native_blas' in p else ''}, "
+        f"peak RSS {fmt(p['spark']['peak_rss_mb'], 0)} MB) vs numpy "
+        f"{fmt(p['numpy']['seconds'])} s (fit {fmt(p['numpy']['inside']['fit_seconds'], 2)} s): "
+        f"x{fmt(p['spark_vs_numpy'], 2)} (target <= 3: {fmt(t['pca_within_3x'])}); "
+        f"explained variance max |diff| {p['explained_variance_max_abs_diff']:.1e}",
+        f"Spark's floor under pca.py (session + its two passes into Python workers, no computing): "
+        f"{fmt(p['floor']['seconds'])} s = x{fmt(p['floor_vs_numpy'], 2)} numpy; pca.py's own work above it: "
+        f"{fmt(p['spark_above_floor_seconds'])} s",
+    ]
+
+
+def notes(result: dict) -> list[str]:
     other = max((run.get("other_load_cores", 0.0) for run in result["all_runs"]), default=0.0)
     steal = max((run.get("steal_cores", 0.0) for run in result["all_runs"]), default=0.0)
-    lines.append(f"\nother processes' CPU during the runs: up to {other:.2f} cores, stolen by the hypervisor: "
-                 f"up to {steal:.2f} cores (both 0 on a quiet machine; per run in all_runs[])")
-    m = result["machine"]
+    lines = [f"\nother processes' CPU during the runs: up to {other:.2f} cores, stolen by the hypervisor: "
+             f"up to {steal:.2f} cores (both 0 on a quiet machine; per run in all_runs[])"]
+    m, p = result["machine"], result.get("pca")
     if m.get("tensorflow_bytecode_cached") is False:
         lines.append("note: TensorFlow has no compiled bytecode in this environment: every process that "
                      "imports it compiles it again (~5 s). Install with `uv pip install --compile-bytecode` "
@@ -519,7 +551,14 @@ def table(result: dict) -> str:
                      "job): `make spark-cds` builds it.")
     if p and p.get("native_blas", "active") != "active":  # measured with --pca-solver spark-ml only
         lines.append("note: Spark ML ran without a native BLAS (benchmarks/native_blas.sh installs OpenBLAS).")
-    return "\n".join(lines)
+    return lines
+
+
+def table(result: dict) -> str:
+    lines = featurize_table(result) if result.get("featurize") else []
+    if result.get("pca"):
+        lines += ([""] if lines else []) + pca_table(result["pca"], result["targets"])
+    return "\n".join(lines + notes(result))
 
 
 def summarise_step(runs: dict[str, list[dict]], sizes: dict[str, int], step: str) -> dict:
@@ -529,30 +568,43 @@ def summarise_step(runs: dict[str, list[dict]], sizes: dict[str, int], step: str
     model["peak_rss_mb"] = max(rec["peak_rss_mb"] for rec in runs["large"])
     model["cpu_seconds_small"] = best["small"]["cpu_seconds"]
     model["cpu_seconds"] = best["large"]["cpu_seconds"]
+    model["runs_small"] = [rec["seconds"] for rec in runs["small"]]
+    model["runs"] = [rec["seconds"] for rec in runs["large"]]
     if step == "ceiling":
         inside = best["large"]["inside"]
+        model["runtime"] = inside["runtime"]
         model["inside_loop_images_per_s"] = inside["loop_images_per_s"]
         model["inside_decode_share"] = round(inside["decode_s"] / inside["loop_s"], 4) if inside["loop_s"] else None
-        model["inside_startup_seconds"] = round(inside["import_s"] + inside["build_and_trace_s"], 3)
+        model["inside_startup_seconds"] = round(inside["import_s"] + inside["build_s"], 3)
     else:
+        model["runtime"] = best["large"]["runtime"]
         model["job_reported_seconds"] = best["large"]["job_reported_seconds"]
         model["model_builds"] = best["large"]["model_builds"]
+        model["workers_loaded_tensorflow"] = best["large"]["workers_loaded_tensorflow"]
         model["phases_small"] = best["small"]["phases"]
         model["phases"] = best["large"]["phases"]
         model["peak_rss_growth"] = ratio(model["peak_rss_mb"], model["peak_rss_mb_small"])
     return model
 
 
-def main(argv: list[str] | None = None) -> int:
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1200, help="images of the large run (default 1200)")
     parser.add_argument("--n-small", type=int, help="images of the small run (default n/4)")
     parser.add_argument("--image-size", type=int, default=224, help="model input size (default 224)")
     parser.add_argument("--batch-size", type=int, default=64)
-    # 3, not 2: the marginal rate is a difference of two timings, and on a shared 2-core VM one
-    # slow minute moved featurize/ceiling from 0.99 to 0.88 between two runs of the same code.
+    # 3, not 2: the marginal rate is a difference of two timings, and one slow minute of a shared
+    # VM moves it (benchmarks/results/README.md).
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each measured step (per size), alternated; the fastest counts (default 3)")
+    parser.add_argument("--runtime", choices=list(RUNTIMES), default=DEFAULT_RUNTIME,
+                        help=f"featurize.py --runtime (default {DEFAULT_RUNTIME}, the job's default)")
+    parser.add_argument("--ceiling-runtimes", default=",".join(RUNTIMES),
+                        help="comma-separated runtimes of the one-process ceilings (default: all); tensorflow "
+                             "and featurize.py's runtime are always included")
     parser.add_argument("--task-cpus", type=int, help="spark.task.cpus for featurize.py (default: the job's own)")
     parser.add_argument("--conf", action="append", default=[],
                         help="extra spark-submit --conf KEY=VALUE for every Spark run (repeatable)")
@@ -581,56 +633,135 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
     if args.pca_rows < PCA_K + 1:
         parser.error(f"--pca-rows must be more than {PCA_K}")
+    wanted = [name.strip() for name in args.ceiling_runtimes.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(RUNTIMES))
+    if unknown:
+        parser.error(f"--ceiling-runtimes: unknown runtime(s) {', '.join(unknown)} (choose from {', '.join(RUNTIMES)})")
+    args.ceiling_runtimes = [name for name in RUNTIMES if name in {*wanted, "tensorflow", args.runtime}]
+    return args
 
+
+def prepare_images(work: Path, args) -> dict[str, Path]:
+    """The two image folders ('small': n_small images, 'large': n), generated afresh."""
+    folders = {"small": work / f"images_{args.n_small}", "large": work / f"images_{args.n}"}
+    for key, count in (("small", args.n_small), ("large", args.n)):
+        shutil.rmtree(folders[key], ignore_errors=True)
+        if generate_images(folders[key], count) != count:
+            raise SystemExit(f"generated the wrong number of images in {folders[key]}")
+    log(f"generated {args.n_small} and {args.n} images ({SOURCE_PX}x{SOURCE_PX} JPEG) under {work}")
+    return folders
+
+
+def measure_featurization(folders: dict[str, Path], work: Path, args) -> tuple[dict, list[dict]]:
+    """Ceilings and featurize.py at both sizes, interleaved: ({step: summary}, every run)."""
+    sizes = {"small": args.n_small, "large": args.n}
+    steps = {f"ceiling:{runtime}": functools.partial(run_ceiling, runtime=runtime, args=args)
+             for runtime in args.ceiling_runtimes}
+    steps["featurize"] = lambda images, key: run_featurize(images, work / f"out_{key}", args)
+    steps = {step: (runner if step == "featurize" else (lambda images, key, run=runner: run(images)))
+             for step, runner in steps.items()}
+    runs = {step: {"small": [], "large": []} for step in steps}
+    all_runs = []
+    for rep in range(args.repeat):
+        for key in ("small", "large"):  # interleaved: a noisy minute hits every side alike
+            for step, runner in steps.items():
+                log(f"{step}, {sizes[key]} images (run {rep + 1}/{args.repeat})")
+                rec = runner(folders[key], key)
+                if rec["images"] != sizes[key]:
+                    raise SystemExit(f"{step} featurized {rec['images']} of {sizes[key]} images")
+                rec.update(step=step.split(":")[0], n=sizes[key], repeat=rep)
+                if step.startswith("ceiling:"):
+                    rec["runtime"] = step.split(":")[1]
+                runs[step][key].append(rec)
+                all_runs.append(rec)
+                log(f"  {rec['seconds']:.1f} s, {rec['cpu_seconds']:.0f} CPU s, "
+                    f"peak {rec['peak_rss_mb']:.0f} MB, other load {rec['other_load_cores']:.2f} cores")
+    summaries = {step: summarise_step(runs[step], sizes, step.split(":")[0]) for step in steps}
+    return summaries, all_runs
+
+
+def measure_notebook(folders: dict[str, Path], work: Path, args) -> tuple[dict, dict]:
+    log(f"notebook recipe, {args.n} images")
+    rec = run_notebook(folders["large"], work / "notebook", args)
+    if rec["images"] != args.n:
+        raise SystemExit(f"the notebook recipe featurized {rec['images']} of {args.n} images")
+    rec.update(step="notebook", n=args.n, repeat=0)
+    log(f"  {rec['seconds']:.1f} s")
+    return {k: rec[k] for k in ("images", "seconds", "end_to_end_images_per_s", "peak_rss_mb", "cpu_seconds")}, rec
+
+
+def ratios_of(result: dict) -> dict:
+    ceilings, f, nb, p = result["ceilings"] or {}, result["featurize"], result["notebook"], result["pca"]
+    tf_ceiling, own_ceiling = ceilings.get("tensorflow"), f and ceilings.get(f["runtime"])
+
+    def marginal(summary):
+        return summary and summary["marginal_images_per_s"]
+
+    return {
+        "featurize_vs_tensorflow_ceiling_marginal": ratio(marginal(f), marginal(tf_ceiling)),
+        "featurize_vs_runtime_ceiling_marginal": ratio(marginal(f), marginal(own_ceiling)),
+        "featurize_vs_tensorflow_ceiling_end_to_end": ratio(f and f["end_to_end_images_per_s"],
+                                                            tf_ceiling and tf_ceiling["end_to_end_images_per_s"]),
+        "featurize_vs_notebook_end_to_end": ratio(f and f["end_to_end_images_per_s"],
+                                                  nb and nb["end_to_end_images_per_s"]),
+        "featurize_peak_rss_growth": f and f["peak_rss_growth"],
+        "ceiling_vs_tensorflow_ceiling_marginal": {runtime: ratio(marginal(c), marginal(tf_ceiling))
+                                                   for runtime, c in ceilings.items()},
+        "pca_spark_vs_numpy": p and p["spark_vs_numpy"],
+    }
+
+
+def targets_of(result: dict) -> dict:
+    r, f = result["ratios"], result["featurize"]
+
+    def at_least(value, bound):
+        return None if value is None else value >= bound
+
+    def at_most(value, bound):
+        return None if value is None else value <= bound
+
+    return {
+        "marginal_vs_tensorflow_ceiling_ge_1_6": at_least(r["featurize_vs_tensorflow_ceiling_marginal"], 1.6),
+        "marginal_vs_runtime_ceiling_ge_0_85": at_least(r["featurize_vs_runtime_ceiling_marginal"], 0.85),
+        "end_to_end_vs_notebook_ge_3": at_least(r["featurize_vs_notebook_end_to_end"], 3.0),
+        "fixed_seconds_le_12": at_most(f and f["fixed_seconds"], 12.0),
+        "memory_flat_within_25pct": at_most(r["featurize_peak_rss_growth"], 1.25),
+        "pca_within_3x": at_most(r["pca_spark_vs_numpy"], 3.0),
+    }
+
+
+def write_results(result: dict, out: Path, started: dt.datetime) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    stamped = out / f"{started.strftime('%Y%m%d-%H%M%S')}.json"
+    stamped.write_text(payload, encoding="utf-8")
+    (out / "latest.json").write_text(payload, encoding="utf-8")
+    return stamped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="fruits-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now()
     result: dict = {"schema_version": SCHEMA_VERSION, "started": started.isoformat(timespec="seconds"),
                     "args": {k: v for k, v in vars(args).items() if k != "work_dir"},
-                    "machine": machine_info(), "images": None, "ceiling": None, "featurize": None,
+                    "machine": machine_info(), "images": None, "ceilings": None, "featurize": None,
                     "notebook": None, "pca": None}
     all_runs: list[dict] = []
     try:
         if not args.skip_featurize:
-            sizes = {"small": args.n_small, "large": args.n}
-            folders = {key: work / f"images_{count}" for key, count in sizes.items()}
-            for key, count in sizes.items():
-                shutil.rmtree(folders[key], ignore_errors=True)
-                if generate_images(folders[key], count) != count:
-                    raise SystemExit(f"generated the wrong number of images in {folders[key]}")
-            log(f"generated {args.n_small} and {args.n} images ({SOURCE_PX}x{SOURCE_PX} JPEG) under {work}")
+            folders = prepare_images(work, args)
             result["images"] = {"n": args.n, "n_small": args.n_small, "image_size": args.image_size,
                                 "source_px": SOURCE_PX, "classes": min(CLASSES, args.n_small),
                                 "batch_size": args.batch_size, "weights": "none"}
-
-            runs = {"ceiling": {"small": [], "large": []}, "featurize": {"small": [], "large": []}}
-            for rep in range(args.repeat):
-                for key in ("small", "large"):  # interleaved: a noisy minute hits both sides alike
-                    for step, runner in (("ceiling", lambda k: run_ceiling(folders[k], args)),
-                                         ("featurize", lambda k: run_featurize(folders[k], work / f"out_{k}", args))):
-                        log(f"{step}, {sizes[key]} images (run {rep + 1}/{args.repeat})")
-                        rec = runner(key)
-                        if rec["images"] != sizes[key]:
-                            raise SystemExit(f"{step} featurized {rec['images']} of {sizes[key]} images")
-                        rec.update(step=step, n=sizes[key], repeat=rep)
-                        runs[step][key].append(rec)
-                        all_runs.append(rec)
-                        log(f"  {rec['seconds']:.1f} s, {rec['cpu_seconds']:.0f} CPU s, "
-                            f"peak RSS {rec['peak_rss_mb']:.0f} MB, other load {rec['other_load_cores']:.2f} cores")
-            for step in runs:
-                result[step] = summarise_step(runs[step], sizes, step)
-
+            summaries, runs = measure_featurization(folders, work, args)
+            all_runs += runs
+            result["featurize"] = summaries.pop("featurize")
+            result["ceilings"] = {step.split(":")[1]: summary for step, summary in summaries.items()}
             if not args.skip_notebook:
-                log(f"notebook recipe, {args.n} images")
-                rec = run_notebook(folders["large"], work / "notebook", args)
-                if rec["images"] != args.n:
-                    raise SystemExit(f"the notebook recipe featurized {rec['images']} of {args.n} images")
-                rec.update(step="notebook", n=args.n, repeat=0)
+                result["notebook"], rec = measure_notebook(folders, work, args)
                 all_runs.append(rec)
-                result["notebook"] = {k: rec[k] for k in ("images", "seconds", "end_to_end_images_per_s",
-                                                          "peak_rss_mb", "cpu_seconds")}
-                log(f"  {rec['seconds']:.1f} s")
-
         if not args.skip_pca:
             result["pca"], numpy_runs, spark_runs, floor_runs = run_pca(work, args)
             all_runs += [dict(run, step="pca_numpy") for run in numpy_runs]
@@ -640,40 +771,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 
-    c, f, nb, p = result["ceiling"], result["featurize"], result["notebook"], result["pca"]
-    result["ratios"] = {
-        "featurize_vs_ceiling_marginal": ratio(f and f["marginal_images_per_s"], c and c["marginal_images_per_s"]),
-        "featurize_vs_ceiling_end_to_end": ratio(f and f["end_to_end_images_per_s"],
-                                                 c and c["end_to_end_images_per_s"]),
-        "featurize_vs_notebook_end_to_end": ratio(f and f["end_to_end_images_per_s"],
-                                                  nb and nb["end_to_end_images_per_s"]),
-        "featurize_peak_rss_growth": f and f["peak_rss_growth"],
-        "pca_spark_vs_numpy": p and p["spark_vs_numpy"],
-    }
-    r = result["ratios"]
-
-    def at_least(value, bound):
-        return None if value is None else value >= bound
-
-    def at_most(value, bound):
-        return None if value is None else value <= bound
-
-    result["targets"] = {
-        "marginal_vs_ceiling_ge_0_9": at_least(r["featurize_vs_ceiling_marginal"], 0.9),
-        "end_to_end_vs_notebook_ge_2": at_least(r["featurize_vs_notebook_end_to_end"], 2.0),
-        "memory_flat_within_25pct": at_most(r["featurize_peak_rss_growth"], 1.25),
-        "pca_within_3x": at_most(r["pca_spark_vs_numpy"], 3.0),
-    }
+    result["ratios"] = ratios_of(result)
+    result["targets"] = targets_of(result)
     result["all_runs"] = all_runs
     result["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-
     print(table(result), flush=True)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
-    stamped = out / f"{started.strftime('%Y%m%d-%H%M%S')}.json"
-    stamped.write_text(payload, encoding="utf-8")
-    (out / "latest.json").write_text(payload, encoding="utf-8")
+    stamped = write_results(result, out, started)
     print(f"\nwrote {stamped} and {out / 'latest.json'}", flush=True)
     return 0
 

@@ -23,7 +23,7 @@ import time
 
 STARTED = time.perf_counter()
 
-from fruits_spark.pca_model import SESSION_DEFAULTS, projected_writer  # noqa: E402 - spark_jobs/ is on PYTHONPATH
+from fruits_spark.pca_model import SESSION_DEFAULTS, projected_writer  # noqa: E402
 from fruits_spark.runtime import create_session, unless_submitted  # noqa: E402
 
 

@@ -189,13 +189,13 @@ def session_conf(batch_size: int) -> dict[str, str]:
     return conf
 
 
-def _load_model_child(conn, spec: str, image_size: int, seed: int, runtime: str) -> None:
+def _load_model_child(conn, spec: str, image_size: int, seed: int, runtime: str, name: str) -> None:
     try:
         from fruits_spark import inference
         from fruits_spark.model import WeightsError, load_model
 
         try:
-            conn.send(("ok", inference.convert(load_model(spec, image_size, seed), runtime, image_size), ""))
+            conn.send(("ok", inference.convert(load_model(spec, image_size, seed, name), runtime, image_size), ""))
         except (WeightsError, inference.ConversionError, inference.RuntimeUnavailable) as exc:
             conn.send(("error", str(exc), ""))
     except BaseException as exc:  # noqa: BLE001 - reported by the parent
@@ -219,12 +219,12 @@ class ModelLoader:
     early. `result()` gives the `PortableModel` to broadcast, or raises a one-line JobError.
     """
 
-    def __init__(self, spec: str, image_size: int, seed: int, runtime: str):
+    def __init__(self, spec: str, image_size: int, seed: int, runtime: str, name: str | None = None):
         self.spec = spec
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=False)
-        self._process = context.Process(target=_load_model_child, args=(child_conn, spec, image_size, seed, runtime),
-                                        name="fruits-model", daemon=True)
+        self._process = context.Process(target=_load_model_child, name="fruits-model", daemon=True,
+                                        args=(child_conn, spec, image_size, seed, runtime, name or spec))
         self._process.start()
         child_conn.close()
 
@@ -427,7 +427,8 @@ def run(args: argparse.Namespace) -> dict:
     spark, loader, warm_up = start(args)
     inputs = plan(spark, args)
     if loader is None:  # a weights file: copy it from any storage, then load it beside Spark
-        loader = ModelLoader(hadoop_fs.copy_to_local(spark, args.weights), args.image_size, args.seed, args.runtime)
+        loader = ModelLoader(hadoop_fs.copy_to_local(spark, args.weights), args.image_size, args.seed, args.runtime,
+                             name=args.weights)
     model = loader.result()  # a failed load or conversion ends the job here, before any image is featurized
     bc_model = spark.sparkContext.broadcast(model)
     warm_up.join(timeout=120)  # normally long finished

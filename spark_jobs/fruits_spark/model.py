@@ -48,12 +48,12 @@ class WeightsError(Exception):
     """The weights could not be obtained (a missing, corrupt or mismatching weights file)."""
 
 
-def load_model(spec: str, image_size: int, seed: int):
+def load_model(spec: str, image_size: int, seed: int, name: str | None = None):
     """The Keras feature extractor with its weights, built once on the driver.
 
     spec: "imagenet" (Keras download, the default for users), "none" (random init with a
     fixed seed, for offline tests and benchmarks) or the local path of a Keras weights file
-    (the job copies a file from any storage first).
+    (the job copies a file from any storage first; `name`, its URI, is what errors show).
     """
     model = build_feature_extractor(image_size, weights="imagenet" if spec == "imagenet" else None)
     if spec == "none":
@@ -63,9 +63,9 @@ def load_model(spec: str, image_size: int, seed: int):
             model.load_weights(spec)
         except Exception as exc:  # noqa: BLE001 - h5py, Keras and OS errors alike: one message
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise WeightsError(f"cannot load the weights file {spec}: {detail}") from exc
+            raise WeightsError(f"cannot load the weights file {name or spec}: {detail}") from exc
     weights = model.weights
-    log.info("weights %s: %d arrays, %.1f MB", spec, len(weights),
+    log.info("weights %s: %d arrays, %.1f MB", name or spec, len(weights),
              sum(int(np.prod(w.shape)) * 4 for w in weights) / 1e6)
     return model
 

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import TEST_IMAGE_SIZE, summary_of
 from fruits_dev.samples import generate_samples
+from fruits_spark.inference import DEFAULT_RUNTIME, RUNTIMES
 from fruits_spark.paths import canonical_uri
 
 pytestmark = pytest.mark.spark
@@ -165,3 +166,55 @@ def test_bad_arguments_fail_with_a_clear_message(tmp_path, spark_submit_cmd):
     assert proc.returncode == 2
     # spark-submit merges the Python driver's stderr into its stdout.
     assert f"featurize: error: manifest not found: {tmp_path / 'nope.txt'}" in proc.stdout
+
+
+def test_workers_of_the_default_runtime_do_not_import_tensorflow(images_run):
+    _, proc, _, _ = images_run
+    builds = [line for line in proc.stderr.splitlines() if "built MobileNetV2" in line]
+    assert builds and all(f"for {DEFAULT_RUNTIME} " in line for line in builds), builds
+    assert all(line.endswith("TensorFlow loaded: no") for line in builds), builds
+    assert summary_of(proc, "featurize")["runtime"] == DEFAULT_RUNTIME
+
+
+@pytest.mark.parametrize("runtime", sorted(set(RUNTIMES) - {DEFAULT_RUNTIME}))
+def test_every_runtime_gives_the_same_rows_and_features(images_run, tmp_path, spark_submit_cmd, runtime):
+    """The same folder through another runtime: the same rows, rejects and features (1e-4 relative)."""
+    samples, _, reference, reference_rejects = images_run
+    proc = spark_submit_cmd(
+        "featurize.py", "--images", str(samples.root), "--output", str(tmp_path / "f"),
+        "--rejects", str(tmp_path / "r"), "--weights", "none", "--image-size", str(TEST_IMAGE_SIZE),
+        "--batch-size", "4", "--runtime", runtime,
+    )
+    builds = [line for line in proc.stderr.splitlines() if "built MobileNetV2" in line]
+    assert builds and all(f"for {runtime} " in line for line in builds), builds
+    loaded = "yes" if runtime == "tensorflow" else "no"
+    assert all(line.endswith(f"TensorFlow loaded: {loaded}") for line in builds), builds
+    ours = pq.read_table(tmp_path / "f").to_pandas().set_index("path")
+    theirs = reference.to_pandas().set_index("path")
+    assert sorted(ours.index) == sorted(theirs.index)
+    columns = ["label", "width", "height", "size_bytes", "sha256"]
+    assert ours.loc[theirs.index, columns].equals(theirs[columns])
+    for path in theirs.index:
+        expected = np.asarray(theirs.at[path, "features"])
+        assert np.abs(np.asarray(ours.at[path, "features"]) - expected).max() <= 1e-4 * np.abs(expected).max()
+    rejects = pq.read_table(tmp_path / "r").to_pandas().sort_values("path").reset_index(drop=True)
+    assert rejects.equals(reference_rejects.sort_values("path").reset_index(drop=True))
+
+
+def test_a_corrupt_weights_file_ends_the_job_in_one_line_before_any_featurizing(images_run, tmp_path,
+                                                                               spark_submit_cmd):
+    samples, _, _, _ = images_run
+    corrupt = tmp_path / "mobilenet.weights.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"not really HDF5" * 64)
+    proc = spark_submit_cmd(
+        "featurize.py", "--images", str(samples.root), "--output", str(tmp_path / "f"),
+        "--rejects", str(tmp_path / "r"), "--weights", str(corrupt), "--image-size", str(TEST_IMAGE_SIZE),
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("featurize: error: ")]
+    assert len(errors) == 1, proc.stdout[-3000:]
+    assert errors[0].startswith(f"featurize: error: cannot load the weights file {corrupt}: ")
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "f").exists() and not (tmp_path / "r").exists()
+    assert "built MobileNetV2" not in proc.stderr

@@ -38,9 +38,9 @@ VALIDATION_SALT = "fruits-classifier-validation"
 TEST, VALIDATION, FIT = "test", "validation", "fit"
 TRAINING_PARTS = (VALIDATION, FIT)
 
-# Rows per partition of the cached training data. Each L-BFGS iteration is one Spark job, so
-# on small inputs the per-task overhead dominates: 300 rows x 10 values fitted 8 settings in
-# 7.4 s from one partition, 14.3 s from two (local[2]). 50,000 rows of k = 100 doubles are 40 MB.
+# Rows per partition of the cached training data. Each L-BFGS iteration is one Spark job, so on
+# small inputs the per-task overhead dominates and fewer partitions fit faster (figures in
+# docs/measurements.md); 50,000 rows of k = 100 doubles are 40 MB, still a small task.
 ROWS_PER_PARTITION = 50_000
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SPARK_JOBS, TEST_IMAGE_SIZE, summary_of
+from conftest import TEST_IMAGE_SIZE, load_job, summary_of
 from fruits_dev.samples import generate_samples
 from fruits_spark import classifier_report
 from fruits_spark.runtime import JobError
@@ -23,14 +22,6 @@ SUMMARY_KEYS = {"input_rows", "unlabelled_rows", "train_rows", "test_rows", "lab
 SMALL_GRID = ("--reg-params", "0.01", "--elastic-net-params", "0.0")
 # Both dimensions of the grid, 4 fits instead of the default 6 (each fit is tens of small jobs).
 GRID = ("--reg-params", "0.01,0.1", "--elastic-net-params", "0.0,0.5")
-
-
-def load_job():
-    """classify.py as a module, for its argument parsing and pure helpers."""
-    spec = importlib.util.spec_from_file_location("classify_job", SPARK_JOBS / "classify.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +59,7 @@ def as_landing_paths(source, target) -> pa.Table:
 
 
 def test_step_arguments_parse():
-    job = load_job()
+    job = load_job("classify")
     args = job.parse_args(["--vectors", "s3://b/pca/run=1/vectors", "--pca-run", "1",
                            "--output", "s3://b/classifier/run=2/"])
     assert args.output == "s3://b/classifier/run=2"
@@ -215,7 +206,7 @@ def test_empty_input_exits_2_with_one_line(tmp_path, spark_submit_cmd):
 
 
 def test_label_warnings_name_untested_and_unseen_labels():
-    job = load_job()
+    job = load_job("classify")
     warnings = job.label_warnings({"Banana": 8, "Kiwi": 5, "Plum": 2}, {"Banana": 2, "Kiwi": 1, "Lime": 1})
     assert len(warnings) == 2
     assert "Plum" in warnings[0] and "test part" in warnings[0]

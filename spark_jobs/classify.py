@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 
 from fruits_spark import classifier, classifier_report, hadoop_fs
 from fruits_spark.classifier import FIT, TEST, TRAINING_PARTS, VALIDATION, Setting
@@ -115,15 +116,9 @@ def choose_setting(indexed, counts: dict[str, dict[str, int]], labels: list[str]
                    args) -> tuple[Setting, str, list[dict]]:
     """(setting, how it was chosen, the grid's validation scores): the grid's best on the
     validation share, or the fallback when that share cannot score it."""
-    fallback = classifier.fallback_setting(args.grid)
-    reason = None
-    if len(labels) < 2:
-        reason = "a single label: nothing to compare"
-    elif len(counts[FIT]) < 2:
-        reason = f"the fit share has {len(counts[FIT])} label(s)"
-    elif not counts[VALIDATION]:
-        reason = "the validation share is empty"
+    reason = grid_obstacle(counts, labels)
     if reason:
+        fallback = classifier.fallback_setting(args.grid)
         log.warning("grid not evaluated (%s): regParam=%s elasticNetParam=%s", reason,
                     fallback.reg_param, fallback.elastic_net_param)
         return fallback, f"fallback (strongest regularisation of the grid): {reason}", []
@@ -142,8 +137,82 @@ def choose_setting(indexed, counts: dict[str, dict[str, int]], labels: list[str]
     return best, "best validation macro F1 (ties: stronger regularisation)", results
 
 
-def build_metrics(args, *, stats, dim, counts, train, test, pairs, setting, chosen_by, grid, weights,
-                  iterations, warnings, paths) -> dict:
+def grid_obstacle(counts: dict[str, dict[str, int]], labels: list[str]) -> str | None:
+    """Why the validation share cannot rank the grid, or None when it can."""
+    if len(labels) < 2:
+        return "a single label: nothing to compare"
+    if len(counts[FIT]) < 2:
+        return f"the fit share has {len(counts[FIT])} label(s)"
+    if not counts[VALIDATION]:
+        return "the validation share is empty"
+    return None
+
+
+@dataclass
+class Split:
+    """The labelled rows (cached, with their part) and what the job counted on the way."""
+
+    stats: classifier.InputStats
+    dim: int
+    rows: object  # DataFrame: path, label, features (vector), part
+    counts: dict[str, dict[str, int]]
+    train: dict[str, int]
+    test: dict[str, int]
+    warnings: list[str]
+
+
+def read_and_split(spark, args) -> Split:
+    """Read and check the vectors, split the labelled rows, warn about what weakens the scores."""
+    frame = classifier.read_vectors(spark, args.vectors)
+    stats = classifier.inspect(frame)
+    dim = classifier.check(stats, args.vectors)
+    labelled = stats.rows - stats.unlabelled
+    log.info("%d vectors of %d values, %d labelled", stats.rows, dim, labelled)
+    rows = classifier.prepare(frame, args.test_percent, args.validation_percent, labelled, task_slots(spark))
+    counts = classifier.count_parts(rows)
+    train, test = classifier.merge_counts(*(counts[p] for p in TRAINING_PARTS)), counts[TEST]
+    check_parts(train, test, labelled, args)
+    warnings = [f"{stats.unlabelled} of {stats.rows} vectors have no label: left out"] if stats.unlabelled else []
+    warnings += label_warnings(train, test)
+    for warning in warnings:
+        log.warning("%s", warning)
+    log.info("split: %d training images (%d fit, %d validation), %d test images, %d labels",
+             sum(train.values()), sum(counts[FIT].values()), sum(counts[VALIDATION].values()),
+             sum(test.values()), len(set(train) | set(test)))
+    return Split(stats, dim, rows, counts, train, test, warnings)
+
+
+def train(split: Split, args) -> dict:
+    """Pick the regularisation, refit on the whole training part, assemble the PipelineModel."""
+    training = split.rows.where(split.rows.part.isin(*TRAINING_PARTS))
+    indexer = classifier.fit_indexer(training)
+    indexed = indexer.transform(training)
+    labels = list(indexer.labelsArray[0])
+    setting, chosen_by, grid = choose_setting(indexed, split.counts, labels, args)
+    obstacle = grid_obstacle(split.counts, labels)
+    if obstacle and len(labels) > 1:  # a single label is warned about already
+        split.warnings.append(f"grid not evaluated ({obstacle}): the strongest regularisation of the grid is used")
+    weights = classifier_report.balanced_weights(split.train)
+    if len(set(weights.values())) > 1:
+        log.info("unbalanced labels: class weights from %.3f to %.3f", min(weights.values()), max(weights.values()))
+    phase = time.perf_counter()
+    fitted = classifier.fit_logistic_regression(classifier.with_weights(indexed, weights), setting, args.max_iter)
+    iterations = fitted.summary.totalIterations if fitted.hasSummary else 0
+    log.info("fitted on the training part in %.1f s (%d iterations)", time.perf_counter() - phase, iterations)
+    return {"model": classifier.pipeline_model(indexer, fitted), "setting": setting, "chosen_by": chosen_by,
+            "grid": grid, "weights": weights, "iterations": iterations}
+
+
+def score_test_part(spark, model, split: Split, paths: dict[str, str]) -> dict[tuple[str, str], int]:
+    """Write the test rows' predictions, read them back and check them: {(label, prediction): rows}."""
+    classifier.scored(model, split.rows.where(split.rows.part == TEST)).write.mode("overwrite") \
+        .parquet(paths["predictions"])
+    return classifier.verify_predictions(spark.read.parquet(paths["predictions"]), sum(split.test.values()))
+
+
+def build_metrics(args, split: Split, trained: dict, pairs: dict[tuple[str, str], int],
+                  paths: dict[str, str]) -> dict:
+    stats, counts, train, test = split.stats, split.counts, split.train, split.test
     labels = sorted(set(train) | set(test))
     matrix = classifier_report.confusion_matrix(pairs, labels)
     measured = classifier_report.scores(matrix, labels)
@@ -154,7 +223,7 @@ def build_metrics(args, *, stats, dim, counts, train, test, pairs, setting, chos
         "input_rows": stats.rows,
         "labelled_rows": stats.rows - stats.unlabelled,
         "unlabelled_rows": stats.unlabelled,
-        "features_dim": dim,
+        "features_dim": split.dim,
         "train_rows": sum(train.values()),
         "fit_rows": sum(counts[FIT].values()),
         "validation_rows": sum(counts[VALIDATION].values()),
@@ -172,12 +241,12 @@ def build_metrics(args, *, stats, dim, counts, train, test, pairs, setting, chos
         "confusion_matrix_axes": "rows: true label, columns: predicted label, both in the order of labels",
         "per_class": measured["per_class"],
         "train_counts": dict(sorted(train.items())),
-        "class_weights": dict(sorted(weights.items())),
-        "regularisation": {**setting.as_dict(), "chosen_by": chosen_by},
-        "grid": grid,
+        "class_weights": dict(sorted(trained["weights"].items())),
+        "regularisation": {**trained["setting"].as_dict(), "chosen_by": trained["chosen_by"]},
+        "grid": trained["grid"],
         "max_iter": args.max_iter,
-        "iterations": iterations,
-        "warnings": warnings,
+        "iterations": trained["iterations"],
+        "warnings": split.warnings,
         "outputs": paths,
     }
 
@@ -186,50 +255,13 @@ def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     spark = create_session("fruits-classify")  # Spark ML and SQL only: no Python workers, no package to ship
     paths = outputs(args.output)
-    frame = classifier.read_vectors(spark, args.vectors)
-    stats = classifier.inspect(frame)
-    dim = classifier.check(stats, args.vectors)
-    warnings = []
-    if stats.unlabelled:
-        warnings.append(f"{stats.unlabelled} of {stats.rows} vectors have no label: left out")
-    labelled = stats.rows - stats.unlabelled
-    log.info("%d vectors of %d values, %d labelled", stats.rows, dim, labelled)
+    split = read_and_split(spark, args)
+    trained = train(split, args)
+    trained["model"].write().overwrite().save(paths["model"])
+    pairs = score_test_part(spark, trained["model"], split, paths)
+    split.rows.unpersist()
 
-    prepared = classifier.prepare(frame, args.test_percent, args.validation_percent, labelled, task_slots(spark))
-    counts = classifier.count_parts(prepared)
-    train, test = classifier.merge_counts(*(counts[p] for p in TRAINING_PARTS)), counts[TEST]
-    check_parts(train, test, labelled, args)
-    warnings += label_warnings(train, test)
-    for warning in warnings:
-        log.warning("%s", warning)
-    log.info("split: %d training images (%d fit, %d validation), %d test images, %d labels",
-             sum(train.values()), sum(counts[FIT].values()), sum(counts[VALIDATION].values()),
-             sum(test.values()), len(set(train) | set(test)))
-
-    training = prepared.where(prepared.part.isin(*TRAINING_PARTS))
-    indexer = classifier.fit_indexer(training)
-    indexed = indexer.transform(training)
-    labels = list(indexer.labelsArray[0])
-    setting, chosen_by, grid = choose_setting(indexed, counts, labels, args)
-
-    weights = classifier_report.balanced_weights(train)
-    if len(set(weights.values())) > 1:
-        log.info("unbalanced labels: class weights from %.3f to %.3f", min(weights.values()), max(weights.values()))
-    phase = time.perf_counter()
-    fitted = classifier.fit_logistic_regression(classifier.with_weights(indexed, weights), setting, args.max_iter)
-    iterations = fitted.summary.totalIterations if fitted.hasSummary else 0
-    log.info("fitted on the training part in %.1f s (%d iterations)", time.perf_counter() - phase, iterations)
-    model = classifier.pipeline_model(indexer, fitted)
-    model.write().overwrite().save(paths["model"])
-
-    classifier.scored(model, prepared.where(prepared.part == TEST)).write.mode("overwrite") \
-        .parquet(paths["predictions"])
-    pairs = classifier.verify_predictions(spark.read.parquet(paths["predictions"]), sum(test.values()))
-    prepared.unpersist()
-
-    metrics = build_metrics(args, stats=stats, dim=dim, counts=counts, train=train, test=test, pairs=pairs,
-                            setting=setting, chosen_by=chosen_by, grid=grid, weights=weights,
-                            iterations=iterations, warnings=warnings, paths=paths)
+    metrics = build_metrics(args, split, trained, pairs, paths)
     classifier_report.check_consistency(metrics)
     title = (f"{metrics['test_rows']} test images: accuracy {metrics['accuracy']:.1%}, "
              f"macro F1 {metrics['macro_f1']:.3f} (baseline {metrics['majority_baseline']:.1%})")

@@ -19,16 +19,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, PokeReturnValue, dag, task
+from airflow.sdk import PokeReturnValue, dag, task
 
-from fruits import backends, params, settings
+from fruits import assets, backends, params, settings
 
 SETTINGS = settings.load()
 BACKEND = backends.load(SETTINGS.compute)
-
-# Downstream consumers (the classification engine's DAGs) can schedule on these.
-PCA_ASSET = Asset(name="fruits_pca_vectors", uri=f"s3://{SETTINGS.bucket}/pca/")
-FEATURES_ASSET = Asset(name="fruits_features", uri=f"s3://{SETTINGS.bucket}/features/")
 
 DEFAULT_ARGS = {
     "owner": "fruits",
@@ -103,16 +99,21 @@ def fruits_pipeline():
         planned = Batch.from_xcom(batch)
         return pipeline.commit(_bucket(planned.bucket), planned, validation, run_id)
 
-    @task(outlets=[FEATURES_ASSET, PCA_ASSET])
+    # Downstream DAGs (fruits_classifier) schedule on these Assets; each event says where this
+    # run's outputs are (the bucket is a Param, so no Asset URI could).
+    @task(outlets=[assets.FEATURES, assets.PCA_VECTORS])
     def publish_report(batch: dict, computed: dict, validation: dict, committed: dict,
-                       params: dict | None = None, run_id: str | None = None) -> dict:
+                       params: dict | None = None, run_id: str | None = None, outlet_events=None) -> dict:
         from fruits.contract import Batch, ComputeResult
         from fruits.core import pipeline
 
-        planned = Batch.from_xcom(batch)
-        return pipeline.publish_report(_bucket(planned.bucket), run_id=run_id, batch=planned,
-                                       computed=ComputeResult.from_xcom(computed), validation=validation,
-                                       compute=SETTINGS.compute, params=params)
+        planned, result = Batch.from_xcom(batch), ComputeResult.from_xcom(computed)
+        extra = assets.pca_event_extra(bucket=planned.bucket, run_id=run_id, pca_prefix=result.pca_prefix,
+                                       k=validation["pca_k"], rows=validation["pca_rows"], batch_id=planned.batch_id)
+        outlet_events[assets.PCA_VECTORS].extra = extra
+        outlet_events[assets.FEATURES].extra = {**extra, "features": result.outputs["features"]}
+        return pipeline.publish_report(_bucket(planned.bucket), run_id=run_id, batch=planned, computed=result,
+                                       validation=validation, compute=SETTINGS.compute, params=params)
 
     sensed = wait_for_new_images()
     batch = plan_batch()

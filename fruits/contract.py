@@ -6,6 +6,7 @@ outputs by the names defined here (taken from `fruits_spark.interface`, the jobs
     featurize.py --manifest LIST --output FEATURES --rejects REJECTS --weights W --image-size N
     pca.py --features-list LIST --output <pca>/vectors --model <pca>/model --report <pca>/report.json
            --allow-empty (--k K | --variance V)
+    classify.py --vectors <pca>/vectors --pca-run RUN_ID --output <classifier>/
 
 The PCA inputs are always a list file (one features dataset a line): on EMR in the bucket,
 locally beside the staged copies. A step argument is capped by EMR at 10,280 characters, which a
@@ -30,6 +31,7 @@ PCA_COLUMNS = interface.PCA_COLUMNS
 
 FEATURIZE_SCRIPT = "featurize.py"
 PCA_SCRIPT = "pca.py"
+CLASSIFY_SCRIPT = "classify.py"
 
 
 def is_image_key(key: str) -> bool:
@@ -71,6 +73,37 @@ class PcaOutputs:
 
 
 @dataclass(frozen=True)
+class ClassifierOutputs:
+    """Where classify.py writes, under one folder or prefix."""
+
+    root: str
+
+    def __post_init__(self) -> None:
+        if not self.root.endswith("/"):
+            object.__setattr__(self, "root", self.root + "/")
+
+    @property
+    def model(self) -> str:
+        return self.root + interface.CLASSIFIER_MODEL
+
+    @property
+    def predictions(self) -> str:
+        return self.root + interface.CLASSIFIER_PREDICTIONS
+
+    @property
+    def metrics(self) -> str:
+        return self.root + interface.CLASSIFIER_METRICS
+
+    @property
+    def confusion_matrix(self) -> str:
+        return self.root + interface.CLASSIFIER_CONFUSION_PNG
+
+    def uris(self) -> dict[str, str]:
+        return {"classifier": self.root, "model": self.model + "/", "predictions": self.predictions + "/",
+                "metrics": self.metrics, "confusion_matrix": self.confusion_matrix}
+
+
+@dataclass(frozen=True)
 class FeaturizeOutputs:
     features: str
     rejects: str
@@ -92,6 +125,10 @@ def pca_args(*, features_list: str, outputs: PcaOutputs, pca_k: int | None, pca_
     # --allow-empty: a pipeline whose images were all rejected so far still gets a (k=0) report.
     return ["--features-list", features_list, "--output", outputs.vectors, "--model", outputs.model,
             "--report", outputs.report, "--allow-empty", *pca_size_args(pca_k, pca_variance)]
+
+
+def classify_args(*, vectors: str, pca_run: str, outputs: ClassifierOutputs) -> list[str]:
+    return ["--vectors", vectors, "--pca-run", pca_run, "--output", outputs.root]
 
 
 def features_list_text(uris: list[str]) -> str:
@@ -129,6 +166,22 @@ class Batch(_Record):
     def pca_batches(self) -> list[str]:
         """Every committed batch plus this one (never an uncommitted batch's leftovers)."""
         return [b for b in self.committed_batches if b != self.batch_id] + [self.batch_id]
+
+
+@dataclass(frozen=True)
+class PcaRun(_Record):
+    """A committed PCA run, as the classifier DAG consumes it."""
+
+    bucket: str
+    run_id: str
+    pca_prefix: str
+    k: int
+    rows: int
+    batch_id: str
+    source: str  # how it was chosen: "param", "asset event" or "latest committed"
+
+    def vectors_key(self) -> str:
+        return self.pca_prefix + interface.PCA_VECTORS + "/"
 
 
 @dataclass(frozen=True)

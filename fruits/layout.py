@@ -5,6 +5,8 @@
     batches/<batch_id>/pca_inputs.txt       the features datasets its PCA reads (EMR; one per line)
     features/batch=<batch_id>/              features parquet of that batch
     rejects/batch=<batch_id>/               rejects parquet of that batch (path, label, reason)
+    classifier/run=<run_id>/                classify.py's outputs (model/, predictions/, metrics.json,
+                                            confusion_matrix.png; names in fruits.contract.ClassifierOutputs)
     pca/run=<run_id>/                       pca.py's outputs (names in fruits.contract.PcaOutputs):
                      vectors/               PCA vectors of every committed image
                      model/                 fitted Spark ML PipelineModel (centring + PCA)
@@ -20,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from fruits.contract import FeaturizeOutputs, PcaOutputs
+from fruits.contract import ClassifierOutputs, FeaturizeOutputs, PcaOutputs
 
 LEDGER_KEY = "state/ledger.json"
 
@@ -65,6 +67,14 @@ def pca_prefix(run_id: str) -> str:
 
 def pca_outputs(bucket: str, run_id: str) -> PcaOutputs:
     return PcaOutputs(s3_uri(bucket, pca_prefix(run_id)))
+
+
+def classifier_prefix(run_id: str) -> str:
+    return f"classifier/run={safe_run_id(run_id)}/"
+
+
+def classifier_outputs(bucket: str, run_id: str) -> ClassifierOutputs:
+    return ClassifierOutputs(s3_uri(bucket, classifier_prefix(run_id)))
 
 
 def report_key(run_id: str) -> str:

@@ -88,6 +88,7 @@ class Settings:
     emr_startup_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_STARTUP_TIMEOUT", 2700))
     emr_featurize_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_FEATURIZE_TIMEOUT", 6 * 3600))
     emr_pca_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_PCA_TIMEOUT", 2 * 3600))
+    emr_classify_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_CLASSIFY_TIMEOUT", 2 * 3600))
 
     def __post_init__(self) -> None:
         if self.compute not in COMPUTE_BACKENDS:

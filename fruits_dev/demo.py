@@ -3,8 +3,11 @@
 1. S3: the endpoint in FRUITS_S3_ENDPOINT (MinIO, ...) or an embedded moto server on loopback.
 2. Generates Fruits-360-like sample images (a few broken on purpose) and uploads them to
    s3://<bucket>/landing/.
-3. Runs the DAG once in local mode (Spark local[*]) and prints the run report.
-4. Copies the bucket to demo-output/bucket/ (plots, parquet, report) and says where things are.
+3. Runs fruits_pipeline once in local mode (Spark local[*]) and prints the run report.
+4. Runs fruits_classifier on that run's PCA vectors (what the Asset event triggers under a
+   scheduler) and prints its accuracy next to the majority baseline.
+5. Copies the bucket to demo-output/bucket/ (plots, parquet, reports, classifier) and says where
+   things are.
 
 The embedded server forgets everything when the demo ends, so the bucket copy is also the
 demo's memory: `make demo-more` (`--add-images N`) restores it, lands N new images and runs
@@ -20,11 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+from fruits.contract import ClassifierOutputs
 from fruits.core import report as report_mod
-from fruits.layout import safe_run_id
+from fruits.layout import classifier_prefix, safe_run_id
+from fruits.settings import PROJECT_ROOT
 from fruits_dev import runner, s3_server
 from fruits_dev.samples import generate_samples
-from fruits.settings import PROJECT_ROOT
 
 DEFAULT_OUT = PROJECT_ROOT / "demo-output"
 
@@ -111,39 +115,70 @@ def main(argv=None) -> int:
             "FRUITS_WORK_DIR": str(out / "work"),
             "FRUITS_BUCKET": args.bucket,
         })
-        conf = {"bucket": args.bucket, "weights": args.weights, "image_size": args.image_size,
-                "sensor_timeout": 0}
-        log_file = out / "logs" / f"run-{time.strftime('%Y%m%dT%H%M%S')}.log"
-        say(f"running fruits_pipeline (local Spark, weights={args.weights}, {args.image_size}px); "
-            f"Airflow log: {log_file}")
-        started = time.perf_counter()
-        result = runner.run_once(env, conf, log_file=log_file)
-        say(f"run {result['run_id']} ended {result['state']} in {time.perf_counter() - started:.0f}s")
-        for task_id, state in sorted(result["tasks"].items()):
-            print(f"    {state or 'none':<16} {task_id}")
+        pipeline = run_dag(env, "fruits_pipeline", {"bucket": args.bucket, "weights": args.weights,
+                                                    "image_size": args.image_size, "sensor_timeout": 0}, out,
+                           f"local Spark, weights={args.weights}, {args.image_size}px")
+        classifier = None
+        if pipeline["state"] == "success":
+            # What the Asset event would trigger under a scheduler, run here by hand on the same PCA run.
+            classifier = run_dag(env, "fruits_classifier", {"bucket": args.bucket,
+                                                            "pca_run_id": pipeline["run_id"]}, out, "local Spark")
         copied = snapshot_bucket(s3, args.bucket, snapshot)
         say(f"copied {copied} objects of s3://{args.bucket}/ to {snapshot}")
 
-    if result["state"] != "success":
-        say(f"the run did not succeed; see {log_file}")
+    if pipeline["state"] != "success":
+        say(f"the run did not succeed; see {pipeline['log_file']}")
         return 1
-    report_path = snapshot / "reports" / (safe_run_id(result["run_id"]) + ".json")
-    report = json.loads(report_path.read_text())
-    print(report_mod.render(report))
-    outputs = report["outputs"]
-
-    def local_copy(uri: str) -> Path:
-        return snapshot / uri.split(f"s3://{args.bucket}/", 1)[1]
-
-    say("outputs (local copies):")
-    for label, path in (("run report", report_path), ("scree plot", local_copy(outputs["scree"])),
-                        ("PCA scatter", local_copy(outputs["scatter"])),
-                        ("PCA vectors", local_copy(outputs["vectors"])), ("features", snapshot / "features"),
-                        ("rejects", snapshot / "rejects"), ("ledger", snapshot / "state" / "ledger.json")):
-        print(f"    {label:<12} {path}")
+    show_pipeline_outputs(snapshot, pipeline["run_id"], args.bucket)
+    if classifier["state"] != "success":
+        say(f"the classifier run did not succeed; see {classifier['log_file']}")
+        return 1
+    show_classifier(snapshot, classifier["run_id"])
     if not args.add_images:
         say("next: `make demo-more` lands 8 new images and runs again (only those are featurized)")
     return 0
+
+
+def run_dag(env: dict, dag_id: str, conf: dict, out: Path, what: str) -> dict:
+    log_file = out / "logs" / f"{dag_id}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    say(f"running {dag_id} ({what}); Airflow log: {log_file}")
+    started = time.perf_counter()
+    result = runner.run_once(env, conf, log_file=log_file, dag_id=dag_id)
+    say(f"{dag_id} run {result['run_id']} ended {result['state']} in {time.perf_counter() - started:.0f}s")
+    for task_id, state in sorted(result["tasks"].items()):
+        print(f"    {state or 'none':<16} {task_id}")
+    return {**result, "log_file": log_file}
+
+
+def local_copy(snapshot: Path, uri: str) -> Path:
+    """Where an s3:// URI of the bucket is in the demo's copy of it."""
+    return snapshot / uri.split("://", 1)[1].split("/", 1)[1]
+
+
+def show_pipeline_outputs(snapshot: Path, run_id: str, bucket: str) -> None:
+    report_path = snapshot / "reports" / (safe_run_id(run_id) + ".json")
+    report = json.loads(report_path.read_text())
+    print(report_mod.render(report))
+    outputs = report["outputs"]
+    say("outputs (local copies):")
+    for label, path in (("run report", report_path), ("scree plot", local_copy(snapshot, outputs["scree"])),
+                        ("PCA scatter", local_copy(snapshot, outputs["scatter"])),
+                        ("PCA vectors", local_copy(snapshot, outputs["vectors"])), ("features", snapshot / "features"),
+                        ("rejects", snapshot / "rejects"), ("ledger", snapshot / "state" / "ledger.json")):
+        print(f"    {label:<18} {path}")
+
+
+def show_classifier(snapshot: Path, run_id: str) -> None:
+    outputs = ClassifierOutputs(str(snapshot / classifier_prefix(run_id)))
+    metrics = json.loads(Path(outputs.metrics).read_text())
+    say(f"classifier: accuracy {metrics['accuracy']:.3f} on {metrics['test_rows']} test images, majority "
+        f"baseline {metrics['majority_baseline']:.3f}, macro F1 {metrics['macro_f1']:.3f} "
+        f"({len(metrics['labels'])} labels, {metrics['train_rows']} training images)")
+    for warning in metrics.get("warnings", []):
+        say(f"classifier warning: {warning}")
+    for label, path in (("confusion matrix", outputs.confusion_matrix), ("classifier metrics", outputs.metrics),
+                        ("classifier model", outputs.model)):
+        print(f"    {label:<18} {path}")
 
 
 if __name__ == "__main__":

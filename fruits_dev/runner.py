@@ -19,7 +19,7 @@ from pathlib import Path
 from fruits_dev import spark_cds
 from fruits.settings import DEFAULT_REGION, PROJECT_ROOT
 
-DAG_ID = "fruits_pipeline"
+DAG_ID = "fruits_pipeline"  # the default; fruits_classifier runs the same way
 RESULT_MARKER = "FRUITS_RUN_RESULT "
 
 
@@ -65,10 +65,11 @@ def ensure_metadata_db(env: dict[str, str]) -> None:
     marker.touch()
 
 
-def run_once(env: dict[str, str], conf: dict, *, log_file: Path | None = None, echo: bool = False) -> dict:
+def run_once(env: dict[str, str], conf: dict, *, log_file: Path | None = None, echo: bool = False,
+             dag_id: str = DAG_ID) -> dict:
     """Run the DAG once in a child process; return {"state": ..., "tasks": {task_id: state}}."""
     ensure_metadata_db(env)
-    command = [sys.executable, "-m", "fruits_dev.runner", "--child", "--conf", json.dumps(conf)]
+    command = [sys.executable, "-m", "fruits_dev.runner", "--child", "--dag-id", dag_id, "--conf", json.dumps(conf)]
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           bufsize=1) as proc:
         lines = []
@@ -92,7 +93,7 @@ def run_once(env: dict[str, str], conf: dict, *, log_file: Path | None = None, e
     return result
 
 
-def _child(conf: dict) -> None:
+def _child(conf: dict, dag_id: str) -> None:
     import logging
 
     from airflow.dag_processing.dagbag import DagBag
@@ -101,7 +102,7 @@ def _child(conf: dict) -> None:
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
-    dag = bag.dags[DAG_ID]
+    dag = bag.dags[dag_id]
     run = dag.test(run_conf=conf)
     tasks = {ti.task_id: (ti.state.value if hasattr(ti.state, "value") else ti.state)
              for ti in run.get_task_instances()}
@@ -113,14 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--conf", default="{}", help="run conf (JSON) overriding the DAG params")
     parser.add_argument("--home", type=Path, help="Airflow home (created if missing)")
+    parser.add_argument("--dag-id", default=DAG_ID, help=f"the DAG to run (default {DAG_ID})")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(json.loads(args.conf))
+        _child(json.loads(args.conf), args.dag_id)
         return 0
     if not args.home:
         parser.error("--home is required")
-    result = run_once(airflow_env(args.home), json.loads(args.conf), echo=True)
+    result = run_once(airflow_env(args.home), json.loads(args.conf), echo=True, dag_id=args.dag_id)
     print(json.dumps({k: v for k, v in result.items() if k != "output"}, indent=2))
     return 0 if result["state"] == "success" else 1
 

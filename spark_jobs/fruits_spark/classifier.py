@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from fruits_spark import hadoop_fs
+from fruits_spark import hadoop_fs, interface
 from fruits_spark.runtime import JobError
 
 # Outputs under the job's --output folder (the DAG's classifier/run=<run_id>/).
-MODEL = "model"
-METRICS = "metrics.json"
-CONFUSION_PNG = "confusion_matrix.png"
-PREDICTIONS = "predictions"
-PREDICTIONS_COLUMNS = ("path", "label", "prediction", "confidence")
+MODEL = interface.CLASSIFIER_MODEL
+METRICS = interface.CLASSIFIER_METRICS
+CONFUSION_PNG = interface.CLASSIFIER_CONFUSION_PNG
+PREDICTIONS = interface.CLASSIFIER_PREDICTIONS
+PREDICTIONS_COLUMNS = interface.PREDICTIONS_COLUMNS
 INPUT_COLUMNS = ("path", "label", "pca_features")
 
 # Salts of the two hash splits: different salts make the validation bucket independent of the

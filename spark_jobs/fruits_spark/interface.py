@@ -19,6 +19,13 @@ PCA_MODEL = "model"
 PCA_REPORT = "report.json"
 PCA_COLUMNS = ("path", "label", "pca_features")
 
+# classify.py: its outputs under one folder (the classifier DAG's classifier/run=<run_id>/).
+CLASSIFIER_MODEL = "model"
+CLASSIFIER_PREDICTIONS = "predictions"
+CLASSIFIER_METRICS = "metrics.json"
+CLASSIFIER_CONFUSION_PNG = "confusion_matrix.png"
+PREDICTIONS_COLUMNS = ("path", "label", "prediction", "confidence")
+
 
 def plot_uris(report: str) -> dict[str, str]:
     """pca.py draws the scree plot and the scatter of the first two components beside its report."""

@@ -5,9 +5,9 @@
     cluster   the RunJobFlow request
     steps     the featurize and PCA steps, and their timings
     iam       least-privilege policies (docs/emr.md)
-    tasks     the Airflow tasks: params() and build()
+    tasks     the Airflow tasks: params(), build() and build_classifier()
 """
 
-from fruits.backends.emr.tasks import build, params
+from fruits.backends.emr.tasks import build, build_classifier, params
 
-__all__ = ["build", "params"]
+__all__ = ["build", "build_classifier", "params"]

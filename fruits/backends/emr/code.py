@@ -21,6 +21,8 @@ PACKAGE = "fruits_spark"
 PACKAGE_ZIP = f"{PACKAGE}.zip"
 FEATURIZE = contract.FEATURIZE_SCRIPT
 PCA = contract.PCA_SCRIPT
+CLASSIFY = contract.CLASSIFY_SCRIPT
+JOBS = (FEATURIZE, PCA, CLASSIFY)
 BOOTSTRAP = "bootstrap.sh"
 REQUIREMENTS = "requirements-emr.txt"
 EMR_DIR = "emr"  # spark_jobs/emr/ holds the bootstrap script and the requirements
@@ -36,7 +38,7 @@ class CodeBundle:
 def source_files(spark_jobs_dir: Path) -> dict[str, Path]:
     """The files whose content defines a code version (relative POSIX name -> path)."""
     spark_jobs_dir = Path(spark_jobs_dir)
-    files = {name: spark_jobs_dir / name for name in (FEATURIZE, PCA)}
+    files = {name: spark_jobs_dir / name for name in JOBS}
     for path in sorted((spark_jobs_dir / PACKAGE).glob("*.py")):
         files[f"{PACKAGE}/{path.name}"] = path
     for name in (BOOTSTRAP, REQUIREMENTS):
@@ -72,8 +74,7 @@ def package_zip(modules: dict[str, bytes]) -> bytes:
 def code_bundle(spark_jobs_dir: Path) -> CodeBundle:
     sources = {name: path.read_bytes() for name, path in source_files(spark_jobs_dir).items()}
     files = {
-        FEATURIZE: sources[FEATURIZE],
-        PCA: sources[PCA],
+        **{job: sources[job] for job in JOBS},
         PACKAGE_ZIP: package_zip({n: data for n, data in sources.items() if n.startswith(PACKAGE + "/")}),
         BOOTSTRAP: sources[f"{EMR_DIR}/{BOOTSTRAP}"],
         REQUIREMENTS: sources[f"{EMR_DIR}/{REQUIREMENTS}"],
@@ -91,6 +92,7 @@ def code_uris(bucket: str, version: str) -> dict[str, str]:
         "prefix": layout.s3_uri(bucket, prefix),
         "featurize": layout.s3_uri(bucket, prefix + FEATURIZE),
         "pca": layout.s3_uri(bucket, prefix + PCA),
+        "classify": layout.s3_uri(bucket, prefix + CLASSIFY),
         "py_files": layout.s3_uri(bucket, prefix + PACKAGE_ZIP),
         "bootstrap": layout.s3_uri(bucket, prefix + BOOTSTRAP),
         "requirements": layout.s3_uri(bucket, prefix + REQUIREMENTS),

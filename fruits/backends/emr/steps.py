@@ -1,10 +1,11 @@
-"""The cluster's two steps (command-runner.jar `spark-submit` of featurize.py, then pca.py, on
-s3:// URIs, arguments from fruits.contract) and their timings from EMR's own timelines."""
+"""The clusters' steps (command-runner.jar `spark-submit` of featurize.py, then pca.py, on s3://
+URIs, arguments from fruits.contract; classify.py on the classifier DAG's cluster) and their
+timings from EMR's own timelines."""
 
 from __future__ import annotations
 
 from fruits import contract, layout
-from fruits.contract import Batch
+from fruits.contract import Batch, PcaRun
 
 # EMR's limit on one step argument (HadoopJarStepConfig.Args members, XmlString max 10280).
 MAX_STEP_ARG = 10280
@@ -46,6 +47,16 @@ def pca_step(*, code: dict[str, str], batch: Batch, run_id: str, pca_k: int | No
         job_args=contract.pca_args(features_list=pca_inputs_uri(batch),
                                    outputs=layout.pca_outputs(batch.bucket, run_id),
                                    pca_k=pca_k, pca_variance=pca_variance))
+
+
+def classify_step(*, code: dict[str, str], pca_run: PcaRun, run_id: str) -> dict:
+    """classify.py on a committed PCA run's vectors, writing to classifier/run=<run_id>/."""
+    pca_outputs = layout.pca_outputs(pca_run.bucket, pca_run.run_id)
+    return spark_submit_step(
+        name=f"fruits classify {layout.safe_run_id(run_id)}", app_name="fruits-classify", script=code["classify"],
+        py_files=code["py_files"],
+        job_args=contract.classify_args(vectors=pca_outputs.vectors, pca_run=pca_run.run_id,
+                                        outputs=layout.classifier_outputs(pca_run.bucket, run_id)))
 
 
 def _seconds(timeline: dict, start: str, end: str) -> float | None:

@@ -6,7 +6,11 @@
 
 `build(batch, settings)` adds them to the DAG being defined and returns the XComArg of
 `emr_outputs`: a `ComputeResult` (as a dict), the same record as the local backend's, so
-validation, commit and report do not change.
+validation, commit and report do not change. `build_classifier(pca_run, settings)` gives the
+classifier DAG a cluster of its own, with the same guards and one step:
+
+    check_region -> upload_code -> classifier_spec -> create_cluster -> add_classify_step
+        -> wait_classify -> emr_outputs;  terminate_cluster as above
 
 Three independent guards keep a cluster from outliving its run:
   1. `terminate_cluster` is a teardown task: it runs when the steps succeeded, failed or timed
@@ -83,25 +87,24 @@ def _attempts(timeout_seconds: int, poll_seconds: int) -> int:
     return max(1, math.ceil(timeout_seconds / poll_seconds))
 
 
-def _bucket(settings: Settings, batch: contract.Batch):
+def _bucket(settings: Settings, bucket: str):
     from fruits.storage import Bucket
 
-    return Bucket.connect(settings.aws_conn_id, batch.bucket)
+    return Bucket.connect(settings.aws_conn_id, bucket)
 
 
 def _aws(settings: Settings) -> dict:
     return {"aws_conn_id": settings.aws_conn_id, "region_name": "{{ params.region }}"}
 
 
-def cluster_request(batch: contract.Batch, code: dict, settings: Settings, params: dict, run_id: str,
-                    dag_id: str) -> dict:
-    """The RunJobFlow request and both steps, from the run's params (ValueError when refused)."""
-    uris = code["uris"]
-    overrides = cluster.job_flow_overrides(
-        name=f"fruits-pipeline {layout.safe_run_id(run_id)}",
+def job_flow_request(*, bucket: str, batch_id: str, code: dict, settings: Settings, params: dict, run_id: str,
+                     dag_id: str) -> dict:
+    """The RunJobFlow request of a run's cluster, from its params (ValueError when refused)."""
+    return cluster.job_flow_overrides(
+        name=f"{dag_id} {layout.safe_run_id(run_id)}",
         release_label=params["release_label"],
-        log_uri=cluster.log_uri(batch.bucket, settings.emr_log_prefix),
-        code=uris,
+        log_uri=cluster.log_uri(bucket, settings.emr_log_prefix),
+        code=code["uris"],
         master_instance_type=params["master_instance_type"],
         core_instance_type=params["core_instance_type"],
         core_instance_count=int(params["core_instance_count"]),
@@ -111,8 +114,16 @@ def cluster_request(batch: contract.Batch, code: dict, settings: Settings, param
         job_flow_role=settings.emr_job_flow_role,
         service_role=settings.emr_service_role,
         subnet_id=settings.emr_subnet_id,
-        tags=cluster.cluster_tags(run_id=run_id, dag_id=dag_id, batch_id=batch.batch_id),
+        tags=cluster.cluster_tags(run_id=run_id, dag_id=dag_id, batch_id=batch_id),
     )
+
+
+def cluster_request(batch: contract.Batch, code: dict, settings: Settings, params: dict, run_id: str,
+                    dag_id: str) -> dict:
+    """The pipeline's RunJobFlow request and both steps (ValueError when refused)."""
+    uris = code["uris"]
+    overrides = job_flow_request(bucket=batch.bucket, batch_id=batch.batch_id, code=code, settings=settings,
+                                 params=params, run_id=run_id, dag_id=dag_id)
     featurize = steps.featurize_step(code=uris, batch=batch, weights=params["weights"],
                                      image_size=int(params["image_size"]))
     pca = steps.pca_step(code=uris, batch=batch, run_id=run_id, pca_k=params["pca_k"],
@@ -120,20 +131,28 @@ def cluster_request(batch: contract.Batch, code: dict, settings: Settings, param
     return {"job_flow_overrides": overrides, "featurize_steps": [featurize], "pca_steps": [pca]}
 
 
-def _preparation_tasks(batch, settings: Settings):
-    """check_region -> upload_code -> list_pca_inputs -> cluster_spec: the request, nothing created yet."""
+def classifier_request(pca_run: contract.PcaRun, code: dict, settings: Settings, params: dict, run_id: str,
+                       dag_id: str) -> dict:
+    """The classifier's RunJobFlow request and its one step (ValueError when refused)."""
+    overrides = job_flow_request(bucket=pca_run.bucket, batch_id=pca_run.batch_id, code=code, settings=settings,
+                                 params=params, run_id=run_id, dag_id=dag_id)
+    return {"job_flow_overrides": overrides,
+            "classify_steps": [steps.classify_step(code=code["uris"], pca_run=pca_run, run_id=run_id)]}
+
+
+def _guard_and_code_tasks(record, settings: Settings):
+    """check_region -> upload_code, for any record with a `bucket` (a batch, a PCA run)."""
 
     @task(retries=0)
-    def check_region(batch: dict, params: dict | None = None) -> dict:
+    def check_region(record: dict, params: dict | None = None) -> dict:
         """Refuse a region (or a bucket) outside the EU before anything is created."""
         from airflow.sdk.exceptions import AirflowFailException
 
         allow = bool(params["allow_non_eu_region"])
         try:
             cluster_region = region.check_region(params["region"], allow)
-            planned = contract.Batch.from_xcom(batch)
-            where = _bucket(settings, planned).region()
-            warning = region.check_bucket_region(planned.bucket, where, cluster_region, allow)
+            where = _bucket(settings, record["bucket"]).region()
+            warning = region.check_bucket_region(record["bucket"], where, cluster_region, allow)
         except region.RegionNotAllowed as exc:
             raise AirflowFailException(str(exc)) from None  # deterministic: retrying cannot help
         if not region.is_eu_region(cluster_region) or not region.is_eu_region(where):
@@ -143,13 +162,21 @@ def _preparation_tasks(batch, settings: Settings):
         return {"region": cluster_region, "bucket_region": where}
 
     @task
-    def upload_code(batch: dict, checked: dict) -> dict:
+    def upload_code(record: dict, checked: dict) -> dict:
         from fruits.backends.emr import code
 
-        uploaded = code.upload_code(_bucket(settings, contract.Batch.from_xcom(batch)), settings.spark_jobs_dir)
+        uploaded = code.upload_code(_bucket(settings, record["bucket"]), settings.spark_jobs_dir)
         log.info("code version %s at %s: uploaded %s, already there %s", uploaded["version"],
                  uploaded["uris"]["prefix"], uploaded["uploaded"] or "nothing", uploaded["skipped"] or "nothing")
         return uploaded
+
+    checked = check_region(record)
+    return checked, upload_code(record, checked)
+
+
+def _preparation_tasks(batch, settings: Settings):
+    """check_region -> upload_code -> list_pca_inputs -> cluster_spec: the request, nothing created yet."""
+    checked, code = _guard_and_code_tasks(batch, settings)
 
     @task
     def list_pca_inputs(batch: dict, checked: dict) -> str:
@@ -157,7 +184,7 @@ def _preparation_tasks(batch, settings: Settings):
         from fruits.core import planning
 
         planned = contract.Batch.from_xcom(batch)
-        bucket = _bucket(settings, planned)
+        bucket = _bucket(settings, planned.bucket)
         uri = steps.pca_inputs_uri(planned)
         bucket.write_text(bucket.key_of(uri), contract.features_list_text(planning.pca_input_uris(planned)))
         return uri
@@ -174,13 +201,12 @@ def _preparation_tasks(batch, settings: Settings):
             raise AirflowFailException(str(exc)) from None
         return {"region": checked["region"], **spec}
 
-    checked = check_region(batch)
-    code = upload_code(batch, checked)
     return code, cluster_spec(batch, code, checked, list_pca_inputs(batch, checked))
 
 
-def _cluster_tasks(spec, settings: Settings):
-    """create_cluster, the two steps and their deferrable sensors, and the terminate teardown."""
+def _cluster_tasks(spec, settings: Settings, step_plan: list[tuple[str, int]]):
+    """create_cluster, the steps (`step_plan`: name and timeout, in order; the spec holds
+    `<name>_steps`) with their deferrable sensors, and the terminate teardown."""
     poll, aws = settings.emr_poll_seconds, _aws(settings)
     create = EmrCreateJobFlowOperator(
         task_id="create_cluster",
@@ -216,11 +242,15 @@ def _cluster_tasks(spec, settings: Settings):
             **aws,
         )
 
-    add_featurize = add_step("add_featurize_step", spec["featurize_steps"])
-    wait_featurize = wait_step("wait_featurize", add_featurize, settings.emr_featurize_timeout)
-    add_pca = add_step("add_pca_step", spec["pca_steps"])
-    wait_pca = wait_step("wait_pca", add_pca, settings.emr_pca_timeout)
-    add_featurize >> wait_featurize >> add_pca >> wait_pca
+    adders, last_wait = [], None
+    for name, timeout_seconds in step_plan:
+        adder = add_step(f"add_{name}_step", spec[f"{name}_steps"])
+        waiter = wait_step(f"wait_{name}", adder, timeout_seconds)
+        if last_wait is not None:
+            last_wait >> adder
+        adder >> waiter
+        adders.append(adder)
+        last_wait = waiter
 
     terminate = EmrTerminateJobFlowOperator(
         task_id="terminate_cluster",
@@ -234,15 +264,16 @@ def _cluster_tasks(spec, settings: Settings):
     )
     # A teardown does not decide the run's state, except when it fails: a cluster that may
     # still be running must not go unnoticed.
-    wait_pca >> terminate.as_teardown(setups=create, on_failure_fail_dagrun=True)
-    return create, add_featurize, add_pca, wait_pca
+    last_wait >> terminate.as_teardown(setups=create, on_failure_fail_dagrun=True)
+    return create, adders, last_wait
 
 
 def build(batch, settings: Settings):
     @task_group(group_id="emr")
     def emr(batch):
         code, spec = _preparation_tasks(batch, settings)
-        create, add_featurize, add_pca, wait_pca = _cluster_tasks(spec, settings)
+        create, (add_featurize, add_pca), wait_pca = _cluster_tasks(
+            spec, settings, [("featurize", settings.emr_featurize_timeout), ("pca", settings.emr_pca_timeout)])
 
         @task
         def emr_outputs(batch: dict, code: dict, cluster_id: str, featurize_step_ids: list[str],
@@ -277,3 +308,50 @@ def build(batch, settings: Settings):
         return outputs
 
     return emr(batch)
+
+
+def build_classifier(pca_run, settings: Settings):
+    @task_group(group_id="emr")
+    def emr(pca_run):
+        checked, code = _guard_and_code_tasks(pca_run, settings)
+
+        @task(retries=0)
+        def classifier_spec(pca_run: dict, code: dict, checked: dict, params: dict | None = None,
+                            run_id: str | None = None, dag_run=None) -> dict:
+            """The RunJobFlow request and the classify step, kept in XCom for review."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            try:
+                spec = classifier_request(contract.PcaRun.from_xcom(pca_run), code, settings, params, run_id,
+                                          dag_run.dag_id)
+            except ValueError as exc:
+                raise AirflowFailException(str(exc)) from None
+            return {"region": checked["region"], **spec}
+
+        spec = classifier_spec(pca_run, code, checked)
+        create, (add_classify,), wait_classify = _cluster_tasks(
+            spec, settings, [("classify", settings.emr_classify_timeout)])
+
+        @task
+        def emr_outputs(pca_run: dict, code: dict, cluster_id: str, classify_step_ids: list[str],
+                        params: dict | None = None, run_id: str | None = None) -> dict:
+            from airflow.providers.amazon.aws.hooks.emr import EmrHook
+
+            chosen = contract.PcaRun.from_xcom(pca_run)
+            client = EmrHook(aws_conn_id=settings.aws_conn_id, region_name=params["region"]).conn
+            described = client.describe_cluster(ClusterId=cluster_id)
+            classified = client.describe_step(ClusterId=cluster_id, StepId=classify_step_ids[0])
+            return contract.ComputeResult(
+                pca_prefix=chosen.pca_prefix,
+                outputs={**layout.classifier_outputs(chosen.bucket, run_id).uris(),
+                         "emr_logs": f"{cluster.log_uri(chosen.bucket, settings.emr_log_prefix)}{cluster_id}/"},
+                stage_seconds={"upload_code": code["seconds"], "emr_startup": steps.startup_seconds(described),
+                               "classify": steps.step_seconds(classified)},
+                details={"cluster_id": cluster_id, "code_version": code["version"]},
+            ).to_xcom()
+
+        outputs = emr_outputs(pca_run, code, create.output, add_classify.output)
+        wait_classify >> outputs
+        return outputs
+
+    return emr(pca_run)

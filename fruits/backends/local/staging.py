@@ -11,6 +11,8 @@ Spark jobs themselves stay storage-agnostic (on EMR they read s3:// directly).
     <work_dir>/features/batch=<batch_id>/          published features (s3 paths), PCA input
     <work_dir>/runs/<run_id>/pca_inputs.txt        the features folders pca.py reads
     <work_dir>/runs/<run_id>/pca/                  pca.py outputs before upload
+    <work_dir>/runs/<run_id>/vectors/              the PCA vectors classify.py reads (classifier DAG)
+    <work_dir>/runs/<run_id>/classifier/           classify.py outputs before upload
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 from fruits import contract, layout
-from fruits.contract import FeaturizeOutputs, PcaOutputs
+from fruits.contract import ClassifierOutputs, FeaturizeOutputs, PcaOutputs, PcaRun
 from fruits.core import planning
 from fruits.storage import Bucket
 
@@ -41,6 +43,10 @@ def run_dir(work_dir: Path, run_id: str) -> Path:
 
 def pca_outputs(work_dir: Path, run_id: str) -> PcaOutputs:
     return PcaOutputs(str(run_dir(work_dir, run_id) / "pca"))
+
+
+def classifier_outputs(work_dir: Path, run_id: str) -> ClassifierOutputs:
+    return ClassifierOutputs(str(run_dir(work_dir, run_id) / "classifier"))
 
 
 def featurize_outputs(work_dir: Path, batch_id: str) -> FeaturizeOutputs:
@@ -138,3 +144,22 @@ def publish_pca(bucket: Bucket, run_id: str, work_dir: Path) -> dict[str, str]:
     count = bucket.upload_dir(Path(source), prefix)
     log.info("published %d PCA files to %s", count, bucket.uri(prefix))
     return layout.pca_outputs(bucket.name, run_id).uris()
+
+
+def stage_vectors(bucket: Bucket, pca_run: PcaRun, work_dir: Path, run_id: str) -> Path:
+    """A local copy of the PCA run's vectors for classify.py (their paths stay s3:// URIs)."""
+    target = run_dir(work_dir, run_id) / "vectors"
+    count = bucket.download_prefix(pca_run.vectors_key(), target)
+    if not count:
+        raise FileNotFoundError(f"no PCA vectors under {bucket.uri(pca_run.vectors_key())}")
+    log.info("staged %d vector file(s) of PCA run %s", count, pca_run.run_id)
+    return target
+
+
+def publish_classifier(bucket: Bucket, run_id: str, work_dir: Path) -> dict[str, str]:
+    """Upload classify.py's outputs to classifier/run=<run_id>/; return their s3:// URIs by name."""
+    source = Path(classifier_outputs(work_dir, run_id).root)
+    prefix = layout.classifier_prefix(run_id)
+    count = bucket.upload_dir(source, prefix)
+    log.info("published %d classifier files to %s", count, bucket.uri(prefix))
+    return layout.classifier_outputs(bucket.name, run_id).uris()

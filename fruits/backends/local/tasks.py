@@ -5,6 +5,9 @@
 
 `build(batch, settings)` adds them to the DAG being defined and returns the XComArg of the
 last task: a `ComputeResult` (as a dict), the same record the EMR backend returns.
+`build_classifier(pca_run, settings)` does the same for the classifier DAG:
+
+    stage_vectors -> classify (spark-submit) -> publish_classifier
 The jobs' command lines come from `fruits.contract`, built by the staging tasks from the run's
 Params and handed to spark-submit through XCom.
 """
@@ -56,11 +59,15 @@ def spark_job(task_id: str, script: str, args, settings: Settings, timeout: time
     )
 
 
+def _bucket_of(record, settings: Settings):
+    from fruits.storage import Bucket
+
+    return Bucket.connect(settings.aws_conn_id, record.bucket)
+
+
 def build(batch, settings: Settings):
     def bucket_of(batch: contract.Batch):
-        from fruits.storage import Bucket
-
-        return Bucket.connect(settings.aws_conn_id, batch.bucket)
+        return _bucket_of(batch, settings)
 
     @task_group(group_id="local_spark")
     def local_spark(batch):
@@ -117,3 +124,33 @@ def build(batch, settings: Settings):
         return publish_pca(batch, staged, featurize.output, published, pca.output)
 
     return local_spark(batch)
+
+
+def build_classifier(pca_run, settings: Settings):
+    @task_group(group_id="local_spark")
+    def local_spark(pca_run):
+        @task(execution_timeout=timedelta(hours=1))
+        def stage_vectors(pca_run: dict, run_id: str | None = None) -> list[str]:
+            from fruits.backends.local import staging
+
+            chosen = contract.PcaRun.from_xcom(pca_run)
+            local = staging.stage_vectors(_bucket_of(chosen, settings), chosen, settings.work_dir, run_id)
+            return contract.classify_args(vectors=str(local), pca_run=chosen.run_id,
+                                          outputs=staging.classifier_outputs(settings.work_dir, run_id))
+
+        @task
+        def publish_classifier(pca_run: dict, classified: dict, run_id: str | None = None) -> dict:
+            from fruits.backends.local import staging
+
+            chosen = contract.PcaRun.from_xcom(pca_run)
+            return contract.ComputeResult(
+                pca_prefix=chosen.pca_prefix,
+                outputs=staging.publish_classifier(_bucket_of(chosen, settings), run_id, settings.work_dir),
+                stage_seconds={"classify": classified["seconds"]},
+            ).to_xcom()
+
+        classify = spark_job("classify", contract.CLASSIFY_SCRIPT, stage_vectors(pca_run), settings,
+                             timedelta(hours=2))
+        return publish_classifier(pca_run, classify.output)
+
+    return local_spark(pca_run)

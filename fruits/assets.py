@@ -1,0 +1,18 @@
+"""The pipeline's Airflow Assets, shared by the DAG that produces them and the DAGs that consume them.
+
+Named, not bucket-addressed: the bucket is a per-run Param, so no URI fixed at parse time could
+say where a run's vectors are. Each event says it instead, in its `extra` (`pca_event_extra`):
+bucket, run id, PCA prefix, k, rows and batch id.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+FEATURES = Asset(name="fruits_features", uri="fruits://features")
+PCA_VECTORS = Asset(name="fruits_pca_vectors", uri="fruits://pca-vectors")
+
+
+def pca_event_extra(*, bucket: str, run_id: str, pca_prefix: str, k: int, rows: int, batch_id: str) -> dict:
+    return {"bucket": bucket, "run_id": run_id, "pca_prefix": pca_prefix, "k": int(k), "rows": int(rows),
+            "batch_id": batch_id}

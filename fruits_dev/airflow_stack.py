@@ -324,7 +324,6 @@ class AirflowStack:
             "AIRFLOW__API__PORT": str(cfg.api_port),
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
-            "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
             "AIRFLOW__API_AUTH__JWT_ISSUER": "fruits-pipeline-local",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(cfg.dag_refresh_seconds),

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import TEST_IMAGE_SIZE
+from fruits import layout
 from fruits_dev import runner, s3_server
 from fruits_dev.samples import generate_samples
 
@@ -50,6 +51,11 @@ class Deployment:
         self.runs += 1
         result = runner.run_once(self.env, {**CONF, **conf}, log_file=self.tmp / f"run-{self.runs}.log")
         return result
+
+    def classify(self, pca_run_id: str) -> dict:
+        self.runs += 1
+        return runner.run_once(self.env, {"bucket": BUCKET, "pca_run_id": pca_run_id}, dag_id="fruits_classifier",
+                               log_file=self.tmp / f"run-{self.runs}-classifier.log")
 
     def keys(self, prefix: str) -> list[str]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -184,3 +190,21 @@ def test_failed_validation_leaves_the_batch_for_the_next_run(deployment, first_r
     all_keys = [k for b in ledger["batches"] for k in b["keys"]]
     assert len(all_keys) == len(set(all_keys))
     assert report["pca_rows"] == sum(b["features_rows"] for b in ledger["batches"])
+
+
+def test_the_classifier_trains_on_a_committed_pca_run(deployment, first_run):
+    samples, result, ledger = first_run
+    classified = deployment.classify(result["run_id"])
+    assert_all_succeeded(classified)
+    prefix = layout.classifier_prefix(classified["run_id"])
+    metrics = deployment.json(prefix + "metrics.json")
+    assert metrics["pca_run"] == result["run_id"] and sorted(metrics["labels"]) == sorted(LABELS)
+    # Every featurized image of that run is in the training or the test part, scored once.
+    assert metrics["train_rows"] + metrics["test_rows"] == len(samples.images)
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_rows"] > 0
+    assert all(0.0 <= metrics[m] <= 1.0 for m in ("accuracy", "macro_f1", "majority_baseline"))
+    predictions = deployment.parquet(prefix + "predictions/")
+    assert predictions.num_rows == metrics["test_rows"]
+    assert all(p.startswith(f"s3://{BUCKET}/landing/") for p in predictions.column("path").to_pylist())
+    keys = deployment.keys(prefix)
+    assert prefix + "confusion_matrix.png" in keys and any(k.startswith(prefix + "model/") for k in keys)

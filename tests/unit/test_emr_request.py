@@ -21,7 +21,7 @@ import pytest
 
 from conftest import ROOT, SPARK_JOBS, load_job
 from fruits.backends.emr import cluster, code, iam, region, steps
-from fruits.contract import Batch
+from fruits.contract import Batch, PcaRun
 from fruits.core import planning
 from fruits.storage import Bucket
 
@@ -105,15 +105,16 @@ def test_code_version_is_a_content_hash_of_every_source(tmp_path):
     again = code.code_bundle(sources)
     assert re.fullmatch(r"[0-9a-f]{16}", first.version)
     assert again == first  # same sources: same version and byte-identical zip
-    assert set(first.files) == {"featurize.py", "pca.py", "fruits_spark.zip", "bootstrap.sh", "requirements-emr.txt"}
+    assert set(first.files) == {"featurize.py", "pca.py", "classify.py", "fruits_spark.zip", "bootstrap.sh",
+                                "requirements-emr.txt"}
     versions = {first.version}
-    for name in ("pca.py", "fruits_spark/paths.py", "emr/bootstrap.sh", "emr/requirements-emr.txt"):
+    for name in ("pca.py", "classify.py", "fruits_spark/paths.py", "emr/bootstrap.sh", "emr/requirements-emr.txt"):
         path = sources / name
         original = path.read_bytes()
         path.write_bytes(original + b"\n")
         versions.add(code.code_bundle(sources).version)
         path.write_bytes(original)
-    assert len(versions) == 5  # each edit gave a new version
+    assert len(versions) == 6  # each edit gave a new version
     assert code.code_bundle(sources).version == first.version
 
 
@@ -274,6 +275,20 @@ def test_step_arguments_are_accepted_by_the_jobs_own_parsers():
     parsed = pca.parse_args(pca_args[pca_args.index(CODE["pca"]) + 1:])
     assert parsed.features is None and parsed.features_list == "s3://fruits/batches/b42/pca_inputs.txt"
     assert parsed.k == 3 and parsed.allow_empty and parsed.report == "s3://fruits/pca/run=r/report.json"
+
+
+def test_the_classify_step_trains_on_a_committed_pca_run():
+    pca_run = PcaRun(bucket="fruits", run_id="manual__2026-01-01T00:00:00+00:00",
+                     pca_prefix="pca/run=manual__2026-01-01T00_00_00_00_00/", k=12, rows=90, batch_id="b1",
+                     source="param")
+    step = steps.classify_step(code=CODE, pca_run=pca_run, run_id="scheduled__2026-01-02T00:00:00+00:00")
+    args = step["HadoopJarStep"]["Args"]
+    assert args[:8] == ["spark-submit", "--deploy-mode", "cluster", "--name", "fruits-classify", "--py-files",
+                        CODE["py_files"], CODE["classify"]]
+    parsed = load_job("classify").parse_args(args[8:])
+    assert parsed.vectors == "s3://fruits/pca/run=manual__2026-01-01T00_00_00_00_00/vectors"
+    assert parsed.pca_run == pca_run.run_id
+    assert parsed.output == "s3://fruits/classifier/run=scheduled__2026-01-02T00_00_00_00_00"
 
 
 def test_many_committed_batches_keep_the_pca_step_short():

@@ -1,0 +1,51 @@
+"""fruits_classifier: scheduled on the pipeline's PCA Asset, the same backends, parsed without AWS."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import DAGS
+from fruits import assets
+
+
+def load(monkeypatch, compute: str):
+    monkeypatch.setenv("FRUITS_COMPUTE", compute)
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}, bag.import_errors
+    return bag.dags["fruits_classifier"], bag.dags["fruits_pipeline"]
+
+
+@pytest.mark.parametrize("compute", ["local", "emr"])
+def test_the_classifier_runs_on_every_committed_pca_run(monkeypatch, compute):
+    classifier, pipeline = load(monkeypatch, compute)
+    # Scheduled on exactly the Asset that the pipeline's last task updates after a commit.
+    assert classifier.timetable.asset_condition.objects == (assets.PCA_VECTORS,)
+    publish = pipeline.task_dict["publish_report"]
+    assert assets.PCA_VECTORS in publish.outlets and "commit_batch" in publish.upstream_task_ids
+    assert classifier.params["pca_run_id"] == "" and classifier.max_active_runs == 1
+    assert classifier.task_dict["choose_pca_run"].retries == 0
+
+
+def test_the_local_classifier_stages_the_vectors_then_spark_submits_classify(monkeypatch):
+    dag, _ = load(monkeypatch, "local")
+    assert set(dag.task_dict) == {"choose_pca_run", "local_spark.stage_vectors", "local_spark.classify",
+                                  "local_spark.publish_classifier", "validate_classifier", "publish_classifier"}
+    classify = dag.task_dict["local_spark.classify"]
+    assert classify.application.endswith("spark_jobs/classify.py")
+    assert classify.application_args.operator.task_id == "local_spark.stage_vectors"
+    assert "local_spark.publish_classifier" in dag.task_dict["validate_classifier"].upstream_task_ids
+
+
+def test_the_emr_classifier_has_a_cluster_of_its_own_always_terminated(monkeypatch):
+    dag, _ = load(monkeypatch, "emr")
+    tasks = dag.task_dict
+    assert {t for t in tasks if t.startswith("emr.")} == {f"emr.{t}" for t in (
+        "check_region", "upload_code", "classifier_spec", "create_cluster", "add_classify_step", "wait_classify",
+        "terminate_cluster", "emr_outputs")}
+    create, terminate = tasks["emr.create_cluster"], tasks["emr.terminate_cluster"]
+    assert create.is_setup and terminate.is_teardown and terminate.on_failure_fail_dagrun
+    assert "emr.wait_classify" in terminate.upstream_task_ids
+    assert tasks["emr.wait_classify"].deferrable and tasks["emr.wait_classify"].retries == 0
+    assert "region" in dag.params and dag.params["allow_non_eu_region"] is False

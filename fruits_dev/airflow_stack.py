@@ -43,6 +43,7 @@ from fruits_dev import runner, s3_server
 
 DEFAULT_HOME = PROJECT_ROOT / ".cache" / "airflow-stack"
 USER = "admin"
+DAG_ID = "fruits_pipeline"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HEALTH_KEYS = {"scheduler": "scheduler", "triggerer": "triggerer", "dag-processor": "dag_processor"}
 
@@ -311,7 +312,7 @@ class AirflowStack:
         extra.update({
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # fruits_pipeline is unpaused once parsed
             "AIRFLOW__CORE__AUTH_MANAGER":
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
@@ -415,9 +416,10 @@ class AirflowStack:
                              if (health.get(c) or {}).get("status") != "healthy"]
                 if unhealthy:
                     status = f"waiting for {', '.join(unhealthy)}"
-                elif self.api.request("GET", "/api/v2/dags/fruits_pipeline").status_code != 200:
-                    status = "waiting for the dag-processor to parse fruits_pipeline"
+                elif self.api.request("GET", f"/api/v2/dags/{DAG_ID}").status_code != 200:
+                    status = f"waiting for the dag-processor to parse {DAG_ID}"
                 else:
+                    self.api.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
                     return
             except (httpx.HTTPError, ValueError) as exc:
                 status = f"api-server not answering ({type(exc).__name__})"

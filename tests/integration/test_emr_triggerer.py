@@ -1,0 +1,196 @@
+"""The EMR backend under a real triggerer: `python -m fruits_dev.airflow_stack` (what `make airflow`
+runs) with FRUITS_COMPUTE=emr against moto's EMR + S3, and test_emr_runs' step driver playing EMR.
+
+The step sensors and the terminate task are deferrable: with a scheduler and a triggerer running
+as separate processes, they must hand their wait to the triggerer and complete from its events.
+A failed step still terminates the cluster and fails the run. Ctrl-C (SIGINT) then stops every
+process the stack started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+
+from fruits_dev.airflow_stack import DAG_ID, USER, Api, free_port, pid_alive
+from fruits_dev.samples import generate_samples
+from test_emr_runs import REGION, RecordingMotoServer, StepDriver, cluster_of_run
+
+pytestmark = pytest.mark.spark
+
+BUCKET = "fruits-emr-triggerer"
+CONF = {"weights": "none", "image_size": 32, "sensor_timeout": 0}
+
+
+class DeferralGatedStepDriver(StepDriver):
+    """Runs a step only once its sensor is deferred: EMR steps take minutes, moto's would be done
+    before the sensor's first look, and the sensor would then never need the triggerer."""
+
+    SENSOR = {"featurize.py": "emr.wait_featurize", "pca.py": "emr.wait_pca"}
+
+    def __init__(self, s3, bucket):
+        super().__init__(s3, bucket)
+        self.api: Api | None = None
+        self.run_id: str | None = None
+        self.deferred_seen: set[str] = set()
+        self._last_look = 0.0
+
+    def _execute(self, cluster, step):
+        script = next((a.rsplit("/", 1)[-1] for a in step.args if a.endswith(".py")), "")
+        sensor = self.SENSOR.get(script)
+        if sensor and sensor not in self.deferred_seen:
+            if not (self.api and self.run_id) or time.monotonic() - self._last_look < 0.5:
+                return
+            self._last_look = time.monotonic()
+            if self.api.task_states(DAG_ID, self.run_id).get(sensor) != "deferred":
+                return
+            self.deferred_seen.add(sensor)
+        super()._execute(cluster, step)
+
+
+class EmrStack:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.server = RecordingMotoServer()
+        self.endpoint = self.server.start()
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
+                               aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        self.driver = DeferralGatedStepDriver(self.s3, BUCKET)
+        self.driver.start()
+        self.home = tmp / "stack"
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(12)
+        self.landed = 0
+        self.proc = None
+
+    def land(self, **kwargs):
+        self.landed += 1
+        root = self.tmp / f"samples-{self.landed}"
+        generate_samples(root, labels=["Apple Red 1", "Banana"], n_classes=2, start_index=100 * self.landed,
+                         seed=self.landed, **kwargs)
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                self.s3.upload_file(str(path), BUCKET, "landing/" + path.relative_to(root).as_posix())
+
+    def start(self, timeout: float = 300) -> None:
+        env = {**os.environ, "FRUITS_AIRFLOW_HOME": str(self.home), "FRUITS_AIRFLOW_PORT": str(self.port),
+               "FRUITS_AIRFLOW_PASSWORD": self.password, "FRUITS_S3_ENDPOINT": self.endpoint,
+               "FRUITS_BUCKET": BUCKET, "FRUITS_COMPUTE": "emr", "FRUITS_EMR_POLL_SECONDS": "1",
+               "FRUITS_TASK_RETRIES": "0", "FRUITS_SENSOR_POKE_INTERVAL": "15"}
+        self.out = open(self.tmp / "stack.out", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "fruits_dev.airflow_stack"], env=env, stdout=self.out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while "Ctrl-C stops every process" not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the stack did not start:\n{self.output()[-4000:]}")
+            time.sleep(1)
+        self.api = Api(f"http://127.0.0.1:{self.port}", USER, self.password)
+        self.driver.api = Api(self.api.base_url, USER, self.password)  # a client of its own thread
+
+    def output(self) -> str:
+        return (self.tmp / "stack.out").read_text(errors="replace")
+
+    def run(self) -> tuple[str, str, dict]:
+        run_id = self.api.trigger(DAG_ID, CONF)
+        self.driver.run_id, self.driver.deferred_seen = run_id, set()
+        state = self.api.wait_run(DAG_ID, run_id, timeout=300, poll=1)
+        assert not self.driver.errors, self.driver.errors
+        return run_id, state, self.api.task_states(DAG_ID, run_id)
+
+    def log(self, component: str) -> str:
+        return (self.home / "logs" / f"{component}.log").read_text(errors="replace")
+
+    def task_log(self, run_id: str, task_id: str) -> str:
+        folder = self.home / "logs" / "tasks" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("*.log")))
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=90)
+
+    def close(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.out.close()
+        self.driver.stop()
+        if self.driver.api:
+            self.driver.api.close()
+        self.server.stop()
+
+
+@pytest.fixture(scope="module")
+def emr_stack(tmp_path_factory):
+    stack = EmrStack(tmp_path_factory.mktemp("emr-triggerer"))
+    try:
+        stack.land(per_class=2)
+        stack.start()
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture(scope="module")
+def succeeded(emr_stack):
+    return emr_stack.run()
+
+
+@pytest.fixture(scope="module")
+def failed(emr_stack, succeeded):
+    emr_stack.land(per_class=1)
+    emr_stack.driver.fail = {"pca.py"}
+    try:
+        return emr_stack.run()
+    finally:
+        emr_stack.driver.fail = set()
+
+
+DEFERRABLE = ("emr.wait_featurize", "emr.wait_pca", "emr.terminate_cluster")
+
+
+def test_the_step_sensors_and_the_terminate_task_complete_through_the_triggerer(emr_stack, succeeded):
+    run_id, state, tasks = succeeded
+    assert state == "success" and set(tasks.values()) == {"success"}, (tasks, emr_stack.log("scheduler")[-3000:])
+    assert cluster_of_run(run_id).state == "TERMINATED"
+    assert emr_stack.driver.deferred_seen == {"emr.wait_featurize", "emr.wait_pca"}
+    for task_id in DEFERRABLE:  # each paused as deferred, and resumed on its trigger's event
+        log = emr_stack.task_log(run_id, task_id)
+        assert "Pausing task as DEFERRED" in log and "Trigger fired event" in log, f"{task_id}:\n{log[-2000:]}"
+    report = json.loads(emr_stack.s3.get_object(Bucket=BUCKET, Key=f"reports/{run_id.replace(':', '_').replace('+', '_')}.json")["Body"].read())
+    assert report["status"] == "success" and report["compute"] == "emr" and report["features_rows"] == 4
+
+
+def test_a_failed_step_still_terminates_the_cluster_and_fails_the_run(emr_stack, failed):
+    run_id, state, tasks = failed
+    assert state == "failed", tasks
+    assert tasks["emr.wait_featurize"] == "success" and tasks["emr.wait_pca"] == "failed", tasks
+    assert tasks["emr.terminate_cluster"] == "success", tasks
+    assert tasks["validate"] == tasks["commit_batch"] == "upstream_failed", tasks
+    assert cluster_of_run(run_id).state == "TERMINATED"
+    assert len(json.loads(emr_stack.s3.get_object(Bucket=BUCKET, Key="state/ledger.json")["Body"].read())["batches"]) == 1
+
+
+def test_ctrl_c_stops_every_process_of_the_stack(emr_stack, succeeded, failed):
+    recorded = json.loads((emr_stack.home / "stack.pid").read_text())
+    children = list(recorded["children"].values())
+    assert recorded["supervisor"] == emr_stack.proc.pid and len(children) == 4
+    assert emr_stack.interrupt() == 0, emr_stack.output()[-3000:]
+    deadline = time.monotonic() + 10
+    while any(pid_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if pid_alive(pid)]
+    assert not (emr_stack.home / "stack.pid").exists()
+    assert "[airflow] stopped" in emr_stack.output()

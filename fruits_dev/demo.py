@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     out = args.out.resolve()
     snapshot = out / "bucket"
     if not args.add_images and out.exists():
-        for sub in ("bucket", "samples", "work", "logs"):
+        for sub in ("bucket", "samples", "work", "logs", "airflow-home"):  # a fresh metadata DB too
             shutil.rmtree(out / sub, ignore_errors=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
 

@@ -208,3 +208,21 @@ def test_the_classifier_trains_on_a_committed_pca_run(deployment, first_run):
     assert all(p.startswith(f"s3://{BUCKET}/landing/") for p in predictions.column("path").to_pylist())
     keys = deployment.keys(prefix)
     assert prefix + "confusion_matrix.png" in keys and any(k.startswith(prefix + "model/") for k in keys)
+
+
+def test_the_pca_asset_event_says_where_the_vectors_are_and_queues_the_classifier(deployment, first_run):
+    """What a scheduler turns into a fruits_classifier run: the event (with the run's data in its
+    extra) and the classifier queued on it, read from the Airflow metadata DB of these runs."""
+    import sqlite3
+
+    samples, result, ledger = first_run
+    db = sqlite3.connect(f"{deployment.env['AIRFLOW_HOME']}/airflow.db")
+    rows = db.execute("SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                      "WHERE a.name = 'fruits_pca_vectors' AND e.source_run_id = ?", (result["run_id"],)).fetchall()
+    [extra] = [json.loads(row[0]) for row in rows]
+    report = deployment.report(result["run_id"])
+    assert extra == {"bucket": BUCKET, "run_id": result["run_id"], "pca_prefix": layout.pca_prefix(result["run_id"]),
+                     "k": report["pca_k"], "rows": report["pca_rows"], "batch_id": ledger["batches"][0]["batch_id"]}
+    queued = {row[0] for row in db.execute("SELECT target_dag_id FROM asset_dag_run_queue q JOIN asset a "
+                                           "ON a.id = q.asset_id WHERE a.name = 'fruits_pca_vectors'")}
+    assert queued == {"fruits_classifier"}

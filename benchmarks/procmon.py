@@ -2,8 +2,9 @@
 
 The tree's memory is the sum of each process's PSS (proportional set size) where the OS gives
 it (Linux): pages shared by several processes count once in total. Summing RSS instead counts
-them once per process: a JVM that forks a short-lived helper (Hadoop's shell calls) showed up
-twice, 600 MB too much for a moment, and Spark's Python workers share pages with their daemon.
+them once per process: a JVM that forks a short-lived helper (Hadoop's shell calls) shows up
+twice for a moment, and Spark's Python workers share pages with their daemon
+(benchmarks/results/README.md has what that did to the numbers).
 """
 
 from __future__ import annotations
@@ -94,10 +95,11 @@ def run_sampled(command: list[str], *, env: dict[str, str] | None = None, cwd: s
     """Run `command` to completion, sampling the memory of its process tree every `interval` s.
 
     The peak is of PSS sums, but PSS is costly to read: the kernel walks the page tables of each
-    process (~20 ms of CPU for a Spark job's tree, which held the JVM's memory map meanwhile).
-    Every 0.1 s that made pca.py 1-2 s slower than unobserved. So each sample reads RSS (cheap), and
+    process, holding the JVM's memory map meanwhile; read at every sample, it slowed the measured
+    jobs (benchmarks/results/README.md). So each sample reads RSS (cheap), and
     PSS only when the RSS sum exceeds the peak so far (PSS <= RSS: below it, no new peak is
-    possible), and then at most `pss_budget` of the time (after a 20 ms read, none for 1 s).
+    possible), and then at most `pss_budget` of the time (e.g. 2%: after a read of 20 ms, none
+    for the next second).
     """
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

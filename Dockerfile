@@ -51,6 +51,7 @@ ENV PYSPARK_PYTHON=python \
 
 # pip must run as `airflow`: the official image refuses `pip install` as root.
 USER airflow
+# Runtime requirements only: test tools (moto, pytest, playwright, shellcheck) are in requirements-dev.txt.
 COPY requirements.txt /requirements.txt
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /requirements.txt
 # The project itself, installed editable (the DAG imports the `fruits` package): docker-compose.yaml

@@ -12,12 +12,13 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv test test-unit test-dags test-integration demo demo-more bench clean check-java native-blas spark-cds
+.PHONY: help airflow venv test test-unit test-dags test-integration demo demo-more bench clean check-java native-blas spark-cds
 
 help:
 	@echo "make demo    - run fruits_pipeline end to end on an embedded S3 server (see README)"
 	@echo "make test    - install everything into $(VENV) and run the whole test suite"
 	@echo "make test-unit / test-dags / test-integration - one tier of it (see README)"
+	@echo "make airflow - a real Airflow (UI on 127.0.0.1:8080, admin/admin) running the pipeline, until Ctrl-C"
 	@echo "make bench   - featurization and PCA benchmarks (results in benchmarks/results/)"
 
 # --compile-bytecode (pip's default, not uv's): where Python cannot write its bytecode cache
@@ -25,10 +26,10 @@ help:
 # it imports, TensorFlow alone ~5 s, in each Spark Python worker too. ~40 s once at install.
 # The project installs itself (editable): DAGs, tests, benchmarks and the demo import fruits,
 # fruits_spark and fruits_dev with no PYTHONPATH.
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -r requirements.txt -r requirements-dev.txt
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
@@ -60,6 +61,12 @@ demo: venv check-java spark-cds
 
 demo-more: venv check-java spark-cds
 	$(PY) -m fruits_dev.demo --add-images 8 $(DEMO_ARGS)
+
+# A real Airflow on this machine, in the foreground until Ctrl-C (README, "Run Airflow locally"):
+# API server + UI, scheduler (LocalExecutor), dag-processor, triggerer, embedded S3, local Spark.
+# FRUITS_AIRFLOW_PORT, FRUITS_S3_PORT, FRUITS_AIRFLOW_PASSWORD, FRUITS_AIRFLOW_DB_URL change its defaults.
+airflow: venv check-java spark-cds
+	$(PY) -m fruits_dev.airflow_stack
 
 # Spark ML's PCA uses a native BLAS when libblas.so.3 is present (Debian: libopenblas0-pthread).
 native-blas:

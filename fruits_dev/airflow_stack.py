@@ -185,6 +185,7 @@ class AirflowStack:
         self.env: dict[str, str] = {}
         self.api: Api | None = None
         self._stopped = threading.Event()
+        self._owns_pid_file = False
 
     # ------------------------------------------------------------------ properties
 
@@ -214,6 +215,7 @@ class AirflowStack:
         self._clear_stale_pid_file()
         self._check_ports()
         self.pid_file.write_text(json.dumps({"supervisor": os.getpid(), "children": {}}))
+        self._owns_pid_file = True
         self._start_s3()
         self.env = self._environment()
         self._write_env_file()
@@ -332,9 +334,6 @@ class AirflowStack:
             "AIRFLOW__API_AUTH__JWT_ISSUER": "fruits-pipeline-local",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(cfg.dag_refresh_seconds),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            # The scheduler's and triggerer's log servers: free ports, so stacks do not collide.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGERER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
             "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(self.logs / "dag-processor-files"),
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint),
@@ -379,6 +378,10 @@ class AirflowStack:
         command = [sys.executable, "-m", "airflow", component]
         if component == "api-server":
             command += ["--host", "127.0.0.1", "--port", str(self.config.api_port), "--workers", "1"]
+        elif component in ("scheduler", "triggerer"):
+            # Their log servers would listen on every interface (serve_logs binds to ""); the API
+            # server reads the task logs from the shared folder instead.
+            command += ["--skip-serve-logs"]
         log = open(self.log_file(component), "a")
         log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
         log.flush()
@@ -473,7 +476,8 @@ class AirflowStack:
                     self.echo(f"could not copy the bucket: {exc}")
             self._s3_server.stop()
             self._s3_server = None
-        self.pid_file.unlink(missing_ok=True)
+        if self._owns_pid_file:  # never another running stack's
+            self.pid_file.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ foreground
 
@@ -502,8 +506,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stack = AirflowStack(config, echo=lambda message: print(f"[airflow] {message}", flush=True))
     stopping = threading.Event()
+    started = threading.Event()
 
     def on_signal(signum, _frame):
+        if not started.is_set():
+            raise KeyboardInterrupt  # still starting: stop what was started, now
         stopping.set()
 
     signal.signal(signal.SIGINT, on_signal)
@@ -515,9 +522,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[airflow] {exc}", file=sys.stderr)
         stack.stop()
         return 1
+    except KeyboardInterrupt:
+        print("[airflow] interrupted while starting; stopping", flush=True)
+        stack.stop()
+        return 130
     except BaseException:
         stack.stop()
         raise
+    started.set()
     print(stack.banner(), flush=True)
     code = 0
     while not stopping.wait(1):

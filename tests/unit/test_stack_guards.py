@@ -58,8 +58,11 @@ def test_a_running_stack_is_not_started_twice(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (tmp_path / "stack.pid").write_text(json.dumps({"supervisor": sleeper.pid, "children": {}}))
+        refused = stack(tmp_path)
         with pytest.raises(StackError, match=f"already running .*pid {sleeper.pid}"):
-            stack(tmp_path).start()
+            refused.start()
+        refused.stop()
+        assert (tmp_path / "stack.pid").exists(), "the running stack's pid file must stay"
     finally:
         sleeper.kill()
         sleeper.wait()

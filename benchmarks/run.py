@@ -44,6 +44,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -183,6 +184,21 @@ def two_size_model(n_small: int, t_small: float, n: int, t_large: float) -> dict
         out["marginal_images_per_s"] = round(marginal, 3)
         out["fixed_seconds"] = round(t_large - n / marginal, 3)
     return out
+
+
+def cpu_model(n_small: int, cpu_small: list[float], n: int, cpu_large: list[float]) -> dict:
+    """Per-image and fixed CPU seconds from the median CPU time of the process tree at each size.
+
+    CPU time is what the runs consumed, whatever else the machine ran: on a shared machine, where
+    other processes take cores at random moments, it still compares the contenders when their
+    wall clocks do not (each wall clock then depends on who else ran meanwhile).
+    """
+    small, large = statistics.median(cpu_small), statistics.median(cpu_large)
+    if n <= n_small or large <= small:
+        return {"marginal_cpu_ms_per_image": None, "fixed_cpu_seconds": None}
+    per_image = (large - small) / (n - n_small)
+    return {"marginal_cpu_ms_per_image": round(per_image * 1000, 3),
+            "fixed_cpu_seconds": round(large - n * per_image, 3)}
 
 
 def ratio(a, b):
@@ -491,17 +507,20 @@ def featurize_table(result: dict) -> list[str]:
     ceilings, f, nb = result["ceilings"], result["featurize"], result["notebook"]
     r, t = result["ratios"], result["targets"]
     n, ns = result["images"]["n"], result["images"]["n_small"]
-    rows = [("", "images/s marginal", "fixed s", f"s @ {ns}", f"s @ {n}", f"images/s e2e @ {n}", "peak MB")]
+    rows = [("", "images/s marginal", "fixed s", f"s @ {ns}", f"s @ {n}", f"images/s e2e @ {n}",
+             "CPU ms/image", "fixed CPU s", "peak MB")]
     for runtime, c in ceilings.items():
         rows.append((f"1 ceiling, {runtime} (1 process, no Spark)", fmt(c["marginal_images_per_s"]),
                      fmt(c["fixed_seconds"]), fmt(c["seconds_small"]), fmt(c["seconds"]),
-                     fmt(c["end_to_end_images_per_s"]), fmt(c["peak_rss_mb"], 0)))
+                     fmt(c["end_to_end_images_per_s"]), fmt(c["marginal_cpu_ms_per_image"], 2),
+                     fmt(c["fixed_cpu_seconds"]), fmt(c["peak_rss_mb"], 0)))
     rows.append((f"2 featurize.py --runtime {f['runtime']}", fmt(f["marginal_images_per_s"]),
                  fmt(f["fixed_seconds"]), fmt(f["seconds_small"]), fmt(f["seconds"]),
-                 fmt(f["end_to_end_images_per_s"]), f"{fmt(f['peak_rss_mb_small'], 0)} -> {fmt(f['peak_rss_mb'], 0)}"))
+                 fmt(f["end_to_end_images_per_s"]), fmt(f["marginal_cpu_ms_per_image"], 2),
+                 fmt(f["fixed_cpu_seconds"]), f"{fmt(f['peak_rss_mb_small'], 0)} -> {fmt(f['peak_rss_mb'], 0)}"))
     if nb:
         rows.append(("3 notebook recipe (spark-submit)", "", "", "", fmt(nb["seconds"]),
-                     fmt(nb["end_to_end_images_per_s"]), fmt(nb["peak_rss_mb"], 0)))
+                     fmt(nb["end_to_end_images_per_s"]), "", "", fmt(nb["peak_rss_mb"], 0)))
     lines = aligned(rows) + [
         "",
         f"2 / tensorflow ceiling, marginal images/s: {fmt(r['featurize_vs_tensorflow_ceiling_marginal'], 2)} "
@@ -511,6 +530,9 @@ def featurize_table(result: dict) -> list[str]:
         f"2 / 3 end to end @ {n}: {fmt(r['featurize_vs_notebook_end_to_end'], 2)} (target >= 3: "
         f"{fmt(t['end_to_end_vs_notebook_ge_3'])})",
         f"featurize fixed seconds: {fmt(f['fixed_seconds'])} (target <= 12: {fmt(t['fixed_seconds_le_12'])})",
+        f"CPU per image (load-independent), tensorflow ceiling / featurize.py: "
+        f"{fmt(r['featurize_vs_tensorflow_ceiling_cpu_per_image'], 2)}; {f['runtime']} ceiling / featurize.py: "
+        f"{fmt(r['featurize_vs_runtime_ceiling_cpu_per_image'], 2)}",
         f"featurize peak memory, {ns} -> {n} images: x{fmt(r['featurize_peak_rss_growth'], 2)} "
         f"(target <= 1.25: {fmt(t['memory_flat_within_25pct'])})",
     ]
@@ -570,6 +592,9 @@ def summarise_step(runs: dict[str, list[dict]], sizes: dict[str, int], step: str
     model["cpu_seconds"] = best["large"]["cpu_seconds"]
     model["runs_small"] = [rec["seconds"] for rec in runs["small"]]
     model["runs"] = [rec["seconds"] for rec in runs["large"]]
+    model["cpu_runs_small"] = [rec["cpu_seconds"] for rec in runs["small"]]
+    model["cpu_runs"] = [rec["cpu_seconds"] for rec in runs["large"]]
+    model.update(cpu_model(sizes["small"], model["cpu_runs_small"], sizes["large"], model["cpu_runs"]))
     if step == "ceiling":
         inside = best["large"]["inside"]
         model["runtime"] = inside["runtime"]
@@ -697,6 +722,9 @@ def ratios_of(result: dict) -> dict:
     def marginal(summary):
         return summary and summary["marginal_images_per_s"]
 
+    def cpu(summary):
+        return summary and summary["marginal_cpu_ms_per_image"]
+
     return {
         "featurize_vs_tensorflow_ceiling_marginal": ratio(marginal(f), marginal(tf_ceiling)),
         "featurize_vs_runtime_ceiling_marginal": ratio(marginal(f), marginal(own_ceiling)),
@@ -707,6 +735,11 @@ def ratios_of(result: dict) -> dict:
         "featurize_peak_rss_growth": f and f["peak_rss_growth"],
         "ceiling_vs_tensorflow_ceiling_marginal": {runtime: ratio(marginal(c), marginal(tf_ceiling))
                                                    for runtime, c in ceilings.items()},
+        # CPU per image, TensorFlow's ceiling (or the runtime's own) over featurize.py's: > 1 is cheaper.
+        "featurize_vs_tensorflow_ceiling_cpu_per_image": ratio(cpu(tf_ceiling), cpu(f)),
+        "featurize_vs_runtime_ceiling_cpu_per_image": ratio(cpu(own_ceiling), cpu(f)),
+        "ceiling_vs_tensorflow_ceiling_cpu_per_image": {runtime: ratio(cpu(tf_ceiling), cpu(c))
+                                                        for runtime, c in ceilings.items()},
         "pca_spark_vs_numpy": p and p["spark_vs_numpy"],
     }
 

@@ -71,6 +71,12 @@ def test_report_is_complete_and_consistent(bench_run):
         assert s["runs_small"] == [s["seconds_small"]] and s["runs"] == [s["seconds"]]
         assert s["end_to_end_images_per_s"] == pytest.approx(N / s["seconds"], abs=1e-3)
         assert s["peak_rss_mb"] > 100 and s["peak_rss_mb_small"] > 100 and s["cpu_seconds"] > 0
+        cpu_small, cpu_large = np.median(s["cpu_runs_small"]), np.median(s["cpu_runs"])
+        if cpu_large > cpu_small:
+            assert s["marginal_cpu_ms_per_image"] == pytest.approx(1000 * (cpu_large - cpu_small) / (N - N_SMALL),
+                                                                   abs=2e-3)
+            assert s["fixed_cpu_seconds"] == pytest.approx(cpu_large - N * (cpu_large - cpu_small) / (N - N_SMALL),
+                                                           abs=2e-3)
         if s["seconds"] > s["seconds_small"]:  # tiny inputs: the difference may drown in noise
             marginal = (N - N_SMALL) / (s["seconds"] - s["seconds_small"])
             assert s["marginal_images_per_s"] == pytest.approx(marginal, rel=1e-3)

@@ -23,7 +23,9 @@ import importlib
 import importlib.util
 import logging
 import os
+import platform
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,9 @@ class Runtime:
 RUNTIMES: dict[str, Runtime] = {
     "onnx": Runtime("onnx", "onnxruntime", "onnxruntime==1.32.0", (("tf2onnx", "tf2onnx==1.17.0"),)),
     "openvino": Runtime("openvino", "openvino", "openvino==2026.4.1", ()),
-    "tensorflow": Runtime("tensorflow", "tensorflow", "tensorflow-cpu==2.21.0", ()),
+    # requirements.txt: the CPU build where that wheel exists (Linux x86_64), `tensorflow` elsewhere.
+    "tensorflow": Runtime("tensorflow", "tensorflow", "tensorflow-cpu==2.21.0" if sys.platform == "linux"
+                          and platform.machine() == "x86_64" else "tensorflow==2.21.0", ()),
 }
 # The fastest runtime that passes the parity test on both kinds of EMR nodes (README,
 # "Featurization runtimes"): OpenVINO was as fast on x86_64 but has no wheel for Amazon Linux

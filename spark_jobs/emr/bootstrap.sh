@@ -5,7 +5,7 @@
 #
 # 1. Python 3.11 (TensorFlow 2.21 needs >= 3.10; EMR 7's default python3 is 3.9) in a virtualenv
 #    with the jobs' pinned requirements, featurize.py's inference runtime (ONNX Runtime) and the
-#    converter its driver uses (tf2onnx) included. The cluster configurations (plugins/fruits/emr_backend.py)
+#    converter its driver uses (tf2onnx) included. The cluster configurations (fruits/backends/emr/cluster.py)
 #    point Spark's driver and Python workers at <venv-dir>/bin/python3; PySpark itself is EMR's.
 # 2. OpenBLAS as the native BLAS/LAPACK of Spark ML (pca.py --solver spark-ml, and users applying
 #    the saved model in Spark): dev.ludovic.netlib loads libblas.so.3 / liblapack.so.3, which are

@@ -341,15 +341,20 @@ def test_bootstrap_installs_the_interpreter_the_cluster_configuration_names():
     assert "readonly PYTHON_VERSION=3.11" in script
     assert f"venv_dir=${{2:-{cluster.VENV_DIR}}}" in script
     assert cluster.PYTHON == f"{cluster.VENV_DIR}/bin/python3"
+    # The bootstrap fails the cluster unless the default inference runtime imports.
+    [check] = [line for line in script.splitlines() if line.startswith('"${venv_dir}/bin/python3" -c')]
+    assert {"onnxruntime", "tf2onnx", "onnx", "tensorflow"} <= set(re.findall(r"[a-z_0-9]+", check.split("import", 1)[1]))
 
 
-def test_emr_requirements_are_pinned_for_spark_3_5_and_tensorflow():
+def test_emr_requirements_are_pinned_for_spark_3_5_tensorflow_and_the_default_runtime():
     from packaging.requirements import Requirement
 
     lines = [line for line in REQUIREMENTS.read_text().splitlines() if line.strip() and not line.startswith("#")]
     requirements = [Requirement(line) for line in lines]
     names = {r.name for r in requirements}
     assert {"tensorflow-cpu", "tensorflow", "keras", "numpy", "pillow", "pandas", "pyarrow", "matplotlib"} <= names
+    # featurize.py's default runtime on the workers, and the driver's converter to it.
+    assert {"onnxruntime", "tf2onnx", "onnx"} <= names
     assert not {"pyspark", "pyspark-client"} & names  # EMR's own PySpark must not be shadowed
     for requirement in requirements:
         assert str(requirement.specifier).startswith("=="), requirement

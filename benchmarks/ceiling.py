@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from fruits_spark import inference
     from fruits_spark.images import ImageRejected, decode_rgb
-    from fruits_spark.model import FEATURE_DIM, configure_threads, load_model
+    from fruits_spark.interface import FEATURE_DIM
+    from fruits_spark.model import configure_threads, load_model
 
     configure_threads(threads)  # imports TensorFlow: every runtime converts from the Keras model
     imported = time.perf_counter()

@@ -48,7 +48,8 @@ from pyspark.sql import functions as F
 
 from fruits_spark import hadoop_fs, inference, paths
 from fruits_spark.images import DEFAULT_MAX_PIXELS
-from fruits_spark.model import FEATURE_DIM, MIN_IMAGE_SIZE
+from fruits_spark.interface import FEATURE_DIM
+from fruits_spark.model import MIN_IMAGE_SIZE
 from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, setup_logging, ship_package,
                                   submitted_conf, task_slots, warm_up_python_workers)
 

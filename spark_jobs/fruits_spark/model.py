@@ -18,7 +18,6 @@ from concurrent.futures import Future
 
 import numpy as np
 
-FEATURE_DIM = 1280
 MIN_IMAGE_SIZE = 32  # smallest input Keras' MobileNetV2 accepts
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ import pytest
 from fruits_dev.samples import generate_samples
 from fruits_spark import inference
 from fruits_spark.images import decode_rgb
-from fruits_spark.model import FEATURE_DIM, load_model
+from fruits_spark.interface import FEATURE_DIM
+from fruits_spark.model import load_model
 
 SIZE = 224
 TOLERANCE = 1e-4  # max |a - b| / max |b|, per image

@@ -6,6 +6,7 @@ scheduler and keeps the DAG file cheap to parse.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -33,7 +34,7 @@ def count_new_images(bucket: Bucket, landing_prefix: str) -> int:
 def plan(bucket: Bucket, landing_prefix: str) -> Batch:
     started = time.perf_counter()
     batch = planning.plan_batch(bucket, landing_prefix)
-    batch = Batch(**{**batch.to_xcom(), "seconds": round(time.perf_counter() - started, 2)})
+    batch = dataclasses.replace(batch, seconds=round(time.perf_counter() - started, 2))
     log.info("batch %s: %d new image(s); %d committed batch(es) with %d features rows so far",
              batch.batch_id, batch.images, len(batch.committed_batches), batch.committed_features_rows)
     return batch

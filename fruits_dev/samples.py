@@ -30,7 +30,7 @@ Only numpy, Pillow and the standard library are used, so this runs anywhere
 (no TensorFlow, Spark or Airflow needed). Run it as a script for a one-off
 tree::
 
-    python plugins/fruits/samples.py --out /tmp/fruits --classes 4 --per-class 10
+    python -m fruits_dev.samples --out /tmp/fruits --classes 4 --per-class 10
 """
 
 from __future__ import annotations

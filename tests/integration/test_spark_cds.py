@@ -86,7 +86,7 @@ def test_built_archive_is_mapped_by_spark_driver_jvm(tmp_path):
     work = tmp_path / "work"
     run = subprocess.run(
         [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-         "--conf", "spark.log.level=ERROR", str(ROOT / "plugins" / "fruits" / "spark_cds.py"),
+         "--conf", "spark.log.level=ERROR", str(ROOT / "fruits_dev" / "spark_cds.py"),
          "--workload", str(work)],
         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Tests for the synthetic Fruits-360-like sample generator (plugins/fruits/samples.py).
+"""Tests for the synthetic Fruits-360-like sample generator (fruits_dev/samples.py).
 
 Tests, ``make demo`` and benchmarks all rely on these files being exactly what
 the generator claims: good images decode, awkward ones need care, broken ones

@@ -19,8 +19,22 @@ pytestmark = pytest.mark.spark
 SENSOR_TIMEOUT = 15
 
 
+def unpause(airflow_stack: Stack, dag_id: str, timeout: float = 60) -> None:
+    """Unpause a DAG once the dag-processor has parsed it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = airflow_stack.api.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        if response.status_code == 200 or time.monotonic() > deadline:
+            response.raise_for_status()
+            return
+        time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def first_run(airflow_stack: Stack):
+    # fruits_classifier is scheduled on the pipeline's PCA Asset: unpaused, the scheduler starts it
+    # after the run commits (test_a_committed_run_triggers_the_classifier_through_its_asset).
+    unpause(airflow_stack, "fruits_classifier")
     started = time.monotonic()
     run_id = airflow_stack.trigger()
     state = airflow_stack.wait(run_id)
@@ -59,6 +73,30 @@ def test_a_run_triggered_through_the_rest_api_succeeds(airflow_stack: Stack, fir
         key = report["outputs"][name].split(f"s3://{BUCKET}/", 1)[1]
         assert key in airflow_stack.keys(key)
     assert len(airflow_stack.json("state/ledger.json")["batches"]) == 1
+
+
+@pytest.fixture(scope="module")
+def classifier_run(airflow_stack: Stack, first_run) -> tuple[dict, str]:
+    """The fruits_classifier run the scheduler starts from the first run's Asset event, ended."""
+    deadline = time.monotonic() + 120
+    while not (runs := airflow_stack.api.get("/api/v2/dags/fruits_classifier/dagRuns")["dag_runs"]):
+        assert time.monotonic() < deadline, "no fruits_classifier run after the pipeline's commit"
+        time.sleep(2)
+    [run] = runs
+    return run, airflow_stack.api.wait_run("fruits_classifier", run["dag_run_id"], timeout=420)
+
+
+def test_a_committed_run_triggers_the_classifier_through_its_asset(airflow_stack: Stack, first_run, classifier_run):
+    run_id, state, _ = first_run
+    classifier, final = classifier_run
+    assert state == "success" and classifier["run_type"] == "asset_triggered"
+    tasks = airflow_stack.api.task_states("fruits_classifier", classifier["dag_run_id"])
+    assert final == "success", (tasks, airflow_stack.stack.tail("scheduler"))
+    # It trained on the run the Asset event named, and its outputs are in the bucket.
+    safe = classifier["dag_run_id"].replace(":", "_").replace("+", "_")
+    metrics = airflow_stack.json(f"classifier/run={safe}/metrics.json")
+    assert metrics["pca_run"] == run_id
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_rows"] > 0
 
 
 def test_a_run_with_nothing_new_is_skipped_after_its_sensor_timeout(airflow_stack: Stack, first_run):
@@ -122,13 +160,20 @@ def test_the_fruits_view_serves_reports_and_plots_to_a_signed_in_user(airflow_st
     "/fruits/runs/no-such-run", "/fruits/api/runs/no-such-run", "/fruits/runs/..%2Fstate%2Fledger",
     "/fruits/runs/%2E%2E%2Fstate%2Fledger/plots/scatter", "/fruits/api/runs/state%2Fledger.json",
     "/fruits/runs/RUN/plots/ledger", "/fruits/runs/RUN/plots/..%2F..%2Fstate%2Fledger.json",
-    "/fruits/runs/RUN/plots/confusion_matrix",  # no classifier metrics for this run
     "/fruits/runs/RUN/plots/scatter.png", "/fruits/reports/RUN.json",
 ])
 def test_the_fruits_view_serves_nothing_but_reports_and_plots(airflow_stack: Stack, run_report, path):
     bearer = {"Authorization": f"Bearer {airflow_stack.api.token()}"}
     response = httpx.get(airflow_stack.url + path.replace("RUN", quote(run_report, safe="")), headers=bearer)
     assert response.status_code == 404, (path, response.status_code, response.text[:300])
+
+
+def test_the_fruits_view_shows_the_classifier_of_a_run(airflow_stack: Stack, run_report, classifier_run):
+    assert classifier_run[1] == "success"
+    bearer = {"Authorization": f"Bearer {airflow_stack.api.token()}"}
+    response = httpx.get(f"{airflow_stack.url}/fruits/runs/{quote(run_report, safe='')}/plots/confusion_matrix",
+                         headers=bearer)
+    assert response.status_code == 200 and response.content.startswith(b"\x89PNG"), response.status_code
 
 
 def test_the_ui_lists_the_fruits_view(airflow_stack: Stack):

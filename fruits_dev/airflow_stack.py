@@ -70,13 +70,18 @@ def port_in_use(port: int) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """Running, and not a zombie (an exited process its parent has not reaped yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no procfs (macOS): signal 0 is all there is
+        return True
+    return state != "Z"
 
 
 @dataclass

@@ -9,7 +9,7 @@
 #
 # Build: docker compose build   (or: docker build -t fruits-pipeline-airflow:local .)
 
-# Keep in sync with `apache-airflow==` in requirements.txt (tests/test_docker_compose.py checks it).
+# Keep in sync with `apache-airflow==` in requirements.txt (tests/unit/test_docker_compose.py checks it).
 ARG AIRFLOW_VERSION=3.3.2
 ARG PYTHON_VERSION=3.11
 FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}

@@ -41,14 +41,19 @@ def is_image_key(key: str) -> bool:
 # ----------------------------------------------------------------------------- outputs
 
 @dataclass(frozen=True)
-class PcaOutputs:
-    """Where pca.py writes, under one folder or prefix (a local path, file:// or s3:// URI)."""
+class _OutputFolder:
+    """A job's outputs under one folder or prefix (a local path, file:// or s3:// URI)."""
 
     root: str
 
     def __post_init__(self) -> None:
         if not self.root.endswith("/"):
             object.__setattr__(self, "root", self.root + "/")
+
+
+@dataclass(frozen=True)
+class PcaOutputs(_OutputFolder):
+    """Where pca.py writes."""
 
     @property
     def vectors(self) -> str:
@@ -73,14 +78,8 @@ class PcaOutputs:
 
 
 @dataclass(frozen=True)
-class ClassifierOutputs:
-    """Where classify.py writes, under one folder or prefix."""
-
-    root: str
-
-    def __post_init__(self) -> None:
-        if not self.root.endswith("/"):
-            object.__setattr__(self, "root", self.root + "/")
+class ClassifierOutputs(_OutputFolder):
+    """Where classify.py writes."""
 
     @property
     def model(self) -> str:

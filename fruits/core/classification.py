@@ -67,7 +67,8 @@ def resolve_pca_run(bucket: Bucket, requested: str | None, events: list[dict]) -
         return _pca_run(bucket, state, from_event, "asset event")
     runs = committed_runs(state)
     if not runs:
-        raise ClassifierError(f"no committed pipeline run in {bucket.uri(layout.LEDGER_KEY)}: run fruits_pipeline first")
+        raise ClassifierError(f"no committed pipeline run in {bucket.uri(layout.LEDGER_KEY)}: "
+                              "run fruits_pipeline first")
     return _pca_run(bucket, state, runs[-1]["run_id"], "latest committed")
 
 
@@ -81,7 +82,8 @@ def validate_metrics(bucket: Bucket, outputs: ClassifierOutputs, pca_run: PcaRun
     if len(matrix) != len(labels) or any(len(row) != len(labels) for row in matrix):
         problems.append(f"the confusion matrix is not {len(labels)} x {len(labels)} (one row and column a label)")
     if sum(map(sum, matrix)) != metrics["test_rows"]:
-        problems.append(f"the confusion matrix sums to {sum(map(sum, matrix))}, not the {metrics['test_rows']} test rows")
+        problems.append(f"the confusion matrix sums to {sum(map(sum, matrix))}, "
+                        f"not the {metrics['test_rows']} test rows")
     for name in ("accuracy", "macro_f1", "majority_baseline"):
         value = metrics[name]
         if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):

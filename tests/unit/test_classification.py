@@ -29,7 +29,8 @@ def test_the_param_wins_then_the_event_then_the_latest_commit(bucket):
     commit_run(bucket, RUN_1, "b1", k=3)
     commit_run(bucket, RUN_2, "b2", k=5, rows=20)
     latest = classification.resolve_pca_run(bucket, "", [])
-    assert (latest.run_id, latest.source, latest.k, latest.rows, latest.batch_id) == (RUN_2, "latest committed", 5, 20, "b2")
+    assert (latest.run_id, latest.source, latest.k, latest.rows, latest.batch_id) == \
+        (RUN_2, "latest committed", 5, 20, "b2")
     assert latest.vectors_key() == "pca/run=manual__2026-11-30T10_00_00_00_00/vectors/"
     events = [{"bucket": bucket.name, "run_id": RUN_1}, {"bucket": "elsewhere", "run_id": RUN_2}]
     from_event = classification.resolve_pca_run(bucket, None, events)

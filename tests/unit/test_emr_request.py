@@ -343,7 +343,8 @@ def test_bootstrap_installs_the_interpreter_the_cluster_configuration_names():
     assert cluster.PYTHON == f"{cluster.VENV_DIR}/bin/python3"
     # The bootstrap fails the cluster unless the default inference runtime imports.
     [check] = [line for line in script.splitlines() if line.startswith('"${venv_dir}/bin/python3" -c')]
-    assert {"onnxruntime", "tf2onnx", "onnx", "tensorflow"} <= set(re.findall(r"[a-z_0-9]+", check.split("import", 1)[1]))
+    imported = set(re.findall(r"[a-z_0-9]+", check.split("import", 1)[1]))
+    assert {"onnxruntime", "tf2onnx", "onnx", "tensorflow"} <= imported
 
 
 def test_emr_requirements_are_pinned_for_spark_3_5_tensorflow_and_the_default_runtime():

@@ -66,9 +66,6 @@ def _bucket_of(record, settings: Settings):
 
 
 def build(batch, settings: Settings):
-    def bucket_of(batch: contract.Batch):
-        return _bucket_of(batch, settings)
-
     @task_group(group_id="local_spark")
     def local_spark(batch):
         @task(execution_timeout=timedelta(hours=1))
@@ -76,7 +73,7 @@ def build(batch, settings: Settings):
             from fruits.backends.local import staging
 
             planned = contract.Batch.from_xcom(batch)
-            staged = staging.stage_images(bucket_of(planned), planned.batch_id, settings.work_dir)
+            staged = staging.stage_images(_bucket_of(planned, settings), planned.batch_id, settings.work_dir)
             staged["featurize_args"] = contract.featurize_args(
                 manifest=staged["manifest"], outputs=staging.featurize_outputs(settings.work_dir, planned.batch_id),
                 weights=params["weights"], image_size=params["image_size"])
@@ -87,7 +84,7 @@ def build(batch, settings: Settings):
             from fruits.backends.local import staging
 
             planned = contract.Batch.from_xcom(batch)
-            return staging.publish_batch(bucket_of(planned), planned.batch_id, settings.work_dir,
+            return staging.publish_batch(_bucket_of(planned, settings), planned.batch_id, settings.work_dir,
                                          staged["images_root"])
 
         @task
@@ -96,7 +93,8 @@ def build(batch, settings: Settings):
             from fruits.backends.local import staging
 
             planned = contract.Batch.from_xcom(batch)
-            listing = staging.stage_pca_inputs(bucket_of(planned), planned.pca_batches(), settings.work_dir, run_id)
+            listing = staging.stage_pca_inputs(_bucket_of(planned, settings), planned.pca_batches(), settings.work_dir,
+                                               run_id)
             return contract.pca_args(features_list=str(listing), outputs=staging.pca_outputs(settings.work_dir, run_id),
                                      pca_k=params["pca_k"], pca_variance=params["pca_variance"])
 
@@ -106,7 +104,7 @@ def build(batch, settings: Settings):
             from fruits.backends.local import staging
 
             planned = contract.Batch.from_xcom(batch)
-            pca_uris = staging.publish_pca(bucket_of(planned), run_id, settings.work_dir)
+            pca_uris = staging.publish_pca(_bucket_of(planned, settings), run_id, settings.work_dir)
             return contract.ComputeResult(
                 pca_prefix=layout.pca_prefix(run_id),
                 outputs={"features": published["features"], "rejects": published["rejects"], **pca_uris},

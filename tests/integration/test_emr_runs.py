@@ -319,18 +319,24 @@ def allowing_statements(policy: dict, action: str, resource: str, context: dict)
     return sids
 
 
+def start_fake_emr(bucket: str, driver_class=None):
+    """A recording moto server with `bucket` created and a step driver playing EMR for it."""
+    server = RecordingMotoServer()
+    endpoint = server.start()
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    driver = (driver_class or StepDriver)(s3, bucket)
+    driver.start()
+    return server, endpoint, s3, driver
+
+
 class EmrDeployment:
     """One moto server, bucket, step driver and Airflow home: each scenario gets its own."""
 
     def __init__(self, tmp: Path, bucket: str):
         self.tmp, self.bucket = tmp, bucket
-        self.server = RecordingMotoServer()
-        self.endpoint = self.server.start()
-        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
-                               aws_access_key_id="testing", aws_secret_access_key="testing")
-        self.s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        self.driver = StepDriver(self.s3, bucket)
-        self.driver.start()
+        self.server, self.endpoint, self.s3, self.driver = start_fake_emr(bucket)
         self.env = runner.airflow_env(tmp / "airflow", extra={
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint, region=REGION, key=AIRFLOW_KEY),
             "FRUITS_COMPUTE": "emr",

@@ -17,12 +17,11 @@ import subprocess
 import sys
 import time
 
-import boto3
 import pytest
 
 from fruits_dev.airflow_stack import DAG_ID, USER, Api, free_port, pid_alive
 from fruits_dev.samples import generate_samples
-from test_emr_runs import REGION, RecordingMotoServer, StepDriver, cluster_of_run
+from test_emr_runs import StepDriver, cluster_of_run, start_fake_emr
 
 pytestmark = pytest.mark.spark
 
@@ -59,13 +58,7 @@ class DeferralGatedStepDriver(StepDriver):
 class EmrStack:
     def __init__(self, tmp):
         self.tmp = tmp
-        self.server = RecordingMotoServer()
-        self.endpoint = self.server.start()
-        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
-                               aws_access_key_id="testing", aws_secret_access_key="testing")
-        self.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        self.driver = DeferralGatedStepDriver(self.s3, BUCKET)
-        self.driver.start()
+        self.server, self.endpoint, self.s3, self.driver = start_fake_emr(BUCKET, DeferralGatedStepDriver)
         self.home = tmp / "stack"
         self.port = free_port()
         self.password = secrets.token_urlsafe(12)

@@ -157,10 +157,15 @@ class Batch(_Record):
 
     batch_id: str
     bucket: str
-    images: int
+    images: int  # planned: the featurize job's inputs
     committed_batches: list[str]
     committed_features_rows: int
     seconds: float = 0.0
+    planning_rejects: int = 0  # landing objects rejected before any job (reasons in planning_rejects.jsonl)
+    planning_reject_reasons: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)  # not an image type, by reason; left in place
+    relandings: int = 0  # keys processed before, now with new content
+    pca_state: dict | None = None  # the ledger's current PCA state when the batch was planned
 
     def pca_batches(self) -> list[str]:
         """Every committed batch plus this one (never an uncommitted batch's leftovers)."""

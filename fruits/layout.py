@@ -1,7 +1,9 @@
 """Where everything lives in the bucket (the README draws this tree).
 
-    landing/<Label>/<image>                 input images, as uploaded
-    batches/<batch_id>/manifest.txt         the image URIs of one batch (one per line)
+    landing/<Label>/<image>                 input images, as uploaded; they leave once committed
+    batches/<batch_id>/manifest.jsonl       the batch's images: source URI, staged copy, label, size, ETag
+    batches/<batch_id>/images/<n>.<ext>     the staged copies (safe names): what the jobs read, kept
+    batches/<batch_id>/planning_rejects.jsonl  landing objects rejected before any job ran, with reasons
     batches/<batch_id>/pca_inputs.txt       the features datasets its PCA reads (EMR; one per line)
     features/batch=<batch_id>/              features parquet of that batch
     rejects/batch=<batch_id>/               rejects parquet of that batch (path, label, reason)
@@ -13,6 +15,7 @@
                      report.json            PCA report, with report_scree.png, report_scatter.png
     reports/<run_id>.json                   run report
     state/ledger.json                       committed batches (the only thing a run commits)
+    state/keys/<hh>/<sha256(key)>.json      the last committed content of each landing key (re-landings)
     code/<version>/                         Spark jobs and bootstrap for EMR (content-addressed)
     emr-logs/                               EMR cluster and step logs (LogUri)
 """
@@ -33,14 +36,38 @@ def safe_run_id(run_id: str) -> str:
 
 
 def batch_id_for(keys: list[str]) -> str:
-    """Content-addressed: the same set of new keys always gets the same batch id, so a retried
-    or re-run batch overwrites its own outputs instead of adding a second copy."""
+    """Content-addressed: the same set of new objects (key and ETag) always gets the same batch id,
+    so a retried or re-run batch overwrites its own outputs instead of adding a second copy."""
     digest = hashlib.sha256("\n".join(sorted(keys)).encode("utf-8")).hexdigest()
     return f"b{digest[:16]}"
 
 
+# Prefixes the pipeline writes: a landing prefix may not overlap any of them.
+OUTPUT_PREFIXES = ("batches/", "features/", "rejects/", "pca/", "classifier/", "reports/", "state/",
+                   "code/", "emr-logs/")
+
+
 def manifest_key(batch_id: str) -> str:
+    return f"batches/{batch_id}/manifest.jsonl"
+
+
+def legacy_manifest_key(batch_id: str) -> str:
+    """Ledger v1 batches kept a text manifest (one URI a line)."""
     return f"batches/{batch_id}/manifest.txt"
+
+
+def planning_rejects_key(batch_id: str) -> str:
+    return f"batches/{batch_id}/planning_rejects.jsonl"
+
+
+def staged_image_key(batch_id: str, index: int, extension: str) -> str:
+    """A safe name for the batch's n-th image: never hidden, never a Hadoop or path trap."""
+    return f"batches/{batch_id}/images/{index:06d}{extension}"
+
+
+def key_marker(key: str) -> str:
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return f"state/keys/{digest[:2]}/{digest}.json"
 
 
 def pca_inputs_key(batch_id: str) -> str:

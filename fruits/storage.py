@@ -10,11 +10,35 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys a request
+
+
+class ConcurrentWriteError(RuntimeError):
+    """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: what planning needs to know without reading it."""
+
+    key: str
+    size: int
+    etag: str
+
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _precondition_failed(exc: Exception) -> bool:
+    # 412 PreconditionFailed; 409 ConditionalRequestConflict (a concurrent conditional write).
+    return _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 
 
 def s3_hook(conn_id: str | None):
@@ -48,6 +72,28 @@ class Bucket:
         return uri[len(head):]
 
     # ------------------------------------------------------------------ reads
+
+    def client(self):
+        return self.hook.get_conn()
+
+    def list_objects(self, prefix: str):
+        """Yield the objects under `prefix` (key, size, ETag) page by page, in key order; folder
+        markers (keys ending in '/') left out. One LIST request per 1,000 objects."""
+        paginator = self.client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
+            for item in page.get("Contents", []):
+                if not item["Key"].endswith("/"):
+                    yield ObjectInfo(item["Key"], int(item["Size"]), item["ETag"])
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """The object's size and ETag, or None when there is no such key."""
+        try:
+            answer = self.client().head_object(Bucket=self.name, Key=key)
+        except Exception as exc:  # botocore ClientError: 404 / NoSuchKey
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return ObjectInfo(key, int(answer["ContentLength"]), answer["ETag"])
 
     def list_keys(self, prefix: str) -> list[str]:
         """Object keys under `prefix`, sorted; folder markers (keys ending in '/') left out."""
@@ -98,6 +144,69 @@ class Bucket:
     def write_json(self, key: str, payload) -> None:
         self.write_text(key, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
+    def read_json_versioned(self, key: str):
+        """(payload, ETag) of a JSON object, or (None, None) when there is none: the ETag is what a
+        conditional write (`write_json_if`) compares against."""
+        try:
+            answer = self.client().get_object(Bucket=self.name, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None, None
+            raise
+        return json.loads(answer["Body"].read().decode("utf-8")), answer["ETag"]
+
+    def write_json_if(self, key: str, payload, *, etag: str | None) -> str:
+        """Write `payload` only if the object still has `etag` (None: only if it does not exist yet).
+
+        S3 conditional writes (If-Match / If-None-Match): of two writers that read the same
+        version, the second fails with ConcurrentWriteError instead of erasing the first's
+        change. Returns the new ETag.
+        """
+        body = (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            answer = self.client().put_object(Bucket=self.name, Key=key, Body=body,
+                                              ContentType="application/json", **condition)
+        except Exception as exc:
+            if _precondition_failed(exc):
+                raise ConcurrentWriteError(
+                    f"{self.uri(key)} changed since it was read (another writer?); nothing was written") from None
+            raise
+        return answer["ETag"]
+
+    def copy_if_unchanged(self, source_key: str, etag: str, target_key: str) -> bool:
+        """Server-side copy of `source_key` to `target_key` if it still has `etag`.
+
+        False when the source changed or vanished since it was listed: the caller leaves it
+        for a later run instead of processing content it never saw.
+        """
+        try:
+            self.client().copy_object(Bucket=self.name, Key=target_key, CopySourceIfMatch=etag,
+                                      CopySource={"Bucket": self.name, "Key": source_key})
+        except Exception as exc:
+            if _precondition_failed(exc) or _error_code(exc) in ("404", "NoSuchKey"):
+                return False
+            raise
+        return True
+
+    def delete_if_unchanged(self, key: str, etag: str) -> bool:
+        """Delete `key` only while it still holds the content with `etag` (a re-upload since is new
+        content and stays). True when the object is gone (deleted now or before)."""
+        current = self.head(key)
+        if current is None:
+            return True
+        if current.etag != etag:
+            return False
+        try:
+            self.client().delete_object(Bucket=self.name, Key=key, IfMatch=etag)
+        except Exception as exc:
+            if _precondition_failed(exc):
+                return False
+            if _error_code(exc) in ("404", "NoSuchKey"):
+                return True
+            raise
+        return True
+
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list_keys(prefix)
         for start in range(0, len(keys), DELETE_BATCH):
@@ -106,9 +215,16 @@ class Bucket:
 
     # ------------------------------------------------------------------ local copies
 
-    def download(self, key: str, destination: Path) -> Path:
+    def download(self, key: str, destination: Path, *, expected_size: int | None = None) -> Path:
+        """Download into a temporary name and rename only when complete: an interrupted download
+        never leaves a truncated file under the final name for a retry to reuse."""
         destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(self.read_bytes(key))
+        partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+        data = self.read_bytes(key)
+        if expected_size is not None and len(data) != expected_size:
+            raise IOError(f"{self.uri(key)}: downloaded {len(data)} bytes, expected {expected_size}")
+        partial.write_bytes(data)
+        os.replace(partial, destination)
         return destination
 
     def download_prefix(self, prefix: str, destination: Path) -> int:

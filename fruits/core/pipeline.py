@@ -28,15 +28,16 @@ def seconds_waited(dag_run_start: datetime | None) -> float:
 
 
 def count_new_images(bucket: Bucket, landing_prefix: str) -> int:
-    return len(planning.new_image_keys(bucket, landing_prefix))
+    return planning.count_new(bucket, landing_prefix)
 
 
 def plan(bucket: Bucket, landing_prefix: str) -> Batch:
     started = time.perf_counter()
     batch = planning.plan_batch(bucket, landing_prefix)
     batch = dataclasses.replace(batch, seconds=round(time.perf_counter() - started, 2))
-    log.info("batch %s: %d new image(s); %d committed batch(es) with %d features rows so far",
-             batch.batch_id, batch.images, len(batch.committed_batches), batch.committed_features_rows)
+    log.info("batch %s: %d new image(s), %d rejected at planning, %d re-landing(s); %d committed batch(es) "
+             "with %d features rows so far", batch.batch_id, batch.images, batch.planning_rejects,
+             batch.relandings, len(batch.committed_batches), batch.committed_features_rows)
     return batch
 
 
@@ -87,12 +88,22 @@ def _reason_kind(reason: str) -> str:
 
 
 def commit(bucket: Bucket, batch: Batch, validation: dict, run_id: str) -> dict:
-    keys = planning.manifest_keys(bucket, batch.batch_id)
-    state = ledger.commit(bucket, batch_id=batch.batch_id, keys=keys, run_id=run_id,
-                          features_rows=validation["features_rows"], rejects_rows=validation["rejects_rows"])
-    log.info("committed batch %s (%d images); the ledger holds %d batch(es)",
-             batch.batch_id, len(keys), len(state["batches"]))
-    return {"batches": len(state["batches"])}
+    """Add the batch to the ledger (one conditional write), then let its images leave the landing
+    prefix. A crash between the two is finished by the next run's planning."""
+    state = ledger.load(bucket)
+    record = ledger.batch_record(batch_id=batch.batch_id, run_id=run_id, images=batch.images,
+                                 features_rows=validation["features_rows"], rejects_rows=validation["rejects_rows"],
+                                 planning_rejects=batch.planning_rejects, relandings=batch.relandings)
+    if ledger.add_batch(state, record, planned_after=batch.committed_batches, pca=validation.get("pca_state")):
+        ledger.save(bucket, state)
+        log.info("committed batch %s (%d images); the ledger holds %d batch(es)",
+                 batch.batch_id, batch.images, len(state.batches))
+    else:
+        log.info("batch %s was already committed (a retried task)", batch.batch_id)
+    cleared = planning.clear_landing(bucket, batch.batch_id)
+    planning.mark_cleared(bucket, batch.batch_id)
+    log.info("batch %s: %d object(s) left the landing prefix", batch.batch_id, cleared["cleared"])
+    return {"batches": len(state.batches), **cleared}
 
 
 def publish_report(bucket: Bucket, *, run_id: str, batch: Batch, computed: ComputeResult, validation: dict,

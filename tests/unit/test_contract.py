@@ -75,13 +75,3 @@ def test_local_pca_inputs_are_listed_in_one_file(bucket, tmp_path):
     assert folders == [str(staging.features_mirror(tmp_path, b)) for b in ("b1", "b2")]
     assert (staging.features_mirror(tmp_path, "b2") / "part-0.parquet").read_bytes() == b"two"
     assert listing.parent == staging.run_dir(tmp_path, "manual__x:y")
-
-
-def test_local_outputs_get_their_s3_paths_back():
-    import pyarrow as pa
-
-    table = pa.table({"path": ["file:/w/batches/b1/images/landing/Banana/r 1.jpg"], "label": ["Banana"]})
-    rewritten = staging.rewrite_paths(table, "/w/batches/b1/images/", "fruits")
-    assert rewritten.column("path").to_pylist() == ["s3://fruits/landing/Banana/r 1.jpg"]
-    with pytest.raises(ValueError, match="is not under the staging folder"):
-        staging.rewrite_paths(pa.table({"path": ["file:/elsewhere/x.jpg"]}), "/w/batches/b1/images", "fruits")

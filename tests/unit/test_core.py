@@ -58,9 +58,16 @@ def test_a_batch_holds_the_new_images_and_only_those(bucket):
     assert pipeline.count_new_images(bucket, "landing") == len(IMAGES)
     batch = pipeline.plan(bucket, "/landing")
     assert batch.images == len(IMAGES) and batch.committed_batches == [] and batch.bucket == bucket.name
-    assert batch.batch_id == layout.batch_id_for(IMAGES)  # content-addressed
+    assert batch.ignored == {"not an image type (.txt)": 1, "not an image type (no extension)": 1}
     assert planning.manifest_keys(bucket, batch.batch_id) == sorted(IMAGES)
-    assert bucket.read_text(layout.manifest_key(batch.batch_id)).splitlines() == [bucket.uri(k) for k in sorted(IMAGES)]
+    entries = planning.read_entries(bucket, batch.batch_id)
+    assert [e.label for e in entries] == ["Apple Red 1", "Banana", "Banana"]
+    # the jobs read safe copies; the landing objects stay until the commit
+    assert [e.read for e in entries] == [bucket.uri(layout.staged_image_key(batch.batch_id, i, ext))
+                                         for i, ext in ((1, ".jpg"), (2, ".jpg"), (3, ".png"))]
+    assert all(bucket.read_bytes(bucket.key_of(e.read)) == b"not decoded here" for e in entries)
+    assert all(bucket.exists(k) for k in IMAGES)
+    assert pipeline.plan(bucket, "landing/").batch_id == batch.batch_id  # content-addressed: a re-plan
 
 
 def test_nothing_new_is_a_lookup_error(bucket):
@@ -70,11 +77,11 @@ def test_nothing_new_is_a_lookup_error(bucket):
         planning.plan_batch(bucket, "landing/")
 
 
-def test_committed_images_are_not_planned_again(bucket):
+def test_committed_images_leave_the_landing_prefix_and_are_not_planned_again(bucket):
     land(bucket)
     first = pipeline.plan(bucket, "landing/")
-    ledger.commit(bucket, batch_id=first.batch_id, keys=planning.manifest_keys(bucket, first.batch_id),
-                  run_id="r1", features_rows=2, rejects_rows=1)
+    pipeline.commit(bucket, first, {"features_rows": 2, "rejects_rows": 1}, "r1")
+    assert bucket.list_keys("landing/") == ["landing/Banana/notes.txt", "landing/Kiwi/.DS_Store"]
     land(bucket, ["landing/Kiwi/r_9_100.jpg"])
     second = pipeline.plan(bucket, "landing/")
     assert planning.manifest_keys(bucket, second.batch_id) == ["landing/Kiwi/r_9_100.jpg"]
@@ -84,18 +91,15 @@ def test_committed_images_are_not_planned_again(bucket):
                                                bucket.uri(layout.features_prefix(second.batch_id))]
 
 
-def test_a_commit_is_idempotent_and_refuses_keys_committed_before(bucket):
-    assert ledger.read(bucket) == ledger.empty()
-    state = ledger.commit(bucket, batch_id="b1", keys=["landing/a.jpg"], run_id="r1", features_rows=1,
-                          rejects_rows=0)
-    again = ledger.commit(bucket, batch_id="b1", keys=["landing/a.jpg"], run_id="r2", features_rows=1,
-                          rejects_rows=0)
-    assert again == state == ledger.read(bucket) and len(state["batches"]) == 1
-    assert state["batches"][0]["run_id"] == "r1" and state["batches"][0]["features"] == "features/batch=b1/"
-    with pytest.raises(ValueError, match="1 key\\(s\\) of batch b2 are already committed, e.g. landing/a.jpg"):
-        ledger.commit(bucket, batch_id="b2", keys=["landing/a.jpg", "landing/b.jpg"], run_id="r3",
-                      features_rows=2, rejects_rows=0)
-    assert ledger.committed_batch_ids(ledger.read(bucket)) == ["b1"]
+def test_a_commit_is_idempotent(bucket):
+    land(bucket)
+    batch = pipeline.plan(bucket, "landing/")
+    pipeline.commit(bucket, batch, {"features_rows": 2, "rejects_rows": 1}, "r1")
+    pipeline.commit(bucket, batch, {"features_rows": 2, "rejects_rows": 1}, "r1-retry")
+    state = ledger.load(bucket)
+    assert state.batch_ids() == [batch.batch_id] and state.batches[0]["run_id"] == "r1"
+    assert state.batches[0]["features"] == layout.features_prefix(batch.batch_id)
+    assert state.batches[0]["landing_cleared"] is True and "keys" not in state.batches[0]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -139,7 +143,8 @@ def test_commit_then_report(bucket):
     batch = pipeline.plan(bucket, "landing/")
     pca_prefix = write_job_outputs(bucket, batch, "manual__2026-11-30T10:00:00+00:00")
     validation = pipeline.validate(bucket, batch, pca_prefix)
-    assert pipeline.commit(bucket, batch, validation, "manual__2026-11-30T10:00:00+00:00") == {"batches": 1}
+    committed = pipeline.commit(bucket, batch, validation, "manual__2026-11-30T10:00:00+00:00")
+    assert committed == {"batches": 1, "cleared": 3, "changed_since_planning": 0}
     assert pipeline.count_new_images(bucket, "landing/") == 0
     computed = ComputeResult(pca_prefix=pca_prefix, outputs={"pca": bucket.uri(pca_prefix)},
                              stage_seconds={"featurize": 3.25, "pca": 1.5, "emr_startup": None})

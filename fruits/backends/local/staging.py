@@ -1,12 +1,14 @@
 """Staging for the local backend: Spark in local mode on files copied from S3.
 
 Without Hadoop's S3A jars local Spark cannot read s3a://, so the batch's images are copied
-into a work folder through the S3 hook, the jobs run on local paths, and their outputs are
-published back to the bucket's layout with every `path` rewritten to its s3:// URI. The
-Spark jobs themselves stay storage-agnostic (on EMR they read s3:// directly).
+into a work folder through the S3 hook and the jobs run on local paths. The local manifest
+keeps each image's `source` (its s3:// landing URI, the `path` of every output row) and only
+points `read` at the local copy, so the outputs are published as they are. The Spark jobs
+themselves stay storage-agnostic (on EMR they read s3:// directly).
 
-    <work_dir>/batches/<batch_id>/images/<key>     staged images (mirror of the landing keys)
-    <work_dir>/batches/<batch_id>/manifest.txt     local paths given to featurize.py
+    <work_dir>/batches/<batch_id>/images/<n>.<ext> staged images, named as their copies under
+                                                   batches/<id>/images/ (safe names, never keys)
+    <work_dir>/batches/<batch_id>/manifest.jsonl   the batch's manifest with local `read` paths
     <work_dir>/batches/<batch_id>/out/             featurize.py outputs (local paths)
     <work_dir>/features/batch=<batch_id>/          published features (s3 paths), PCA input
     <work_dir>/runs/<run_id>/pca_inputs.txt        the features folders pca.py reads
@@ -17,13 +19,15 @@ Spark jobs themselves stay storage-agnostic (on EMR they read s3:// directly).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from fruits import contract, layout
 from fruits.contract import ClassifierOutputs, FeaturizeOutputs, PcaOutputs, PcaRun
-from fruits.core import planning
+from fruits.core import manifest, planning
 from fruits.storage import Bucket
 
 log = logging.getLogger(__name__)
@@ -55,70 +59,50 @@ def featurize_outputs(work_dir: Path, batch_id: str) -> FeaturizeOutputs:
 
 
 def stage_images(bucket: Bucket, batch_id: str, work_dir: Path) -> dict:
-    """Copy the batch's images into the work folder and write a manifest of local paths.
+    """Download the batch's staged copies and write a manifest whose `read` are local paths.
 
-    A key that vanished since planning is still listed: the job rejects it as not found.
+    A local name is the basename of the copy's key (`000001.jpg`), so no landing key can address
+    a path outside the work folder, collide with another or exceed a file-system limit. Each
+    download lands in a temporary name and is renamed once complete and of the planned size, so
+    an interrupted download is never reused truncated. A copy that vanished stays in the manifest:
+    the job rejects it as not found.
     """
     started = time.perf_counter()
     root = batch_dir(work_dir, batch_id)
     images = root / "images"
-    keys = planning.manifest_keys(bucket, batch_id)
-    missing = 0
-    for i, key in enumerate(keys, 1):
-        target = images / key
-        if not bucket.exists(key):
-            missing += 1
-            continue
-        if not target.exists():
-            bucket.download(key, target)
-        if i % 500 == 0 or i == len(keys):
-            log.info("staged %d/%d images", i, len(keys))
-    manifest = root / "manifest.txt"
-    manifest.write_text("".join(f"{images / key}\n" for key in keys), encoding="utf-8")
-    return {"manifest": str(manifest), "images_root": str(images), "staged": len(keys) - missing,
+    entries = planning.read_entries(bucket, batch_id)
+    local_entries, missing = [], 0
+    for i, entry in enumerate(entries, 1):
+        read_key = bucket.key_of(entry.read)
+        target = images / PurePosixPath(read_key).name
+        if not (target.exists() and target.stat().st_size == entry.size):
+            if bucket.exists(read_key):
+                bucket.download(read_key, target, expected_size=entry.size)
+            else:
+                missing += 1
+        local_entries.append(dataclasses.replace(entry, read=str(target)))
+        if i % 500 == 0 or i == len(entries):
+            log.info("staged %d/%d images", i, len(entries))
+    local_manifest = root / "manifest.jsonl"
+    local_manifest.parent.mkdir(parents=True, exist_ok=True)
+    local_manifest.write_text(manifest.dumps(local_entries), encoding="utf-8")
+    return {"manifest": str(local_manifest), "images_root": str(images), "staged": len(entries) - missing,
             "missing": missing, "seconds": round(time.perf_counter() - started, 2)}
 
 
-def rewrite_paths(table, local_root: str, bucket: str):
-    """Replace `file:<local_root>/<key>` by `s3://<bucket>/<key>` in the `path` column."""
-    import pyarrow as pa
-
-    prefix = "file:" + local_root.rstrip("/") + "/"
-
-    def to_s3(path: str) -> str:
-        if not path.startswith(prefix):
-            raise ValueError(f"{path} is not under the staging folder {local_root}")
-        return layout.s3_uri(bucket, path[len(prefix):])
-
-    paths = pa.array([to_s3(p) for p in table.column("path").to_pylist()], type=pa.string())
-    return table.set_column(table.schema.get_field_index("path"), "path", paths)
-
-
-def _rewrite_dataset(source: Path, target: Path, local_root: str, bucket: str) -> None:
-    import shutil
-
-    import pyarrow.parquet as pq
-
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for part in sorted(source.glob("*.parquet")):
-        pq.write_table(rewrite_paths(pq.read_table(part), local_root, bucket), target / part.name)
-
-
-def publish_batch(bucket: Bucket, batch_id: str, work_dir: Path, images_root: str) -> dict:
-    """Upload the batch's features and rejects with s3:// paths to their layout prefixes."""
+def publish_batch(bucket: Bucket, batch_id: str, work_dir: Path) -> dict:
+    """Upload the batch's features and rejects to their layout prefixes (paths are already s3://)."""
     started = time.perf_counter()
     local = featurize_outputs(work_dir, batch_id)
     out = {}
-    for name, source, target, prefix in (
-        ("features", local.features, features_mirror(work_dir, batch_id), layout.features_prefix(batch_id)),
-        ("rejects", local.rejects, batch_dir(work_dir, batch_id) / "published" / "rejects",
-         layout.rejects_prefix(batch_id)),
-    ):
-        _rewrite_dataset(Path(source), target, images_root, bucket.name)
-        bucket.upload_dir(target, prefix)
+    for name, source, prefix in (("features", local.features, layout.features_prefix(batch_id)),
+                                 ("rejects", local.rejects, layout.rejects_prefix(batch_id))):
+        bucket.upload_dir(Path(source), prefix)
         out[name] = bucket.uri(prefix)
+    mirror = features_mirror(work_dir, batch_id)  # PCA reads it without a download
+    if mirror.exists():
+        shutil.rmtree(mirror)
+    shutil.copytree(local.features, mirror)
     out["seconds"] = round(time.perf_counter() - started, 2)
     return out
 

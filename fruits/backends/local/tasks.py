@@ -84,8 +84,7 @@ def build(batch, settings: Settings):
             from fruits.backends.local import staging
 
             planned = contract.Batch.from_xcom(batch)
-            return staging.publish_batch(_bucket_of(planned, settings), planned.batch_id, settings.work_dir,
-                                         staged["images_root"])
+            return staging.publish_batch(_bucket_of(planned, settings), planned.batch_id, settings.work_dir)
 
         @task
         def stage_pca_inputs(batch: dict, published: dict, params: dict | None = None,

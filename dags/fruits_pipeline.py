@@ -26,7 +26,30 @@ from fruits import assets, backends, params, settings
 SETTINGS = settings.load()
 BACKEND = backends.load(SETTINGS.compute)
 
+def _report_task_failure(context) -> None:
+    """A task failed for good (no retry left): the run's report says which, and why."""
+    from fruits.core import pipeline
+
+    ti = context["ti"]
+    pipeline.publish_failure(_bucket(context["params"]["bucket"]), run_id=context["run_id"],
+                             failed_task=ti.task_id, error=str(context.get("exception") or "unknown error"),
+                             reason="task failed")
+
+
+def _report_run_failure(context) -> None:
+    """The run failed or timed out (dagrun_timeout ends running tasks without their own callback)."""
+    from fruits.core import pipeline
+
+    params = context.get("params") or {}
+    ti = context.get("ti")
+    pipeline.publish_failure(_bucket(params.get("bucket") or SETTINGS.bucket), run_id=context["run_id"],
+                             failed_task=getattr(ti, "task_id", None), error=str(context.get("reason") or ""),
+                             reason=str(context.get("reason") or "run failed"),
+                             keep_existing="timed_out" not in str(context.get("reason") or ""))
+
+
 DEFAULT_ARGS = {
+    "on_failure_callback": _report_task_failure,
     "owner": "fruits",
     "retries": SETTINGS.task_retries,
     "retry_delay": timedelta(minutes=1),
@@ -49,6 +72,7 @@ def _bucket(name: str):
     max_active_runs=1,  # the ledger has one writer
     params=params.for_dag(SETTINGS, BACKEND),
     default_args=DEFAULT_ARGS,
+    on_failure_callback=_report_run_failure,
     dagrun_timeout=timedelta(hours=12),
     tags=["fruits", "spark", SETTINGS.compute],
     doc_md=__doc__,

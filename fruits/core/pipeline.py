@@ -116,3 +116,22 @@ def publish_report(bucket: Bucket, *, run_id: str, batch: Batch, computed: Compu
     bucket.write_json(layout.report_key(run_id), run_report)
     log.info("run report %s\n%s", outputs["report"], report.render(run_report))
     return run_report
+
+
+def publish_failure(bucket: Bucket, *, run_id: str, failed_task: str | None, error: str, reason: str,
+                    keep_existing: bool = False) -> dict:
+    """Write `reports/<run_id>.json` for a failed or timed-out run.
+
+    Never over a success report; with `keep_existing` (the run-level callback, which knows less
+    than the failed task's own) not over a failure report either.
+    """
+    key = layout.report_key(run_id)
+    existing = bucket.read_json(key)
+    if existing and (existing.get("status") == "success" or keep_existing):
+        return existing
+    committed = [b["batch_id"] for b in ledger.load(bucket).batches if b.get("run_id") == run_id]
+    run_report = report.build_failed(run_id=run_id, failed_task=failed_task, error=error, reason=reason,
+                                     committed_batch=committed[0] if committed else None)
+    bucket.write_json(key, run_report)
+    log.error("run report %s\n%s", bucket.uri(key), report.render(run_report))
+    return run_report

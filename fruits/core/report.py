@@ -32,14 +32,40 @@ def build(*, run_id: str, batch: Batch, validation: dict, outputs: dict, stage_s
         "weights": params.get("weights"),
         "image_size": params.get("image_size"),
         "reject_reasons": validation.get("reject_reasons", {}),
+        "planning_rejects": batch.planning_rejects,
+        "planning_reject_reasons": batch.planning_reject_reasons,
+        "ignored": batch.ignored,
+        "relandings": batch.relandings,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     report["stage_seconds"]["total"] = round(sum(report["stage_seconds"].values()), 2)
     return report
 
 
+def build_failed(*, run_id: str, failed_task: str | None, error: str, reason: str,
+                 committed_batch: str | None) -> dict:
+    """The report of a run that failed or timed out: what failed, why, and what it committed."""
+    return {
+        "run_id": run_id,
+        "status": "failed",
+        "reason": reason,
+        "failed_task": failed_task,
+        "error": first_line(error),
+        "committed": committed_batch,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def first_line(error: str, limit: int = 500) -> str:
+    line = next((part.strip() for part in str(error).splitlines() if part.strip()), "")
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
 def render(report: dict) -> str:
     """A plain-text table of a run report, for logs and the terminal."""
+    if report["status"] != "success":
+        return _table([(k, report.get(k)) for k in ("run_id", "status", "reason", "failed_task", "error",
+                                                      "committed")])
     rows = [
         ("run", report["run_id"]),
         ("status", report["status"]),
@@ -55,10 +81,20 @@ def render(report: dict) -> str:
     ]
     for reason, count in sorted(report.get("reject_reasons", {}).items()):
         rows.append((f"  rejected: {reason}", count))
+    rows.append(("rejected at planning", report.get("planning_rejects", 0)))
+    for reason, count in sorted(report.get("planning_reject_reasons", {}).items()):
+        rows.append((f"  at planning: {reason}", count))
+    for reason, count in sorted(report.get("ignored", {}).items()):
+        rows.append((f"ignored: {reason}", count))
+    rows.append(("re-landings (new content)", report.get("relandings", 0)))
     for stage, seconds in report["stage_seconds"].items():
         rows.append((f"seconds: {stage}", f"{seconds:.1f}"))
     for name, uri in report["outputs"].items():
         rows.append((f"output: {name}", uri))
+    return _table(rows)
+
+
+def _table(rows: list[tuple]) -> str:
     width = max(len(str(k)) for k, _ in rows)
     value_width = max(len(str(v)) for _, v in rows)
     line = "+" + "-" * (width + 2) + "+" + "-" * (value_width + 2) + "+"

@@ -160,3 +160,32 @@ def test_commit_then_report(bucket):
     assert seconds["total"] == pytest.approx(sum(v for k, v in seconds.items() if k != "total"), abs=0.02)
     table = report.render(written)
     assert "| featurized" in table and "rejected: cannot decode image" in table and "97.0%" in table
+
+
+def test_a_failed_run_gets_a_report_that_says_what_failed_and_what_was_committed(bucket):
+    written = pipeline.publish_failure(bucket, run_id="manual__x", failed_task="local_spark.featurize",
+                                       error="Spark job featurize.py failed: exit 2\nTraceback ...",
+                                       reason="task failed")
+    assert bucket.read_json("reports/manual__x.json") == written
+    assert written["status"] == "failed" and written["failed_task"] == "local_spark.featurize"
+    assert written["error"] == "Spark job featurize.py failed: exit 2" and written["committed"] is None
+    # the run-level callback, which knows less, keeps the task's report; a timeout replaces it
+    kept = pipeline.publish_failure(bucket, run_id="manual__x", failed_task=None, error="", reason="task_failure",
+                                    keep_existing=True)
+    assert kept == written
+    timed_out = pipeline.publish_failure(bucket, run_id="manual__x", failed_task=None, error="timed_out",
+                                         reason="timed_out")
+    assert timed_out["reason"] == "timed_out"
+    assert "| status" in report.render(timed_out) and "failed" in report.render(timed_out)
+
+
+def test_a_failure_after_the_commit_reports_the_committed_batch_and_never_hides_a_success(bucket):
+    land(bucket)
+    batch = pipeline.plan(bucket, "landing/")
+    pipeline.commit(bucket, batch, {"features_rows": 2, "rejects_rows": 1}, "run-1")
+    failed = pipeline.publish_failure(bucket, run_id="run-1", failed_task="publish_report", error="boom",
+                                      reason="task failed")
+    assert failed["committed"] == batch.batch_id
+    bucket.write_json("reports/run-2.json", {"status": "success"})
+    assert pipeline.publish_failure(bucket, run_id="run-2", failed_task="x", error="late callback",
+                                    reason="task failed") == {"status": "success"}

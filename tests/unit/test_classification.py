@@ -20,8 +20,11 @@ RUN_2 = "manual__2026-11-30T10:00:00+00:00"
 
 
 def commit_run(bucket, run_id: str, batch_id: str, k: int = 4, rows: int = 10) -> None:
-    ledger.commit(bucket, batch_id=batch_id, keys=[f"landing/K/{batch_id}.jpg"], run_id=run_id,
-                  features_rows=rows, rejects_rows=0)
+    state = ledger.load(bucket)
+    ledger.add_batch(state, ledger.batch_record(batch_id=batch_id, run_id=run_id, images=rows, features_rows=rows,
+                                                rejects_rows=0, planning_rejects=0),
+                     planned_after=state.batch_ids(), pca=None)
+    ledger.save(bucket, state)
     bucket.write_json(layout.pca_prefix(run_id) + "report.json", {"k": k, "rows": rows})
 
 

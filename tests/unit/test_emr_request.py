@@ -236,7 +236,7 @@ def test_featurize_step_runs_spark_submit_on_the_batch_uris():
     assert step["HadoopJarStep"]["Args"] == [
         "spark-submit", "--deploy-mode", "cluster", "--name", "fruits-featurize", "--py-files", CODE["py_files"],
         CODE["featurize"],
-        "--manifest", "s3://fruits/batches/b42/manifest.txt",
+        "--manifest", "s3://fruits/batches/b42/manifest.jsonl",
         "--output", "s3://fruits/features/batch=b42/",
         "--rejects", "s3://fruits/rejects/batch=b42/",
         "--weights", "none", "--image-size", "224",
@@ -268,7 +268,7 @@ def test_step_arguments_are_accepted_by_the_jobs_own_parsers():
                                           image_size=96)["HadoopJarStep"]["Args"]
     parsed = featurize.parse_args(featurize_args[featurize_args.index(CODE["featurize"]) + 1:])
     assert (parsed.manifest, parsed.output, parsed.rejects, parsed.weights, parsed.image_size) == \
-        ("s3://fruits/batches/b42/manifest.txt", "s3://fruits/features/batch=b42/", "s3://fruits/rejects/batch=b42/",
+        ("s3://fruits/batches/b42/manifest.jsonl", "s3://fruits/features/batch=b42/", "s3://fruits/rejects/batch=b42/",
          "none", 96)
     pca_args = steps.pca_step(code=CODE, batch=batch("b42", ["b1"]), run_id="r", pca_k=3,
                               pca_variance=0.95)["HadoopJarStep"]["Args"]

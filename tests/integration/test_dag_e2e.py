@@ -77,6 +77,14 @@ class Deployment:
     def ledger(self) -> dict:
         return self.json("state/ledger.json")
 
+    def sources(self, batch_id: str) -> list[str]:
+        """The landing keys a batch planned (its manifest.jsonl)."""
+        body = self.s3.get_object(Bucket=BUCKET, Key=layout.manifest_key(batch_id))["Body"].read().decode()
+        return [json.loads(line)["source"].split(f"{BUCKET}/", 1)[1] for line in body.split("\n") if line]
+
+    def committed_sources(self) -> list[str]:
+        return [k for b in self.ledger()["batches"] for k in self.sources(b["batch_id"])]
+
     def report(self, run_id: str) -> dict:
         return self.json(f"reports/{run_id.replace(':', '_').replace('+', '_')}.json")
 
@@ -105,8 +113,13 @@ def test_first_run_processes_every_landed_image(deployment, first_run):
     assert len(ledger["batches"]) == 1
     batch = ledger["batches"][0]
     n_files = len(samples.all_image_files())
-    assert batch["images"] == n_files == len(batch["keys"])
-    assert not any(k.endswith((".txt", ".csv", ".DS_Store")) for k in batch["keys"])
+    planned = deployment.sources(batch["batch_id"])
+    assert batch["images"] == n_files == len(planned) and "keys" not in batch
+    assert not any(k.endswith((".txt", ".csv", ".DS_Store")) for k in planned)
+    # committed images left the landing prefix (their copies stay under batches/); the rest did not
+    left = deployment.keys("landing/")
+    assert left and not set(left) & set(planned)
+    assert all(not k.lower().endswith((".jpg", ".jpeg", ".png")) for k in left)
 
     features = deployment.parquet(f"features/batch={batch['batch_id']}/")
     rejects = deployment.parquet(f"rejects/batch={batch['batch_id']}/")
@@ -149,7 +162,7 @@ def test_new_images_only_are_processed_and_pca_covers_all(deployment, first_run)
     assert ledger["batches"][:-1] == before["batches"]  # one batch more, the others untouched
     newest = ledger["batches"][-1]
     assert newest["images"] == len(added.images) == 6
-    assert all("r_50" in k for k in newest["keys"])  # only the new files
+    assert all("r_50" in k for k in deployment.sources(newest["batch_id"]))  # only the new files
     report = deployment.report(result["run_id"])
     total = sum(b["features_rows"] for b in before["batches"]) + len(added.images)
     assert report["features_rows"] == 6 and report["features_total"] == report["pca_rows"] == total
@@ -174,6 +187,9 @@ def test_failed_validation_leaves_the_batch_for_the_next_run(deployment, first_r
     assert failed["tasks"]["commit_batch"] in ("upstream_failed", None)
     assert "PCA rows" in failed["output"] and "difference -1" in failed["output"]
     assert deployment.ledger() == tampered  # nothing committed
+    failure = deployment.report(failed["run_id"])
+    assert (failure["status"], failure["failed_task"], failure["committed"]) == ("failed", "validate", None)
+    assert "PCA rows" in failure["error"]
 
     deployment.put_json("state/ledger.json", honest)
     retried = deployment.run()
@@ -184,10 +200,9 @@ def test_failed_validation_leaves_the_batch_for_the_next_run(deployment, first_r
     # Same images -> same (content-addressed) batch: the re-run overwrote its outputs.
     batch_ids = [b["batch_id"] for b in ledger["batches"]]
     assert len(set(batch_ids)) == len(batch_ids)
-    manifests = [k for k in deployment.keys("batches/") if k.endswith("manifest.txt")]
-    assert sorted(manifests) == sorted(f"batches/{b}/manifest.txt" for b in batch_ids)
+    assert set(batch_ids) <= {k.split("/")[1] for k in deployment.keys("batches/") if k.endswith("manifest.jsonl")}
     report = deployment.report(retried["run_id"])
-    all_keys = [k for b in ledger["batches"] for k in b["keys"]]
+    all_keys = deployment.committed_sources()
     assert len(all_keys) == len(set(all_keys))
     assert report["pca_rows"] == sum(b["features_rows"] for b in ledger["batches"])
 

@@ -481,7 +481,7 @@ def test_success_runs_both_steps_on_a_terminated_cluster_and_commits(two_runs):
     featurize_args, pca_args = (s["args"] for s in result["steps"])
     assert featurize_args[featurize_args.index("--py-files") + 1] == code_prefix + "fruits_spark.zip"
     assert featurize_args[7:] == [
-        code_prefix + "featurize.py", "--manifest", f"s3://{BUCKET}/batches/{batch_id}/manifest.txt",
+        code_prefix + "featurize.py", "--manifest", f"s3://{BUCKET}/batches/{batch_id}/manifest.jsonl",
         "--output", f"s3://{BUCKET}/features/batch={batch_id}/",
         "--rejects", f"s3://{BUCKET}/rejects/batch={batch_id}/",
         "--weights", "none", "--image-size", "32"]

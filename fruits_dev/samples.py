@@ -18,6 +18,10 @@ Optional extras exercise the jobs' input handling:
   with transparency, 16-bit, upper-case ``.JPG``, ``.jpeg``, EXIF orientation 6,
   non-square) plus non-image files that must be ignored (``README.txt``,
   ``labels.csv``, ``.DS_Store``).
+* ``modern_formats=True``: one WebP (``r_<n>_<size>.webp``) and one HEIC
+  (``r_<n>_<size>.heic``, needs the pillow-heif package) per class, lossy as
+  phones and web exports write them; :func:`webp_bytes` and :func:`heic_bytes`
+  encode any pixels (lossless too, for exact comparisons).
 * ``broken=True``: files with an image extension that must be rejected: an
   empty file, a truncated JPEG, a text file named ``.png`` and a
   decompression-bomb PNG whose header claims 30000x30000 pixels. With Pillow's
@@ -63,7 +67,9 @@ __all__ = [
     "fruit_spec",
     "generate_samples",
     "iter_label_counts",
+    "heic_bytes",
     "make_decompression_bomb_png",
+    "webp_bytes",
     "render_fruit",
     "main",
 ]
@@ -78,6 +84,8 @@ BROKEN_KINDS = ("empty", "truncated", "not_an_image", "too_many_pixels")
 #: never clash with normal ``r_<n>_100.jpg`` files, not even on case-insensitive
 #: file systems (``R_<n>_100.JPG`` vs ``r_<n>_100.jpg``, e.g. macOS bind mounts).
 AWKWARD_INDEX_BASE = 900_000
+#: WebP and HEIC samples use ``n = FORMATS_INDEX_BASE + start_index`` (same reason).
+FORMATS_INDEX_BASE = 800_000
 
 BOMB_SIZE = (30_000, 30_000)
 JPEG_QUALITY = 90
@@ -291,6 +299,28 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     return _encode(Image.fromarray(rgb), "JPEG", quality=JPEG_QUALITY)
 
 
+def webp_bytes(rgb: np.ndarray, *, lossless: bool = False) -> bytes:
+    """WebP, Pillow's own encoder: lossy (quality 90) by default, or pixel-exact."""
+    if lossless:
+        return _encode(Image.fromarray(rgb), "WEBP", lossless=True, quality=100, method=4)
+    return _encode(Image.fromarray(rgb), "WEBP", quality=JPEG_QUALITY, method=4)
+
+
+def heic_bytes(rgb: np.ndarray, *, lossless: bool = False) -> bytes:
+    """HEIC (HEVC-coded HEIF, as iPhones write) through pillow-heif's encoder: lossy (quality 90,
+    4:2:0 chroma) by default, or pixel-exact (lossless, RGB stored without YCbCr conversion).
+    pillow-heif is imported here only, so the rest works without it."""
+    import pillow_heif
+
+    image = pillow_heif.from_pillow(Image.fromarray(rgb))
+    buf = io.BytesIO()
+    if lossless:
+        image.save(buf, format="HEIF", quality=-1, chroma=444, matrix_coefficients=0)
+    else:
+        image.save(buf, format="HEIF", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
 def _write(path: Path, data: bytes) -> Path:
     """Write atomically via a hidden temp file.
 
@@ -478,6 +508,7 @@ def generate_samples(
     broken: bool = False,
     original_size: int = 0,
     labels: Sequence[str] | None = None,
+    modern_formats: bool = False,
 ) -> SampleSet:
     """Write a Fruits-360-like tree under ``root`` and describe what was written.
 
@@ -488,6 +519,7 @@ def generate_samples(
     * ``awkward`` / ``broken``: see the module docstring; awkward names use
       ``n = AWKWARD_INDEX_BASE + start_index``; broken and ignored files have fixed
       names and identical content on every call.
+    * ``modern_formats``: one ``.webp`` and one ``.heic`` per class (``n = FORMATS_INDEX_BASE + start_index``).
     * ``labels`` overrides the defaults (``n_classes`` is then ignored).
 
     The returned :class:`SampleSet` lists only the files written by this call; use
@@ -516,6 +548,13 @@ def generate_samples(
             height = int(round(width * rng.choice([rng.uniform(0.6, 0.9), rng.uniform(1.1, 1.4)])))
             rgb, _ = render_fruit(spec, rng, width, height)
             result.images.append(_write(folder / f"r_{n}_orig.jpg", _jpeg(rgb)))
+
+    if modern_formats:
+        n = FORMATS_INDEX_BASE + start_index
+        for label in chosen:
+            for kind, (extension, encode) in enumerate(((".webp", webp_bytes), (".heic", heic_bytes))):
+                rgb, _ = render_fruit(fruit_spec(label), _rng(seed, label, n, 300 + kind), image_size, image_size)
+                result.images.append(_write(root_path / label / f"r_{n}_{image_size}{extension}", encode(rgb)))
 
     if awkward:
         imgs, ignored = _awkward_files(root_path, chosen, seed, AWKWARD_INDEX_BASE + start_index, image_size)

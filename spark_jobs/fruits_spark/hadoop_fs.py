@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 
 from pyspark.sql import SparkSession
 
@@ -31,6 +32,77 @@ def file_length(spark: SparkSession, uri: str) -> int | None:
     if not fs.exists(path):
         return None
     return int(fs.getFileStatus(path).getLen())
+
+
+def _files(statuses) -> dict[str, int]:
+    return {str(status.getPath().toString()): int(status.getLen()) for status in statuses if status.isFile()}
+
+
+def list_folder(spark: SparkSession, uri: str) -> dict[str, int]:
+    """The files directly in folder `uri` (URI -> bytes), every name included; {} when it does not exist.
+
+    Unlike Spark's file sources, names starting with `_` or `.` are listed too.
+    """
+    from py4j.protocol import Py4JJavaError
+
+    fs, path = _fs_and_path(spark, uri)
+    try:
+        return _files(fs.listStatus(path))
+    except Py4JJavaError as exc:
+        if str(exc.java_exception.getClass().getName()) == "java.io.FileNotFoundException":
+            return {}
+        raise
+
+
+def list_tree(spark: SparkSession, uri: str) -> dict[str, int] | None:
+    """Every file under `uri` (a folder, a file or a glob), recursively: URI -> bytes; None when
+    nothing matches. Folders whose name starts with `.` (.Trash, .git ...) are skipped; files are
+    listed whatever their name."""
+    fs, path = _fs_and_path(spark, uri)
+    matches = fs.globStatus(path)
+    if matches is None or len(matches) == 0:
+        return None
+    found: dict[str, int] = {}
+    for match in matches:
+        root = str(match.getPath().toString())
+        if not match.isDirectory():
+            found[root] = int(match.getLen())
+            continue
+        files = fs.listFiles(match.getPath(), True)
+        while files.hasNext():
+            status = files.next()
+            name = str(status.getPath().toString())
+            folders = name[len(root):].strip("/").split("/")[:-1]
+            if not any(folder.startswith(".") for folder in folders):
+                found[name] = int(status.getLen())
+    return found
+
+
+def scratch_folder(spark: SparkSession) -> str:
+    """A new, empty folder every executor can read: on the cluster's default file system
+    (HDFS on EMR), or a local temp folder when that is the local file system (local mode)."""
+    jvm = spark.sparkContext._jvm
+    default_fs = jvm.org.apache.hadoop.fs.FileSystem.get(spark.sparkContext._jsc.hadoopConfiguration())
+    if str(default_fs.getUri().getScheme()) == "file":
+        return "file:" + tempfile.mkdtemp(prefix="fruits-featurize-")
+    folder = default_fs.makeQualified(jvm.org.apache.hadoop.fs.Path(f"/tmp/fruits-featurize-{uuid.uuid4().hex}"))
+    default_fs.mkdirs(folder)
+    return str(folder.toString())
+
+
+def copy(spark: SparkSession, source: str, target: str) -> None:
+    """Copy one file, streamed (any file system to any other), overwriting `target`."""
+    source_fs, source_path = _fs_and_path(spark, source)
+    target_fs, target_path = _fs_and_path(spark, target)
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.hadoop.fs.FileUtil.copy(source_fs, source_path, target_fs, target_path, False, True,
+                                           spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def delete(spark: SparkSession, uri: str) -> None:
+    """Remove `uri` and everything under it (nothing when it does not exist)."""
+    fs, path = _fs_and_path(spark, uri)
+    fs.delete(path, True)
 
 
 def read_bytes(spark: SparkSession, uri: str) -> bytes:

@@ -2,10 +2,13 @@
 
 Runs on the executors, once per image, just before the model batch that needs it. It must
 never raise anything but `ImageRejected`: one bad file costs one reject record, not the job.
+JPEG, PNG and WebP are Pillow's own; HEIC/HEIF go through the pillow-heif plugin, registered
+the first time a worker meets such a file.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 
@@ -17,6 +20,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 DEFAULT_MAX_PIXELS = 50_000_000
 
 _WHITE = (255, 255, 255)
+# ISO base media "ftyp" brands of HEIF still images (HEVC-coded or generic); not AVIF, not video.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1", b"heif"}
+HEIF_PLUGIN = "pillow-heif"
 
 
 class ImageRejected(Exception):
@@ -32,6 +38,10 @@ def decode_rgb(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     """
     if data is None or len(data) == 0:
         raise ImageRejected("empty file (0 bytes)")
+    if looks_like_heif(data):
+        missing = register_heif_opener()
+        if missing:
+            raise ImageRejected(missing)
     try:
         with warnings.catch_warnings():
             # We apply our own pixel limit below; Pillow's warning would only add noise.
@@ -60,6 +70,27 @@ def decode_rgb(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     except Exception as exc:  # truncated streams, corrupt chunks, unsupported modes ...
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageRejected(f"cannot decode image: {message}") from None
+
+
+def looks_like_heif(data: bytes) -> bool:
+    """An ISO base media file whose major brand is a HEIF image one (iPhone photos: `heic`)."""
+    return len(data) >= 12 and data[4:8] == b"ftyp" and bytes(data[8:12]) in _HEIF_BRANDS
+
+
+@functools.cache
+def register_heif_opener() -> str | None:
+    """Teach Pillow HEIC/HEIF once per Python worker, on the first HEIF file it meets.
+
+    Returns None, or the reject reason when the plugin is not installed (a per-image reject,
+    not a crash: JPEG and PNG files of the same batch are still featurized).
+    """
+    try:
+        import pillow_heif
+    except ImportError:
+        return (f"HEIC/HEIF image but its decoder is not installed (Python package {HEIF_PLUGIN} "
+                "on the executors)")
+    pillow_heif.register_heif_opener()
+    return None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -4,8 +4,10 @@ The orchestration side builds the jobs' arguments and reads their outputs throug
 `fruits.contract`, which takes these names from here: one definition for both sides.
 """
 
-# Images the jobs accept, by extension in any letter case.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Images the jobs accept, by extension in any letter case: the one list of accepted types (planning
+# classifies landing keys with it, featurize.py reads and paths.IMAGE_PATH_REGEX follows it).
+# .heic/.heif need the pillow-heif plugin on the executors (fruits_spark.images).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif")
 # MobileNetV2 without its head, global-average-pooled: floats per image.
 FEATURE_DIM = 1280
 

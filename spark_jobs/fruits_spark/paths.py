@@ -15,15 +15,35 @@ from urllib.parse import unquote
 
 from fruits_spark.interface import IMAGE_EXTENSIONS
 
-# Same rule as is_image_path, for Spark's `rlike` (Java regex).
-IMAGE_PATH_REGEX = r"(?i)\.(jpe?g|png)$"
+# Same rule as is_image_path, for Spark's `rlike` (Java regex), derived from the one list.
+IMAGE_PATH_REGEX = r"(?i)\.(" + "|".join(re.escape(ext[1:]) for ext in IMAGE_EXTENSIONS) + r")$"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
 
 
 def is_image_path(path: str) -> bool:
-    """True for *.jpg, *.jpeg and *.png in any letter case."""
+    """True for the accepted image extensions (interface.IMAGE_EXTENSIONS) in any letter case."""
     return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def unsupported_type_reason() -> str:
+    """The reject reason of a manifest entry whose name has no accepted image extension."""
+    *first, last = IMAGE_EXTENSIONS
+    return f"unsupported file type (expected {', '.join(first)} or {last})"
+
+
+def hidden_from_spark(uri: str) -> bool:
+    """True when Spark's file sources would skip this file even when named explicitly.
+
+    Spark's file index drops names starting with `_` or `.` (its rule for `_SUCCESS`,
+    `.crc` files...): camera files such as `_DSC0001.JPG` included. Such files are read
+    from a copy under a plain name (featurize.py).
+    """
+    return file_name(uri).startswith(("_", "."))
+
+
+def file_name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
 def canonical_uri(uri: str, *, encoded: bool = False) -> str:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import PokeReturnValue, dag, task
 
-from fruits import assets, backends, params, settings
+from fruits import assets, backends, events, params, settings
 
 SETTINGS = settings.load()
 BACKEND = backends.load(SETTINGS.compute)
@@ -66,7 +66,7 @@ def _bucket(name: str):
 
 @dag(
     dag_id="fruits_pipeline",
-    schedule=SETTINGS.schedule,
+    schedule=events.schedule(SETTINGS),  # FRUITS_TRIGGER: the poll schedule, or the SQS-watched landing Asset
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,  # the ledger has one writer

@@ -13,6 +13,13 @@ FEATURES = Asset(name="fruits_features", uri="fruits://features")
 PCA_VECTORS = Asset(name="fruits_pca_vectors", uri="fruits://pca-vectors")
 
 
+def landing(*watchers) -> Asset:
+    """New images under the landing prefix. With FRUITS_TRIGGER=sqs fruits_pipeline is scheduled on
+    it, and its watcher (fruits.events) turns the queue's S3 messages into its events; each event's
+    extra holds the messages (`fruits.events.landed_keys` reads the keys out of them)."""
+    return Asset(name="fruits_landing", uri="fruits://landing", watchers=list(watchers))
+
+
 def pca_event_extra(*, bucket: str, run_id: str, pca_prefix: str, k: int, rows: int, batch_id: str) -> dict:
     return {"bucket": bucket, "run_id": run_id, "pca_prefix": pca_prefix, "k": int(k), "rows": int(rows),
             "batch_id": batch_id}

@@ -62,6 +62,11 @@ class Settings:
     sensor_timeout: int = field(default_factory=lambda: _env_int("FRUITS_SENSOR_TIMEOUT", 3600))
     sensor_poke_interval: int = field(default_factory=lambda: _env_int("FRUITS_SENSOR_POKE_INTERVAL", 60))
     schedule: str | None = field(default_factory=lambda: _env("FRUITS_SCHEDULE", "@hourly"))
+    # What starts a run (docs/events.md): `poll`, the schedule above plus the sensor (MinIO, compose),
+    # or `sqs`, S3 event notifications on the landing prefix received by the triggerer from this queue.
+    trigger: str = field(default_factory=lambda: _env("FRUITS_TRIGGER", "poll").lower())
+    sqs_queue_url: str | None = field(default_factory=lambda: _env_optional("FRUITS_SQS_QUEUE_URL"))
+    sqs_poll_seconds: int = field(default_factory=lambda: _env_int("FRUITS_SQS_POLL_SECONDS", 60))
     aws_conn_id: str = field(default_factory=lambda: _env("FRUITS_AWS_CONN_ID", "aws_default"))
     spark_conn_id: str = field(default_factory=lambda: _env("FRUITS_SPARK_CONN_ID", "spark_default"))
     task_retries: int = field(default_factory=lambda: _env_int("FRUITS_TASK_RETRIES", 2))
@@ -95,10 +100,24 @@ class Settings:
             raise ValueError(f"FRUITS_COMPUTE must be one of {COMPUTE_BACKENDS}, got {self.compute!r}")
         if self.schedule and self.schedule.lower() in ("none", "manual"):
             object.__setattr__(self, "schedule", None)
+        self._check_trigger()
         if self.emr_poll_seconds < 1:
             raise ValueError(f"FRUITS_EMR_POLL_SECONDS must be at least 1, got {self.emr_poll_seconds}")
         if not self.emr_log_prefix.endswith("/"):
             object.__setattr__(self, "emr_log_prefix", self.emr_log_prefix + "/")
+
+    def _check_trigger(self) -> None:
+        from fruits import events  # standard library only at import
+
+        if self.trigger not in events.TRIGGERS:
+            raise ValueError(f"FRUITS_TRIGGER must be one of {events.TRIGGERS}, got {self.trigger!r}")
+        if self.trigger == "sqs" and not self.sqs_queue_url:
+            raise ValueError("FRUITS_TRIGGER=sqs needs FRUITS_SQS_QUEUE_URL, the queue the landing prefix's "
+                             "S3 event notifications go to (docs/events.md)")
+        if self.sqs_queue_url:
+            events.parse_queue_url(self.sqs_queue_url)
+        if self.sqs_poll_seconds < 1:
+            raise ValueError(f"FRUITS_SQS_POLL_SECONDS must be at least 1, got {self.sqs_poll_seconds}")
 
 
 def load() -> Settings:

@@ -153,6 +153,14 @@ def render_run(report: dict, classifier: dict | None) -> str:
              ("PCA k", report.get("pca_k")),
              ("explained variance", _fmt_share(report.get("explained_variance_total")))]
     facts += [(f"rejected: {reason}", count) for reason, count in sorted((report.get("reject_reasons") or {}).items())]
+    facts += [("rejected at planning", report.get("planning_rejects")), ("re-landings", report.get("relandings"))]
+    facts += [(f"at planning: {reason}", count)
+              for reason, count in sorted((report.get("planning_reject_reasons") or {}).items())]
+    facts += [(f"ignored: {reason}", count) for reason, count in sorted((report.get("ignored") or {}).items())]
+    if report.get("status") != "success":  # a failed or timed-out run: what failed, why, what it committed
+        facts += [("reason", report.get("reason")), ("failed task", report.get("failed_task")),
+                  ("error", report.get("error")), ("committed", report.get("committed"))]
+    facts = [(k, v) for k, v in facts if v is not None]
     facts_html = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in facts)
     stages = "".join(f"<tr><td>{escape(str(k))}</td><td class='num'>{escape(str(v))}</td></tr>"
                      for k, v in (report.get("stage_seconds") or {}).items())

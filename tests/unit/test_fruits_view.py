@@ -128,3 +128,18 @@ def test_pages_escape_what_they_show(store, bucket):
     html = app.render_run(report, None) + app.render_index([report], "fruits-unit")
     assert "<img src=x" not in html and "&lt;img src=x" in html
     assert "href='./runs/manual__x'" in html and "src='./manual__x/plots/scatter'" in html
+
+
+def test_a_failed_run_shows_what_failed_and_what_it_committed(store, bucket):
+    import fruits_view.app as app
+
+    from fruits.core import pipeline
+
+    bucket.write_json("state/ledger.json", {"version": 2, "batches": [], "pca": None})
+    failed = pipeline.publish_failure(bucket, run_id="manual__failed", failed_task="validate",
+                                      error="validation failed: PCA rows (5) != 6", reason="task failed")
+    assert store.report("manual__failed")["status"] == "failed"
+    html = app.render_run(failed, None)
+    assert "<th>failed task</th><td>validate</td>" in html and "PCA rows (5) != 6" in html
+    assert "<th>committed</th>" not in html  # nothing committed: the row is left out, not "None"
+    assert "manual__failed" in app.render_index(store.recent(), bucket.name)

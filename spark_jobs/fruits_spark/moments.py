@@ -172,8 +172,9 @@ def compute(frame, max_partials: int = MAX_PARTIALS) -> Moments:
     return reduce(Moments.merge, map(Moments.of_row, collect_as_arrow(partials)), Moments())
 
 
-def collect_as_arrow(frame) -> list[dict]:
-    """The rows of a small `frame` as dicts, fetched as Arrow rather than with `collect()`.
+def collect_as_arrow(frame, schema=None) -> list[dict]:
+    """The rows of a small `frame` as dicts, fetched as Arrow rather than with `collect()`;
+    `schema` (pyarrow) is the frame's, `SCHEMA`'s by default.
 
     `collect()` pickles a binary value on the JVM side one character at a time (Pyrolite): for
     the two 13 MB matrices of a 100,000 x 1280 scan that costs most of a second; Arrow copies
@@ -184,4 +185,4 @@ def collect_as_arrow(frame) -> list[dict]:
 
     if hasattr(frame, "toArrow"):
         return frame.toArrow().to_pylist()
-    return pa.Table.from_batches(frame._collect_as_arrow(), schema=arrow_schema()).to_pylist()
+    return pa.Table.from_batches(frame._collect_as_arrow(), schema=schema or arrow_schema()).to_pylist()

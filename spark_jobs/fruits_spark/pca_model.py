@@ -97,9 +97,10 @@ def spark_ml_pipeline(spark, mean: np.ndarray, components: np.ndarray, ratios,
 
 
 def projector(bc_basis):
-    """mapInArrow function: (path, label, features) -> (path, label, pca_features).
+    """mapInArrow function: (path, label, features[, batch]) -> (path, label, pca_features[, batch]).
 
-    `bc_basis` is a broadcast (mean, components d x k): each batch is one matrix product.
+    `bc_basis` is a broadcast (mean, components d x k): each batch is one matrix product. A
+    `batch` column (which dataset the row came from) is passed through.
     """
     def project(batches):
         import pyarrow as pa
@@ -112,15 +113,19 @@ def projector(bc_basis):
             matrix = np.asarray(features.flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
             projected = (matrix.reshape(rows, len(mean)) - mean) @ components  # rows may be 0
             offsets = pa.array(np.arange(0, rows * k + 1, k, dtype=np.int32))
-            yield pa.RecordBatch.from_arrays(
-                [batch.column("path"), batch.column("label"),
-                 pa.ListArray.from_arrays(offsets, pa.array(projected.ravel()))],
-                names=["path", "label", "pca_features"])
+            columns = [batch.column("path"), batch.column("label"),
+                       pa.ListArray.from_arrays(offsets, pa.array(projected.ravel()))]
+            names = ["path", "label", "pca_features"]
+            if "batch" in batch.schema.names:
+                columns.append(batch.column("batch"))
+                names.append("batch")
+            yield pa.RecordBatch.from_arrays(columns, names=names)
 
     return project
 
 
 PROJECTED_SCHEMA = "path string, label string, pca_features array<double>"
+PROJECTED_BATCH_SCHEMA = PROJECTED_SCHEMA + ", batch string"  # partitioned by batch on write
 
 # Columns of PROJECTED_SCHEMA that Parquet should not try to dictionary-encode. Parquet starts
 # every column with a dictionary and drops it once it does not pay (too large, or no smaller

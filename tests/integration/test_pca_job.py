@@ -221,3 +221,125 @@ def test_job_defaults_yield_to_spark_submit_settings(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen == {"defaults": {"spark.sql.shuffle.partitions": "3"}, "batch": "7", "shuffle": "3"}
+
+
+# ----------------------------------------------------------------------------- incremental runs
+
+def write_batch(folder, matrix: np.ndarray, labels: list[str], prefix: str) -> list[str]:
+    """A features dataset like featurize.py's, sha256 included (one content a distinct row)."""
+    import hashlib
+
+    folder.mkdir(parents=True)
+    rows = matrix.astype(np.float32)
+    digests = [hashlib.sha256(row.tobytes()).hexdigest() for row in rows]
+    pq.write_table(pa.table({
+        "path": [f"s3://bucket/landing/{labels[i]}/{prefix}_{i}.jpg" for i in range(len(rows))],
+        "label": labels,
+        "features": pa.array(list(rows), type=pa.list_(pa.float32())),
+        "sha256": digests,
+    }), folder / "part-0.parquet")
+    return digests
+
+
+def same_family(rows: int, dim: int, seed: int, mixing_seed: int = 11) -> tuple[np.ndarray, list[str]]:
+    """`synthetic` data whose latent directions (the mixing) are fixed by `mixing_seed`: two seeds
+    are two samples of one distribution, two mixing seeds two distributions."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(rows, 6)) * np.array([6.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    mixing = np.random.default_rng(mixing_seed).normal(size=(6, dim))
+    matrix = np.abs(5.0 + latent @ mixing + rng.normal(scale=0.1, size=(rows, dim)))
+    return matrix, [["Apple Red 1", "Banana", "Kiwi"][i % 3] for i in range(rows)]
+
+
+def run_pca(spark_submit_cmd, out, features: list, *extra: str) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    proc = spark_submit_cmd("pca.py", "--features", ",".join(str(f) for f in features),
+                            "--output", str(out / "vectors"), "--model", str(out / "model"),
+                            "--report", str(out / "report.json"), "--k", "4", "--space-id", out.name, *extra)
+    report = json.loads((out / "report.json").read_text())
+    report["stdout"] = proc.stdout
+    return report
+
+
+def history_file(path, folders) -> str:
+    path.write_text("".join(f"{f}\n" for f in folders), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, spark_submit_cmd):
+    """Batch b1 fitted from scratch: the state every incremental test starts from."""
+    root = tmp_path_factory.mktemp("incremental")
+    first, labels = same_family(300, 24, seed=1)
+    write_batch(root / "features" / "batch=b1", first, labels, "a")
+    report = run_pca(spark_submit_cmd, root / "run1", [root / "features" / "batch=b1"])
+    return root, first, report
+
+
+def test_a_forced_refit_gives_the_vectors_of_a_full_fit(first_run, tmp_path, spark_submit_cmd):
+    root, first, _ = first_run
+    second, labels = same_family(80, 24, seed=2)
+    second[5] = first[7]  # the same content landed twice: it must weigh once, in both fits
+    write_batch(tmp_path / "features" / "batch=b2", second, labels, "b")
+    history = history_file(tmp_path / "history.txt", [root / "features" / "batch=b1"])
+    incremental = run_pca(spark_submit_cmd, tmp_path / "run2", [tmp_path / "features" / "batch=b2"],
+                          "--previous", str(root / "run1"), "--history-list", history, "--refit", "always")
+    full = run_pca(spark_submit_cmd, tmp_path / "full", [root / "features" / "batch=b1",
+                                                          tmp_path / "features" / "batch=b2"])
+    assert incremental["mode"] == "refit" and incremental["refit"]["reason"] == "requested (--refit always)"
+    assert incremental["rows"] == full["rows"] == 380 and incremental["fitted_rows"] == full["fitted_rows"] == 379
+    assert incremental["duplicates_skipped"] == 1 and full["duplicates_skipped"] == 1
+    assert incremental["projected_batches"] == {"b1": 300, "b2": 80}
+    ours, theirs = read_projection(tmp_path / "run2" / "vectors"), read_projection(tmp_path / "full" / "vectors")
+    assert ours.keys() == theirs.keys() and len(ours) == 380
+    scale = max(np.abs(v).max() for v in theirs.values())
+    for path in ours:
+        np.testing.assert_allclose(ours[path], theirs[path], atol=1e-9 * scale)
+
+    distinct = np.vstack([first, np.delete(second, 5, axis=0)]).astype(np.float32).astype(np.float64)
+    _, _, ratios = classical_pca(distinct)  # a content counted once, as numpy would on distinct rows
+    np.testing.assert_allclose(incremental["explained_variance"], ratios[:4], atol=1e-9)
+    listed = (tmp_path / "run2" / "vectors_list.txt").read_text().split()
+    assert listed == [f"{tmp_path / 'run2' / 'vectors'}/batch=b1/", f"{tmp_path / 'run2' / 'vectors'}/batch=b2/"]
+
+
+def test_without_a_refit_only_the_new_batch_is_read_and_projected(first_run, tmp_path, spark_submit_cmd):
+    root, first, first_report = first_run
+    second, labels = same_family(100, 24, seed=3)  # another sample of the same distribution
+    write_batch(tmp_path / "features" / "batch=b2", second, labels, "b")
+    # The history names datasets that do not exist: reading any of them would fail the job.
+    history = history_file(tmp_path / "history.txt", [tmp_path / "missing" / "batch=b1"])
+    report = run_pca(spark_submit_cmd, tmp_path / "run2", [tmp_path / "features" / "batch=b2"],
+                     "--previous", str(root / "run1"), "--history-list", history, "--refit-angle", "10")
+    assert report["mode"] == "project", report["refit"]
+    assert 0 < report["refit"]["max_angle_degrees"] < 10 and "mode=project" in report["stdout"]
+    assert report["space_id"] == first_report["space_id"] == "run1"
+    assert report["projected_batches"] == {"b2": 100} and report["history_datasets"] == 0
+    assert report["rows"] == 400 and report["new_rows"] == 100 and report["fitted_rows"] == 400
+    assert [p.name for p in (tmp_path / "run2" / "vectors").glob("batch=*")] == ["batch=b2"]
+
+    basis = np.load(root / "run1" / "basis.npz")  # the current space's mean and components
+    expected = (second.astype(np.float32).astype(np.float64) - basis["mean"]) @ basis["components"]
+    ours = read_projection(tmp_path / "run2" / "vectors")
+    for i, label in enumerate(labels):
+        np.testing.assert_allclose(ours[f"s3://bucket/landing/{label}/b_{i}.jpg"], expected[i], atol=1e-9)
+    listed = (tmp_path / "run2" / "vectors_list.txt").read_text().split()
+    assert listed == [f"{root / 'run1' / 'vectors'}/batch=b1/", f"{tmp_path / 'run2' / 'vectors'}/batch=b2/"]
+    # The moments still cover everything: the next run merges with all 400 rows.
+    saved = np.load(tmp_path / "run2" / "moments.npz")
+    both = np.vstack([first, second]).astype(np.float32).astype(np.float64)
+    assert int(saved["rows"]) == 400
+    np.testing.assert_allclose(saved["mean"], both.mean(axis=0), rtol=1e-12)
+
+
+def test_a_moved_subspace_triggers_a_refit_that_reprojects_the_history(first_run, tmp_path, spark_submit_cmd):
+    root, _, _ = first_run
+    other, labels = same_family(600, 24, seed=4, mixing_seed=99)  # another distribution, larger
+    write_batch(tmp_path / "features" / "batch=b2", other, labels, "b")
+    history = history_file(tmp_path / "history.txt", [root / "features" / "batch=b1"])
+    report = run_pca(spark_submit_cmd, tmp_path / "run2", [tmp_path / "features" / "batch=b2"],
+                     "--previous", str(root / "run1"), "--history-list", history)
+    assert report["mode"] == "refit"
+    assert report["refit"]["max_angle_degrees"] > 10 and "moved" in report["refit"]["reason"]
+    assert report["space_id"] == "run2" and report["projected_batches"] == {"b1": 300, "b2": 600}
+    assert report["rows"] == 900 and report["history_datasets"] == 1

@@ -73,7 +73,7 @@ def _bucket(name: str):
     params=params.for_dag(SETTINGS, BACKEND),
     default_args=DEFAULT_ARGS,
     on_failure_callback=_report_run_failure,
-    dagrun_timeout=timedelta(hours=12),
+    dagrun_timeout=timedelta(seconds=SETTINGS.run_timeout),  # FRUITS_RUN_TIMEOUT; fits the EMR teardown
     tags=["fruits", "spark", SETTINGS.compute],
     doc_md=__doc__,
 )

@@ -1,36 +1,121 @@
-"""The trigger form: the Params every run takes, with defaults from the deployment settings.
+"""The trigger form: the Params every run takes, with defaults from the deployment settings, and
+the checks they get where they enter.
 
 The compute backend adds its own (`fruits.backends.<name>.params`); `for_dag` joins both.
+The Params' JSON schema refuses what it can express (Airflow validates a run's conf against it
+when the run is created); `check_run_params` refuses the rest, and everything again, in code:
+a weights URI in a bucket that is not allowed, a sensor timeout the run cannot afford.
 """
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 
 from airflow.sdk import Param
 
 from fruits.settings import Settings
+from fruits_spark.interface import FEATURE_DIM
+
+# S3 bucket naming rules (general purpose buckets): 3-63 characters, lower-case letters, digits,
+# dots and hyphens, starting and ending with a letter or digit; no "..", no IP address, none of
+# the reserved prefixes and suffixes.
+BUCKET_NAME_PATTERN = (r"^(?!xn--|sthree-|amzn-s3-demo-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)"
+                       r"(?!.*(-s3alias|--ol-s3|\.mrap|--x-s3|--table-s3)$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# `imagenet`, `none`, or an s3:// object URI (which bucket is allowed is checked in code).
+WEIGHTS_PATTERN = r"^(imagenet|none|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+)$"
+# Backends holding nothing outside the run (local Spark) still need time to compute after the sensor.
+DEFAULT_RESERVED_SECONDS = 3600
 
 
-def pipeline_params(settings: Settings) -> dict[str, Param]:
+class InvalidParams(ValueError):
+    """A run's Params that must not reach a task."""
+
+
+def reserved_seconds(settings: Settings, backend: ModuleType | None) -> int:
+    """Time the backend needs after the sensor; a backend whose resources can outlive the run
+    (EMR) says how much, so that the run timeout never cuts its teardown."""
+    reserve = getattr(backend, "reserved_seconds", None)
+    return reserve(settings) if reserve is not None else DEFAULT_RESERVED_SECONDS
+
+
+def max_sensor_timeout(settings: Settings, backend: ModuleType | None) -> int:
+    """The longest a run may wait for images and still finish before its run timeout."""
+    longest = settings.run_timeout - reserved_seconds(settings, backend)
+    if longest < settings.sensor_timeout:
+        raise InvalidParams(
+            f"FRUITS_SENSOR_TIMEOUT={settings.sensor_timeout}s leaves the run too little time: the run timeout "
+            f"(FRUITS_RUN_TIMEOUT={settings.run_timeout}s) allows waiting at most {max(longest, 0)}s, the "
+            f"compute backend needing {reserved_seconds(settings, backend)}s after the sensor")
+    return longest
+
+
+def pipeline_params(settings: Settings, sensor_timeout_max: int | None = None) -> dict[str, Param]:
+    if sensor_timeout_max is None:
+        sensor_timeout_max = max_sensor_timeout(settings, None)
     return {
-        "bucket": Param(settings.bucket, type="string", minLength=3, maxLength=63,
+        "bucket": Param(settings.bucket, type="string", minLength=3, maxLength=63, pattern=BUCKET_NAME_PATTERN,
                         description="S3 bucket holding the landing prefix and every output."),
         "landing_prefix": Param(settings.landing_prefix, type="string",
                                 description="Prefix where new images land, e.g. `landing/`."),
-        "weights": Param(settings.weights, type="string", minLength=1,
-                         description="`imagenet` (Keras download), `none` (seeded random, offline) "
-                                     "or the URI of a Keras `.weights.h5` file."),
+        "weights": Param(settings.weights, type="string", minLength=1, pattern=WEIGHTS_PATTERN,
+                         description="`imagenet` (Keras download), `none` (seeded random, offline) or the "
+                                     "s3:// URI of a Keras `.weights.h5` file in the run's bucket (or a bucket "
+                                     "the deployment allows in FRUITS_WEIGHTS_BUCKETS)."),
         "image_size": Param(settings.image_size, type="integer", minimum=32, maximum=1024,
                             description="Model input size in pixels (224 for ImageNet weights)."),
-        "pca_k": Param(None, type=["null", "integer"], minimum=1,
-                       description="Fixed number of PCA components; leave empty to use pca_variance."),
+        "pca_k": Param(None, type=["null", "integer"], minimum=1, maximum=FEATURE_DIM,
+                       description=f"Fixed number of PCA components (at most {FEATURE_DIM}, the feature size); "
+                                   "leave empty to use pca_variance."),
         "pca_variance": Param(settings.pca_variance, type="number", exclusiveMinimum=0, maximum=1,
                               description="Smallest k reaching this cumulative explained variance."),
-        "sensor_timeout": Param(settings.sensor_timeout, type="integer", minimum=0, maximum=86400,
-                                description="Seconds to wait for new images before the run is skipped."),
+        "sensor_timeout": Param(settings.sensor_timeout, type="integer", minimum=0, maximum=sensor_timeout_max,
+                                description="Seconds to wait for new images before the run is skipped (at most "
+                                            f"{sensor_timeout_max}: the run must keep time to compute and clean up "
+                                            "before its timeout)."),
     }
 
 
 def for_dag(settings: Settings, backend: ModuleType) -> dict[str, Param]:
-    return {**pipeline_params(settings), **backend.params(settings)}
+    return {**pipeline_params(settings, max_sensor_timeout(settings, backend)), **backend.params(settings)}
+
+
+def check_bucket_name(name: str) -> None:
+    if not isinstance(name, str) or not re.search(BUCKET_NAME_PATTERN, name):
+        raise InvalidParams(f"bucket {name!r} is not a valid S3 bucket name (3-63 lower-case letters, digits, "
+                            f"dots and hyphens, starting and ending with a letter or digit, no '..', not an IP "
+                            f"address, no reserved prefix or suffix)")
+
+
+def check_weights(weights: str, bucket: str, allowed_buckets: tuple[str, ...] = ()) -> None:
+    """`imagenet`, `none`, or an s3:// URI in the run's bucket or one the deployment allows."""
+    if not isinstance(weights, str) or not re.search(WEIGHTS_PATTERN, weights):
+        raise InvalidParams(f"weights {weights!r} must be `imagenet`, `none` or an s3://bucket/key URI of a "
+                            f"Keras weights file")
+    if weights.startswith("s3://"):
+        weights_bucket = weights[len("s3://"):].split("/", 1)[0]
+        allowed = (bucket, *allowed_buckets)
+        if weights_bucket not in allowed:
+            raise InvalidParams(f"weights {weights!r} are in bucket {weights_bucket!r}, which is neither the run's "
+                                f"bucket nor one of FRUITS_WEIGHTS_BUCKETS ({', '.join(allowed_buckets) or 'none'})")
+
+
+def check_run_params(values: dict, settings: Settings, backend: ModuleType | None = None) -> None:
+    """Everything the schema says, and what it cannot: called by the first tasks that use the Params
+    (plan_batch; the EMR backend's check_region), so a run's conf never reaches S3 or EMR unchecked."""
+    problems = []
+    for check in (lambda: check_bucket_name(values["bucket"]),
+                  lambda: check_weights(values["weights"], values["bucket"], settings.weights_buckets)):
+        try:
+            check()
+        except InvalidParams as exc:
+            problems.append(str(exc))
+    pca_k = values.get("pca_k")
+    if pca_k is not None and (isinstance(pca_k, bool) or not isinstance(pca_k, int) or not 1 <= pca_k <= FEATURE_DIM):
+        problems.append(f"pca_k {pca_k!r} must be empty or a whole number from 1 to {FEATURE_DIM} (the feature size)")
+    sensor_timeout, longest = values.get("sensor_timeout"), max_sensor_timeout(settings, backend)
+    if isinstance(sensor_timeout, bool) or not isinstance(sensor_timeout, int) or not 0 <= sensor_timeout <= longest:
+        problems.append(f"sensor_timeout {sensor_timeout!r} must be from 0 to {longest} seconds: the run must keep "
+                        f"time to compute and clean up before its timeout ({settings.run_timeout}s)")
+    if problems:
+        raise InvalidParams("invalid run parameters: " + "; ".join(problems))

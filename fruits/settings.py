@@ -13,6 +13,17 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 COMPUTE_BACKENDS = ("local", "emr")  # the packages under fruits/backends/
 DEFAULT_REGION = "eu-west-3"  # Paris
+# AWS regions in EU member states (Ireland, Paris, Frankfurt, Stockholm, Milan, Spain): not London
+# (eu-west-2) nor Zurich (eu-central-2), outside the EU. The default of FRUITS_EMR_ALLOWED_REGIONS.
+EU_MEMBER_STATE_REGIONS = ("eu-west-3", "eu-west-1", "eu-central-1", "eu-north-1", "eu-south-1", "eu-south-2")
+# Instance types a run may ask for unless FRUITS_EMR_ALLOWED_INSTANCE_TYPES says otherwise: general
+# purpose and compute optimised, x86_64 and Graviton, up to 4xlarge.
+DEFAULT_EMR_INSTANCE_TYPES = ("m5.xlarge", "m5.2xlarge", "m6i.xlarge", "m6i.2xlarge", "m7i.xlarge", "m7i.2xlarge",
+                              "c6i.xlarge", "c6i.2xlarge", "c6i.4xlarge", "c7i.xlarge", "c7i.2xlarge", "c7i.4xlarge",
+                              "m7g.xlarge", "m7g.2xlarge", "c7g.xlarge", "c7g.2xlarge", "c7g.4xlarge")
+# The instance profile of the cluster nodes: the least-privilege role of docs/emr.md
+# (fruits/backends/emr/iam.py:instance_role_policy), not EMR_EC2_DefaultRole (s3:* on every bucket).
+DEFAULT_EMR_JOB_FLOW_ROLE = "fruits-pipeline-emr-ec2"
 # EMR 7.x = Spark 3.5; 7.13.0 (April 2026) ships Spark 3.5.6 and Python 3.9 + 3.11 on Amazon Linux 2023.
 DEFAULT_EMR_RELEASE_LABEL = "emr-7.13.0"
 
@@ -43,6 +54,12 @@ def _env_optional(name: str) -> str | None:
     return _env(name, "") or None
 
 
+def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list; unset or empty gives the default."""
+    raw = _env(name, "")
+    return tuple(item.strip() for item in raw.split(",") if item.strip()) if raw else default
+
+
 def _env_float(name: str, default: float) -> float:
     raw = _env(name, str(default))
     try:
@@ -60,6 +77,11 @@ class Settings:
     image_size: int = field(default_factory=lambda: _env_int("FRUITS_IMAGE_SIZE", 224))
     pca_variance: float = field(default_factory=lambda: _env_float("FRUITS_PCA_VARIANCE", 0.95))
     sensor_timeout: int = field(default_factory=lambda: _env_int("FRUITS_SENSOR_TIMEOUT", 3600))
+    # The DAG run's timeout (dagrun_timeout). The EMR backend checks at parse time, and again before it
+    # creates a cluster, that the cluster's steps and its teardown fit in it (fruits/backends/emr/budget.py).
+    run_timeout: int = field(default_factory=lambda: _env_int("FRUITS_RUN_TIMEOUT", 24 * 3600))
+    # Buckets besides the run's own that a `weights=s3://...` Param may name.
+    weights_buckets: tuple[str, ...] = field(default_factory=lambda: _env_list("FRUITS_WEIGHTS_BUCKETS", ()))
     sensor_poke_interval: int = field(default_factory=lambda: _env_int("FRUITS_SENSOR_POKE_INTERVAL", 60))
     schedule: str | None = field(default_factory=lambda: _env("FRUITS_SCHEDULE", "@hourly"))
     # What starts a run (docs/events.md): `poll`, the schedule above plus the sensor (MinIO, compose),
@@ -75,7 +97,6 @@ class Settings:
         default_factory=lambda: Path(_env("FRUITS_SPARK_JOBS_DIR", str(PROJECT_ROOT / "spark_jobs"))))
     # EMR backend (FRUITS_COMPUTE=emr): defaults of the trigger form's EMR params ...
     emr_region: str = field(default_factory=lambda: _env("FRUITS_EMR_REGION", DEFAULT_REGION))
-    emr_allow_non_eu_region: bool = field(default_factory=lambda: _env_bool("FRUITS_EMR_ALLOW_NON_EU_REGION", False))
     emr_release_label: str = field(default_factory=lambda: _env("FRUITS_EMR_RELEASE_LABEL", DEFAULT_EMR_RELEASE_LABEL))
     emr_master_instance_type: str = field(default_factory=lambda: _env("FRUITS_EMR_MASTER_INSTANCE_TYPE", "m5.xlarge"))
     emr_core_instance_type: str = field(default_factory=lambda: _env("FRUITS_EMR_CORE_INSTANCE_TYPE", "m5.xlarge"))
@@ -83,9 +104,15 @@ class Settings:
     emr_core_max_instance_count: int = field(default_factory=lambda: _env_int("FRUITS_EMR_CORE_MAX_INSTANCE_COUNT", 0))
     emr_core_spot: bool = field(default_factory=lambda: _env_bool("FRUITS_EMR_CORE_SPOT", False))
     emr_idle_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_IDLE_TIMEOUT", 1800))
-    # ... and deployment configuration that is never a run parameter (roles, network, connection).
+    # ... and deployment configuration that is never a run parameter (limits, roles, network, connection).
+    # The limits: a run's region, instance types and node counts must be within them.
+    emr_allowed_regions: tuple[str, ...] = field(
+        default_factory=lambda: _env_list("FRUITS_EMR_ALLOWED_REGIONS", EU_MEMBER_STATE_REGIONS))
+    emr_allowed_instance_types: tuple[str, ...] = field(
+        default_factory=lambda: _env_list("FRUITS_EMR_ALLOWED_INSTANCE_TYPES", DEFAULT_EMR_INSTANCE_TYPES))
+    emr_max_core_nodes: int = field(default_factory=lambda: _env_int("FRUITS_EMR_MAX_CORE_NODES", 10))
     emr_subnet_id: str | None = field(default_factory=lambda: _env_optional("FRUITS_EMR_SUBNET_ID"))
-    emr_job_flow_role: str = field(default_factory=lambda: _env("FRUITS_EMR_JOB_FLOW_ROLE", "EMR_EC2_DefaultRole"))
+    emr_job_flow_role: str = field(default_factory=lambda: _env("FRUITS_EMR_JOB_FLOW_ROLE", DEFAULT_EMR_JOB_FLOW_ROLE))
     emr_service_role: str = field(default_factory=lambda: _env("FRUITS_EMR_SERVICE_ROLE", "EMR_DefaultRole"))
     emr_conn_id: str | None = field(default_factory=lambda: _env_optional("FRUITS_EMR_CONN_ID"))
     emr_log_prefix: str = field(default_factory=lambda: _env("FRUITS_EMR_LOG_PREFIX", "emr-logs/"))
@@ -105,6 +132,10 @@ class Settings:
             raise ValueError(f"FRUITS_EMR_POLL_SECONDS must be at least 1, got {self.emr_poll_seconds}")
         if not self.emr_log_prefix.endswith("/"):
             object.__setattr__(self, "emr_log_prefix", self.emr_log_prefix + "/")
+        if self.run_timeout < 3600:
+            raise ValueError(f"FRUITS_RUN_TIMEOUT must be at least 3600 seconds, got {self.run_timeout}")
+        if self.emr_max_core_nodes < 0:
+            raise ValueError(f"FRUITS_EMR_MAX_CORE_NODES cannot be negative, got {self.emr_max_core_nodes}")
 
     def _check_trigger(self) -> None:
         from fruits import events  # standard library only at import

@@ -4,7 +4,8 @@
 #   bootstrap.sh s3://<bucket>/code/<version>/requirements-emr.txt [venv-dir]
 #
 # 1. Python 3.11 (TensorFlow 2.21 needs >= 3.10; EMR 7's default python3 is 3.9) in a virtualenv
-#    with the jobs' pinned requirements, featurize.py's inference runtime (ONNX Runtime) and the
+#    with the jobs' requirements, every one pinned and hash-checked (requirements-emr.txt, made by
+#    compile-requirements.sh), featurize.py's inference runtime (ONNX Runtime) and the
 #    converter its driver uses (tf2onnx) included. The cluster configurations (fruits/backends/emr/cluster.py)
 #    point Spark's driver and Python workers at <venv-dir>/bin/python3; PySpark itself is EMR's.
 # 2. OpenBLAS as the native BLAS/LAPACK of Spark ML (pca.py --solver spark-ml, and users applying
@@ -41,10 +42,13 @@ workdir=$(mktemp -d)
 trap 'rm -rf "${workdir}"' EXIT
 aws s3 cp --only-show-errors "${requirements_uri}" "${workdir}/requirements.txt"
 log "installing the jobs' requirements from ${requirements_uri}"
-sudo "${venv_dir}/bin/python3" -m pip install --quiet --no-cache-dir --upgrade pip
-sudo "${venv_dir}/bin/python3" -m pip install --quiet --no-cache-dir -r "${workdir}/requirements.txt"
+# Every package is pinned with its hashes (compile-requirements.sh): pip installs exactly those
+# wheels, resolves nothing (--no-deps) and fails on any file whose sha256 is not listed. The
+# venv's own pip (python3.11-pip) is used as it is: no unpinned upgrade at boot.
+sudo "${venv_dir}/bin/python3" -m pip install --quiet --no-cache-dir --disable-pip-version-check \
+    --require-hashes --no-deps --only-binary :all: -r "${workdir}/requirements.txt"
 # Every node must be able to run the jobs: fail the bootstrap here rather than a step later.
-"${venv_dir}/bin/python3" -c 'import numpy, pandas, pyarrow, PIL, tensorflow, keras, matplotlib, onnxruntime, tf2onnx, onnx'
+"${venv_dir}/bin/python3" -c 'import numpy, pandas, pyarrow, PIL, pillow_heif, tensorflow, keras, matplotlib, onnxruntime, tf2onnx, onnx'
 python_version=$("${venv_dir}/bin/python3" --version)
 log "${python_version} ready in ${venv_dir}"
 

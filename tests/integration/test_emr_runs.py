@@ -437,7 +437,7 @@ def test_a_region_outside_the_eu_is_refused_before_anything_is_created(refused):
     assert result["tasks"]["emr.create_cluster"] == "upstream_failed"
     assert result["tasks"]["emr.upload_code"] == "upstream_failed"
     assert "EMR region us-east-1 is outside the EU" in result["output"]
-    assert "allow_non_eu_region=true" in result["output"]
+    assert "FRUITS_EMR_ALLOWED_REGIONS" in result["output"]  # a deployment setting, not a Param
     assert len(all_clusters()) == clusters_before
     assert not [c for c in result["calls"] if c["service"] == "elasticmapreduce"]
     assert not [c for c in result["calls"] if c["method"] == "PUT" and c["path"].startswith(f"/{deployment.bucket}/code/")]

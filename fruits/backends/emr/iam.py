@@ -1,22 +1,49 @@
 """Least-privilege IAM policies generated from code (shown in docs/emr.md, checked by the tests
-against the requests the pipeline really makes)."""
+against the requests the pipeline really makes). The bucket folders come from fruits.layout (and
+code.py for code/), so a new folder there cannot be forgotten here."""
 
 from __future__ import annotations
 
+from fruits import layout
+from fruits.backends.emr import code
 from fruits.backends.emr.cluster import PROJECT_TAG
-from fruits.settings import DEFAULT_REGION
+from fruits.settings import DEFAULT_EMR_JOB_FLOW_ROLE, DEFAULT_REGION
+
+_ANY = "x"  # a placeholder id: only the top folder of a key is used
+
+
+def folder(key: str) -> str:
+    """The top-level folder of a bucket key, with its slash: `features/batch=x/` -> `features/`."""
+    return key.split("/", 1)[0] + "/"
+
+
+BATCHES = folder(layout.manifest_key(_ANY))  # manifests, staged images, PCA input lists
+FEATURES = folder(layout.features_prefix(_ANY))
+REJECTS = folder(layout.rejects_prefix(_ANY))
+PCA = folder(layout.pca_prefix(_ANY))
+CLASSIFIER = folder(layout.classifier_prefix(_ANY))
+REPORTS = folder(layout.report_key(_ANY))
+STATE = folder(layout.LEDGER_KEY)
+CODE = folder(code.code_prefix(_ANY))
+JOB_OUTPUTS = (FEATURES, REJECTS, PCA, CLASSIFIER)
+
+
+def _objects(bucket: str, prefixes) -> list[str]:
+    return [f"arn:aws:s3:::{bucket}/{prefix}*" for prefix in prefixes]
 
 
 def airflow_role_policy(*, bucket: str, region: str = DEFAULT_REGION, account_id: str = "123456789012",
-                        service_role: str = "EMR_DefaultRole", job_flow_role: str = "EMR_EC2_DefaultRole") -> dict:
+                        service_role: str = "EMR_DefaultRole", job_flow_role: str = DEFAULT_EMR_JOB_FLOW_ROLE,
+                        landing_prefix: str = "landing/") -> dict:
     """Least-privilege IAM policy of the role the Airflow workers and triggerer run with.
 
     Clusters can only be created in `region`, tagged project=fruits-pipeline, and only clusters
-    carrying that tag can be driven or terminated. S3 access is limited to the pipeline's prefixes.
+    carrying that tag can be driven or terminated; the only instance role it can hand to a cluster
+    is `job_flow_role` (the one of `instance_role_policy`). S3 access is limited to the pipeline's
+    prefixes: planning copies landing objects into batches/ and deletes them once committed.
     """
     cluster_arn = f"arn:aws:elasticmapreduce:{region}:{account_id}:cluster/*"
     own_clusters = {"StringEquals": {"elasticmapreduce:ResourceTag/project": PROJECT_TAG}}
-    objects = f"arn:aws:s3:::{bucket}/"
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -33,39 +60,47 @@ def airflow_role_policy(*, bucket: str, region: str = DEFAULT_REGION, account_id
             {"Sid": "PassServiceRoleToEmr", "Effect": "Allow", "Action": ["iam:PassRole"],
              "Resource": f"arn:aws:iam::{account_id}:role/{service_role}",
              "Condition": {"StringLike": {"iam:PassedToService": "elasticmapreduce.amazonaws.com*"}}},
-            {"Sid": "PassInstanceRoleToEc2", "Effect": "Allow", "Action": ["iam:PassRole"],
+            {"Sid": "PassOnlyThePipelineInstanceRoleToEc2", "Effect": "Allow", "Action": ["iam:PassRole"],
              "Resource": f"arn:aws:iam::{account_id}:role/{job_flow_role}",
              "Condition": {"StringLike": {"iam:PassedToService": "ec2.amazonaws.com*"}}},
             {"Sid": "ListTheBucket", "Effect": "Allow",
              "Action": ["s3:GetBucketLocation", "s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
             {"Sid": "ReadPipelineObjects", "Effect": "Allow", "Action": ["s3:GetObject"],
-             "Resource": [objects + p for p in ("batches/*", "features/*", "rejects/*", "pca/*", "state/*",
-                                                "classifier/*")]},
+             "Resource": _objects(bucket, (landing_prefix, BATCHES, FEATURES, REJECTS, PCA, STATE, CLASSIFIER,
+                                           CODE))},
             {"Sid": "WritePipelineObjects", "Effect": "Allow", "Action": ["s3:PutObject"],
-             "Resource": [objects + p for p in ("batches/*", "code/*", "reports/*", "state/*")]},
+             "Resource": _objects(bucket, (BATCHES, CODE, REPORTS, STATE))},
+            {"Sid": "RemoveCommittedLandingObjects", "Effect": "Allow", "Action": ["s3:DeleteObject"],
+             "Resource": _objects(bucket, (landing_prefix,))},
         ],
     }
 
 
-def instance_role_s3_policy(*, bucket: str, landing_prefix: str = "landing/", log_prefix: str = "emr-logs/",
-                            weights_prefix: str = "models/") -> dict:
-    """S3 access the cluster nodes need (EMR_EC2_DefaultRole), instead of the managed policy's s3:*.
+def instance_role_policy(*, bucket: str, log_prefix: str = "emr-logs/", weights_prefix: str = "models/") -> dict:
+    """The whole S3 access of the cluster nodes' instance role (FRUITS_EMR_JOB_FLOW_ROLE), instead of
+    EMR_EC2_DefaultRole's s3:* on every bucket: this bucket's prefixes only.
 
-    Spark's overwrite mode deletes a dataset before writing it again, hence DeleteObject on outputs.
+    The jobs read the batch's staged copies under batches/ (never landing/), the code, the weights
+    kept under `weights_prefix`, and earlier outputs (PCA reads every committed batch's features,
+    the classifier a PCA run's vectors); they write their outputs (Spark's overwrite mode deletes a
+    dataset before writing it again, hence DeleteObject) and EMR writes the cluster logs.
     """
-    objects = f"arn:aws:s3:::{bucket}/"
-    outputs = ("features/*", "rejects/*", "pca/*", "classifier/*")
     return {
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "ListTheBucket", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
              "Resource": f"arn:aws:s3:::{bucket}"},
-            {"Sid": "ReadInputsAndCode", "Effect": "Allow", "Action": ["s3:GetObject"],
-             "Resource": [objects + p for p in (f"{landing_prefix}*", "batches/*", "code/*", f"{weights_prefix}*",
-                                                *outputs)]},
-            {"Sid": "WriteOutputs", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
-             "Resource": [objects + p for p in outputs]},
+            {"Sid": "ReadBatchesCodeWeightsAndOutputs", "Effect": "Allow", "Action": ["s3:GetObject"],
+             "Resource": _objects(bucket, (BATCHES, CODE, weights_prefix, *JOB_OUTPUTS))},
+            {"Sid": "WriteJobOutputs", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
+             "Resource": _objects(bucket, JOB_OUTPUTS)},
             {"Sid": "WriteClusterLogs", "Effect": "Allow", "Action": ["s3:PutObject"],
-             "Resource": objects + f"{log_prefix}*"},
+             "Resource": _objects(bucket, (log_prefix,))},
         ],
     }
+
+
+def instance_role_trust_policy() -> dict:
+    """Who may assume the instance role: EC2 (the cluster nodes), nobody else."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}

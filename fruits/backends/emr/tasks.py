@@ -12,9 +12,11 @@ classifier DAG a cluster of its own, with the same guards and one step:
     check_region -> upload_code -> classifier_spec -> create_cluster -> add_classify_step
         -> wait_classify -> emr_outputs;  terminate_cluster as above
 
-Three independent guards keep a cluster from outliving its run:
+Four independent guards keep a cluster from outliving its run:
   1. `terminate_cluster` is a teardown task: it runs when the steps succeeded, failed or timed
      out, and when a run is marked failed by hand (a failed step still fails the run);
+     the run's timeout cannot cut it (budget.py: checked at parse time, and by the spec task
+     right before the cluster is created);
   2. `create_cluster` waits for the cluster to be ready with `terminate_job_flow_on_failure`:
      a cluster that fails to start (bootstrap, capacity, timeout) is terminated right there;
   3. the cluster's own `AutoTerminationPolicy` ends it after `idle_timeout` seconds without
@@ -36,41 +38,43 @@ from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk import Param, task, task_group
 
 from fruits import contract, layout
-from fruits.backends.emr import cluster, region, steps
+from fruits.backends.emr import budget, cluster, limits, region, steps
 from fruits.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The longest a cluster may need to terminate before the teardown task reports a problem.
-TERMINATE_TIMEOUT = 30 * 60
 # Idle time that may separate the two steps (sensor poll + scheduling): a shorter idle timeout
 # could let EMR end the cluster between featurize and PCA.
 MIN_RUN_IDLE_TIMEOUT = 600
 
 
 def params(settings: Settings) -> dict[str, Param]:
-    """EMR params of the trigger form; defaults from the FRUITS_EMR_* settings."""
+    """EMR params of the trigger form; defaults from the FRUITS_EMR_* settings, choices limited to
+    what the deployment allows (regions, instance types, node counts)."""
+    region.check_region(settings.emr_region, settings.emr_allowed_regions)  # a bad default: import error
+    limits.check_defaults(settings)
+    instance_types = list(settings.emr_allowed_instance_types)
     return {
+        # A pattern, not an enum: check_region refuses another region with a message that says why
+        # (the data must stay in the EU) and which deployment setting could change that.
         "region": Param(settings.emr_region, type="string", pattern=region.REGION_PATTERN,
-                        examples=list(region.EU_REGIONS),
-                        description="AWS region of the EMR cluster. Must be in the EU (eu-*) unless "
-                                    "allow_non_eu_region is set; ideally the bucket's region."),
-        "allow_non_eu_region": Param(settings.emr_allow_non_eu_region, type="boolean",
-                                     description="Explicit override: allow a cluster (and a bucket) outside "
-                                                 "the EU. Only with approval: the data then leaves the EU."),
+                        examples=list(settings.emr_allowed_regions),
+                        description="AWS region of the EMR cluster, ideally the bucket's: one of the regions "
+                                    "the deployment allows (FRUITS_EMR_ALLOWED_REGIONS; by default the EU "
+                                    "member states' regions)."),
         "release_label": Param(settings.emr_release_label, type="string",
                                pattern=cluster.RELEASE_LABEL_PATTERN,
                                description=f"EMR 7.x release (Spark 3.5), e.g. {cluster.DEFAULT_RELEASE_LABEL}."),
-        "master_instance_type": Param(settings.emr_master_instance_type, type="string",
-                                      pattern=cluster.INSTANCE_TYPE_PATTERN,
+        "master_instance_type": Param(settings.emr_master_instance_type, type="string", enum=instance_types,
                                       description="Instance type of the primary node (runs YARN, not the jobs)."),
-        "core_instance_type": Param(settings.emr_core_instance_type, type="string",
-                                    pattern=cluster.INSTANCE_TYPE_PATTERN,
+        "core_instance_type": Param(settings.emr_core_instance_type, type="string", enum=instance_types,
                                     description="Instance type of the core nodes (run the Spark executors)."),
-        "core_instance_count": Param(settings.emr_core_instance_count, type="integer", minimum=0, maximum=200,
-                                     description="Core nodes at start (0: everything on the primary node)."),
+        "core_instance_count": Param(settings.emr_core_instance_count, type="integer", minimum=0,
+                                     maximum=settings.emr_max_core_nodes,
+                                     description="Core nodes at start (0: everything on the primary node; at "
+                                                 "most FRUITS_EMR_MAX_CORE_NODES)."),
         "core_max_instance_count": Param(settings.emr_core_max_instance_count, type="integer", minimum=0,
-                                         maximum=200,
+                                         maximum=settings.emr_max_core_nodes,
                                          description="With a value above core_instance_count, EMR managed "
                                                      "scaling grows the core group up to this many nodes."),
         "core_spot": Param(settings.emr_core_spot, type="boolean",
@@ -97,9 +101,18 @@ def _aws(settings: Settings) -> dict:
     return {"aws_conn_id": settings.aws_conn_id, "region_name": "{{ params.region }}"}
 
 
+def reserved_seconds(settings: Settings) -> int:
+    """What a pipeline run needs after its sensor (fruits.params caps sensor_timeout with it);
+    RunTimeoutTooShort when even a run that finds images at once could not fit its teardown."""
+    budget.check_fits("fruits_pipeline", timedelta(seconds=settings.run_timeout),
+                      budget.cluster_seconds(settings, budget.pipeline_steps(settings)))
+    return budget.reserved_seconds(settings)
+
+
 def job_flow_request(*, bucket: str, batch_id: str, code: dict, settings: Settings, params: dict, run_id: str,
                      dag_id: str) -> dict:
     """The RunJobFlow request of a run's cluster, from its params (ValueError when refused)."""
+    limits.check_cluster_params(params, settings)
     return cluster.job_flow_overrides(
         name=f"{dag_id} {layout.safe_run_id(run_id)}",
         release_label=params["release_label"],
@@ -145,27 +158,38 @@ def _guard_and_code_tasks(record, settings: Settings):
 
     @task(retries=0)
     def check_region(record: dict, params: dict | None = None) -> dict:
-        """Refuse a region (or a bucket) outside the EU before anything is created."""
+        """Refuse a region (or a bucket) the deployment does not allow, and a cluster beyond its
+        limits, before anything is uploaded or created."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        allow = bool(params["allow_non_eu_region"])
+        from fruits import params as run_params
+
+        allowed = settings.emr_allowed_regions
         try:
-            cluster_region = region.check_region(params["region"], allow)
+            run_params.check_bucket_name(record["bucket"])
+            limits.check_cluster_params(params, settings)
+            cluster_region = region.check_region(params["region"], allowed)
             where = _bucket(settings, record["bucket"]).region()
-            warning = region.check_bucket_region(record["bucket"], where, cluster_region, allow)
-        except region.RegionNotAllowed as exc:
+            warning = region.check_bucket_region(record["bucket"], where, cluster_region, allowed)
+        except (region.RegionNotAllowed, limits.LimitExceeded, run_params.InvalidParams) as exc:
             raise AirflowFailException(str(exc)) from None  # deterministic: retrying cannot help
         if not region.is_eu_region(cluster_region) or not region.is_eu_region(where):
-            log.warning("allow_non_eu_region=true: the cluster runs in %s, the bucket is in %s", cluster_region, where)
+            log.warning("outside the EU (allowed by FRUITS_EMR_ALLOWED_REGIONS): the cluster runs in %s, the bucket "
+                        "is in %s", cluster_region, where)
         if warning:
             log.warning(warning)
         return {"region": cluster_region, "bucket_region": where}
 
     @task
     def upload_code(record: dict, checked: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from fruits.backends.emr import code
 
-        uploaded = code.upload_code(_bucket(settings, record["bucket"]), settings.spark_jobs_dir)
+        try:
+            uploaded = code.upload_code(_bucket(settings, record["bucket"]), settings.spark_jobs_dir)
+        except code.CodeMismatch as exc:
+            raise AirflowFailException(str(exc)) from None  # someone changed the code: never run it
         log.info("code version %s at %s: uploaded %s, already there %s", uploaded["version"],
                  uploaded["uris"]["prefix"], uploaded["uploaded"] or "nothing", uploaded["skipped"] or "nothing")
         return uploaded
@@ -191,11 +215,17 @@ def _preparation_tasks(batch, settings: Settings):
 
     @task(retries=0)
     def cluster_spec(batch: dict, code: dict, checked: dict, pca_inputs: str, params: dict | None = None,
-                     run_id: str | None = None, dag_run=None) -> dict:
-        """The RunJobFlow request and both steps, kept in XCom for review."""
+                     run_id: str | None = None, dag_run=None, dag=None) -> dict:
+        """The RunJobFlow request and both steps, kept in XCom for review; refused when the Params are
+        not valid or the run has not enough time left for the cluster and its teardown."""
         from airflow.sdk.exceptions import AirflowFailException
 
+        from fruits import params as run_params
+        from fruits.backends import emr
+
         try:
+            run_params.check_run_params(params, settings, emr)
+            ensure_time_left(dag_run, dag, settings, budget.pipeline_steps(settings))
             spec = cluster_request(contract.Batch.from_xcom(batch), code, settings, params, run_id, dag_run.dag_id)
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from None
@@ -204,10 +234,28 @@ def _preparation_tasks(batch, settings: Settings):
     return code, cluster_spec(batch, code, checked, list_pca_inputs(batch, checked))
 
 
+def ensure_time_left(dag_run, dag, settings: Settings, step_plan: list[tuple[str, int]]) -> None:
+    """Right before create_cluster: the cluster's worst case must fit in what is left of the run
+    (budget.RunTimeoutTooShort, a ValueError, otherwise)."""
+    from datetime import datetime, timezone
+
+    left = budget.check_time_left(started=dag_run.start_date, now=datetime.now(timezone.utc),
+                                  run_timeout=dag.dagrun_timeout, needed=budget.cluster_seconds(settings, step_plan))
+    if left is not None:
+        log.info("%.0fs left before the run's timeout: enough for the cluster and its teardown", left)
+
+
 def _cluster_tasks(spec, settings: Settings, step_plan: list[tuple[str, int]]):
     """create_cluster, the steps (`step_plan`: name and timeout, in order; the spec holds
-    `<name>_steps`) with their deferrable sensors, and the terminate teardown."""
+    `<name>_steps`) with their deferrable sensors, and the terminate teardown. Their timeouts and
+    retries are budget.cluster_tasks', whose worst case must fit in the DAG's dagrun_timeout."""
     poll, aws = settings.emr_poll_seconds, _aws(settings)
+    planned = {t.task_id: t for t in budget.cluster_tasks(settings, step_plan)}
+
+    def limits_of(task_id: str) -> dict:
+        return {"execution_timeout": timedelta(seconds=planned[task_id].timeout), "retries": planned[task_id].retries,
+                "retry_delay": timedelta(minutes=1), "max_retry_delay": timedelta(seconds=budget.MAX_RETRY_DELAY)}
+
     create = EmrCreateJobFlowOperator(
         task_id="create_cluster",
         emr_conn_id=settings.emr_conn_id,  # None: no EMR connection, the request is all in the overrides
@@ -219,15 +267,15 @@ def _cluster_tasks(spec, settings: Settings, step_plan: list[tuple[str, int]]):
         waiter_max_attempts=_attempts(settings.emr_startup_timeout, poll),
         deferrable=False,
         terminate_job_flow_on_failure=True,
-        retries=0,  # a retry could start a second cluster while the first one is still provisioning
-        execution_timeout=timedelta(seconds=settings.emr_startup_timeout + 600),
+        # retries 0: a retry could start a second cluster while the first one is still provisioning
+        **limits_of("create_cluster"),
         **aws,
     )
+    budget.check_fits(create.dag.dag_id, create.dag.dagrun_timeout, budget.cluster_seconds(settings, step_plan))
 
     def add_step(task_id: str, step_list):
         return EmrAddStepsOperator(task_id=task_id, job_flow_id=create.output, steps=step_list,
-                                   wait_for_completion=False, deferrable=False,
-                                   execution_timeout=timedelta(minutes=10), **aws)
+                                   wait_for_completion=False, deferrable=False, **limits_of(task_id), **aws)
 
     def wait_step(task_id: str, adder: EmrAddStepsOperator, timeout_seconds: int):
         return EmrStepSensor(
@@ -237,8 +285,8 @@ def _cluster_tasks(spec, settings: Settings, step_plan: list[tuple[str, int]]):
             deferrable=True,  # polls from the triggerer: no worker slot held for hours
             poke_interval=poll,
             max_attempts=_attempts(timeout_seconds, poll),
-            retries=0,  # a FAILED step stays failed; the next run plans the batch again
-            execution_timeout=timedelta(seconds=timeout_seconds + 600),
+            # retries 0: a FAILED step stays failed; the next run plans the batch again
+            **limits_of(task_id),
             **aws,
         )
 
@@ -256,10 +304,9 @@ def _cluster_tasks(spec, settings: Settings, step_plan: list[tuple[str, int]]):
         task_id="terminate_cluster",
         job_flow_id=create.output,
         waiter_delay=poll,
-        waiter_max_attempts=_attempts(TERMINATE_TIMEOUT, poll),
+        waiter_max_attempts=_attempts(budget.TERMINATE_TIMEOUT, poll),
         deferrable=True,  # succeeds only once EMR reports the cluster TERMINATED
-        retries=max(2, settings.task_retries),  # the one task where retrying is always right
-        execution_timeout=timedelta(seconds=TERMINATE_TIMEOUT + 600),
+        **limits_of("terminate_cluster"),  # retries: the one task where retrying is always right
         **aws,
     )
     # A teardown does not decide the run's state, except when it fails: a cluster that may
@@ -272,8 +319,7 @@ def build(batch, settings: Settings):
     @task_group(group_id="emr")
     def emr(batch):
         code, spec = _preparation_tasks(batch, settings)
-        create, (add_featurize, add_pca), wait_pca = _cluster_tasks(
-            spec, settings, [("featurize", settings.emr_featurize_timeout), ("pca", settings.emr_pca_timeout)])
+        create, (add_featurize, add_pca), wait_pca = _cluster_tasks(spec, settings, budget.pipeline_steps(settings))
 
         @task
         def emr_outputs(batch: dict, code: dict, cluster_id: str, featurize_step_ids: list[str],
@@ -317,11 +363,13 @@ def build_classifier(pca_run, settings: Settings):
 
         @task(retries=0)
         def classifier_spec(pca_run: dict, code: dict, checked: dict, params: dict | None = None,
-                            run_id: str | None = None, dag_run=None) -> dict:
-            """The RunJobFlow request and the classify step, kept in XCom for review."""
+                            run_id: str | None = None, dag_run=None, dag=None) -> dict:
+            """The RunJobFlow request and the classify step, kept in XCom for review; refused when
+            the run has not enough time left for the cluster and its teardown."""
             from airflow.sdk.exceptions import AirflowFailException
 
             try:
+                ensure_time_left(dag_run, dag, settings, budget.classifier_steps(settings))
                 spec = classifier_request(contract.PcaRun.from_xcom(pca_run), code, settings, params, run_id,
                                           dag_run.dag_id)
             except ValueError as exc:
@@ -329,8 +377,7 @@ def build_classifier(pca_run, settings: Settings):
             return {"region": checked["region"], **spec}
 
         spec = classifier_spec(pca_run, code, checked)
-        create, (add_classify,), wait_classify = _cluster_tasks(
-            spec, settings, [("classify", settings.emr_classify_timeout)])
+        create, (add_classify,), wait_classify = _cluster_tasks(spec, settings, budget.classifier_steps(settings))
 
         @task
         def emr_outputs(pca_run: dict, code: dict, cluster_id: str, classify_step_ids: list[str],

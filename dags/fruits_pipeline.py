@@ -73,7 +73,7 @@ def _bucket(name: str):
     params=params.for_dag(SETTINGS, BACKEND),
     default_args=DEFAULT_ARGS,
     on_failure_callback=_report_run_failure,
-    dagrun_timeout=timedelta(seconds=SETTINGS.run_timeout),  # FRUITS_RUN_TIMEOUT; fits the EMR teardown
+    dagrun_timeout=timedelta(hours=12),
     tags=["fruits", "spark", SETTINGS.compute],
     doc_md=__doc__,
 )
@@ -137,7 +137,8 @@ def fruits_pipeline():
         outlet_events[assets.PCA_VECTORS].extra = extra
         outlet_events[assets.FEATURES].extra = {**extra, "features": result.outputs["features"]}
         return pipeline.publish_report(_bucket(planned.bucket), run_id=run_id, batch=planned, computed=result,
-                                       validation=validation, compute=SETTINGS.compute, params=params)
+                                       validation=validation, compute=SETTINGS.compute, params=params,
+                                       committed=committed)
 
     sensed = wait_for_new_images()
     batch = plan_batch()

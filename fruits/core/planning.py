@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from fruits import layout
 from fruits.contract import Batch
+from fruits.core import contents
 from fruits.core import keys as key_rules
 from fruits.core import ledger as ledger_mod
 from fruits.core import manifest
@@ -44,7 +45,7 @@ def normalise_prefix(prefix: str) -> str:
     return prefix
 
 
-def _parallel(function, items):
+def parallel(function, items):
     items = list(items)
     if len(items) <= 1:
         return [function(i) for i in items]
@@ -136,8 +137,8 @@ def previous_content(bucket: Bucket, key: str) -> dict | None:
     return bucket.read_json_versioned(layout.key_marker(key))[0]
 
 
-def record_contents(bucket: Bucket, batch_id: str, objects: list[tuple[str, str, int]]) -> None:
-    _parallel(lambda o: bucket.write_json(layout.key_marker(o[0]),
+def record_keys(bucket: Bucket, batch_id: str, objects: list[tuple[str, str, int]]) -> None:
+    parallel(lambda o: bucket.write_json(layout.key_marker(o[0]),
                                           {"key": o[0], "etag": o[1], "size": o[2], "batch_id": batch_id}),
               objects)
 
@@ -154,13 +155,13 @@ def _claim(bucket: Bucket, batch_id: str, planned: list[tuple[ObjectInfo, str | 
         log.warning("%s changed or vanished since it was listed: left for the next run", bucket.uri(obj.key))
         return None
 
-    return [e for e in _parallel(copy, enumerate(planned, 1)) if e is not None]
+    return [e for e in parallel(copy, enumerate(planned, 1)) if e is not None]
 
 
 def _split_relandings(bucket: Bucket, found: Survey) -> int:
     """Reject re-uploads of content already processed under the same key; count the other
     re-landings (same key, new content), which are processed like any new image."""
-    previous = _parallel(lambda item: previous_content(bucket, item[0].key), found.planned)
+    previous = parallel(lambda item: previous_content(bucket, item[0].key), found.planned)
     relandings, kept = 0, []
     for (obj, label), before in zip(found.planned, previous):
         if before and before.get("etag") == obj.etag and before.get("size") == obj.size:
@@ -212,8 +213,9 @@ def clear_landing(bucket: Bucket, batch_id: str) -> dict:
     rejects = read_planning_rejects(bucket, batch_id)
     objects = [(e.source_key(bucket.name), e.etag, e.size) for e in entries] + \
               [(r.source_key(bucket.name), r.etag, r.size_bytes) for r in rejects]
-    record_contents(bucket, batch_id, objects)
-    removed = _parallel(lambda o: bucket.delete_if_unchanged(o[0], o[1]), objects)
+    record_keys(bucket, batch_id, objects)
+    contents.record(bucket, batch_id, parallel)
+    removed = parallel(lambda o: bucket.delete_if_unchanged(o[0], o[1]), objects)
     kept = len(objects) - sum(removed)
     if kept:
         log.info("batch %s: %d landing object(s) changed since planning and stay as new", batch_id, kept)
@@ -254,7 +256,7 @@ def migrate(bucket: Bucket, ledger: ledger_mod.Ledger, landing_prefix: str) -> l
     batches = []
     for old in ledger.batches:
         batch_id = old["batch_id"]
-        heads = _parallel(bucket.head, old["keys"])
+        heads = parallel(bucket.head, old["keys"])
         present = [(h, key_rules.label_of(h.key[len(landing_prefix):]) if h.key.startswith(landing_prefix)
                     else None) for h in heads if h is not None]
         entries = _claim(bucket, batch_id, present)

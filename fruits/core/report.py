@@ -13,7 +13,7 @@ REPORT_FIELDS = (
 
 
 def build(*, run_id: str, batch: Batch, validation: dict, outputs: dict, stage_seconds: dict,
-          compute: str, params: dict) -> dict:
+          compute: str, params: dict, committed: dict | None = None) -> dict:
     report = {
         "run_id": run_id,
         "batch_id": batch.batch_id,
@@ -36,6 +36,7 @@ def build(*, run_id: str, batch: Batch, validation: dict, outputs: dict, stage_s
         "planning_reject_reasons": batch.planning_reject_reasons,
         "ignored": batch.ignored,
         "relandings": batch.relandings,
+        "duplicate_contents": (committed or {}).get("duplicate_contents", {}),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     report["stage_seconds"]["total"] = round(sum(report["stage_seconds"].values()), 2)
@@ -87,6 +88,8 @@ def render(report: dict) -> str:
     for reason, count in sorted(report.get("ignored", {}).items()):
         rows.append((f"ignored: {reason}", count))
     rows.append(("re-landings (new content)", report.get("relandings", 0)))
+    for where, count in sorted(report.get("duplicate_contents", {}).items()):
+        rows.append((f"duplicate contents ({where.replace('_', ' ')})", count))
     for stage, seconds in report["stage_seconds"].items():
         rows.append((f"seconds: {stage}", f"{seconds:.1f}"))
     for name, uri in report["outputs"].items():

@@ -275,3 +275,31 @@ def test_key_rules_are_plain_functions():
     assert keys.extension_of("a/b/IMG.HEIC") == ".heic" and keys.extension_of("a/.DS_Store") == ""
     assert keys.label_of("Apple Red 1/x.jpg") == "Apple Red 1" and keys.label_of("x.jpg") is None
     assert keys.decide("Apple/x.jpg", 10).outcome == "planned"
+
+
+def _features(bucket, batch_id: str, rows: list[tuple[str, str]]) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"path": [p for p, _ in rows], "sha256": [s for _, s in rows]}), sink)
+    bucket.write_bytes(layout.features_prefix(batch_id) + "part-0.parquet", sink.getvalue())
+
+
+def test_duplicate_contents_are_counted_within_the_batch_and_against_earlier_batches(bucket):
+    land(bucket, ["landing/Apple/a.jpg", "landing/Pear/a-again.jpg"])
+    first = planning.plan_batch(bucket, "landing/")
+    _features(bucket, first.batch_id, [(bucket.uri("landing/Apple/a.jpg"), "aa" * 32),
+                                       (bucket.uri("landing/Pear/a-again.jpg"), "aa" * 32)])
+    committed = pipeline.commit(bucket, first, OK_FEATURIZE, "r1")
+    assert committed["duplicate_contents"] == {"within_batch": 1, "of_earlier_batches": 0}
+    land(bucket, ["landing/Kiwi/b.jpg", "landing/Kiwi/c.jpg"], body=b"other bytes")
+    second = planning.plan_batch(bucket, "landing/")
+    _features(bucket, second.batch_id, [(bucket.uri("landing/Kiwi/b.jpg"), "aa" * 32),
+                                        (bucket.uri("landing/Kiwi/c.jpg"), "cc" * 32)])
+    again = pipeline.commit(bucket, second, OK_FEATURIZE, "r2")
+    assert again["duplicate_contents"] == {"within_batch": 0, "of_earlier_batches": 1}
+    assert pipeline.commit(bucket, second, OK_FEATURIZE, "r2-retry")["duplicate_contents"] == \
+        {"within_batch": 0, "of_earlier_batches": 1}  # its own contents are not "earlier"

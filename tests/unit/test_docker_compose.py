@@ -28,6 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 PROJECT_IN_IMAGE = "/opt/airflow/project"  # where the Dockerfile installs the project
 REQUIREMENTS = REPO / "requirements.txt"
+COMPOSE_DOC = REPO / "docs" / "compose.md"
+# Required (${VAR:?...}): no default value, generated into .env by the recipe of docs/compose.md.
+SECRETS = ("AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWORD",
+           "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
 
 REQUIRED_SERVICES = {
     "postgres",
@@ -109,10 +113,38 @@ def _interpolate_tree(node, env):
     return node
 
 
-def load_compose(env: dict[str, str] | None = None) -> dict:
-    """The compose model as Docker Compose sees it with ``env`` as the only variables set."""
+def env_recipe() -> str:
+    """The shell recipe of docs/compose.md that writes .env."""
+    match = re.search(r"<!-- compose-env -->\s*```sh\n(.*?)\n```", COMPOSE_DOC.read_text(), re.S)
+    assert match, f"no shell block after <!-- compose-env --> in {COMPOSE_DOC}"
+    return match.group(1)
+
+
+def run_env_recipe(folder: Path) -> dict[str, str]:
+    """Run the documented recipe in `folder` and read the .env it wrote."""
+    subprocess.run(["bash", "-c", env_recipe()], cwd=folder, check=True, capture_output=True, text=True, timeout=60)
+    lines = (folder / ".env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+_DOT_ENV: dict[str, str] = {}
+
+
+def dot_env() -> dict[str, str]:
+    """The .env a developer gets from the documented recipe (generated once per test session)."""
+    if not _DOT_ENV:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            _DOT_ENV.update(run_env_recipe(Path(folder)))
+    return dict(_DOT_ENV)
+
+
+def load_compose(env: dict[str, str] | None = None, *, with_dot_env: bool = True) -> dict:
+    """The compose model as Docker Compose sees it with the documented .env plus ``env`` as the
+    only variables set (``with_dot_env=False``: ``env`` alone)."""
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
-    return _interpolate_tree(raw, env or {})
+    return _interpolate_tree(raw, {**(dot_env() if with_dot_env else {}), **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +242,7 @@ def test_airflow_services_are_built_from_the_common_definition(compose, services
         assert services[name]["build"] == common["build"], name
         assert services[name]["volumes"] == common["volumes"], name
     for name in AIRFLOW_SERVICES - {"airflow-init"}:
-        assert services[name]["user"] == common["user"] == "50000:0", name
+        assert services[name]["user"] == common["user"] == f"{dot_env()['AIRFLOW_UID']}:0", name  # from .env; 50000 without it
     # The init container must run as root to chown the shared volumes (official layout).
     assert services["airflow-init"]["user"] == "0:0"
 
@@ -274,7 +306,7 @@ def test_the_login_is_stable_across_container_re_creation(compose, common_env):
     init = compose["services"]["airflow-init"]
     script = _command_text(init)
     assert path in script and "_AIRFLOW_ADMIN_PASSWORD" in script
-    assert _env(init)["_AIRFLOW_ADMIN_PASSWORD"] == "admin"
+    assert _env(init)["_AIRFLOW_ADMIN_PASSWORD"] == dot_env()["AIRFLOW_ADMIN_PASSWORD"]
     custom = load_compose({"AIRFLOW_ADMIN_PASSWORD": "s3cret"})["services"]["airflow-init"]
     assert _env(custom)["_AIRFLOW_ADMIN_PASSWORD"] == "s3cret"
     # The line airflow-init runs, run here: valid JSON, any character in the password.
@@ -307,10 +339,11 @@ def test_runtime_requirements_hold_no_test_tools():
     assert "-r requirements.txt -r requirements-dev.txt" in makefile
 
 
-def test_jwt_secret_default_is_long_enough_for_hs512(common_env):
+def test_generated_jwt_secret_is_long_enough_for_hs512(common_env):
     # With jwt_secret set Airflow signs with HS512; PyJWT flags keys shorter than the 64-byte hash.
     assert _config_reference()["api_auth"]["options"]["jwt_algorithm"]["default"] is None
     secret = common_env["AIRFLOW__API_AUTH__JWT_SECRET"]
+    assert secret == dot_env()["AIRFLOW_JWT_SECRET"]
     assert len(secret.encode()) >= 64, len(secret)
     overridden = _env(load_compose({"AIRFLOW_JWT_SECRET": "from-dot-env" * 8})["x-airflow-common"])
     assert overridden["AIRFLOW__API_AUTH__JWT_SECRET"] == "from-dot-env" * 8
@@ -426,7 +459,8 @@ def test_aws_connection_reaches_minio(host_env, monkeypatch):
     minio_env = _env(services["minio"])
     assert config.aws_access_key_id == minio_env["MINIO_ROOT_USER"]
     assert config.aws_secret_access_key == minio_env["MINIO_ROOT_PASSWORD"]
-    assert minio_env["MINIO_ROOT_USER"] == host_env.get("MINIO_ROOT_USER", "minioadmin")
+    assert minio_env["MINIO_ROOT_USER"] == host_env.get("MINIO_ROOT_USER", dot_env()["MINIO_ROOT_USER"])
+    assert minio_env["MINIO_ROOT_PASSWORD"] != "minioadmin"
 
 
 def test_spark_connection_resolves_to_local_master(common_env, monkeypatch):
@@ -836,7 +870,7 @@ def test_docker_compose_config_is_valid(host_env):
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={key: value for key, value in os.environ.items() if key in ("PATH", "HOME")} | host_env,
+        env={key: value for key, value in os.environ.items() if key in ("PATH", "HOME")} | dot_env() | host_env,
     )
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)["services"]
@@ -844,3 +878,63 @@ def test_docker_compose_config_is_valid(host_env):
     assert set(resolved) == set(expected)
     for name, service in expected.items():
         assert _env(resolved[name]) == _env(service), name
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets (issue #18, finding 7): required, never a committed default, generated by the recipe
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_every_secret_is_required_and_has_no_default(name):
+    text = COMPOSE_FILE.read_text()
+    uses = re.findall(r"\$\{" + name + r"(:\?|:-|-|\?|:\+|\+)?([^}]*)\}", text)
+    assert uses, f"{name} is not used"
+    assert all(op == ":?" and "docs/compose.md" in message for op, message in uses), uses
+    missing = {key: value for key, value in dot_env().items() if key != name}
+    with pytest.raises(AssertionError, match=f"required variable {name} is missing"):
+        load_compose(missing, with_dot_env=False)
+
+
+def test_no_committed_secret_is_left_in_the_stack():
+    text = COMPOSE_FILE.read_text()
+    for leftover in ("minioadmin", "not-for-production", "admin:admin@", "FERNET_KEY: ''"):
+        assert leftover not in text, leftover
+    common = _env(load_compose()["x-airflow-common"])
+    for key in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY"):
+        assert common[key] in dot_env().values(), key
+
+
+def test_the_fernet_key_is_set_and_valid(common_env):
+    from cryptography.fernet import Fernet
+
+    key = common_env["AIRFLOW__CORE__FERNET_KEY"]
+    assert key
+    token = Fernet(key.encode()).encrypt(b"aws_default password")
+    assert Fernet(key.encode()).decrypt(token) == b"aws_default password"
+
+
+def test_the_documented_recipe_writes_fresh_private_secrets(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    one, two = run_env_recipe(first), run_env_recipe(second)
+    assert set(SECRETS) | {"AIRFLOW_UID"} <= set(one)
+    for name in SECRETS:
+        assert one[name] and one[name] != two[name], name  # random on every machine
+    assert one["AIRFLOW_UID"] == str(os.getuid())
+    assert len(one["AIRFLOW_JWT_SECRET"].encode()) >= 64 and len(one["MINIO_ROOT_PASSWORD"]) >= 8  # MinIO's minimum
+    assert (first / ".env").stat().st_mode & 0o077 == 0  # readable by its owner only
+    # Never overwrites an .env holding the secrets a running stack depends on.
+    before = (first / ".env").read_text()
+    subprocess.run(["bash", "-c", env_recipe()], cwd=first, check=True, capture_output=True, timeout=60)
+    assert (first / ".env").read_text() == before
+
+
+def test_a_token_signed_with_the_old_committed_secret_is_not_accepted():
+    """Before #18 the compose file defaulted AIRFLOW_JWT_SECRET to a committed string: anyone could
+    sign an admin token. The secret now comes from .env only."""
+    old_default = "fruits-pipeline-local-dev-jwt-secret-not-for-production-0123456789abcdef"
+    for host_env in ({}, {"AIRFLOW_JWT_SECRET": "y" * 80}):
+        secret = _env(load_compose(host_env)["x-airflow-common"])["AIRFLOW__API_AUTH__JWT_SECRET"]
+        assert secret != old_default and secret not in COMPOSE_FILE.read_text()

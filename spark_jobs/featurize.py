@@ -4,9 +4,14 @@
         [--weights imagenet|none|URI] [--runtime onnx|openvino|tensorflow] [--image-size 224] [--batch-size 64]
 
 Inputs are read with Spark's binaryFile source from a local path, file:// or s3:// (EMR).
-The label of an image is its parent folder name. Keras is the source of the network and of its
-weights; the driver builds the model once and converts it for the inference runtime
-(`fruits_spark.inference`: ONNX Runtime by default, OpenVINO, or TensorFlow itself). The
+A manifest named *.jsonl (the DAG's) lists entries {"source", "read", "label"}: each output row's
+path is `source`, its label the manifest's (null: unlabelled), its bytes come from `read`. A text
+manifest (one URI a line) and --images take the label from the image's parent folder name.
+Accepted types: fruits_spark.interface.IMAGE_EXTENSIONS (docs/formats.md).
+
+Keras is the source of the network and of its weights; the driver builds the model once and
+converts it for the inference runtime (`fruits_spark.inference`: ONNX Runtime by default,
+OpenVINO, or TensorFlow itself). The
 converted model (or, for TensorFlow, the weights) reaches the executors only as a Spark
 broadcast variable; each Python worker builds its predictor once and keeps it for all of its
 batches (`predict_batch_udf`'s model cache). Workers of the ONNX Runtime and OpenVINO runtimes
@@ -23,7 +28,7 @@ Each task gets `spark.task.cpus` cores and runs the runtime with that many threa
 worker with 2 threads was as fast as two workers with 1 thread each on an idle 2-core machine
 and faster when other processes wanted CPU, with one runtime and one model copy less.
 
-Every input file ends up in exactly one of the two outputs:
+Every manifest entry (or image file under --images) ends up in exactly one of the two outputs:
   --output   parquet: path, label, features (array<float>, 1280), width, height, size_bytes, sha256
   --rejects  parquet: path, label, reason, size_bytes
 """
@@ -39,6 +44,7 @@ import re
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
@@ -46,9 +52,10 @@ import pandas as pd
 from pyspark.sql import Observation
 from pyspark.sql import functions as F
 
-from fruits_spark import hadoop_fs, inference, paths
+from fruits_spark import hadoop_fs, inference, manifest, paths
 from fruits_spark.images import DEFAULT_MAX_PIXELS
 from fruits_spark.interface import FEATURE_DIM
+from fruits_spark.manifest import Entry
 from fruits_spark.model import MIN_IMAGE_SIZE
 from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, setup_logging, ship_package,
                                   submitted_conf, task_slots, warm_up_python_workers)
@@ -58,6 +65,8 @@ JOB = "featurize"
 MAX_IMAGES_PER_PARTITION = 2000
 # Cores (= TensorFlow threads) per featurize task when spark.task.cpus is not set.
 DEFAULT_TASK_CPUS = 2
+# Folders listed, or hidden-named files copied, at the same time by the driver.
+LISTING_THREADS = 8
 FEATURES_SCHEMA = [("path", "string"), ("label", "string"), ("features", "array<float>"), ("width", "int"),
                    ("height", "int"), ("size_bytes", "bigint"), ("sha256", "string")]
 REJECTS_SCHEMA = [("path", "string"), ("label", "string"), ("reason", "string"), ("size_bytes", "bigint")]
@@ -69,7 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="featurize.py", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder or prefix, read recursively")
-    source.add_argument("--manifest", help="text file with one image URI per line")
+    source.add_argument("--manifest", help="*.jsonl: one {source, read, label} object per line; "
+                                              "any other name: one image URI per line")
     parser.add_argument("--output", required=True, help="features parquet URI")
     parser.add_argument("--rejects", required=True, help="rejects parquet URI")
     parser.add_argument("--weights", default="imagenet", help="imagenet | none | URI of a Keras weights file")
@@ -89,49 +99,106 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def read_manifest(spark, uri: str) -> list[str]:
-    """Distinct canonical URIs of a manifest, in file order (blank lines and # comments skipped)."""
+def read_manifest(spark, uri: str) -> list[Entry]:
+    """The distinct entries of a manifest (JSON Lines when its name ends in .jsonl, else text)."""
     if not hadoop_fs.exists(spark, uri):
         raise JobError(f"manifest not found: {uri}")
-    entries: dict[str, None] = {}
-    for line in hadoop_fs.read_text(spark, uri).splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            entries.setdefault(paths.canonical_uri(line))
-    return list(entries)
+    try:
+        text = hadoop_fs.read_text(spark, uri)
+    except UnicodeDecodeError as exc:
+        raise JobError(f"manifest {uri} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        return manifest.parse(text, uri)
+    except manifest.ManifestError as exc:
+        raise JobError(f"malformed manifest {uri}: {exc}") from None
 
 
-def list_existing(spark, uris: list[str]) -> set[str]:
-    """Which of `uris` exist: one (parallel) listing per parent folder, not one request per file."""
-    if not uris:
-        return set()
-    parents = sorted({paths.parent_of(u) for u in uris})
-    listing = spark.read.format("binaryFile").load([paths.escape_glob(p) for p in parents])
-    listed = {paths.canonical_uri(f, encoded=True) for f in listing.inputFiles()}
-    return listed.intersection(uris)
+def list_images(spark, uri: str) -> tuple[list[Entry], dict[str, int]]:
+    """--images: the files with an image extension under `uri` (every file name, as the manifest
+    modes read them) and the bytes of each; the label is the parent folder name."""
+    found = hadoop_fs.list_tree(spark, uri)
+    if found is None:
+        raise JobError(f"no such folder or file: {uri}")
+    lengths = {paths.canonical_uri(f): size for f, size in found.items()}
+    entries = [Entry(f, f, paths.label_of(f)) for f in sorted(lengths) if paths.is_image_path(f)]
+    return entries, lengths
 
 
-def plan_inputs(spark, args, manifest: list[str] | None):
-    """Return (image files to read, rejects known before reading, the images DataFrame or None).
+def read_lengths(spark, entries: list[Entry]) -> dict[str, int]:
+    """Bytes of every existing read location: one listing per folder, a few folders at a time.
 
-    With --images the folder is listed once: the same DataFrame (and file listing) is read later.
+    A Hadoop listing, not Spark's: Spark's would hide names starting with `_` or `.`.
     """
-    if args.images:
-        listing = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(args.images)
-        files = sorted({paths.canonical_uri(f, encoded=True) for f in listing.inputFiles()})
-        return [f for f in files if paths.is_image_path(f)], [], \
-            listing.where(F.col("path").rlike(paths.IMAGE_PATH_REGEX))
-    existing = list_existing(spark, manifest)
+    parents = sorted({paths.parent_of(entry.read) for entry in entries})
+    if not parents:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(LISTING_THREADS, len(parents))) as pool:
+        listings = list(pool.map(functools.partial(hadoop_fs.list_folder, spark), parents))
+    return {paths.canonical_uri(f): size for listing in listings for f, size in listing.items()}
+
+
+def triage(entries: list[Entry], lengths: dict[str, int]) -> tuple[list[Entry], list[tuple]]:
+    """(entries to read, reject rows known before reading): missing, not an image type, empty."""
     to_read, rejects = [], []
-    for uri in manifest:
-        if uri not in existing:
-            rejects.append((uri, "file not found"))
-        elif not paths.is_image_path(uri):
-            rejects.append((uri, "unsupported file type (expected .jpg, .jpeg or .png)"))
+    for entry in entries:
+        size = lengths.get(entry.read)
+        if size is None:
+            rejects.append((entry.source, entry.label, "file not found", None))
+        elif not paths.is_image_path(entry.source):
+            rejects.append((entry.source, entry.label, paths.unsupported_type_reason(), size))
+        elif size == 0:
+            rejects.append((entry.source, entry.label, "empty file (0 bytes)", 0))
         else:
-            to_read.append(uri)
-    images = spark.read.format("binaryFile").load([paths.escape_glob(u) for u in to_read]) if to_read else None
-    return to_read, rejects, images
+            to_read.append(entry)
+    return to_read, rejects
+
+
+def stage_hidden(spark, reads: list[str]) -> tuple[dict[str, str], str | None]:
+    """(read location -> the path Spark loads, scratch folder or None).
+
+    Spark's file sources skip names starting with `_` or `.` even when named explicitly, so
+    those files (camera names such as `_DSC0001.JPG`) are read from a copy under a plain name
+    in a scratch folder every executor can read; the caller removes it after the job.
+    """
+    hidden = [uri for uri in reads if paths.hidden_from_spark(uri)]
+    load_path = {uri: uri for uri in reads if not paths.hidden_from_spark(uri)}
+    if not hidden:
+        return load_path, None
+    scratch = hadoop_fs.scratch_folder(spark)
+    copies = {uri: f"{scratch}/{index:06d}{os.path.splitext(paths.file_name(uri))[1].lower()}"
+              for index, uri in enumerate(hidden)}
+    log.info("copying %d file(s) whose names Spark hides (leading _ or .) to %s", len(hidden), scratch)
+
+    def copy(item: tuple[str, str]) -> tuple[str, str] | None:
+        try:
+            hadoop_fs.copy(spark, *item)
+            return item
+        except Exception as exc:  # noqa: BLE001 - gone since the listing: an unread file, reported later
+            log.warning("cannot copy %s: %s", item[0], str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(LISTING_THREADS, len(hidden))) as pool:
+        copied = [item for item in pool.map(copy, copies.items()) if item]
+    load_path.update({uri: paths.canonical_uri(target) for uri, target in copied})
+    return load_path, scratch
+
+
+def read_images(spark, to_read: list[Entry], load_path: dict[str, str]):
+    """(binaryFile DataFrame of the entries' bytes joined to their source and label, or None;
+    the entries Spark did not return).
+
+    One row per entry, also when two entries share a read location.
+    """
+    if not load_path:
+        return None, list(to_read)
+    loaded = spark.read.format("binaryFile").load([paths.escape_glob(p) for p in sorted(set(load_path.values()))])
+    returned = {r.path for r in loaded.select("path").collect()}
+    found = [(load_path[e.read], e.source, e.label) for e in to_read if load_path.get(e.read) in returned]
+    unread = [e for e in to_read if load_path.get(e.read) not in returned]
+    if not found:
+        return None, unread
+    frame = local_frame(spark, found, [("read_path", "string"), ("source", "string"), ("label", "string")])
+    return loaded.join(F.broadcast(frame), loaded["path"] == frame["read_path"]), unread
 
 
 def local_frame(spark, rows: list[tuple], schema: list[tuple[str, str]]):
@@ -304,12 +371,13 @@ def featurize_udf(bc_model, batch_size: int, max_pixels: int):
 
 @dataclass
 class Inputs:
-    """What the job reads: the image files, their DataFrame, and the rejects known without decoding."""
+    """What the job reads: the entries, the images DataFrame, and the rejects known without decoding."""
 
-    files: int  # input files (image files to read + files rejected before reading)
-    read_paths: set[str]  # the image files Spark's binaryFile source returned
-    images: object  # DataFrame (path, length, content, ...) or None when nothing is readable
-    rejects: list[tuple[str, str]]  # (uri, reason) of the files rejected before decoding
+    files: int  # entries (image files to read + entries rejected before reading)
+    readable: int  # the entries whose bytes Spark's binaryFile source returned
+    images: object  # DataFrame (path, length, content, ..., source, label) or None when nothing is readable
+    rejects: list[tuple]  # (path, label, reason, size_bytes) of the entries rejected before decoding
+    scratch: str | None  # folder of the copies of hidden-named files, removed after the job
 
 
 def check_runtime(runtime: str) -> None:
@@ -337,16 +405,22 @@ def start(args: argparse.Namespace):
 
 
 def plan(spark, args: argparse.Namespace) -> Inputs:
-    """List the inputs, split them over the task slots, and find the files Spark will not return."""
-    manifest = read_manifest(spark, args.manifest) if args.manifest else None  # fail fast when missing
-    to_read, rejects, images = plan_inputs(spark, args, manifest)
-    files = len(to_read) + len(rejects)
-    log.info("%d input files: %d images to read, %d rejected before reading", files, len(to_read), len(rejects))
+    """Read the manifest or list the folder, split the images over the task slots, and find the
+    entries that end as rejects before any decoding (missing, not an image type, empty, unread)."""
+    if args.manifest:
+        entries = read_manifest(spark, args.manifest)  # fail fast when missing or malformed
+        lengths = read_lengths(spark, entries)
+    else:
+        entries, lengths = list_images(spark, args.images)
+    to_read, rejects = triage(entries, lengths)
+    log.info("%d input files: %d images to read, %d rejected before reading", len(entries), len(to_read),
+             len(rejects))
     set_partitioning(spark, len(to_read))
-    read_paths = {r.path for r in images.select("path").collect()} if images is not None else set()
-    for uri in sorted(set(to_read) - read_paths):
-        rejects.append((uri, unread_reason(spark, uri)))
-    return Inputs(files, read_paths, images, rejects)
+    load_path, scratch = stage_hidden(spark, sorted({entry.read for entry in to_read}))
+    images, unread = read_images(spark, to_read, load_path)
+    for entry in unread:
+        rejects.append((entry.source, entry.label, unread_reason(spark, entry.read), lengths[entry.read]))
+    return Inputs(len(entries), len(to_read) - len(unread), images, rejects, scratch)
 
 
 def partition_count(images: int, slots: int) -> int:
@@ -369,17 +443,17 @@ def featurize_and_write(spark, args: argparse.Namespace, inputs: Inputs, bc_mode
     the features stream to parquet as the model produces them, with nothing cached and no image
     featurized twice.
     """
-    if not inputs.read_paths:
+    if not inputs.readable:
         local_frame(spark, [], FEATURES_SCHEMA).write.mode("overwrite").parquet(args.output)
         return []
     slots = task_slots(spark)
     log.info("featurizing %d images in ~%d partitions (%d task slots of %s core(s)) on %s, batch %d, %dpx",
-             len(inputs.read_paths), partition_count(len(inputs.read_paths), slots), slots,
+             inputs.readable, partition_count(inputs.readable, slots), slots,
              spark.conf.get("spark.task.cpus", "1"), args.runtime, args.batch_size, args.image_size)
     udf = featurize_udf(bc_model, args.batch_size, args.max_pixels)
     featurized = inputs.images.select(
-        "path",
-        F.element_at(F.split("path", "/"), -2).alias("label"),
+        F.col("source").alias("path"),
+        "label",
         F.col("length").alias("size_bytes"),
         F.sha2("content", 256).alias("sha256"),
         udf("content").alias("out"),
@@ -396,8 +470,7 @@ def featurize_and_write(spark, args: argparse.Namespace, inputs: Inputs, bc_mode
 
 def write_rejects(spark, args: argparse.Namespace, inputs: Inputs, undecodable: list[tuple]) -> None:
     """One small parquet file: the rejects found before reading, then those the model's batches gave."""
-    rows = [(uri, paths.label_of(uri), reason, hadoop_fs.file_length(spark, uri)) for uri, reason in inputs.rejects]
-    rows += undecodable
+    rows = inputs.rejects + undecodable
     local_frame(spark, rows, REJECTS_SCHEMA).coalesce(1).write.mode("overwrite").parquet(args.rejects)
     log.info("rejects written")
 
@@ -427,13 +500,17 @@ def run(args: argparse.Namespace) -> dict:
     check_runtime(args.runtime)
     spark, loader, warm_up = start(args)
     inputs = plan(spark, args)
-    if loader is None:  # a weights file: copy it from any storage, then load it beside Spark
-        loader = ModelLoader(hadoop_fs.copy_to_local(spark, args.weights), args.image_size, args.seed, args.runtime,
-                             name=args.weights)
-    model = loader.result()  # a failed load or conversion ends the job here, before any image is featurized
-    bc_model = spark.sparkContext.broadcast(model)
-    warm_up.join(timeout=120)  # normally long finished
-    undecodable = featurize_and_write(spark, args, inputs, bc_model)
+    try:
+        if loader is None:  # a weights file: copy it from any storage, then load it beside Spark
+            loader = ModelLoader(hadoop_fs.copy_to_local(spark, args.weights), args.image_size, args.seed,
+                                 args.runtime, name=args.weights)
+        model = loader.result()  # a failed load or conversion ends the job here, before any image is featurized
+        bc_model = spark.sparkContext.broadcast(model)
+        warm_up.join(timeout=120)  # normally long finished
+        undecodable = featurize_and_write(spark, args, inputs, bc_model)
+    finally:
+        if inputs.scratch:
+            hadoop_fs.delete(spark, inputs.scratch)
     write_rejects(spark, args, inputs, undecodable)
     return account(spark, args, inputs, started)
 

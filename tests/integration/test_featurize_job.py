@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import shutil
 
 import numpy as np
@@ -16,6 +19,8 @@ from fruits_spark.paths import canonical_uri
 pytestmark = pytest.mark.spark
 
 LABELS = ["Apple Red 1", "Pêche de vigne", "Banana"]
+CAMERA_NAMES = ["_DSC0001.JPG", ".hidden.jpg"]
+UNSUPPORTED = "unsupported file type (expected .jpg, .jpeg, .png, .webp, .heic or .heif)"
 
 
 def uri(path) -> str:
@@ -27,7 +32,16 @@ def images_run(tmp_path_factory, spark_submit_cmd):
     """One featurize run over a folder with good, awkward, broken and ignored files."""
     root = tmp_path_factory.mktemp("images")
     samples = generate_samples(root / "Test", labels=LABELS, n_classes=3, per_class=5, awkward=True,
-                               broken=True, original_size=1, seed=3)
+                               broken=True, original_size=1, seed=3, modern_formats=True)
+    # Camera names Spark's own listing hides (leading _ or .): images all the same. A folder whose
+    # name starts with "." (a thumbnail cache) is not part of the input.
+    first = samples.images[0]
+    for name in CAMERA_NAMES:
+        samples.images.append(first.parent / name)
+        shutil.copyfile(first, first.parent / name)
+    (first.parent / ".thumbnails").mkdir()
+    samples.ignored.append(first.parent / ".thumbnails" / first.name)
+    shutil.copyfile(first, samples.ignored[-1])
     out = tmp_path_factory.mktemp("out")
     proc = spark_submit_cmd(
         "featurize.py", "--images", str(root / "Test"), "--output", str(out / "features"),
@@ -93,6 +107,25 @@ def test_awkward_images_are_featurized_with_their_original_size(images_run):
     assert len(upper) >= 3
 
 
+def test_webp_heic_and_camera_names_are_featurized_from_a_folder(images_run):
+    """`_DSC0001.JPG` and `.hidden.jpg` (names Spark's listing hides) are read, with the features of
+    the file they copy; WebP and HEIC files are images like any other."""
+    samples, _, features, _ = images_run
+    table = features.to_pandas().set_index("path")
+    modern = [p for p in samples.images if p.suffix in (".webp", ".heic")]
+    assert len(modern) == 2 * len(LABELS)
+    for path in modern:
+        assert table.loc[uri(path), "width"] == 100 and table.loc[uri(path), "label"] == path.parent.name
+    cameras = [p for p in samples.images if p.name in CAMERA_NAMES]
+    assert len(cameras) == len(CAMERA_NAMES)
+    for path in cameras:
+        row = table.loc[uri(path)]
+        assert row["label"] == path.parent.name
+        twins = table[(table["sha256"] == row["sha256"]) & ~table.index.isin([uri(p) for p in cameras])]
+        assert len(twins) == 1
+        np.testing.assert_allclose(row["features"], twins["features"].iloc[0], rtol=1e-5, atol=1e-6)
+
+
 def test_broken_files_are_rejected_with_readable_reasons(images_run):
     samples, _, _, rejects = images_run
     reasons = dict(zip(rejects["path"], rejects["reason"]))
@@ -118,16 +151,18 @@ def test_each_worker_builds_the_model_once(images_run):
 
 def test_manifest_mode_reads_exactly_the_listed_files(images_run, tmp_path, spark_submit_cmd):
     """Manifest entries in any form; missing, duplicate and non-image entries; glob characters;
-    and weights from a Keras weights file equal to the seeded ones."""
+    names Spark hides (`_DSC0001.JPG`, `.hidden.jpg`); and weights from a Keras weights file equal
+    to the seeded ones."""
     from fruits_spark.model import build_feature_extractor, seeded_weights
 
     samples, _, reference, _ = images_run
     chosen = samples.images[:4]
+    cameras = [p for p in samples.images if p.name in CAMERA_NAMES]
     bracketed = chosen[0].parent / "r_[1]_100.jpg"
     shutil.copyfile(chosen[0], bracketed)
     lines = [str(chosen[0]), "file://" + str(chosen[1]), uri(chosen[2]), str(chosen[2]), "",
              "# a comment", str(chosen[3]), str(bracketed), str(chosen[0].parent / "missing.jpg"),
-             str(samples.ignored[0])]
+             str(samples.ignored[0]), str(cameras[0]), "file://" + str(cameras[1])]
     manifest = tmp_path / "manifest.txt"
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -143,20 +178,128 @@ def test_manifest_mode_reads_exactly_the_listed_files(images_run, tmp_path, spar
     )
     features = pq.read_table(tmp_path / "f").to_pandas()
     rejects = pq.read_table(tmp_path / "r").to_pandas()
-    assert sorted(features["path"]) == sorted([uri(p) for p in chosen] + [uri(bracketed)])
+    assert sorted(features["path"]) == sorted([uri(p) for p in chosen + cameras] + [uri(bracketed)])
+    assert dict(zip(features["path"], features["label"])) == {
+        uri(p): p.parent.name for p in chosen + cameras + [bracketed]}
     reasons = dict(zip(rejects["path"], rejects["reason"]))
     assert reasons == {
         uri(chosen[0].parent / "missing.jpg"): "file not found",
-        uri(samples.ignored[0]): "unsupported file type (expected .jpg, .jpeg or .png)",
+        uri(samples.ignored[0]): UNSUPPORTED,
     }
-    assert summary_of(proc, "featurize")["images_read"] == "7"
+    assert summary_of(proc, "featurize")["images_read"] == "9"
+    assert_scratch_removed(proc)
 
     # Same weights as --weights none (seed 42) -> same features for the same images.
     ours = features.set_index("path")["features"]
     theirs = reference.to_pandas().set_index("path")["features"]
-    for path in map(uri, chosen):
+    for path in map(uri, chosen + cameras):
         np.testing.assert_allclose(ours[path], theirs[path], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ours[uri(bracketed)], theirs[uri(chosen[0])], rtol=1e-4, atol=1e-5)
+
+
+def assert_scratch_removed(proc) -> None:
+    """The copies of hidden-named files were made, and their folder is gone after the job."""
+    [copied] = [line for line in (proc.stdout + proc.stderr).splitlines() if "whose names Spark hides" in line]
+    scratch = copied.rsplit(" to ", 1)[1]
+    assert scratch.startswith("file:/") and not os.path.exists(scratch[len("file:"):]), scratch
+
+
+def test_jsonl_manifest_rows_are_sources_with_the_manifests_labels(images_run, tmp_path, spark_submit_cmd):
+    """The DAG's manifest: bytes from `read` (safe copies, or a hidden name), rows named by `source`,
+    labels from the manifest (null: unlabelled); every entry in exactly one output; WebP and HEIC of
+    a PNG's pixels give the PNG's features (lossless: equal; lossy: nearest)."""
+    from fruits_dev.samples import fruit_spec, heic_bytes, render_fruit, webp_bytes
+    from PIL import Image
+
+    samples, _, reference, _ = images_run
+    images = tmp_path / "work" / "batches" / "b1" / "images"
+    images.mkdir(parents=True)
+    landing = "s3://bucket/landing"
+    entries, originals = [], {}
+
+    def stage(source: str, label, data: bytes | None, name: str | None = None) -> None:
+        read = images / (name or f"{len(entries):06d}{os.path.splitext(source)[1].lower()}")
+        if data is not None:
+            read.write_bytes(data)
+        entries.append({"source": source, "read": str(read), "label": label, "size": len(data or b""),
+                        "etag": '"x"'})
+
+    for original in samples.images[:2]:
+        originals[f"{landing}/{original.parent.name}/{original.name}"] = original
+    originals[f"{landing}/Apple/_DSC0001.JPG"] = samples.images[2]  # a camera name, read from a safe copy
+    originals[f"{landing}/Apple/.hidden.jpg"] = samples.images[3]   # read from a hidden name itself
+    originals[f"{landing}/top.jpg"] = samples.images[4]              # directly under landing: no label
+    originals[f"{landing}/Odd/line\u2028sep.jpg"] = samples.images[5]
+    for source, original in originals.items():
+        label = None if source == f"{landing}/top.jpg" else source.split("/")[-2]
+        stage(source, label, original.read_bytes(), "_DSC0002.JPG" if "hidden" in source else None)
+    entries.append(dict(entries[0], source=f"{landing}/Again/same-bytes.jpg", label="Again"))  # shares a read
+
+    rgb, _ = render_fruit(fruit_spec("Banana"), np.random.default_rng(11), 100, 100)
+    png = io.BytesIO()
+    Image.fromarray(rgb).save(png, "PNG")
+    parity = {"png": png.getvalue(), "lossless.webp": webp_bytes(rgb, lossless=True),
+              "lossless.heic": heic_bytes(rgb, lossless=True), "lossy.webp": webp_bytes(rgb),
+              "lossy.heic": heic_bytes(rgb)}
+    for name, data in parity.items():
+        stage(f"{landing}/Parity/fruit.{name}", "Parity", data)
+
+    stage(f"{landing}/Apple/gone.jpg", "Apple", None)                          # read does not exist
+    stage(f"{landing}/Apple/notes.txt", "Apple", b"not an image type")
+    stage(f"{landing}/Apple/empty.jpg", "Apple", b"")
+    stage(f"{landing}/Apple/text.jpg", "Apple", b"plain text with a .jpg name")
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+
+    proc = spark_submit_cmd(
+        "featurize.py", "--manifest", str(manifest), "--output", str(tmp_path / "f"),
+        "--rejects", str(tmp_path / "r"), "--weights", "none", "--image-size", str(TEST_IMAGE_SIZE),
+        "--batch-size", "4",
+    )
+    features = pq.read_table(tmp_path / "f").to_pandas().set_index("path")
+    rejects = pq.read_table(tmp_path / "r").to_pandas().set_index("path")
+    sources = [e["source"] for e in entries]
+    assert sorted(features.index.tolist() + rejects.index.tolist()) == sorted(sources)
+    labels = {**features["label"].to_dict(), **rejects["label"].to_dict()}
+    assert labels == {e["source"]: e["label"] for e in entries}
+    assert labels[f"{landing}/top.jpg"] is None
+    assert rejects["reason"].to_dict() == {
+        f"{landing}/Apple/gone.jpg": "file not found",
+        f"{landing}/Apple/notes.txt": UNSUPPORTED,
+        f"{landing}/Apple/empty.jpg": "empty file (0 bytes)",
+        f"{landing}/Apple/text.jpg": "not a decodable image (format not recognised)",
+    }
+    assert summary_of(proc, "featurize")["images_read"] == str(len(entries))
+    assert_scratch_removed(proc)
+
+    theirs = reference.to_pandas().set_index("path")["features"]
+    originals[f"{landing}/Again/same-bytes.jpg"] = samples.images[0]
+    for source, original in originals.items():
+        np.testing.assert_allclose(features.at[source, "features"], theirs[uri(original)], rtol=1e-4, atol=1e-5)
+        assert features.at[source, "size_bytes"] == original.stat().st_size
+
+    vectors = {name: np.asarray(features.at[f"{landing}/Parity/fruit.{name}", "features"]) for name in parity}
+    for name in ("lossless.webp", "lossless.heic"):
+        np.testing.assert_allclose(vectors[name], vectors["png"], rtol=1e-4, atol=1e-5)
+    others = [np.asarray(v) for path, v in features["features"].items() if "/Parity/" not in path]
+    for name in ("lossy.webp", "lossy.heic"):
+        distance = np.linalg.norm(vectors[name] - vectors["png"])
+        assert distance < 0.1 * np.linalg.norm(vectors["png"]), name
+        assert distance < min(np.linalg.norm(vectors["png"] - other) for other in others), name
+
+
+def test_a_malformed_jsonl_manifest_fails_in_one_line_naming_the_line(tmp_path, spark_submit_cmd):
+    manifest = tmp_path / "manifest.jsonl"
+    good = json.dumps({"source": "s3://b/landing/A/x.jpg", "read": str(tmp_path / "x.jpg"), "label": "A"})
+    manifest.write_text(good + "\n" + '{"source": "s3://b/landing/A/y.jpg", "label": }\n', encoding="utf-8")
+    proc = spark_submit_cmd("featurize.py", "--manifest", str(manifest), "--output", str(tmp_path / "f"),
+                            "--rejects", str(tmp_path / "r"), "--weights", "none", check=False)
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("featurize: error: ")]
+    assert errors == [f"featurize: error: malformed manifest {manifest}: line 2: not a JSON object "
+                      "(Expecting value at column 47)"], proc.stdout[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "f").exists() and not (tmp_path / "r").exists()
 
 
 def test_bad_arguments_fail_with_a_clear_message(tmp_path, spark_submit_cmd):

@@ -28,6 +28,9 @@ FEATURE_DIM = interface.FEATURE_DIM
 FEATURES_COLUMNS = interface.FEATURES_COLUMNS
 REJECTS_COLUMNS = interface.REJECTS_COLUMNS
 PCA_COLUMNS = interface.PCA_COLUMNS
+# pca.py's state files (fruits_spark.pca_state defines them; a unit test checks both agree).
+PCA_MOMENTS, PCA_BASIS, PCA_CONTENTS, PCA_VECTORS_LIST = "moments.npz", "basis.npz", "contents.bin", "vectors_list.txt"
+PCA_REFIT_CHOICES = ("auto", "always", "never")
 
 FEATURIZE_SCRIPT = "featurize.py"
 PCA_SCRIPT = "pca.py"
@@ -71,10 +74,32 @@ class PcaOutputs(_OutputFolder):
     def plots(self) -> dict[str, str]:
         return interface.plot_uris(self.report)
 
+    # The state the next run starts from, beside the report (names: fruits_spark.pca_state).
+    @property
+    def moments(self) -> str:
+        return self.root + PCA_MOMENTS
+
+    @property
+    def basis(self) -> str:
+        return self.root + PCA_BASIS
+
+    @property
+    def contents(self) -> str:
+        return self.root + PCA_CONTENTS
+
+    @property
+    def vectors_list(self) -> str:
+        """Every vector dataset of the run's space (committed batches + this one), one a line."""
+        return self.root + PCA_VECTORS_LIST
+
+    def state_files(self) -> dict[str, str]:
+        return {"report": self.report, "moments": self.moments, "basis": self.basis, "contents": self.contents,
+                "vectors_list": self.vectors_list}
+
     def uris(self) -> dict[str, str]:
         """Every output by name, for run reports and the demo."""
         return {"pca": self.root, "vectors": self.vectors + "/", "model": self.model + "/",
-                "pca_report": self.report, **self.plots}
+                "pca_report": self.report, "vectors_list": self.vectors_list, **self.plots}
 
 
 @dataclass(frozen=True)
@@ -120,14 +145,31 @@ def pca_size_args(pca_k: int | None, pca_variance: float) -> list[str]:
     return ["--k", str(int(pca_k))] if pca_k else ["--variance", str(float(pca_variance))]
 
 
-def pca_args(*, features_list: str, outputs: PcaOutputs, pca_k: int | None, pca_variance: float) -> list[str]:
+def pca_args(*, features: str, outputs: PcaOutputs, pca_k: int | None, pca_variance: float,
+             previous: str | None = None, history_list: str | None = None, refit: str = "auto",
+             refit_angle: float | None = None, space_id: str | None = None,
+             vectors_uri: str | None = None) -> list[str]:
+    """pca.py on one new batch's features (`features`), merged with the `previous` run's state
+    (its PCA folder; None: fit from scratch on `history_list` + the batch). `history_list` (the
+    features of every committed batch, one a line) is read only if the job refits."""
+    if refit not in PCA_REFIT_CHOICES:
+        raise ValueError(f"refit must be one of {', '.join(PCA_REFIT_CHOICES)}, not {refit!r}")
     # --allow-empty: a pipeline whose images were all rejected so far still gets a (k=0) report.
-    return ["--features-list", features_list, "--output", outputs.vectors, "--model", outputs.model,
-            "--report", outputs.report, "--allow-empty", *pca_size_args(pca_k, pca_variance)]
+    args = ["--features", features, "--output", outputs.vectors, "--model", outputs.model,
+            "--report", outputs.report, "--allow-empty", *pca_size_args(pca_k, pca_variance), "--refit", refit]
+    for option, value in (("--previous", previous), ("--history-list", history_list),
+                          ("--refit-angle", None if refit_angle is None else str(float(refit_angle))),
+                          ("--space-id", space_id), ("--vectors-uri", vectors_uri)):
+        if value:
+            args += [option, value]
+    return args
 
 
-def classify_args(*, vectors: str, pca_run: str, outputs: ClassifierOutputs) -> list[str]:
-    return ["--vectors", vectors, "--pca-run", pca_run, "--output", outputs.root]
+def classify_args(*, vectors: str, pca_run: str, outputs: ClassifierOutputs,
+                  vectors_list: str | None = None) -> list[str]:
+    """classify.py on the datasets named in `vectors_list` (a PCA run's space), else on `vectors`."""
+    source = ["--vectors-list", vectors_list] if vectors_list else ["--vectors", vectors]
+    return [*source, "--pca-run", pca_run, "--output", outputs.root]
 
 
 def features_list_text(uris: list[str]) -> str:
@@ -183,6 +225,7 @@ class PcaRun(_Record):
     rows: int
     batch_id: str
     source: str  # how it was chosen: "param", "asset event" or "latest committed"
+    vectors_list: str | None = None  # key of the run's vectors list (None: a run from before incremental PCA)
 
     def vectors_key(self) -> str:
         return self.pca_prefix + interface.PCA_VECTORS + "/"

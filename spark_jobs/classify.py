@@ -1,10 +1,11 @@
 """Train and evaluate a fruit classifier on PCA vectors with Spark ML.
 
-    spark-submit spark_jobs/classify.py --vectors URI --pca-run ID --output URI \
+    spark-submit spark_jobs/classify.py (--vectors URI | --vectors-list URI) --pca-run ID --output URI \
         [--test-percent 20] [--validation-percent 25] [--reg-params 0.001,0.01,0.1] \
         [--elastic-net-params 0.0,0.5] [--max-iter 100] [--parallelism 2]
 
-Reads the vectors pca.py wrote (path, label, pca_features array<double>), leaves out the rows
+Reads the vectors pca.py wrote (path, label, pca_features array<double>): one dataset, or the
+datasets a PCA run's vectors list names (every committed batch of its space), leaves out the rows
 without a label (counted), and splits the rest by a hash of each image's path: a path's side
 never changes when images are added (`fruits_spark.classifier`). On the training part:
   1. each regularisation setting of the grid is fitted on its "fit" share and scored (macro F1)
@@ -38,7 +39,10 @@ log = setup_logging(JOB)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="classify.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vectors", required=True, help="PCA vectors parquet URI (pca.py's --output)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--vectors", help="PCA vectors parquet URI (pca.py's --output)")
+    source.add_argument("--vectors-list", help="text file naming the vector datasets to read, one a line "
+                                               "(pca.py's vectors_list.txt)")
     parser.add_argument("--pca-run", required=True, help="identifier of the PCA run, recorded in the metrics")
     parser.add_argument("--output", required=True, help="folder URI for the model, predictions, metrics and plot")
     parser.add_argument("--test-percent", type=int, default=20,
@@ -163,7 +167,15 @@ class Split:
 
 def read_and_split(spark, args) -> Split:
     """Read and check the vectors, split the labelled rows, warn about what weakens the scores."""
-    frame = classifier.read_vectors(spark, args.vectors)
+    if args.vectors_list:
+        if not hadoop_fs.exists(spark, args.vectors_list):
+            raise JobError(f"vectors list not found: {args.vectors_list}")
+        datasets = [line.strip() for line in hadoop_fs.read_text(spark, args.vectors_list).splitlines()
+                    if line.strip()]
+        args.vectors = args.vectors_list  # what the metrics and messages name
+    else:
+        datasets = [args.vectors]
+    frame = classifier.read_vectors(spark, datasets)
     stats = classifier.inspect(frame)
     dim = classifier.check(stats, args.vectors)
     labelled = stats.rows - stats.unlabelled

@@ -13,7 +13,7 @@ import logging
 import math
 
 from fruits import layout
-from fruits.contract import ClassifierOutputs, PcaRun
+from fruits.contract import ClassifierOutputs, PcaOutputs, PcaRun
 from fruits.core import ledger
 from fruits.storage import Bucket
 
@@ -38,8 +38,12 @@ def _pca_run(bucket: Bucket, state: dict, run_id: str, source: str) -> PcaRun:
     report = bucket.read_json(prefix + "report.json")
     if report is None:
         raise ClassifierError(f"no PCA report at {bucket.uri(prefix + 'report.json')}")
+    # Incremental PCA: the run's vectors are the datasets of its list (every committed batch of
+    # its space, some written by earlier runs); a run from before has one vectors folder.
+    listing = PcaOutputs(prefix).vectors_list
     return PcaRun(bucket=bucket.name, run_id=run_id, pca_prefix=prefix, k=int(report["k"]),
-                  rows=int(report["rows"]), batch_id=batches[run_id]["batch_id"], source=source)
+                  rows=int(report["rows"]), batch_id=batches[run_id]["batch_id"], source=source,
+                  vectors_list=listing if "vectors_list" in report and bucket.exists(listing) else None)
 
 
 def pick_bucket(default: str, requested: str | None, events: list[dict]) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import Counter
 from datetime import datetime, timezone
 
 from fruits import layout
 from fruits.contract import FEATURE_DIM, Batch, ComputeResult, PcaOutputs
 from fruits.core import ledger, planning, report
-from fruits.core.validation import Findings, ValidationError, check_batch, check_pca
+from fruits.core import pca_policy, validation
+from fruits.core.validation import Findings, ValidationError, check_batch
 from fruits.storage import Bucket
 
 log = logging.getLogger(__name__)
@@ -41,44 +41,55 @@ def plan(bucket: Bucket, landing_prefix: str) -> Batch:
     return batch
 
 
-def _read_outputs(bucket: Bucket, prefix: str, columns: list[str]):
+def _scan(bucket: Bucket, prefix: str, **checks):
     try:
-        return bucket.read_parquet(prefix, columns)
+        return validation.scan(bucket, prefix, **checks)
     except FileNotFoundError as exc:
         raise ValidationError(f"validation failed: {exc}") from None
 
 
 def validate(bucket: Bucket, batch: Batch, pca_prefix: str, features_dim: int = FEATURE_DIM) -> dict:
-    """Raise ValidationError naming every mismatch; otherwise return the counts for the report."""
+    """Raise ValidationError naming every mismatch; otherwise return the counts for the report and
+    `pca_state`, the PCA state the commit records (the next run merges with it).
+
+    Streamed (`fruits.core.validation`): memory is bounded by this batch, not by the history.
+    """
     started = time.perf_counter()
     findings = Findings()
     manifest_uris = [bucket.uri(k) for k in planning.manifest_keys(bucket, batch.batch_id)]
-    features = _read_outputs(bucket, layout.features_prefix(batch.batch_id), ["path", "features"])
-    rejects = _read_outputs(bucket, layout.rejects_prefix(batch.batch_id), ["path", "reason"])
-    check_batch(manifest_uris, features, rejects, findings, features_dim)
+    features = _scan(bucket, layout.features_prefix(batch.batch_id), vector_column="features", dim=features_dim)
+    rejects = _scan(bucket, layout.rejects_prefix(batch.batch_id), vector_column=None, reason_column="reason")
+    check_batch(manifest_uris, features.paths, rejects.paths, findings)
+    features.vectors.report("features", findings)
 
     outputs = PcaOutputs(bucket.uri(pca_prefix))
     pca_report = bucket.read_json(bucket.key_of(outputs.report))
     if pca_report is None:
         raise ValidationError(f"validation failed: no PCA report at {outputs.report}")
-    expected_pca_rows = batch.committed_features_rows + features.num_rows
-    pca = _read_outputs(bucket, bucket.key_of(outputs.vectors) + "/", ["path", "pca_features"])
-    check_pca(pca, expected_pca_rows, int(pca_report["k"]), findings)
-    findings.check(pca_report["rows"] == pca.num_rows,
-                   f"PCA report says {pca_report['rows']} rows, the vectors hold {pca.num_rows}")
+    previous = getattr(batch, "pca_state", None)
+    pca = validation.check_pca(bucket, outputs, pca_report, batch_id=batch.batch_id,
+                               committed_rows=batch.committed_features_rows, featured=features.paths,
+                               previous=previous, findings=findings)
     findings.raise_if_any()
+    refit = pca_report.get("refit") or {}
     result = {
-        "features_rows": features.num_rows,
-        "rejects_rows": rejects.num_rows,
-        "features_total": expected_pca_rows,
-        "pca_rows": pca.num_rows,
+        "features_rows": features.rows,
+        "rejects_rows": rejects.rows,
+        "features_total": batch.committed_features_rows + features.rows,
+        "pca_rows": pca.rows,
         "features_dim": features_dim,
         "pca_k": int(pca_report["k"]),
         "explained_variance_total": float(pca_report.get("explained_variance_total", 0.0)),
-        "reject_reasons": dict(Counter(_reason_kind(r) for r in rejects.column("reason").to_pylist())),
+        "pca_mode": pca_report.get("mode", "refit"),
+        "pca_refit_reason": refit.get("reason"),
+        "pca_max_angle_degrees": refit.get("max_angle_degrees"),
+        "pca_space_id": pca_report.get("space_id"),
+        "pca_rows_validated": pca.rows_read,
+        "reject_reasons": dict(rejects.reasons),
+        "pca_state": pca_policy.state_of(bucket.name, pca_prefix, pca_report),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    log.info("validation passed: %s", {k: v for k, v in result.items() if k != "reject_reasons"})
+    log.info("validation passed: %s", {k: v for k, v in result.items() if k not in ("reject_reasons", "pca_state")})
     return result
 
 

@@ -68,19 +68,25 @@ def split_part(path: Column, test_percent: int, validation_percent: int) -> Colu
             .otherwise(F.lit(FIT)))
 
 
-def read_vectors(spark, uri: str) -> DataFrame:
-    """The PCA vectors dataset (path, label, pca_features), or a JobError saying what is wrong."""
+def read_vectors(spark, uri: str | list[str]) -> DataFrame:
+    """The PCA vectors (path, label, pca_features) of one dataset or of several (a PCA space's
+    per-batch datasets), or a JobError saying what is wrong."""
     from pyspark.errors import AnalysisException
 
-    if not hadoop_fs.exists(spark, uri):
-        raise JobError(f"vectors not found: {uri}")
+    uris = [uri] if isinstance(uri, str) else list(uri)
+    if not uris:
+        raise JobError("no vectors datasets to read")
+    for one in uris:
+        if not hadoop_fs.exists(spark, one):
+            raise JobError(f"vectors not found: {one}")
+    where = ", ".join(uris[:3]) + (f" (+{len(uris) - 3} more)" if len(uris) > 3 else "")
     try:
-        frame = spark.read.parquet(uri)
+        frame = spark.read.parquet(*uris)
     except AnalysisException as exc:  # e.g. a folder without parquet files: no schema to infer
-        raise JobError(f"cannot read the vectors {uri}: {str(exc).splitlines()[0]}") from None
+        raise JobError(f"cannot read the vectors {where}: {str(exc).splitlines()[0]}") from None
     missing = set(INPUT_COLUMNS) - set(frame.columns)
     if missing:
-        raise JobError(f"vectors input lacks column(s) {sorted(missing)}: {uri}")
+        raise JobError(f"vectors input lacks column(s) {sorted(missing)}: {where}")
     return frame.select(*INPUT_COLUMNS)
 
 

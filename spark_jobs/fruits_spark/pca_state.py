@@ -138,9 +138,16 @@ def batch_id_of(uri: str, fallback: str) -> str:
 # ----------------------------------------------------------------------------- policy
 
 def max_principal_angle_degrees(current: np.ndarray, other: np.ndarray) -> float:
-    """Largest principal angle between the column spaces of two orthonormal d x k matrices."""
-    cosines = np.linalg.svd(current.T @ other, compute_uv=False)
-    return float(np.degrees(np.arccos(np.clip(cosines.min(), -1.0, 1.0)))) if len(cosines) else 0.0
+    """Largest principal angle between the column spaces of two orthonormal d x k matrices.
+
+    From both its cosine (smallest singular value of U^T V) and its sine (largest of the part of V
+    outside U): arccos alone loses small angles to rounding.
+    """
+    if not current.shape[1] or not other.shape[1]:
+        return 0.0
+    cosine = np.linalg.svd(current.T @ other, compute_uv=False).min()
+    sine = np.linalg.norm(other - current @ (current.T @ other), ord=2)
+    return float(np.degrees(np.arctan2(sine, cosine)))
 
 
 def captured_ratios(components: np.ndarray, covariance: np.ndarray) -> np.ndarray:

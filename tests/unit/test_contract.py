@@ -24,11 +24,11 @@ def test_featurize_arguments_are_what_the_job_parses():
 @pytest.mark.parametrize("pca_k, pca_variance, expected", [(None, 0.9, (None, 0.9)), (5, 0.9, (5, None))])
 def test_pca_arguments_are_what_the_job_parses(pca_k, pca_variance, expected):
     outputs = PcaOutputs("s3://b/pca/run=r")
-    args = contract.pca_args(features_list="s3://b/batches/b1/pca_inputs.txt", outputs=outputs, pca_k=pca_k,
-                             pca_variance=pca_variance)
+    args = contract.pca_args(features="s3://b/features/batch=b1/", outputs=outputs, pca_k=pca_k,
+                             pca_variance=pca_variance, history_list="s3://b/batches/b1/pca_inputs.txt")
     parsed = load_job("pca").parse_args(args)
-    assert (parsed.k, parsed.variance) == expected and parsed.allow_empty and parsed.features is None
-    assert parsed.features_list == "s3://b/batches/b1/pca_inputs.txt"
+    assert (parsed.k, parsed.variance) == expected and parsed.allow_empty and parsed.features_list is None
+    assert parsed.history_list == "s3://b/batches/b1/pca_inputs.txt" and parsed.previous is None
     assert (parsed.output, parsed.model, parsed.report) == (outputs.vectors, outputs.model, outputs.report)
 
 
@@ -68,10 +68,12 @@ def test_records_survive_xcom_as_plain_json():
 
 
 def test_local_pca_inputs_are_listed_in_one_file(bucket, tmp_path):
+    """Without a previous PCA state (fit from scratch) every committed batch is staged and listed."""
     bucket.write_bytes("features/batch=b1/part-0.parquet", b"one")
     bucket.write_bytes("features/batch=b2/part-0.parquet", b"two")
-    listing = staging.stage_pca_inputs(bucket, ["b1", "b2"], tmp_path, "manual__x:y")
-    folders = listing.read_text().splitlines()
-    assert folders == [str(staging.features_mirror(tmp_path, b)) for b in ("b1", "b2")]
+    batch = Batch(batch_id="b2", bucket=bucket.name, images=1, committed_batches=["b1"], committed_features_rows=1)
+    staged = staging.stage_pca_inputs(bucket, batch, tmp_path, "manual__x:y", pca_k=None, pca_variance=0.95)
+    assert open(staged["history_list"]).read().splitlines() == [str(staging.features_mirror(tmp_path, "b1"))]
+    assert staged["features"] == str(staging.features_mirror(tmp_path, "b2"))
     assert (staging.features_mirror(tmp_path, "b2") / "part-0.parquet").read_bytes() == b"two"
-    assert listing.parent == staging.run_dir(tmp_path, "manual__x:y")
+    assert staged["previous"] is None and staged["refit"] == "auto"

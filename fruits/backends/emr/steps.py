@@ -39,14 +39,23 @@ def pca_inputs_uri(batch: Batch) -> str:
     return layout.s3_uri(batch.bucket, layout.pca_inputs_key(batch.batch_id))
 
 
-def pca_step(*, code: dict[str, str], batch: Batch, run_id: str, pca_k: int | None, pca_variance: float) -> dict:
-    """pca.py on the features listed in `pca_inputs_uri(batch)`, writing to pca/run=<run_id>/."""
+def pca_step(*, code: dict[str, str], batch: Batch, run_id: str, pca_k: int | None, pca_variance: float,
+             refit: str = "auto", refit_angle: float | None = None) -> dict:
+    """pca.py on the batch's features, merged with the previous committed run's state; it decides
+    itself whether to refit (`refit` auto) and only then reads the committed features listed in
+    `pca_inputs_uri(batch)`. Writes to pca/run=<run_id>/."""
+    from fruits.core import pca_policy
+
+    previous = pca_policy.previous_prefix(getattr(batch, "pca_state", None))
     return spark_submit_step(
         name=f"fruits pca {layout.safe_run_id(run_id)}", app_name="fruits-pca", script=code["pca"],
         py_files=code["py_files"],
-        job_args=contract.pca_args(features_list=pca_inputs_uri(batch),
+        job_args=contract.pca_args(features=layout.s3_uri(batch.bucket, layout.features_prefix(batch.batch_id)),
                                    outputs=layout.pca_outputs(batch.bucket, run_id),
-                                   pca_k=pca_k, pca_variance=pca_variance))
+                                   pca_k=pca_k, pca_variance=pca_variance,
+                                   previous=layout.s3_uri(batch.bucket, previous) if previous else None,
+                                   history_list=pca_inputs_uri(batch), refit=refit, refit_angle=refit_angle,
+                                   space_id=layout.safe_run_id(run_id)))
 
 
 def classify_step(*, code: dict[str, str], pca_run: PcaRun, run_id: str) -> dict:
@@ -55,8 +64,10 @@ def classify_step(*, code: dict[str, str], pca_run: PcaRun, run_id: str) -> dict
     return spark_submit_step(
         name=f"fruits classify {layout.safe_run_id(run_id)}", app_name="fruits-classify", script=code["classify"],
         py_files=code["py_files"],
-        job_args=contract.classify_args(vectors=pca_outputs.vectors, pca_run=pca_run.run_id,
-                                        outputs=layout.classifier_outputs(pca_run.bucket, run_id)))
+        job_args=contract.classify_args(
+            vectors=pca_outputs.vectors, pca_run=pca_run.run_id,
+            vectors_list=layout.s3_uri(pca_run.bucket, pca_run.vectors_list) if pca_run.vectors_list else None,
+            outputs=layout.classifier_outputs(pca_run.bucket, run_id)))
 
 
 def _seconds(timeline: dict, start: str, end: str) -> float | None:

@@ -11,9 +11,11 @@ themselves stay storage-agnostic (on EMR they read s3:// directly).
     <work_dir>/batches/<batch_id>/manifest.jsonl   the batch's manifest with local `read` paths
     <work_dir>/batches/<batch_id>/out/             featurize.py outputs (local paths)
     <work_dir>/features/batch=<batch_id>/          published features (s3 paths), PCA input
-    <work_dir>/runs/<run_id>/pca_inputs.txt        the features folders pca.py reads
+    <work_dir>/runs/<run_id>/previous/             the previous PCA run's state files (pca.py --previous)
+    <work_dir>/runs/<run_id>/pca_history.txt       committed features folders, only when PCA refits
     <work_dir>/runs/<run_id>/pca/                  pca.py outputs before upload
-    <work_dir>/runs/<run_id>/vectors/              the PCA vectors classify.py reads (classifier DAG)
+    <work_dir>/runs/<run_id>/vectors/              the PCA vector datasets classify.py reads (classifier DAG),
+    <work_dir>/runs/<run_id>/vectors_list.txt      listed here
     <work_dir>/runs/<run_id>/classifier/           classify.py outputs before upload
 """
 
@@ -26,8 +28,8 @@ import time
 from pathlib import Path, PurePosixPath
 
 from fruits import contract, layout
-from fruits.contract import ClassifierOutputs, FeaturizeOutputs, PcaOutputs, PcaRun
-from fruits.core import manifest, planning
+from fruits.contract import Batch, ClassifierOutputs, FeaturizeOutputs, PcaOutputs, PcaRun
+from fruits.core import manifest, pca_policy, planning
 from fruits.storage import Bucket
 
 log = logging.getLogger(__name__)
@@ -107,18 +109,53 @@ def publish_batch(bucket: Bucket, batch_id: str, work_dir: Path) -> dict:
     return out
 
 
-def stage_pca_inputs(bucket: Bucket, batch_ids: list[str], work_dir: Path, run_id: str) -> Path:
-    """Local copies of the features pca.py reads, listed in one file. Mirrors are kept between
-    runs: a file already there with the size of its object is not downloaded again."""
-    folders = []
-    for batch_id in batch_ids:
-        target = features_mirror(work_dir, batch_id)
-        bucket.download_prefix(layout.features_prefix(batch_id), target)
-        folders.append(str(target))
-    listing = run_dir(work_dir, run_id) / "pca_inputs.txt"
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text(contract.features_list_text(folders), encoding="utf-8")
-    return listing
+def stage_pca_inputs(bucket: Bucket, batch: Batch, work_dir: Path, run_id: str, *, pca_k: int | None,
+                     pca_variance: float | None, refit: str = "auto",
+                     refit_angle: float = pca_policy.DEFAULT_REFIT_ANGLE) -> dict:
+    """Stage only what pca.py will read: the new batch's features (publish_batch left a mirror),
+    the previous run's state files (a few MB), and every committed batch's features only when a
+    refit is due (`pca_policy.decide_locally`) or there is no previous state to merge with.
+
+    Returns the job's inputs: `features`, `previous` (folder or None), `history_list` (file or
+    None), `refit` (what pca.py is told: the local decision as always/never), and the decision.
+    Mirrors are kept between runs: a file already there with the size of its object is not
+    downloaded again.
+    """
+    started = time.perf_counter()
+    features = features_mirror(work_dir, batch.batch_id)
+    if not features.exists():
+        bucket.download_prefix(layout.features_prefix(batch.batch_id), features)
+    root = run_dir(work_dir, run_id)
+    root.mkdir(parents=True, exist_ok=True)
+    prefix = pca_policy.previous_prefix(getattr(batch, "pca_state", None))
+    previous = decision = None
+    told = refit
+    if prefix:
+        previous = root / "previous"
+        for name in PcaOutputs(prefix).state_files().values():
+            bucket.download(name, previous / name[len(prefix):])
+        decision = pca_policy.decide_locally(previous, features, pca_k=pca_k, pca_variance=pca_variance,
+                                             refit=refit, refit_angle=refit_angle)
+        if decision is not None:
+            told = "always" if decision.refit else "never"
+    history = None
+    committed = [b for b in batch.committed_batches if b != batch.batch_id]
+    if committed and (prefix is None or (decision is not None and decision.refit)):
+        folders = []
+        for batch_id in committed:
+            target = features_mirror(work_dir, batch_id)
+            bucket.download_prefix(layout.features_prefix(batch_id), target)
+            folders.append(str(target))
+        history = root / "pca_history.txt"
+        history.write_text(contract.features_list_text(folders), encoding="utf-8")
+    if decision is not None:
+        log.info("PCA: %s (%s)", "refit" if decision.refit else "project the new batch only", decision.reason)
+    log.info("staged the PCA inputs in %.1f s: the new batch, %s, %s", time.perf_counter() - started,
+             "the previous state" if previous else "no previous state (fit from scratch)",
+             f"{len(committed)} committed batch(es)" if history else "no committed features")
+    return {"features": str(features), "previous": str(previous) if previous else None,
+            "history_list": str(history) if history else None, "refit": told,
+            "decision": decision.to_dict() if decision is not None else None}
 
 
 def publish_pca(bucket: Bucket, run_id: str, work_dir: Path) -> dict[str, str]:
@@ -130,14 +167,29 @@ def publish_pca(bucket: Bucket, run_id: str, work_dir: Path) -> dict[str, str]:
     return layout.pca_outputs(bucket.name, run_id).uris()
 
 
-def stage_vectors(bucket: Bucket, pca_run: PcaRun, work_dir: Path, run_id: str) -> Path:
-    """A local copy of the PCA run's vectors for classify.py (their paths stay s3:// URIs)."""
+def stage_vectors(bucket: Bucket, pca_run: PcaRun, work_dir: Path, run_id: str) -> dict:
+    """A local copy of the vectors classify.py reads (their paths stay s3:// URIs): exactly the
+    datasets of the run's vectors list (every committed batch of its space), listed in a local
+    file; a run from before incremental PCA has one vectors folder instead."""
     target = run_dir(work_dir, run_id) / "vectors"
-    count = bucket.download_prefix(pca_run.vectors_key(), target)
-    if not count:
-        raise FileNotFoundError(f"no PCA vectors under {bucket.uri(pca_run.vectors_key())}")
-    log.info("staged %d vector file(s) of PCA run %s", count, pca_run.run_id)
-    return target
+    if not pca_run.vectors_list:
+        count = bucket.download_prefix(pca_run.vectors_key(), target)
+        if not count:
+            raise FileNotFoundError(f"no PCA vectors under {bucket.uri(pca_run.vectors_key())}")
+        log.info("staged %d vector file(s) of PCA run %s", count, pca_run.run_id)
+        return {"vectors": str(target)}
+    datasets = [line.strip() for line in bucket.read_text(pca_run.vectors_list).splitlines() if line.strip()]
+    folders = []
+    for i, uri in enumerate(datasets):
+        key = bucket.key_of(uri)
+        folder = target / f"{i:06d}" / key.rstrip("/").rsplit("/", 1)[-1]
+        if not bucket.download_prefix(key, folder):
+            raise FileNotFoundError(f"no PCA vectors under {uri} (listed in {bucket.uri(pca_run.vectors_list)})")
+        folders.append(str(folder))
+    listing = run_dir(work_dir, run_id) / "vectors_list.txt"
+    listing.write_text(contract.features_list_text(folders), encoding="utf-8")
+    log.info("staged the %d vector dataset(s) of PCA run %s", len(folders), pca_run.run_id)
+    return {"vectors_list": str(listing)}
 
 
 def publish_classifier(bucket: Bucket, run_id: str, work_dir: Path) -> dict[str, str]:

@@ -91,11 +91,19 @@ def build(batch, settings: Settings):
                              run_id: str | None = None) -> list[str]:
             from fruits.backends.local import staging
 
+            from fruits.core import pca_policy
+
             planned = contract.Batch.from_xcom(batch)
-            listing = staging.stage_pca_inputs(_bucket_of(planned, settings), planned.pca_batches(), settings.work_dir,
-                                               run_id)
-            return contract.pca_args(features_list=str(listing), outputs=staging.pca_outputs(settings.work_dir, run_id),
-                                     pca_k=params["pca_k"], pca_variance=params["pca_variance"])
+            refit = params.get("pca_refit") or "auto"
+            angle = float(params.get("pca_refit_angle") or pca_policy.DEFAULT_REFIT_ANGLE)
+            staged = staging.stage_pca_inputs(_bucket_of(planned, settings), planned, settings.work_dir, run_id,
+                                              pca_k=params["pca_k"], pca_variance=params["pca_variance"],
+                                              refit=refit, refit_angle=angle)
+            return contract.pca_args(
+                features=staged["features"], outputs=staging.pca_outputs(settings.work_dir, run_id),
+                pca_k=params["pca_k"], pca_variance=params["pca_variance"], previous=staged["previous"],
+                history_list=staged["history_list"], refit=staged["refit"], refit_angle=angle,
+                space_id=layout.safe_run_id(run_id), vectors_uri=layout.pca_outputs(planned.bucket, run_id).vectors)
 
         @task
         def publish_pca(batch: dict, staged: dict, featurized: dict, published: dict, pca_run: dict,
@@ -132,7 +140,8 @@ def build_classifier(pca_run, settings: Settings):
 
             chosen = contract.PcaRun.from_xcom(pca_run)
             local = staging.stage_vectors(_bucket_of(chosen, settings), chosen, settings.work_dir, run_id)
-            return contract.classify_args(vectors=str(local), pca_run=chosen.run_id,
+            return contract.classify_args(vectors=local.get("vectors"), vectors_list=local.get("vectors_list"),
+                                          pca_run=chosen.run_id,
                                           outputs=staging.classifier_outputs(settings.work_dir, run_id))
 
         @task

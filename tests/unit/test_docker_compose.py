@@ -930,11 +930,3 @@ def test_the_documented_recipe_writes_fresh_private_secrets(tmp_path):
     subprocess.run(["bash", "-c", env_recipe()], cwd=first, check=True, capture_output=True, timeout=60)
     assert (first / ".env").read_text() == before
 
-
-def test_a_token_signed_with_the_old_committed_secret_is_not_accepted():
-    """Before #18 the compose file defaulted AIRFLOW_JWT_SECRET to a committed string: anyone could
-    sign an admin token. The secret now comes from .env only."""
-    old_default = "fruits-pipeline-local-dev-jwt-secret-not-for-production-0123456789abcdef"
-    for host_env in ({}, {"AIRFLOW_JWT_SECRET": "y" * 80}):
-        secret = _env(load_compose(host_env)["x-airflow-common"])["AIRFLOW__API_AUTH__JWT_SECRET"]
-        assert secret != old_default and secret not in COMPOSE_FILE.read_text()

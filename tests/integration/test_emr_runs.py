@@ -487,9 +487,10 @@ def test_success_runs_both_steps_on_a_terminated_cluster_and_commits(two_runs):
         "--weights", "none", "--image-size", "32"]
     run_prefix = f"s3://{BUCKET}/{layout.pca_prefix(run_id)}"
     assert pca_args[7:] == [
-        code_prefix + "pca.py", "--features-list", f"s3://{BUCKET}/batches/{batch_id}/pca_inputs.txt",
+        code_prefix + "pca.py", "--features", f"s3://{BUCKET}/features/batch={batch_id}/",
         "--output", run_prefix + "vectors", "--model", run_prefix + "model", "--report", run_prefix + "report.json",
-        "--allow-empty", "--variance", "0.95"]
+        "--allow-empty", "--variance", "0.95", "--refit", "auto",
+        "--history-list", f"s3://{BUCKET}/batches/{batch_id}/pca_inputs.txt", "--space-id", layout.safe_run_id(run_id)]
 
     # Validated and committed: the ledger and the run report.
     images, broken = len(landed.images), len(landed.broken)

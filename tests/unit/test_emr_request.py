@@ -6,6 +6,8 @@ Pure functions, plus moto's in-process mock where a call to S3 or EMR is involve
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import re
@@ -243,20 +245,22 @@ def test_featurize_step_runs_spark_submit_on_the_batch_uris():
     ]
 
 
-def test_pca_step_reads_every_committed_batch_then_this_one():
+def test_pca_step_reads_the_new_batch_and_lists_the_history_for_a_refit():
     step = steps.pca_step(code=CODE, batch=batch("b3", ["b1", "b2"]), run_id="manual__2026-01-01T00:00:00+00:00",
                           pca_k=None, pca_variance=0.9)
     run = "pca/run=manual__2026-01-01T00_00_00_00_00"
     assert step["HadoopJarStep"]["Args"] == [
         "spark-submit", "--deploy-mode", "cluster", "--name", "fruits-pca", "--py-files", CODE["py_files"],
         CODE["pca"],
-        "--features-list", "s3://fruits/batches/b3/pca_inputs.txt",
+        "--features", "s3://fruits/features/batch=b3/",
         "--output", f"s3://fruits/{run}/vectors", "--model", f"s3://fruits/{run}/model",
-        "--report", f"s3://fruits/{run}/report.json", "--allow-empty", "--variance", "0.9",
+        "--report", f"s3://fruits/{run}/report.json", "--allow-empty", "--variance", "0.9", "--refit", "auto",
+        "--history-list", "s3://fruits/batches/b3/pca_inputs.txt", "--space-id", "manual__2026-01-01T00_00_00_00_00",
     ]
-    fixed = steps.pca_step(code=CODE, batch=batch("b3"), run_id="r", pca_k=7, pca_variance=0.9)
-    assert fixed["HadoopJarStep"]["Args"][-2:] == ["--k", "7"]
-    assert "s3://fruits/batches/b3/pca_inputs.txt" == fixed["HadoopJarStep"]["Args"][9]
+    previous = {"version": 1, "pca_prefix": "pca/run=r1/"}
+    fixed = steps.pca_step(code=CODE, batch=dataclasses.replace(batch("b3"), pca_state=previous), run_id="r",
+                           pca_k=7, pca_variance=0.9)["HadoopJarStep"]["Args"]
+    assert fixed[fixed.index("--k") + 1] == "7" and fixed[fixed.index("--previous") + 1] == "s3://fruits/pca/run=r1/"
     assert planning.pca_input_uris(batch("b3", ["b1", "b2"])) == [
         "s3://fruits/features/batch=b1/", "s3://fruits/features/batch=b2/", "s3://fruits/features/batch=b3/"]
 
@@ -273,7 +277,8 @@ def test_step_arguments_are_accepted_by_the_jobs_own_parsers():
     pca_args = steps.pca_step(code=CODE, batch=batch("b42", ["b1"]), run_id="r", pca_k=3,
                               pca_variance=0.95)["HadoopJarStep"]["Args"]
     parsed = pca.parse_args(pca_args[pca_args.index(CODE["pca"]) + 1:])
-    assert parsed.features is None and parsed.features_list == "s3://fruits/batches/b42/pca_inputs.txt"
+    assert parsed.features == ["s3://fruits/features/batch=b42/"] and parsed.features_list is None
+    assert parsed.history_list == "s3://fruits/batches/b42/pca_inputs.txt" and parsed.refit == "auto"
     assert parsed.k == 3 and parsed.allow_empty and parsed.report == "s3://fruits/pca/run=r/report.json"
 
 

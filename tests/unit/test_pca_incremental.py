@@ -172,6 +172,7 @@ def test_local_staging_downloads_the_history_only_when_a_refit_is_due(bucket, tm
     write_local_features(staging.features_mirror(tmp_path, "b2"), family(60, 8, 2), "b")  # publish_batch's mirror
     staged = staging.stage_pca_inputs(bucket, batch, tmp_path, "run-2", pca_k=3, pca_variance=None)
     assert staged["refit"] == "never" and staged["history_list"] is None and not staged["decision"]["refit"]
+    small = staged["input_bytes"]  # the new batch and the state files: what pca.py will read
     assert not staging.features_mirror(tmp_path, "b1").exists()  # the history stayed in S3
     assert sorted(p.name for p in (tmp_path / "runs" / "run-2" / "previous").iterdir()) == \
         ["basis.npz", "contents.bin", "moments.npz", "report.json", "vectors_list.txt"]
@@ -187,6 +188,7 @@ def test_local_staging_downloads_the_history_only_when_a_refit_is_due(bucket, tm
     assert (staging.features_mirror(tmp_path, "b1") / "part-0.parquet").exists()
     listed = open(staged["history_list"]).read().split()
     assert listed == [str(staging.features_mirror(tmp_path, "b1"))]
+    assert staged["input_bytes"] > small + (staging.features_mirror(tmp_path, "b1") / "part-0.parquet").stat().st_size
 
     scratch = dataclasses.replace(batch, pca_state=None)  # a ledger from before incremental PCA
     staged = staging.stage_pca_inputs(bucket, scratch, tmp_path, "run-4", pca_k=3, pca_variance=None)
@@ -299,3 +301,13 @@ def test_validate_returns_the_pca_state_the_commit_records(bucket, monkeypatch):
     assert (state["k"], state["rows"], state["version"]) == (2, 4, pca_policy.STATE_VERSION)
     assert state["vectors_list"] == outputs.vectors_list and state["moments"] == outputs.moments
     assert pca_policy.previous_prefix(state) == layout.pca_prefix("run-1")
+
+
+def test_the_pca_event_names_the_space_and_its_vectors_list_when_given():
+    from fruits import assets
+
+    plain = assets.pca_event_extra(bucket="b", run_id="r", pca_prefix="pca/run=r/", k=3, rows=9, batch_id="b1")
+    assert "vectors_list" not in plain  # events of runs from before incremental PCA keep their shape
+    extra = assets.pca_event_extra(bucket="b", run_id="r", pca_prefix="pca/run=r/", k=3, rows=9, batch_id="b1",
+                                   pca_mode="project", space_id="s1")
+    assert extra == {**plain, "pca_mode": "project", "space_id": "s1", "vectors_list": "pca/run=r/vectors_list.txt"}

@@ -153,9 +153,14 @@ def stage_pca_inputs(bucket: Bucket, batch: Batch, work_dir: Path, run_id: str, 
     log.info("staged the PCA inputs in %.1f s: the new batch, %s, %s", time.perf_counter() - started,
              "the previous state" if previous else "no previous state (fit from scratch)",
              f"{len(committed)} committed batch(es)" if history else "no committed features")
+    inputs = [features, *([previous] if previous else []),
+              *(features_mirror(work_dir, b) for b in (committed if history else []))]
+    input_bytes = sum(f.stat().st_size for folder in inputs for f in folder.rglob("*") if f.is_file())
+    log.info("pca.py will read %d bytes", input_bytes)
     return {"features": str(features), "previous": str(previous) if previous else None,
             "history_list": str(history) if history else None, "refit": told,
-            "decision": decision.to_dict() if decision is not None else None}
+            "decision": decision.to_dict() if decision is not None else None,
+            "input_bytes": input_bytes}
 
 
 def publish_pca(bucket: Bucket, run_id: str, work_dir: Path) -> dict[str, str]:

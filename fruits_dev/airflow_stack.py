@@ -18,7 +18,9 @@ FRUITS_AIRFLOW_PASSWORD (`admin`: local development only), FRUITS_AIRFLOW_HOME (
 FRUITS_AIRFLOW_DB_URL, FRUITS_AIRFLOW_UNPAUSE_ALL (true: every DAG is unpaused at start, so
 fruits_classifier runs on fruits_pipeline's assets; false: fruits_pipeline only); any FRUITS_* pipeline setting (README, "Configuration") passes through,
 with local defaults: FRUITS_SCHEDULE none (manual runs), FRUITS_WEIGHTS none (offline),
-FRUITS_SENSOR_TIMEOUT 600, FRUITS_SENSOR_POKE_INTERVAL 30.
+FRUITS_SENSOR_TIMEOUT 600, FRUITS_SENSOR_POKE_INTERVAL 30. FRUITS_TRIGGER=sqs starts runs on S3 events
+instead (docs/events.md): an SQS queue on the embedded server gets the landing prefix's notifications
+and the triggerer's AssetWatcher starts fruits_pipeline when images land.
 
 Tests start the same stack on free ports through `AirflowStack` (a context manager).
 """
@@ -97,6 +99,7 @@ class StackConfig:
     persist_s3: bool = True  # copy the bucket to home/s3-snapshot on stop, restore on start
     dag_refresh_seconds: int = 30  # how soon the dag-processor sees a new DAG file
     unpause_all: bool = False  # unpause every parsed DAG at start (make airflow), else fruits_pipeline only
+    trigger: str = "poll"  # sqs: a queue on the embedded server gets the landing prefix's S3 events (docs/events.md)
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every process
 
     @classmethod
@@ -113,7 +116,8 @@ class StackConfig:
                    db_url=os.environ.get("FRUITS_AIRFLOW_DB_URL") or None,
                    s3_endpoint=os.environ.get("FRUITS_S3_ENDPOINT") or None,
                    bucket=os.environ.get("FRUITS_BUCKET") or "fruits",
-                   unpause_all=os.environ.get("FRUITS_AIRFLOW_UNPAUSE_ALL", "true").lower() in ("1", "true", "yes"))
+                   unpause_all=os.environ.get("FRUITS_AIRFLOW_UNPAUSE_ALL", "true").lower() in ("1", "true", "yes"),
+                   trigger=(os.environ.get("FRUITS_TRIGGER") or "poll").strip().lower())
 
 
 class Api:
@@ -187,6 +191,7 @@ class AirflowStack:
         self.procs: dict[str, subprocess.Popen] = {}
         self._s3_server = None
         self.endpoint: str | None = None
+        self.queue_url: str | None = None  # trigger=sqs: the embedded queue fruits_pipeline's watcher polls
         self.env: dict[str, str] = {}
         self.api: Api | None = None
         self._stopped = threading.Event()
@@ -222,6 +227,7 @@ class AirflowStack:
         self.pid_file.write_text(json.dumps({"supervisor": os.getpid(), "children": {}}))
         self._owns_pid_file = True
         self._start_s3()
+        self._start_events()
         self.env = self._environment()
         self._write_env_file()
         self._migrate_db()
@@ -296,6 +302,29 @@ class AirflowStack:
             s3_server.upload_tree(s3, self.config.bucket, root, "landing/")
             self.echo(f"landed {len(samples.images)} sample images under s3://{self.config.bucket}/landing/")
 
+    def _start_events(self) -> None:
+        """trigger=sqs: an SQS queue on the embedded server, and the bucket's notification to it (moto
+        delivers S3 events to its own SQS), configured as on AWS by fruits.events.configure."""
+        if self.config.trigger == "poll":
+            return
+        if self.config.trigger != "sqs":
+            raise StackError(f"FRUITS_TRIGGER must be poll or sqs, got {self.config.trigger!r}")
+        if not self._s3_server:
+            raise StackError("FRUITS_TRIGGER=sqs needs the embedded S3 server (unset FRUITS_S3_ENDPOINT): "
+                             "MinIO cannot publish S3 events to SQS")
+        import boto3
+
+        from fruits import events
+        from fruits.settings import DEFAULT_REGION
+
+        sqs = boto3.client("sqs", endpoint_url=self.endpoint, region_name=DEFAULT_REGION,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.queue_url = sqs.create_queue(QueueName=f"{self.config.bucket}-landing")["QueueUrl"]
+        landing = self.config.env.get("FRUITS_LANDING_PREFIX") or os.environ.get("FRUITS_LANDING_PREFIX") or "landing/"
+        events.configure(s3_server.client(self.endpoint), sqs, bucket=self.config.bucket, queue_url=self.queue_url,
+                         landing_prefix=landing)
+        self.echo(f"S3 events of s3://{self.config.bucket}/{landing} go to {self.queue_url}")
+
     def _secrets(self) -> dict[str, str]:
         """Generated once per stack folder, so sessions and tokens survive restarts."""
         path = self.home / "secrets.json"
@@ -345,6 +374,8 @@ class AirflowStack:
             "FRUITS_BUCKET": cfg.bucket,
             "FRUITS_WORK_DIR": str(self.home / "work"),
         })
+        if self.queue_url:
+            extra.update({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": self.queue_url})
         extra.update(cfg.env)
         env = runner.airflow_env(self.home, extra=extra)
         env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
@@ -493,6 +524,8 @@ class AirflowStack:
             + ("   (default password: local development only)" if self.config.password == "admin" else ""),
             f"  Fruits view    {self.url}/plugin/fruits   (or {self.url}/fruits/)",
             f"  S3 endpoint    {self.endpoint}   bucket {self.config.bucket}, key/secret testing/testing",
+            *([f"  S3 events      SQS queue {self.queue_url}: images landing start fruits_pipeline"]
+              if self.queue_url else []),
             f"  metadata DB    {self.env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'].split('@')[-1]}",
             f"  logs           {self.logs}/<component>.log, tasks under {self.logs}/tasks",
             f"  airflow CLI    source {self.home / 'env.sh'} && airflow dags list",

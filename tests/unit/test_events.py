@@ -313,3 +313,28 @@ def test_the_watcher_trigger_receives_the_landing_events_and_deletes_them(moto_q
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     [statement] = events.airflow_role_statements(queue_arn=arn)
     assert made and made <= set(statement["Action"]), made
+
+
+# ------------------------------------------------------------------------------ the dev stack
+
+
+def test_the_dev_stack_takes_its_trigger_from_the_environment(monkeypatch):
+    from fruits_dev.airflow_stack import StackConfig
+
+    monkeypatch.delenv("FRUITS_TRIGGER", raising=False)
+    assert StackConfig.from_environment().trigger == "poll"
+    monkeypatch.setenv("FRUITS_TRIGGER", " SQS ")
+    assert StackConfig.from_environment().trigger == "sqs"
+
+
+@pytest.mark.parametrize("trigger, endpoint, message", [
+    ("kafka", None, "FRUITS_TRIGGER must be poll or sqs"),
+    ("sqs", "http://127.0.0.1:9000", "MinIO cannot publish S3 events to SQS"),
+])
+def test_the_dev_stack_refuses_an_sqs_start_it_cannot_serve(tmp_path, trigger, endpoint, message):
+    from fruits_dev.airflow_stack import AirflowStack, StackConfig, StackError
+
+    stack = AirflowStack(StackConfig(home=tmp_path, trigger=trigger, s3_endpoint=endpoint))
+    with pytest.raises(StackError, match=message):
+        stack._start_events()
+    assert stack.queue_url is None

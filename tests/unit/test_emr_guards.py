@@ -219,6 +219,16 @@ def test_the_instance_role_reaches_only_this_buckets_pipeline_prefixes():
     assert not allowed("s3:DeleteObject", "emr-logs/j-1/x")
 
 
+def test_the_policies_folders_are_the_layouts():
+    """iam.py takes its folders from fruits.layout's key functions: every one is a folder the
+    pipeline owns (layout.OUTPUT_PREFIXES), and the cluster's writes stay among them."""
+    derived = {iam.BATCHES, iam.FEATURES, iam.REJECTS, iam.PCA, iam.CLASSIFIER, iam.REPORTS, iam.STATE, iam.CODE}
+    assert derived <= set(layout.OUTPUT_PREFIXES)
+    written = {r.split("/", 1)[1].rstrip("*") for s in iam.instance_role_policy(bucket="b")["Statement"]
+               if "s3:PutObject" in s["Action"] for r in s["Resource"]}
+    assert written <= set(layout.OUTPUT_PREFIXES) and Settings().emr_log_prefix in written
+
+
 # ----------------------------------------------------------------------------- code reuse
 
 def test_reused_code_is_verified_against_this_checkout(bucket):
@@ -245,6 +255,20 @@ def test_missing_code_files_are_uploaded_and_the_others_verified(bucket):
 
 
 # ----------------------------------------------------------------------------- bootstrap requirements
+
+def test_the_requirements_compiler_passes_shellcheck():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = SPARK_JOBS / "emr" / "compile-requirements.sh"
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed")
+    out = subprocess.run([shellcheck, "--severity=style", "--enable=all", str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
 
 def requirement_blocks() -> list[tuple[Requirement, list[str]]]:
     text = REQUIREMENTS.read_text().replace("\\\n", " ")

@@ -590,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--awkward", action="store_true", help="add unusual but valid files")
     parser.add_argument("--broken", action="store_true", help="add files that must be rejected")
     parser.add_argument("--original-size", type=int, default=0, help="large r_<n>_orig.jpg per class")
+    parser.add_argument("--modern-formats", action="store_true", help="add one .webp and one .heic per class")
     args = parser.parse_args(argv)
     try:
         s = generate_samples(
@@ -603,6 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             broken=args.broken,
             original_size=args.original_size,
             labels=args.labels,
+            modern_formats=args.modern_formats,
         )
     except ValueError as exc:
         parser.error(str(exc))

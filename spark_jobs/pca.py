@@ -305,6 +305,8 @@ def run(args: argparse.Namespace) -> dict:
     except pca_state.PolicyError as exc:
         raise JobError(str(exc)) from None
     log.info("%s: %s", "refit" if decision.refit else "project only", decision.reason)
+    if decision.refit and previous is not None and previous.rows and not args.history_list:
+        raise JobError(f"a refit re-projects every committed batch ({decision.reason}): --history-list is needed")
     if decision.refit:
         basis = pca_state.Basis(args.space_id, merged.mean, np.ascontiguousarray(components[:, :decision.k]))
         projected_frame = scanned if previous is None else read_features(spark, history + args.features)
@@ -328,7 +330,8 @@ def run(args: argparse.Namespace) -> dict:
                               pca_report.scree_png(spectrum.tolist(), target=args.variance, shown=k))
         batches = written.result()
         projected_rows = sum(batches.values())
-        points, labels = scatter_sample(spark, args.output, projected_rows, args.seed)
+        points, labels = scatter_sample(spark, args.output, projected_rows, args.seed) if projected_rows \
+            else (np.zeros((0, 2)), [])  # a batch whose images were all rejected: nothing new to show
         hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[:k]))
         saved.result()
     bc_basis.unpersist()

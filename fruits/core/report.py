@@ -25,6 +25,11 @@ def build(*, run_id: str, batch: Batch, validation: dict, outputs: dict, stage_s
         "features_dim": validation["features_dim"],
         "pca_k": validation["pca_k"],
         "explained_variance_total": validation["explained_variance_total"],
+        # Incremental PCA: refitted (every vector re-projected) or the new batch projected only, and why.
+        "pca_mode": validation.get("pca_mode"),
+        "pca_refit_reason": validation.get("pca_refit_reason"),
+        "pca_max_angle_degrees": validation.get("pca_max_angle_degrees"),
+        "pca_space_id": validation.get("pca_space_id"),
         "outputs": outputs,
         "stage_seconds": {k: round(float(v), 2) for k, v in stage_seconds.items() if v is not None},
         "status": "success",
@@ -80,6 +85,10 @@ def render(report: dict) -> str:
         ("PCA k", report["pca_k"]),
         ("explained variance", f"{report['explained_variance_total']:.1%}"),
     ]
+    if report.get("pca_mode"):
+        angle = report.get("pca_max_angle_degrees")
+        rows.append(("PCA", f"{report['pca_mode']}" + ("" if angle is None else f" (subspace moved {angle:.2f} deg)")))
+        rows.append(("  why", report.get("pca_refit_reason")))
     for reason, count in sorted(report.get("reject_reasons", {}).items()):
         rows.append((f"  rejected: {reason}", count))
     rows.append(("rejected at planning", report.get("planning_rejects", 0)))

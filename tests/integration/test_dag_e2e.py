@@ -12,6 +12,7 @@ import io
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -166,7 +167,12 @@ def test_new_images_only_are_processed_and_pca_covers_all(deployment, first_run)
     report = deployment.report(result["run_id"])
     total = sum(b["features_rows"] for b in before["batches"]) + len(added.images)
     assert report["features_rows"] == 6 and report["features_total"] == report["pca_rows"] == total
-    pca = deployment.parquet(report["outputs"]["pca"].split(f"{BUCKET}/", 1)[1] + "vectors/")
+    # Incremental PCA: the space's vectors are the datasets its list names (this run's after a refit;
+    # the committed ones plus this batch's after a projection).
+    assert report["pca_mode"] in ("refit", "project") and report["pca_refit_reason"]
+    prefix = report["outputs"]["pca"].split(f"{BUCKET}/", 1)[1]
+    listed = deployment.s3.get_object(Bucket=BUCKET, Key=prefix + "vectors_list.txt")["Body"].read().decode().split()
+    pca = pa.concat_tables([deployment.parquet(uri.split(f"{BUCKET}/", 1)[1]) for uri in listed])
     paths = pca.column("path").to_pylist()
     assert len(paths) == len(set(paths)) == total
     vectors = np.stack(pca.column("pca_features").to_numpy(zero_copy_only=False))

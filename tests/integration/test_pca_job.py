@@ -343,3 +343,15 @@ def test_a_moved_subspace_triggers_a_refit_that_reprojects_the_history(first_run
     assert report["refit"]["max_angle_degrees"] > 10 and "moved" in report["refit"]["reason"]
     assert report["space_id"] == "run2" and report["projected_batches"] == {"b1": 300, "b2": 600}
     assert report["rows"] == 900 and report["history_datasets"] == 1
+
+
+def test_a_batch_without_features_keeps_the_space_and_its_list(first_run, tmp_path, spark_submit_cmd):
+    """Every image of the batch was rejected: nothing to project, the state carries over."""
+    root, _, first_report = first_run
+    write_batch(tmp_path / "features" / "batch=b2", np.zeros((0, 24)), [], "b")
+    report = run_pca(spark_submit_cmd, tmp_path / "run2", [tmp_path / "features" / "batch=b2"],
+                     "--previous", str(root / "run1"))
+    assert report["mode"] == "project" and report["refit"]["max_angle_degrees"] == pytest.approx(0.0, abs=1e-6)
+    assert report["rows"] == 300 and report["new_rows"] == 0 and report["projected_batches"] == {}
+    assert (tmp_path / "run2" / "vectors_list.txt").read_text() == (root / "run1" / "vectors_list.txt").read_text()
+    assert report["space_id"] == first_report["space_id"]

@@ -311,3 +311,18 @@ def test_the_pca_event_names_the_space_and_its_vectors_list_when_given():
     extra = assets.pca_event_extra(bucket="b", run_id="r", pca_prefix="pca/run=r/", k=3, rows=9, batch_id="b1",
                                    pca_mode="project", space_id="s1")
     assert extra == {**plain, "pca_mode": "project", "space_id": "s1", "vectors_list": "pca/run=r/vectors_list.txt"}
+
+
+def test_the_run_report_says_whether_pca_refitted_and_by_how_much_the_subspace_moved():
+    from fruits.core import report
+
+    batch = Batch(batch_id="b2", bucket="fruits", images=3, committed_batches=["b1"], committed_features_rows=10)
+    validation_result = {"features_rows": 3, "rejects_rows": 0, "features_total": 13, "pca_rows": 13,
+                         "features_dim": 1280, "pca_k": 4, "explained_variance_total": 0.9, "pca_mode": "project",
+                         "pca_refit_reason": "the top-4 subspace moved 2.50 degrees (threshold 10.0): projecting "
+                                             "the new batch only", "pca_max_angle_degrees": 2.5, "pca_space_id": "s1"}
+    built = report.build(run_id="r", batch=batch, validation=validation_result, outputs={}, stage_seconds={},
+                         compute="local", params={})
+    assert (built["pca_mode"], built["pca_max_angle_degrees"], built["pca_space_id"]) == ("project", 2.5, "s1")
+    text = report.render(built)
+    assert "project (subspace moved 2.50 deg)" in text and "projecting the new batch only" in text

@@ -50,7 +50,7 @@ def as_landing_paths(source, target) -> pa.Table:
     The split hashes the path: with pytest's temporary folders in them, the sides (and so every
     score) would change from one session to the next. Written as one file, the rows stay in order.
     """
-    table = pq.read_table(source).sort_by("path")
+    table = pq.read_table(source, columns=["path", "label", "pca_features"]).sort_by("path")
     paths = ["s3://fruits/landing/" + "/".join(p.rsplit("/", 2)[-2:]) for p in table.column("path").to_pylist()]
     table = table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
     target.mkdir()
@@ -188,6 +188,28 @@ def test_single_label_with_unlabelled_rows_warns_instead_of_failing(run, tmp_pat
     tested = {row["path"] for row in pq.read_table(output / "predictions").to_pylist()}
     assert tested == {row["path"] for row in run["predictions"] if row["label"] == "Banana"}
     assert summary_of(proc, "classify")["warnings"] == str(len(metrics["warnings"]))
+
+
+def test_a_vectors_list_reads_exactly_the_datasets_it_names(run, tmp_path, spark_submit_cmd):
+    """A PCA space's vectors are per-batch datasets named in its list: those and nothing else
+    (a dataset of the same folder that the list does not name is not read)."""
+    rows = run["vectors"]
+    half = len(rows) // 2
+    folders = [tmp_path / "space" / "batch=b1", tmp_path / "space" / "batch=b2"]
+    for folder, part in zip(folders, (rows[:half], rows[half:])):
+        folder.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(part, schema=run["schema"]), folder / "part-0.parquet")
+    stray = tmp_path / "space" / "batch=uncommitted"
+    stray.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:5], schema=run["schema"]), stray / "part-0.parquet")
+    listing = tmp_path / "vectors_list.txt"
+    listing.write_text("".join(f"{f}/\n" for f in folders), encoding="utf-8")
+    output = tmp_path / "out"
+    spark_submit_cmd("classify.py", "--vectors-list", str(listing), "--pca-run", "pca-run-8",
+                     "--output", str(output), *SMALL_GRID)
+    metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["input_rows"] == len(rows) and metrics["vectors"] == str(listing)
+    assert metrics["test_rows"] == run["metrics"]["test_rows"]  # the same rows, split the same way
 
 
 def test_empty_input_exits_2_with_one_line(tmp_path, spark_submit_cmd):

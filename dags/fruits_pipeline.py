@@ -17,6 +17,7 @@ Parse-time cost is kept low: no TensorFlow, PySpark or network calls at import.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from airflow.sdk import PokeReturnValue, dag, task
@@ -48,6 +49,29 @@ def _report_run_failure(context) -> None:
                              keep_existing="timed_out" not in str(context.get("reason") or ""))
 
 
+def _check_params(values: dict) -> None:
+    """The run's Params, checked in code beyond their JSON schema (fruits.params.check_run_params)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        params.check_run_params(values, SETTINGS, BACKEND)
+    except params.InvalidParams as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+@contextmanager
+def _fail_fast():
+    """Errors no retry can fix (a bad landing prefix, a ledger off its schema) fail the task at once."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from fruits.core.ledger import LedgerError
+
+    try:
+        yield
+    except (LedgerError, ValueError) as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
 DEFAULT_ARGS = {
     "on_failure_callback": _report_task_failure,
     "owner": "fruits",
@@ -73,7 +97,7 @@ def _bucket(name: str):
     params=params.for_dag(SETTINGS, BACKEND),
     default_args=DEFAULT_ARGS,
     on_failure_callback=_report_run_failure,
-    dagrun_timeout=timedelta(hours=12),
+    dagrun_timeout=timedelta(seconds=SETTINGS.run_timeout),  # FRUITS_RUN_TIMEOUT; fits the EMR teardown
     tags=["fruits", "spark", SETTINGS.compute],
     doc_md=__doc__,
 )
@@ -85,7 +109,9 @@ def fruits_pipeline():
 
         from fruits.core import pipeline
 
-        new = pipeline.count_new_images(_bucket(params["bucket"]), params["landing_prefix"])
+        _check_params(params)
+        with _fail_fast():
+            new = pipeline.count_new_images(_bucket(params["bucket"]), params["landing_prefix"])
         if new:
             return PokeReturnValue(is_done=True, xcom_value=new)
         waited = pipeline.seconds_waited(dag_run.start_date)
@@ -99,7 +125,9 @@ def fruits_pipeline():
     def plan_batch(params: dict | None = None) -> dict:
         from fruits.core import pipeline
 
-        return pipeline.plan(_bucket(params["bucket"]), params["landing_prefix"]).to_xcom()
+        _check_params(params)
+        with _fail_fast():
+            return pipeline.plan(_bucket(params["bucket"]), params["landing_prefix"]).to_xcom()
 
     @task(retries=0)
     def validate(batch: dict, computed: dict) -> dict:

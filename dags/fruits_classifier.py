@@ -5,7 +5,8 @@
 * Scheduled on the `fruits_pca_vectors` Asset: every committed fruits_pipeline run triggers it,
   and the Asset event says which bucket and PCA run. Triggered by hand, the `pca_run_id` Param
   picks a run (empty: the latest committed one).
-* classify.py splits the images by a hash of their path (a path's side never changes when images
+* classify.py reads the vectors of every committed batch of the run's PCA space (the datasets
+  its vectors_list.txt names, docs/pca.md), splits the images by a hash of their path (a path's side never changes when images
   are added), picks the regularisation on a validation share, and writes the model, the test
   predictions, metrics.json and a confusion-matrix plot under classifier/run=<run_id>/.
 * The compute backend is the pipeline's (FRUITS_COMPUTE): local Spark, or a small EMR cluster of
@@ -70,7 +71,8 @@ def fruits_classifier():
             chosen = classification.resolve_pca_run(_bucket(bucket), params["pca_run_id"], events)
         except classification.ClassifierError as exc:
             raise AirflowFailException(str(exc)) from None  # deterministic: retrying cannot help
-        print(f"training on PCA run {chosen.run_id} ({chosen.source}): {chosen.rows} rows, k={chosen.k}")
+        print(f"training on PCA run {chosen.run_id} ({chosen.source}): {chosen.rows} rows, k={chosen.k}, "
+              f"vectors: {chosen.vectors_list or chosen.vectors_key()}")
         return chosen.to_xcom()
 
     @task(retries=0)

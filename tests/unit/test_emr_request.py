@@ -386,3 +386,16 @@ def test_docs_show_the_policies_the_code_generates():
                                                                            account_id="111122223333")
     assert doc_json("instance-role-policy") == iam.instance_role_policy(bucket="YOUR_BUCKET")
     assert doc_json("instance-role-trust-policy") == iam.instance_role_trust_policy()
+
+
+def test_the_event_driven_start_adds_only_its_queue_to_the_airflow_role():
+    from fruits import events
+
+    queue = events.parse_queue_url("https://sqs.eu-west-3.amazonaws.com/111122223333/fruits-landing")
+    polling = iam.airflow_role_policy(bucket="fruits", account_id="111122223333")
+    with_events = iam.airflow_role_policy(bucket="fruits", account_id="111122223333", queue_arn=queue.arn)
+    added = with_events["Statement"][len(polling["Statement"]):]
+    assert with_events["Statement"][:len(polling["Statement"])] == polling["Statement"]
+    assert added == events.airflow_role_statements(queue_arn=queue.arn)
+    assert added[0]["Resource"] == "arn:aws:sqs:eu-west-3:111122223333:fruits-landing"
+    assert not any(a.startswith("sqs:") for st in polling["Statement"] for a in st["Action"])

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from fruits import layout
 from fruits.contract import FEATURE_DIM, Batch, ComputeResult, PcaOutputs
-from fruits.core import ledger, planning, report
+from fruits.core import contents, ledger, planning, report
 from fruits.core import pca_policy, validation
 from fruits.core.validation import Findings, ValidationError, check_batch
 from fruits.storage import Bucket
@@ -101,6 +101,7 @@ def _reason_kind(reason: str) -> str:
 def commit(bucket: Bucket, batch: Batch, validation: dict, run_id: str) -> dict:
     """Add the batch to the ledger (one conditional write), then let its images leave the landing
     prefix. A crash between the two is finished by the next run's planning."""
+    duplicates = contents.count_duplicates(bucket, batch.batch_id, planning.parallel)
     state = ledger.load(bucket)
     record = ledger.batch_record(batch_id=batch.batch_id, run_id=run_id, images=batch.images,
                                  features_rows=validation["features_rows"], rejects_rows=validation["rejects_rows"],
@@ -114,16 +115,17 @@ def commit(bucket: Bucket, batch: Batch, validation: dict, run_id: str) -> dict:
     cleared = planning.clear_landing(bucket, batch.batch_id)
     planning.mark_cleared(bucket, batch.batch_id)
     log.info("batch %s: %d object(s) left the landing prefix", batch.batch_id, cleared["cleared"])
-    return {"batches": len(state.batches), **cleared}
+    return {"batches": len(state.batches), **cleared, "duplicate_contents": duplicates}
 
 
 def publish_report(bucket: Bucket, *, run_id: str, batch: Batch, computed: ComputeResult, validation: dict,
-                   compute: str, params: dict) -> dict:
+                   compute: str, params: dict, committed: dict | None = None) -> dict:
     """Write `reports/<run_id>.json` and log its table."""
     stage_seconds = {"plan_batch": batch.seconds, **computed.stage_seconds, "validate": validation["seconds"]}
     outputs = {**computed.outputs, "report": bucket.uri(layout.report_key(run_id))}
     run_report = report.build(run_id=run_id, batch=batch, validation=validation, outputs=outputs,
-                              stage_seconds=stage_seconds, compute=compute, params=params)
+                              stage_seconds=stage_seconds, compute=compute, params=params,
+                              committed=committed or {})
     bucket.write_json(layout.report_key(run_id), run_report)
     log.info("run report %s\n%s", outputs["report"], report.render(run_report))
     return run_report

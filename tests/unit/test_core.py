@@ -39,7 +39,8 @@ def write_job_outputs(bucket: Bucket, batch: Batch, run_id: str, *, rejected: in
     featured, refused = uris[rejected:], uris[:rejected]
     rng = np.random.default_rng(0)
     parquet(bucket, layout.features_prefix(batch.batch_id), pa.table({
-        "path": featured, "features": [rng.random(dim, dtype=np.float32).tolist() for _ in featured]}))
+        "path": featured, "features": [rng.random(dim, dtype=np.float32).tolist() for _ in featured],
+        "sha256": [f"{i:064x}" for i in range(len(featured))]}))
     parquet(bucket, layout.rejects_prefix(batch.batch_id), pa.table({
         "path": refused, "reason": ["cannot decode image: truncated"] * len(refused)}))
     rows = len(featured) + batch.committed_features_rows if pca_rows is None else pca_rows
@@ -144,7 +145,8 @@ def test_commit_then_report(bucket):
     pca_prefix = write_job_outputs(bucket, batch, "manual__2026-11-30T10:00:00+00:00")
     validation = pipeline.validate(bucket, batch, pca_prefix)
     committed = pipeline.commit(bucket, batch, validation, "manual__2026-11-30T10:00:00+00:00")
-    assert committed == {"batches": 1, "cleared": 3, "changed_since_planning": 0}
+    assert committed == {"batches": 1, "cleared": 3, "changed_since_planning": 0,
+                         "duplicate_contents": {"within_batch": 0, "of_earlier_batches": 0}}
     assert pipeline.count_new_images(bucket, "landing/") == 0
     computed = ComputeResult(pca_prefix=pca_prefix, outputs={"pca": bucket.uri(pca_prefix)},
                              stage_seconds={"featurize": 3.25, "pca": 1.5, "emr_startup": None})

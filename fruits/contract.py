@@ -135,9 +135,12 @@ class FeaturizeOutputs:
 
 # ----------------------------------------------------------------------------- arguments
 
-def featurize_args(*, manifest: str, outputs: FeaturizeOutputs, weights: str, image_size: int) -> list[str]:
+def featurize_args(*, manifest: str, outputs: FeaturizeOutputs, weights: str, image_size: int,
+                   model_cache: str | None = None) -> list[str]:
+    """`model_cache`: where converted models are kept between jobs (only the first job converts)."""
     return ["--manifest", manifest, "--output", outputs.features, "--rejects", outputs.rejects,
-            "--weights", str(weights), "--image-size", str(int(image_size))]
+            "--weights", str(weights), "--image-size", str(int(image_size)),
+            *(["--model-cache", model_cache] if model_cache else [])]
 
 
 def pca_size_args(pca_k: int | None, pca_variance: float) -> list[str]:

@@ -17,6 +17,11 @@ broadcast variable; each Python worker builds its predictor once and keeps it fo
 batches (`predict_batch_udf`'s model cache). Workers of the ONNX Runtime and OpenVINO runtimes
 never import TensorFlow.
 
+With `--model-cache FOLDER` (the DAG passes `<work_dir>/model-cache` locally and
+`s3://<bucket>/models/converted/` on EMR) a converted model is kept between jobs under a key of
+everything that shapes it (`fruits_spark.model_cache`): only the first job of a deployment, or of
+new weights, size, runtime or library versions, pays for TensorFlow and the conversion.
+
 Start-up work runs side by side: the driver builds and converts the model in a child process
 (TensorFlow never enters the driver itself) while Spark lists the inputs and the Python workers
 import the runtime (`inference.prepare_worker`). A model that cannot be loaded or converted (a
@@ -52,7 +57,7 @@ import pandas as pd
 from pyspark.sql import Observation
 from pyspark.sql import functions as F
 
-from fruits_spark import hadoop_fs, inference, manifest, paths
+from fruits_spark import hadoop_fs, inference, manifest, model_cache, paths
 from fruits_spark.images import DEFAULT_MAX_PIXELS
 from fruits_spark.interface import FEATURE_DIM
 from fruits_spark.manifest import Entry
@@ -88,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS:,})")
     parser.add_argument("--seed", type=int, default=42, help="seed of --weights none (default 42)")
+    parser.add_argument("--model-cache", default=None,
+                        help="folder (local, file:// or s3://) keeping converted models between jobs: "
+                             "only a job whose weights, size, runtime or library versions are new converts")
     parser.add_argument("--runtime", choices=list(inference.RUNTIMES), default=inference.DEFAULT_RUNTIME,
                         help=f"inference runtime of the executors (default {inference.DEFAULT_RUNTIME}; "
                              "all compute in float32 and give the Keras model's features)")
@@ -296,6 +304,12 @@ class ModelLoader:
         self._process.start()
         child_conn.close()
 
+    def stop(self) -> None:
+        """Not needed any more (the model came from the cache): stop converting."""
+        self._process.terminate()
+        self._process.join(timeout=10)
+        self._conn.close()
+
     def result(self):
         try:
             status, payload, detail = self._conn.recv()
@@ -309,6 +323,59 @@ class ModelLoader:
                 log.info("model loader traceback:\n%s", detail)
             raise JobError(payload)
         return payload
+
+
+@dataclass
+class CachedModel:
+    """A converted model found in `--model-cache` (same interface as ModelLoader)."""
+
+    model: object
+
+    def result(self):
+        return self.model
+
+    def stop(self) -> None:
+        pass
+
+
+def _cache_read(spark, folder: str, name: str) -> bytes | None:
+    if model_cache.is_local(folder):
+        return model_cache.read_local(folder, name)
+    uri = model_cache.join(folder, name)
+    return hadoop_fs.read_bytes(spark, uri) if hadoop_fs.exists(spark, uri) else None
+
+
+def cached_model(spark, args: argparse.Namespace, name: str | None):
+    """The converted model from `--model-cache`, or None (no cache, a miss, or an unusable entry)."""
+    if not args.model_cache or name is None:
+        return None
+    model = model_cache.loads(data, args.runtime, args.image_size) \
+        if (data := _cache_read(spark, args.model_cache, name)) else None
+    log.info("model cache %s: %s", "hit" if model else "miss", model_cache.join(args.model_cache, name))
+    return CachedModel(model) if model else None
+
+
+def store_model(spark, args: argparse.Namespace, name: str | None, model) -> None:
+    """Keep a freshly converted model for the next jobs; a cache that cannot be written only costs
+    the next job a conversion, so it is a warning, not a failure."""
+    if not args.model_cache or name is None:
+        return
+    data = model_cache.dumps(model)
+    try:
+        if model_cache.is_local(args.model_cache):
+            model_cache.write_local(args.model_cache, name, data)
+        else:
+            hadoop_fs.write_bytes(spark, model_cache.join(args.model_cache, name), data)
+        log.info("model cache: stored %s (%s)", model_cache.join(args.model_cache, name), model_cache.describe(model))
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("model cache: could not store %s: %s", name, exc)
+
+
+def cache_name(args: argparse.Namespace, weights_file: str | None = None) -> str | None:
+    if not args.model_cache:
+        return None
+    identity = model_cache.weights_identity(args.weights, args.seed, weights_file)
+    return model_cache.key(weights_identity=identity, image_size=args.image_size, runtime=args.runtime)
 
 
 def featurize_udf(bc_model, batch_size: int, max_pixels: int):
@@ -391,12 +458,20 @@ def check_runtime(runtime: str) -> None:
 def start(args: argparse.Namespace):
     """(session, model loader or None, warm-up thread): the model is built and converted in a
     child process while Spark starts and the Python workers import the runtime."""
-    log.info("starting Spark; building MobileNetV2 (weights %r) for runtime %s in a child process meanwhile",
-             args.weights, args.runtime)
-    loader = ModelLoader(args.weights, args.image_size, args.seed, args.runtime) \
-        if args.weights in ("imagenet", "none") else None
+    named_weights = args.weights in ("imagenet", "none")
+    name = cache_name(args) if named_weights else None
+    loader = cached_model(None, args, name) if name and model_cache.is_local(args.model_cache) else None
+    if loader is None and named_weights:
+        log.info("starting Spark; building MobileNetV2 (weights %r) for runtime %s in a child process meanwhile",
+                 args.weights, args.runtime)
+        loader = ModelLoader(args.weights, args.image_size, args.seed, args.runtime)
     spark = create_session("fruits-featurize", session_conf(args.batch_size))
     ship_package(spark)
+    if isinstance(loader, ModelLoader) and name and not model_cache.is_local(args.model_cache):
+        hit = cached_model(spark, args, name)  # a remote cache is read through Spark's file systems
+        if hit:
+            loader.stop()
+            loader = hit
     warm_up = warm_up_python_workers(spark, functools.partial(inference.prepare_worker, args.runtime,
                                                               args.image_size),
                                      hold=1.0, started=f"are importing runtime {args.runtime} while the driver "
@@ -507,10 +582,15 @@ def run(args: argparse.Namespace) -> dict:
     spark, loader, warm_up = start(args)
     inputs = plan(spark, args)
     try:
+        name = cache_name(args) if args.weights in ("imagenet", "none") else None
         if loader is None:  # a weights file: copy it from any storage, then load it beside Spark
-            loader = ModelLoader(hadoop_fs.copy_to_local(spark, args.weights), args.image_size, args.seed,
-                                 args.runtime, name=args.weights)
+            local_weights = hadoop_fs.copy_to_local(spark, args.weights)
+            name = cache_name(args, local_weights)
+            loader = cached_model(spark, args, name) or ModelLoader(local_weights, args.image_size, args.seed,
+                                                                    args.runtime, name=args.weights)
         model = loader.result()  # a failed load or conversion ends the job here, before any image is featurized
+        if isinstance(loader, ModelLoader):
+            store_model(spark, args, name, model)
         bc_model = spark.sparkContext.broadcast(model)
         warm_up.join(timeout=120)  # normally long finished
         undecodable = featurize_and_write(spark, args, inputs, bc_model)

@@ -363,3 +363,35 @@ def test_a_corrupt_weights_file_ends_the_job_in_one_line_before_any_featurizing(
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "f").exists() and not (tmp_path / "r").exists()
     assert "built MobileNetV2" not in proc.stderr
+
+
+def test_a_converted_model_is_cached_and_the_cached_one_gives_the_same_features(images_run, tmp_path,
+                                                                               spark_submit_cmd):
+    """--model-cache: the first job converts and stores; the next one loads the entry instead (no
+    conversion child, no TensorFlow in the driver's family) and gives the same features."""
+    samples, _, reference, _ = images_run
+    manifest = tmp_path / "manifest.txt"
+    manifest.write_text("".join(f"{path}\n" for path in samples.images[:6]), encoding="utf-8")
+    cache = tmp_path / "model-cache"
+
+    def run(out: str) -> str:
+        proc = spark_submit_cmd("featurize.py", "--manifest", str(manifest), "--output", str(tmp_path / out / "f"),
+                                "--rejects", str(tmp_path / out / "r"), "--weights", "none", "--image-size",
+                                str(TEST_IMAGE_SIZE), "--batch-size", "4", "--model-cache", str(cache))
+        return proc.stdout + proc.stderr  # spark-submit passes the driver's log to its stdout
+
+    cold = run("cold")
+    [entry] = list(cache.iterdir())
+    assert "model cache miss" in cold and "model cache: stored" in cold
+    warm = run("warm")
+    assert "model cache hit" in warm and "building MobileNetV2 (weights" not in warm
+    assert list(cache.iterdir()) == [entry]
+    expected = reference.to_pandas().set_index("path")
+    for out in ("cold", "warm"):
+        ours = pq.read_table(tmp_path / out / "f").to_pandas().set_index("path")
+        assert len(ours) == 6
+        for path in ours.index:
+            assert np.array_equal(np.asarray(ours.at[path, "features"]), np.asarray(expected.at[path, "features"]))
+    entry.write_bytes(b"damaged")  # an unusable entry is a miss, converted again and replaced
+    again = run("again")
+    assert "ignoring an unreadable model cache entry" in again and "model cache: stored" in again

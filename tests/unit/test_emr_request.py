@@ -241,7 +241,7 @@ def test_featurize_step_runs_spark_submit_on_the_batch_uris():
         "--manifest", "s3://fruits/batches/b42/manifest.jsonl",
         "--output", "s3://fruits/features/batch=b42/",
         "--rejects", "s3://fruits/rejects/batch=b42/",
-        "--weights", "none", "--image-size", "224",
+        "--weights", "none", "--image-size", "224", "--model-cache", "s3://fruits/models/converted/",
     ]
 
 

@@ -101,6 +101,8 @@ def instance_role_policy(*, bucket: str, log_prefix: str = "emr-logs/", weights_
              "Resource": _objects(bucket, JOB_OUTPUTS)},
             {"Sid": "WriteClusterLogs", "Effect": "Allow", "Action": ["s3:PutObject"],
              "Resource": _objects(bucket, (log_prefix,))},
+            {"Sid": "KeepConvertedModels", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+             "Resource": _objects(bucket, (layout.MODEL_CACHE_PREFIX,))},
         ],
     }
 

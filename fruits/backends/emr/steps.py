@@ -31,7 +31,8 @@ def featurize_step(*, code: dict[str, str], batch: Batch, weights: str, image_si
         job_args=contract.featurize_args(
             manifest=layout.s3_uri(batch.bucket, layout.manifest_key(batch.batch_id)),
             outputs=layout.featurize_outputs(batch.bucket, batch.batch_id),
-            weights=weights, image_size=image_size))
+            weights=weights, image_size=image_size,
+            model_cache=layout.s3_uri(batch.bucket, layout.MODEL_CACHE_PREFIX)))
 
 
 def pca_inputs_uri(batch: Batch) -> str:

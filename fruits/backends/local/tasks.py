@@ -76,7 +76,8 @@ def build(batch, settings: Settings):
             staged = staging.stage_images(_bucket_of(planned, settings), planned.batch_id, settings.work_dir)
             staged["featurize_args"] = contract.featurize_args(
                 manifest=staged["manifest"], outputs=staging.featurize_outputs(settings.work_dir, planned.batch_id),
-                weights=params["weights"], image_size=params["image_size"])
+                weights=params["weights"], image_size=params["image_size"],
+                model_cache=str(settings.work_dir / "model-cache"))
             return staged
 
         @task

@@ -195,9 +195,10 @@ class StepDriver:
         from PIL import Image
 
         features, rejects = [], []
-        for uri in dict.fromkeys(l.strip() for l in self._read(args.manifest).decode().splitlines() if l.strip()):
-            label = uri.rsplit("/", 2)[-2]
-            bucket, key = layout.split_s3_uri(uri)
+        entries = [json.loads(line) for line in self._read(args.manifest).decode().split("\n") if line.strip()]
+        for entry in entries:  # manifest.jsonl: `source` is the row's path, `read` where the bytes are
+            uri, label = entry["source"], entry["label"]
+            bucket, key = layout.split_s3_uri(entry["read"])
             if not contract.is_image_key(key):
                 rejects.append((uri, label, "unsupported file type (expected .jpg, .jpeg or .png)", None))
                 continue
@@ -228,19 +229,26 @@ class StepDriver:
             "size_bytes": pa.array([r[3] for r in rejects], pa.int64())}))
 
     def _pca(self, args) -> str | None:
-        from fruits_spark import pca_report
+        """pca.py as a full refit every time (numpy SVD): every listed batch re-projected, with the
+        state files, the vectors list and the report fields of an incremental run."""
+        from fruits_spark import pca_report, pca_state
+        from fruits_spark.moments import Moments
 
-        tables = []
         if args.features_list:
             args.features = self._read(args.features_list).decode().split()
-        for uri in args.features:
+        history = self._read(args.history_list).decode().split() if args.history_list else []
+        new = {u.rstrip("/") for u in args.features}
+        tables, batches = [], []
+        for uri in [u for u in history if u.rstrip("/") not in new] + args.features:
             if not self._exists(uri):
                 return f"pca: error: features not found: {uri}"
             bucket, prefix = layout.split_s3_uri(uri)
             for obj in self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
                 if obj["Key"].endswith(".parquet"):
-                    tables.append(pq.read_table(io.BytesIO(self.s3.get_object(Bucket=bucket, Key=obj["Key"])
-                                                           ["Body"].read()), columns=["path", "label", "features"]))
+                    table = pq.read_table(io.BytesIO(self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()),
+                                          columns=["path", "label", "features"])
+                    tables.append(table)
+                    batches += [pca_state.batch_id_of(uri, "input")] * table.num_rows
         frame = pa.concat_tables(tables)
         matrix = np.array(frame.column("features").to_pylist(), dtype=np.float64).reshape(frame.num_rows, -1)
         centred = matrix - matrix.mean(axis=0)
@@ -248,13 +256,28 @@ class StepDriver:
         ratios = (singular ** 2 / max((singular ** 2).sum(), 1e-300)).tolist()
         k = args.k or pca_report.smallest_k_for_variance(ratios, args.variance)
         projected = centred @ components[:k].T
-        self._write_parquet(args.output, pa.table({
-            "path": frame.column("path"), "label": frame.column("label"),
-            "pca_features": pa.array(projected.tolist(), pa.list_(pa.float64()))}))
+        listed = []
+        for batch_id in dict.fromkeys(batches):
+            rows = [i for i, b in enumerate(batches) if b == batch_id]
+            self._write_parquet(f"{args.output}/batch={batch_id}/", pa.table({
+                "path": frame.column("path").take(rows), "label": frame.column("label").take(rows),
+                "pca_features": pa.array(projected[rows].tolist(), pa.list_(pa.float64()))}))
+            listed.append(f"{args.vectors_uri}/batch={batch_id}/")
+        stats = Moments(rows=len(matrix), min_dim=matrix.shape[1], max_dim=matrix.shape[1],
+                        mean=matrix.mean(axis=0), scatter=centred.T @ centred)
+        basis = pca_state.Basis(args.space_id, stats.mean, np.ascontiguousarray(components[:k].T))
+        for name, data in ((pca_state.MOMENTS, pca_state.moments_to_bytes(stats)),
+                           (pca_state.BASIS, pca_state.basis_to_bytes(basis)),
+                           (pca_state.CONTENTS, b""),
+                           (pca_state.VECTORS_LIST, pca_state.vectors_list_text(listed).encode())):
+            bucket, key = layout.split_s3_uri(f"{args.state_dir}/{name}")
+            self.s3.put_object(Bucket=bucket, Key=key, Body=data)
         report = pca_report.build_report(
             rows=frame.num_rows, input_dim=matrix.shape[1], k=k, ratios=ratios, inputs=args.features,
             output=args.output, model=args.model, target_variance=args.variance,
             labels=len(set(frame.column("label").to_pylist())), seconds=0.1, plots={})
+        report.update(mode="refit", space_id=args.space_id, fitted_rows=frame.num_rows,
+                      refit={"reason": "the fake EMR always refits", "max_angle_degrees": None})
         bucket, key = layout.split_s3_uri(args.report)
         self.s3.put_object(Bucket=bucket, Key=key, Body=pca_report.report_json(report))
         return None
@@ -514,7 +537,7 @@ def test_a_second_run_reuses_the_code_and_fits_pca_on_every_committed_batch(two_
     assert not [p for p in puts if p.startswith(f"/{BUCKET}/code/")]  # same sources: nothing uploaded
     first, second = deployment.ledger()["batches"]
     pca_args = result["steps"][1]["args"]
-    list_uri = pca_args[pca_args.index("--features-list") + 1]
+    list_uri = pca_args[pca_args.index("--history-list") + 1]
     features = deployment.driver._read(list_uri).decode().split()
     assert features == [f"s3://{BUCKET}/features/batch={first['batch_id']}/",
                         f"s3://{BUCKET}/features/batch={second['batch_id']}/"]

@@ -137,8 +137,13 @@ def test_report_is_complete_and_consistent(bench_run):
 
     steps = [run["step"] for run in result["all_runs"]]
     per_size = ["ceiling"] * len(RUNTIMES) + ["featurize"]
-    assert steps == per_size + per_size + ["pca_numpy", "pca_spark", "pca_floor"]
-    assert [run.get("runtime") for run in result["all_runs"][:len(per_size)]] == [*RUNTIMES, DEFAULT_RUNTIME]
+    assert steps == ["featurize_cold"] + per_size + per_size + ["pca_numpy", "pca_spark", "pca_floor"]
+    assert [run.get("runtime") for run in result["all_runs"][1:1 + len(per_size)]] == [*RUNTIMES, DEFAULT_RUNTIME]
+    # The default: the timed featurize runs find the converted model in the cache the first (cold) job filled.
+    featurize_runs = [run for run in result["all_runs"] if run["step"].startswith("featurize")]
+    assert [run["model_cache"] for run in featurize_runs] == ["miss", "hit", "hit"]
+    assert f["model_cache"] == "warm" and f["cold_seconds_small"] == result["all_runs"][0]["seconds"] > 0
+    assert "first job (empty model cache)" in proc.stdout
     assert all(run["seconds"] > 0 and run["other_load_cores"] >= 0 for run in result["all_runs"])
     assert all(run["warm_memory_seconds"] > 0 for run in result["all_runs"])  # --warm-memory-gib 0.25
 

@@ -60,7 +60,6 @@ def new_batch_moments(features_dir: Path, index):
     """(moments, new digests) of the contents of a local features dataset not in `index`,
     streamed in batches of ARROW_BATCH_ROWS rows (a content counts once, rows without a
     sha256 all count): what pca.py's first scan computes for the same batch."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -76,8 +75,7 @@ def new_batch_moments(features_dir: Path, index):
             keys = [None if h is None else h[: 2 * pca_state.DIGEST_BYTES].lower()
                     for h in batch.column("sha256").to_pylist()]
             digests = pca_state.digests(k for k in keys if k)
-            fresh = {bytes(d).hex() for d in np.frombuffer(pca_state.digests_to_bytes(
-                pca_state.novel(digests, index)), dtype=np.uint8).reshape(-1, pca_state.DIGEST_BYTES)}
+            fresh = set(pca_state.to_hex(pca_state.novel(digests, index)))
             mask = []
             for key in keys:
                 keep = key is None or (key in fresh and key not in taken)

@@ -60,6 +60,12 @@ def digests_to_bytes(index: np.ndarray) -> bytes:
     return np.ascontiguousarray(index, dtype=f"S{DIGEST_BYTES}").tobytes()
 
 
+def to_hex(index: np.ndarray) -> list[str]:
+    """The digests as the 32 hex characters that start their sha256 (what Spark compares)."""
+    rows = np.frombuffer(digests_to_bytes(index), dtype=np.uint8).reshape(-1, DIGEST_BYTES)
+    return [bytes(row).hex() for row in rows]
+
+
 def novel(candidates: np.ndarray, index: np.ndarray) -> np.ndarray:
     """The candidates (sorted, distinct) that the index does not hold yet."""
     if not len(index) or not len(candidates):

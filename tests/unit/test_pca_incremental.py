@@ -326,3 +326,9 @@ def test_the_run_report_says_whether_pca_refitted_and_by_how_much_the_subspace_m
     assert (built["pca_mode"], built["pca_max_angle_degrees"], built["pca_space_id"]) == ("project", 2.5, "s1")
     text = report.render(built)
     assert "project (subspace moved 2.50 deg)" in text and "projecting the new batch only" in text
+
+
+def test_digests_keep_the_sha256_prefix_even_with_trailing_zero_bytes():
+    """numpy's S16 strips trailing NUL bytes from one element: the hex goes through the raw buffer."""
+    hashes = ["ab" * 15 + "00" + "ff" * 16, "00" * 16 + "11" * 16]
+    assert pca_state.to_hex(pca_state.digests(hashes)) == sorted(h[:32] for h in hashes)

@@ -507,7 +507,7 @@ def test_success_runs_both_steps_on_a_terminated_cluster_and_commits(two_runs):
         code_prefix + "featurize.py", "--manifest", f"s3://{BUCKET}/batches/{batch_id}/manifest.jsonl",
         "--output", f"s3://{BUCKET}/features/batch={batch_id}/",
         "--rejects", f"s3://{BUCKET}/rejects/batch={batch_id}/",
-        "--weights", "none", "--image-size", "32"]
+        "--weights", "none", "--image-size", "32", "--model-cache", f"s3://{BUCKET}/models/converted/"]
     run_prefix = f"s3://{BUCKET}/{layout.pca_prefix(run_id)}"
     assert pca_args[7:] == [
         code_prefix + "pca.py", "--features", f"s3://{BUCKET}/features/batch={batch_id}/",
@@ -517,11 +517,14 @@ def test_success_runs_both_steps_on_a_terminated_cluster_and_commits(two_runs):
 
     # Validated and committed: the ledger and the run report.
     images, broken = len(landed.images), len(landed.broken)
-    assert batch["run_id"] == run_id and batch["images"] == len(landed.all_image_files()) == images + broken
-    assert (batch["features_rows"], batch["rejects_rows"]) == (images, broken) and broken > 0
+    empty = sum(1 for p in landed.broken if p.stat().st_size == 0)  # rejected at planning, before the jobs
+    assert empty and batch["planning_rejects"] == empty
+    assert batch["run_id"] == run_id and batch["images"] + empty == len(landed.all_image_files()) == images + broken
+    assert (batch["features_rows"], batch["rejects_rows"]) == (images, broken - empty) and broken > empty
     report = deployment.json(layout.report_key(run_id))
     assert report["status"] == "success" and report["compute"] == "emr"
-    assert report["features_rows"] == report["pca_rows"] == images and report["rejects_rows"] == broken
+    assert report["features_rows"] == report["pca_rows"] == images and report["rejects_rows"] == broken - empty
+    assert report["planning_rejects"] == empty and report["planning_reject_reasons"] == {"empty file": empty}
     assert report["outputs"]["pca"] == run_prefix
     assert report["outputs"]["emr_logs"] == f"s3://{BUCKET}/emr-logs/{cluster.id}/"
     assert {"upload_code", "emr_startup", "featurize", "pca", "validate"} <= set(report["stage_seconds"])
@@ -558,7 +561,9 @@ def test_a_failed_step_still_terminates_the_cluster_and_leaves_the_batch_uncommi
     assert cluster.state == "TERMINATED"
     assert "EMR job failed" in result["output"] or "Error while running job" in result["output"]
     assert deployment.ledger() == ledger_before
-    assert not deployment.keys(layout.report_key(result["run_id"]))
+    report = deployment.json(layout.report_key(result["run_id"]))  # the failed run's report
+    assert (report["status"], report["failed_task"], report["committed"]) == ("failed", "emr.wait_pca", None)
+    assert report["error"]
 
 
 def test_no_cluster_outlives_its_run(refused, two_runs, failed):

@@ -71,7 +71,7 @@ def airflow_role_policy(*, bucket: str, region: str = DEFAULT_REGION, account_id
              "Action": ["s3:GetBucketLocation", "s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
             {"Sid": "ReadPipelineObjects", "Effect": "Allow", "Action": ["s3:GetObject"],
              "Resource": _objects(bucket, (landing_prefix, BATCHES, FEATURES, REJECTS, PCA, STATE, CLASSIFIER,
-                                           CODE))},
+                                           CODE, REPORTS))},
             {"Sid": "WritePipelineObjects", "Effect": "Allow", "Action": ["s3:PutObject"],
              "Resource": _objects(bucket, (BATCHES, CODE, REPORTS, STATE))},
             {"Sid": "RemoveCommittedLandingObjects", "Effect": "Allow", "Action": ["s3:DeleteObject"],

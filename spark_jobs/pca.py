@@ -178,8 +178,7 @@ def contents_to_fit(spark, frame, index: np.ndarray):
     repeats = sum(r["count"] for r in seen) - len(seen)
     if len(new) == len(candidates) and not repeats:
         return frame, new, 0
-    keep = spark.createDataFrame([(bytes(row).hex(),) for row in np.frombuffer(
-        pca_state.digests_to_bytes(new), dtype=np.uint8).reshape(-1, pca_state.DIGEST_BYTES)], "digest string")
+    keep = spark.createDataFrame([(digest,) for digest in pca_state.to_hex(new)], "digest string")
     first = F.row_number().over(Window.partitionBy("digest").orderBy("path"))
     hashed = frame.where(F.col("sha256").isNotNull()).withColumn("digest", digest) \
         .join(F.broadcast(keep), "digest", "left_semi").withColumn("first", first) \
@@ -307,11 +306,11 @@ def run(args: argparse.Namespace) -> dict:
     log.info("%s: %s", "refit" if decision.refit else "project only", decision.reason)
     if decision.refit and previous is not None and previous.rows and not args.history_list:
         raise JobError(f"a refit re-projects every committed batch ({decision.reason}): --history-list is needed")
-    if decision.refit:
+    if decision.refit:  # a new space: every batch re-projected (read again only when not just scanned)
         basis = pca_state.Basis(args.space_id, merged.mean, np.ascontiguousarray(components[:, :decision.k]))
         projected_frame = scanned if previous is None else read_features(spark, history + args.features)
         kept_lists = []
-    else:
+    else:  # the current space: the new batch only, listed after the committed ones
         basis, projected_frame, kept_lists = current, new, list(previous.vectors)
     k = basis.k
     ratios = pca_state.captured_ratios(basis.components, merged.covariance()).tolist()

@@ -114,25 +114,27 @@ def test_first_run_processes_every_landed_image(deployment, first_run):
     assert len(ledger["batches"]) == 1
     batch = ledger["batches"][0]
     n_files = len(samples.all_image_files())
+    empty = sum(1 for p in samples.broken if p.stat().st_size == 0)  # rejected at planning
     planned = deployment.sources(batch["batch_id"])
-    assert batch["images"] == n_files == len(planned) and "keys" not in batch
+    assert batch["images"] + empty == n_files and batch["images"] == len(planned) and "keys" not in batch
+    assert empty and batch["planning_rejects"] == empty
     assert not any(k.endswith((".txt", ".csv", ".DS_Store")) for k in planned)
     # committed images left the landing prefix (their copies stay under batches/); the rest did not
-    left = deployment.keys("landing/")
-    assert left and not set(left) & set(planned)
-    assert all(not k.lower().endswith((".jpg", ".jpeg", ".png")) for k in left)
+    assert deployment.keys("landing/") == sorted(
+        "landing/" + p.relative_to(samples.root).as_posix() for p in samples.ignored)
 
     features = deployment.parquet(f"features/batch={batch['batch_id']}/")
     rejects = deployment.parquet(f"rejects/batch={batch['batch_id']}/")
-    assert features.num_rows == len(samples.images) and rejects.num_rows == len(samples.broken)
+    assert features.num_rows == len(samples.images) and rejects.num_rows == len(samples.broken) - empty
     assert all(p.startswith(f"s3://{BUCKET}/landing/") for p in features.column("path").to_pylist())
     assert set(features.column("label").to_pylist()) == set(LABELS)
     assert all(len(v) == 1280 for v in features.column("features").to_pylist())
 
     report = deployment.report(result["run_id"])
     assert report["status"] == "success"
-    assert report["images_sensed"] == n_files
-    assert (report["features_rows"], report["rejects_rows"]) == (len(samples.images), len(samples.broken))
+    assert report["images_sensed"] + report["planning_rejects"] == n_files
+    assert (report["features_rows"], report["rejects_rows"]) == (len(samples.images), len(samples.broken) - empty)
+    assert sum(report["ignored"].values()) == len(samples.ignored)
     assert report["features_total"] == report["pca_rows"] == len(samples.images)
     assert report["features_dim"] == 1280 and 1 <= report["pca_k"] <= len(samples.images)
     assert 0.95 <= report["explained_variance_total"] <= 1.0 + 1e-9

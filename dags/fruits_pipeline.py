@@ -161,7 +161,8 @@ def fruits_pipeline():
 
         planned, result = Batch.from_xcom(batch), ComputeResult.from_xcom(computed)
         extra = assets.pca_event_extra(bucket=planned.bucket, run_id=run_id, pca_prefix=result.pca_prefix,
-                                       k=validation["pca_k"], rows=validation["pca_rows"], batch_id=planned.batch_id)
+                                       k=validation["pca_k"], rows=validation["pca_rows"], batch_id=planned.batch_id,
+                                       pca_mode=validation.get("pca_mode"), space_id=validation.get("pca_space_id"))
         outlet_events[assets.PCA_VECTORS].extra = extra
         outlet_events[assets.FEATURES].extra = {**extra, "features": result.outputs["features"]}
         return pipeline.publish_report(_bucket(planned.bucket), run_id=run_id, batch=planned, computed=result,

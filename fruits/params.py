@@ -14,6 +14,7 @@ from types import ModuleType
 
 from airflow.sdk import Param
 
+from fruits.core import pca_policy
 from fruits.settings import Settings
 from fruits_spark.interface import FEATURE_DIM
 
@@ -69,6 +70,13 @@ def pipeline_params(settings: Settings, sensor_timeout_max: int | None = None) -
                                    "leave empty to use pca_variance."),
         "pca_variance": Param(settings.pca_variance, type="number", exclusiveMinimum=0, maximum=1,
                               description="Smallest k reaching this cumulative explained variance."),
+        "pca_refit": Param("auto", type="string", enum=["auto", "always", "never"],
+                           description="auto: project the new batch into the current PCA space unless its "
+                                       "subspace moved more than pca_refit_angle (or k changed); always: refit "
+                                       "and re-project every committed batch; never: keep the space."),
+        "pca_refit_angle": Param(pca_policy.DEFAULT_REFIT_ANGLE, type="number", exclusiveMinimum=0, maximum=90,
+                                 description="Degrees: the largest principal angle between the current and the "
+                                             "merged top-k subspace above which `auto` refits."),
         "sensor_timeout": Param(settings.sensor_timeout, type="integer", minimum=0, maximum=sensor_timeout_max,
                                 description="Seconds to wait for new images before the run is skipped (at most "
                                             f"{sensor_timeout_max}: the run must keep time to compute and clean up "
@@ -113,6 +121,11 @@ def check_run_params(values: dict, settings: Settings, backend: ModuleType | Non
     pca_k = values.get("pca_k")
     if pca_k is not None and (isinstance(pca_k, bool) or not isinstance(pca_k, int) or not 1 <= pca_k <= FEATURE_DIM):
         problems.append(f"pca_k {pca_k!r} must be empty or a whole number from 1 to {FEATURE_DIM} (the feature size)")
+    if values.get("pca_refit", "auto") not in ("auto", "always", "never"):
+        problems.append(f"pca_refit {values.get('pca_refit')!r} must be auto, always or never")
+    angle = values.get("pca_refit_angle", pca_policy.DEFAULT_REFIT_ANGLE)
+    if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle <= 90:
+        problems.append(f"pca_refit_angle {angle!r} must be a number of degrees above 0 and at most 90")
     sensor_timeout, longest = values.get("sensor_timeout"), max_sensor_timeout(settings, backend)
     if isinstance(sensor_timeout, bool) or not isinstance(sensor_timeout, int) or not 0 <= sensor_timeout <= longest:
         problems.append(f"sensor_timeout {sensor_timeout!r} must be from 0 to {longest} seconds: the run must keep "

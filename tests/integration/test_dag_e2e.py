@@ -244,5 +244,8 @@ def test_the_pca_asset_event_says_where_the_vectors_are(deployment, first_run):
                       "WHERE a.name = 'fruits_pca_vectors' AND e.source_run_id = ?", (result["run_id"],)).fetchall()
     [extra] = [json.loads(row[0]) for row in rows]
     report = deployment.report(result["run_id"])
-    assert extra == {"bucket": BUCKET, "run_id": result["run_id"], "pca_prefix": layout.pca_prefix(result["run_id"]),
-                     "k": report["pca_k"], "rows": report["pca_rows"], "batch_id": ledger["batches"][0]["batch_id"]}
+    pca_prefix = layout.pca_prefix(result["run_id"])
+    assert extra == {"bucket": BUCKET, "run_id": result["run_id"], "pca_prefix": pca_prefix,
+                     "k": report["pca_k"], "rows": report["pca_rows"], "batch_id": ledger["batches"][0]["batch_id"],
+                     "pca_mode": "refit", "space_id": report["pca_space_id"],
+                     "vectors_list": pca_prefix + "vectors_list.txt"}

@@ -4,6 +4,8 @@ schema when a run is created (Airflow validates the conf against it), and in cod
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import ParamValidationError
@@ -104,3 +106,15 @@ def test_every_problem_is_reported_at_once():
     message = refused_in_code({"bucket": "Bad", "pca_k": 5000, "sensor_timeout": 10**7})
     assert message.startswith("invalid run parameters:")
     assert "bucket 'Bad'" in message and "pca_k 5000" in message and "sensor_timeout 10000000" in message
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"pca_refit": "sometimes"}, "pca_refit 'sometimes' must be auto, always or never"),
+    ({"pca_refit_angle": 0}, "pca_refit_angle 0 must be a number of degrees above 0"),
+    ({"pca_refit_angle": 120.0}, "at most 90"),
+])
+def test_the_refit_policy_params_are_checked(values, message):
+    good = {"bucket": "fruits", "weights": "none", "pca_k": None, "sensor_timeout": 0}
+    with pytest.raises(params.InvalidParams, match=re.escape(message)):
+        params.check_run_params({**good, **values}, Settings())
+    params.check_run_params({**good, "pca_refit": "always", "pca_refit_angle": 5.0}, Settings())

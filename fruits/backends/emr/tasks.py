@@ -140,7 +140,8 @@ def cluster_request(batch: contract.Batch, code: dict, settings: Settings, param
     featurize = steps.featurize_step(code=uris, batch=batch, weights=params["weights"],
                                      image_size=int(params["image_size"]))
     pca = steps.pca_step(code=uris, batch=batch, run_id=run_id, pca_k=params["pca_k"],
-                         pca_variance=params["pca_variance"])
+                         pca_variance=params["pca_variance"], refit=params.get("pca_refit") or "auto",
+                         refit_angle=params.get("pca_refit_angle"))
     return {"job_flow_overrides": overrides, "featurize_steps": [featurize], "pca_steps": [pca]}
 
 

@@ -11,7 +11,7 @@ them again on moto, so that a change to the code that adds a request per image f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from fruits import events
 
@@ -243,7 +243,9 @@ def start_cost(images: int, prices: Prices = Prices(), poke_interval: int = 60, 
 
 # ------------------------------------------------------------------------------ the tables
 
-SCENARIOS = (("daily runs (30)", 30), ("hourly runs, polling (720)", 720), ("events, steady trickle: back to back", None))
+# (name, runs a month); None: as many runs as fit back to back (back_to_back_runs)
+SCENARIOS = (("daily runs (30)", 30), ("hourly runs, polling (720)", 720),
+             ("events, steady trickle: back to back", None))
 
 
 def table(phone_photos: bool, images: int = 1_000_000) -> list[dict]:

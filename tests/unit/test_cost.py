@@ -155,3 +155,10 @@ def test_the_state_kept_per_image_is_about_the_models(bucket, count_requests):
     state = sum(o.size for o in objects
                 if o.key.startswith(("state/keys/", "state/contents/")) or o.key.endswith("/manifest.jsonl"))
     assert state / 20 == pytest.approx(cost.Sizes().state_per_image, rel=0.2)
+
+
+def test_docs_cost_md_holds_the_tables_the_module_prints():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cost.md").read_text(encoding="utf-8")
+    assert cost.markdown() in text, "regenerate the tables of docs/cost.md with `python -m fruits_dev.cost`"

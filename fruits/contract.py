@@ -210,6 +210,7 @@ class Batch(_Record):
     planning_reject_reasons: dict[str, int] = field(default_factory=dict)
     ignored: dict[str, int] = field(default_factory=dict)  # not an image type, by reason; left in place
     relandings: int = 0  # keys processed before, now with new content
+    unlabelled: int = 0  # planned images directly under the landing prefix (no label folder)
     pca_state: dict | None = None  # the ledger's current PCA state when the batch was planned
 
     def pca_batches(self) -> list[str]:

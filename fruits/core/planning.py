@@ -201,7 +201,8 @@ def plan_batch(bucket: Bucket, landing_prefix: str,
                  committed_batches=ledger.batch_ids(), committed_features_rows=ledger.features_rows(),
                  planning_rejects=len(found.rejected), planning_reject_reasons=dict(
                      Counter(r.reason.split(":", 1)[0].split(" (")[0] for r in found.rejected)),
-                 ignored=dict(found.ignored), relandings=relandings, pca_state=ledger.pca)
+                 ignored=dict(found.ignored), relandings=relandings, pca_state=ledger.pca,
+                 unlabelled=sum(1 for e in entries if e.label is None))
 
 
 # ----------------------------------------------------------------------------- after the commit

@@ -41,6 +41,7 @@ def build(*, run_id: str, batch: Batch, validation: dict, outputs: dict, stage_s
         "planning_reject_reasons": batch.planning_reject_reasons,
         "ignored": batch.ignored,
         "relandings": batch.relandings,
+        "unlabelled": batch.unlabelled,
         "duplicate_contents": (committed or {}).get("duplicate_contents", {}),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -97,6 +98,7 @@ def render(report: dict) -> str:
     for reason, count in sorted(report.get("ignored", {}).items()):
         rows.append((f"ignored: {reason}", count))
     rows.append(("re-landings (new content)", report.get("relandings", 0)))
+    rows.append(("unlabelled (right under landing)", report.get("unlabelled", 0)))
     for where, count in sorted(report.get("duplicate_contents", {}).items()):
         rows.append((f"duplicate contents ({where.replace('_', ' ')})", count))
     for stage, seconds in report["stage_seconds"].items():

@@ -75,6 +75,9 @@ def scree_png(ratios: list[float], *, target: float | None = None, shown: int | 
     return png
 
 
+UNLABELLED = "(no label)"
+
+
 def scatter_png(points: np.ndarray, labels: list[str], ratios: list[float]) -> bytes:
     """First two components, one colour per label (legend when there are few labels)."""
     import matplotlib
@@ -83,6 +86,7 @@ def scatter_png(points: np.ndarray, labels: list[str], ratios: list[float]) -> b
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 6))
+    labels = [UNLABELLED if label is None else label for label in labels]  # images right under the landing prefix
     names = sorted(set(labels))
     cmap = plt.get_cmap("tab20" if len(names) <= 20 else "turbo", max(len(names), 1))
     label_array = np.asarray(labels, dtype=object)

@@ -190,3 +190,14 @@ def test_names_spark_hides_are_recognised():
     assert hidden_from_spark("file:/x/.hidden.jpg")
     assert not hidden_from_spark("s3://b/_landing/Apple/DSC0001.JPG")  # only the file name counts
     assert not hidden_from_spark("file:/x/a_b.jpg")
+
+
+def test_the_pca_scatter_draws_unlabelled_images_beside_labelled_ones():
+    """An image right under the landing prefix has no label (None): it must never break the plot
+    (it once failed every PCA run of a batch holding one, for good)."""
+    import numpy as np
+
+    from fruits_spark import pca_report
+
+    png = pca_report.scatter_png(np.arange(8.0).reshape(4, 2), ["Apple", None, "Kiwi", None], [0.6, 0.3])
+    assert png.startswith(b"\x89PNG") and pca_report.UNLABELLED == "(no label)"

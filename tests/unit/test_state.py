@@ -54,6 +54,7 @@ def test_every_key_is_planned_ignored_or_rejected_with_a_reason(bucket):
     # labels: the folder directly under the landing prefix, none for an image right under it
     labels = {bucket.key_of(e.source): e.label for e in planned}
     assert labels["landing/Kiwi/2026-11-30/r_2_100.png"] == "Kiwi" and labels["landing/loose.jpg"] is None
+    assert batch.unlabelled == 1
     # every planned image was claimed under a safe name of this batch, nothing else was written
     assert all(bucket.key_of(e.read).startswith(f"batches/{batch.batch_id}/images/0") for e in planned)
     written = set(bucket.list_keys("")) - set(GOOD) - set(HOSTILE) - {

@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help airflow venv test test-unit test-dags test-integration demo demo-more bench clean check-java native-blas spark-cds
+.PHONY: help airflow venv test test-unit test-dags test-integration demo demo-more bench bench-scale clean check-java native-blas spark-cds
 
 help:
 	@echo "make demo    - run fruits_pipeline end to end on an embedded S3 server (see README)"
@@ -20,6 +20,7 @@ help:
 	@echo "make test-unit / test-dags / test-integration - one tier of it (see README)"
 	@echo "make airflow - a real Airflow (UI on 127.0.0.1:8080, admin/admin) running the pipeline, until Ctrl-C"
 	@echo "make bench   - featurization and PCA benchmarks (results in benchmarks/results/)"
+	@echo "make bench-scale - a 1,000-image run's orchestration on 10k/100k/1M committed images (scale-*.json)"
 
 # --compile-bytecode (pip's default, not uv's): where Python cannot write its bytecode cache
 # (PYTHONDONTWRITEBYTECODE, read-only images), every process would otherwise compile the modules
@@ -78,6 +79,9 @@ native-blas:
 
 bench: venv check-java native-blas spark-cds
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+bench-scale: venv check-java spark-cds
+	$(PY) benchmarks/scale.py $(BENCH_SCALE_ARGS)
 
 clean:
 	rm -rf demo-output spark-warehouse .pytest_cache .cache/spark-cds

@@ -201,3 +201,19 @@ def test_the_pca_scatter_draws_unlabelled_images_beside_labelled_ones():
 
     png = pca_report.scatter_png(np.arange(8.0).reshape(4, 2), ["Apple", None, "Kiwi", None], [0.6, 0.3])
     assert png.startswith(b"\x89PNG") and pca_report.UNLABELLED == "(no label)"
+
+
+def test_featurize_loads_whole_folders_only_where_that_reads_exactly_the_wanted_files():
+    """A folder is listed whole by Spark (fast) only when that returns exactly the wanted files."""
+    from conftest import load_job
+
+    featurize = load_job("featurize")
+    listed = {f: 1 for f in ("file:/d/A/1.jpg", "file:/d/A/2.jpg", "file:/d/B/1.jpg", "file:/d/B/notes.txt",
+                             "file:/d/C/_DSC1.JPG", "file:/d/C/2.jpg", "file:/d/D/_raw/3.jpg", "file:/d/D/4.jpg")}
+    wanted = ["file:/d/A/1.jpg", "file:/d/A/2.jpg", "file:/d/B/1.jpg", "file:/d/C/2.jpg", "file:/d/D/_raw/3.jpg",
+              "file:/d/D/4.jpg", "file:/scratch/000000.jpg"]
+    folders, files = featurize.folders_to_load(wanted, listed)
+    # A: all wanted; C: its hidden file is read from a scratch copy; scratch: only copies
+    assert sorted(folders) == ["file:/d/A", "file:/d/C", "file:/scratch"]
+    # B holds an unwanted file; D's wanted file below a hidden folder would be skipped by Spark
+    assert sorted(files) == ["file:/d/B/1.jpg", "file:/d/D/4.jpg", "file:/d/D/_raw/3.jpg"]

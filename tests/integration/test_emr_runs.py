@@ -513,7 +513,8 @@ def test_success_runs_both_steps_on_a_terminated_cluster_and_commits(two_runs):
         code_prefix + "pca.py", "--features", f"s3://{BUCKET}/features/batch={batch_id}/",
         "--output", run_prefix + "vectors", "--model", run_prefix + "model", "--report", run_prefix + "report.json",
         "--allow-empty", "--variance", "0.95", "--refit", "auto",
-        "--history-list", f"s3://{BUCKET}/batches/{batch_id}/pca_inputs.txt", "--space-id", layout.safe_run_id(run_id)]
+        "--history-list", f"s3://{BUCKET}/batches/{batch_id}/pca_inputs.txt", "--refit-angle", "10.0",
+        "--space-id", layout.safe_run_id(run_id)]
 
     # Validated and committed: the ledger and the run report.
     images, broken = len(landed.images), len(landed.broken)
@@ -544,7 +545,7 @@ def test_a_second_run_reuses_the_code_and_fits_pca_on_every_committed_batch(two_
     features = deployment.driver._read(list_uri).decode().split()
     assert features == [f"s3://{BUCKET}/features/batch={first['batch_id']}/",
                         f"s3://{BUCKET}/features/batch={second['batch_id']}/"]
-    assert pca_args[-2:] == ["--k", "3"]
+    assert pca_args[pca_args.index("--k") + 1] == "3"  # the run's Param
     report = deployment.json(layout.report_key(result["run_id"]))
     assert report["pca_k"] == 3 and report["pca_rows"] == first["features_rows"] + second["features_rows"]
 

@@ -2,14 +2,17 @@
 
     wait_for_new_images -> plan_batch -> [compute backend] -> validate -> commit_batch -> publish_report
 
-* "New" images are image keys under the landing prefix that no committed batch holds
-  (`state/ledger.json`). The sensor runs in reschedule mode (no worker slot while waiting);
-  with nothing new within `sensor_timeout` seconds the run ends skipped.
-* `plan_batch` writes the batch's manifest; the featurize job reads exactly that list.
+* The landing prefix holds only what no committed batch has finished with: committed images
+  leave it. The sensor runs in reschedule mode (no worker slot while waiting), or the run is
+  started by S3 events through SQS (FRUITS_TRIGGER=sqs); with nothing new within
+  `sensor_timeout` seconds the run ends skipped.
+* `plan_batch` plans, ignores or rejects every key with a reason, claims the new images by a
+  conditional copy to safe names and writes the batch's manifest.jsonl; featurize reads exactly it.
 * The compute backend is chosen at parse time by FRUITS_COMPUTE: `local` (Spark local mode
   on files staged from S3) or `emr` (a transient EMR cluster, created and always terminated).
-* PCA is fitted on every committed features row plus this batch's, so all images share one space.
-* The batch is committed only after validation; a failed run leaves it for the next run.
+* PCA is incremental: the new batch is projected into the committed space unless a refit is due.
+* The batch is committed only after validation (a conditional write of state/ledger.json);
+  a failed run leaves it for the next run and writes a failed report.
 
 This file only wires tasks; what they do lives in the `fruits` package (fruits.core, fruits.backends).
 Parse-time cost is kept low: no TensorFlow, PySpark or network calls at import.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fruits.contract import FEATURE_DIM, PcaOutputs
+from fruits.contract import PcaOutputs
 from fruits.core import parquet_stream
 
 

@@ -124,7 +124,7 @@ def read_manifest(spark, uri: str) -> list[Entry]:
 def list_images(spark, uri: str) -> tuple[list[Entry], dict[str, int]]:
     """--images: the files with an image extension under `uri` (every file name, as the manifest
     modes read them) and the bytes of each; the label is the parent folder name."""
-    found = hadoop_fs.list_tree(spark, uri)
+    found = hadoop_fs.list_tree(spark, uri, threads=LISTING_THREADS)
     if found is None:
         raise JobError(f"no such folder or file: {uri}")
     lengths = {paths.canonical_uri(f): size for f, size in found.items()}

@@ -7,9 +7,11 @@ files (manifests, weights, reports, plots) pass through here; images are read by
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from pyspark.sql import SparkSession
 
@@ -34,8 +36,32 @@ def file_length(spark: SparkSession, uri: str) -> int | None:
     return int(fs.getFileStatus(path).getLen())
 
 
-def _files(statuses) -> dict[str, int]:
-    return {str(status.getPath().toString()): int(status.getLen()) for status in statuses if status.isFile()}
+def _list(spark: SparkSession, uri: str) -> tuple[dict[str, int], list[str]]:
+    """(files directly in folder `uri`: URI -> bytes, its subfolders' URIs); ({}, []) when it does
+    not exist. One `listStatus`, every name included (Spark's own listing hides `_` and `.` names).
+
+    `listStatus`, not `listFiles`: on the local file system each LocatedFileStatus that `listFiles`
+    builds reads the file's owner and permissions in a subprocess (~4 ms a file: 5.4 s for 1,200
+    files here, against 0.3-0.5 s this way).
+    """
+    from py4j.protocol import Py4JJavaError
+
+    fs, path = _fs_and_path(spark, uri)
+    try:
+        statuses = fs.listStatus(path)
+    except Py4JJavaError as exc:
+        if str(exc.java_exception.getClass().getName()) == "java.io.FileNotFoundException":
+            return {}, []
+        raise
+    files: dict[str, int] = {}
+    folders: list[str] = []
+    for status in statuses:
+        name = str(status.getPath().toString())
+        if status.isDirectory():
+            folders.append(name)
+        else:
+            files[name] = int(status.getLen())
+    return files, folders
 
 
 def list_folder(spark: SparkSession, uri: str) -> dict[str, int]:
@@ -43,38 +69,32 @@ def list_folder(spark: SparkSession, uri: str) -> dict[str, int]:
 
     Unlike Spark's file sources, names starting with `_` or `.` are listed too.
     """
-    from py4j.protocol import Py4JJavaError
-
-    fs, path = _fs_and_path(spark, uri)
-    try:
-        return _files(fs.listStatus(path))
-    except Py4JJavaError as exc:
-        if str(exc.java_exception.getClass().getName()) == "java.io.FileNotFoundException":
-            return {}
-        raise
+    return _list(spark, uri)[0]
 
 
-def list_tree(spark: SparkSession, uri: str) -> dict[str, int] | None:
+def list_tree(spark: SparkSession, uri: str, threads: int = 8) -> dict[str, int] | None:
     """Every file under `uri` (a folder, a file or a glob), recursively: URI -> bytes; None when
     nothing matches. Folders whose name starts with `.` (.Trash, .git ...) are skipped; files are
-    listed whatever their name."""
+    listed whatever their name. One listing per folder, level by level, `threads` at a time."""
     fs, path = _fs_and_path(spark, uri)
     matches = fs.globStatus(path)
     if matches is None or len(matches) == 0:
         return None
     found: dict[str, int] = {}
+    level: list[str] = []
     for match in matches:
-        root = str(match.getPath().toString())
-        if not match.isDirectory():
-            found[root] = int(match.getLen())
-            continue
-        files = fs.listFiles(match.getPath(), True)
-        while files.hasNext():
-            status = files.next()
-            name = str(status.getPath().toString())
-            folders = name[len(root):].strip("/").split("/")[:-1]
-            if not any(folder.startswith(".") for folder in folders):
-                found[name] = int(status.getLen())
+        name = str(match.getPath().toString())
+        if match.isDirectory():
+            level.append(name)
+        else:
+            found[name] = int(match.getLen())
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        while level:
+            next_level: list[str] = []
+            for files, folders in pool.map(functools.partial(_list, spark), level):
+                found.update(files)
+                next_level.extend(f for f in folders if not f.rstrip("/").rsplit("/", 1)[-1].startswith("."))
+            level = next_level
     return found
 
 

@@ -49,6 +49,7 @@ import re
 import sys
 import time
 import traceback
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -232,21 +233,33 @@ def load_binary(spark, wanted: list[str], listed: dict[str, int]):
 
 
 def read_images(spark, to_read: list[Entry], load_path: dict[str, str], listed: dict[str, int]):
-    """(binaryFile DataFrame of the entries' bytes joined to their source and label, or None;
-    the entries Spark did not return).
+    """(binaryFile DataFrame of the entries' bytes joined to their source and label, or None when
+    nothing is to be loaded; the entries with nothing to load: their hidden-name copy failed).
 
-    One row per entry, also when two entries share a read location.
+    One row per entry, also when two entries share a read location. Whether Spark returned a
+    row for every entry is checked once the features are written (`missing_entries`), not by a
+    pass over the files beforehand: nearly always it did.
     """
-    if not load_path:
-        return None, list(to_read)
-    loaded = load_binary(spark, sorted(set(load_path.values())), listed)
-    returned = {r.path for r in loaded.select("path").collect()}
-    found = [(load_path[e.read], e.source, e.label) for e in to_read if load_path.get(e.read) in returned]
-    unread = [e for e in to_read if load_path.get(e.read) not in returned]
+    found = [(load_path[e.read], e.source, e.label) for e in to_read if e.read in load_path]
+    unstaged = [e for e in to_read if e.read not in load_path]
     if not found:
-        return None, unread
+        return None, unstaged
+    loaded = load_binary(spark, sorted({read for read, _, _ in found}), listed)
     frame = local_frame(spark, found, [("read_path", "string"), ("source", "string"), ("label", "string")])
-    return loaded.join(F.broadcast(frame), loaded["path"] == frame["read_path"]), unread
+    return loaded.join(F.broadcast(frame), loaded["path"] == frame["read_path"]), unstaged
+
+
+def missing_entries(expected: list[Entry], returned: Counter) -> list[Entry]:
+    """The entries of `expected` without a row among `returned` (source path -> rows: featurized
+    or failed to decode), as many times as they are short."""
+    left = Counter(returned)
+    missing = []
+    for entry in expected:
+        if left[entry.source] > 0:
+            left[entry.source] -= 1
+        else:
+            missing.append(entry)
+    return missing
 
 
 def local_frame(spark, rows: list[tuple], schema: list[tuple[str, str]]):
@@ -296,6 +309,9 @@ def session_conf(batch_size: int) -> dict[str, str]:
         "spark.python.worker.reuse": "true",
         # createDataFrame(pandas) through Arrow, in the JVM (see local_frame).
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # A file deleted between the listing and its read gives no row, and a reject with the
+        # reason (`missing_entries`), instead of failing the job.
+        "spark.sql.files.ignoreMissingFiles": "true",
     }
     submitted = submitted_conf()
     if not submitted.contains("spark.task.cpus"):
@@ -481,10 +497,15 @@ class Inputs:
     """What the job reads: the entries, the images DataFrame, and the rejects known without decoding."""
 
     files: int  # entries (image files to read + entries rejected before reading)
-    readable: int  # the entries whose bytes Spark's binaryFile source returned
+    expected: list[Entry]  # the entries `images` should give a row for
     images: object  # DataFrame (path, length, content, ..., source, label) or None when nothing is readable
     rejects: list[tuple]  # (path, label, reason, size_bytes) of the entries rejected before decoding
     scratch: str | None  # folder of the copies of hidden-named files, removed after the job
+    lengths: dict[str, int]  # bytes of every listed read location
+
+    @property
+    def readable(self) -> int:
+        return len(self.expected)
 
 
 def check_runtime(runtime: str) -> None:
@@ -532,10 +553,14 @@ def plan(spark, args: argparse.Namespace) -> Inputs:
              len(rejects))
     set_partitioning(spark, len(to_read))
     load_path, scratch = stage_hidden(spark, sorted({entry.read for entry in to_read}))
-    images, unread = read_images(spark, to_read, load_path, lengths)
-    for entry in unread:
-        rejects.append((entry.source, entry.label, unread_reason(spark, entry.read), lengths[entry.read]))
-    return Inputs(len(entries), len(to_read) - len(unread), images, rejects, scratch)
+    images, unstaged = read_images(spark, to_read, load_path, lengths)
+    rejects.extend(unread_rejects(spark, unstaged, lengths))
+    expected = [entry for entry in to_read if entry.read in load_path]
+    return Inputs(len(entries), expected, images, rejects, scratch, lengths)
+
+
+def unread_rejects(spark, entries: list[Entry], lengths: dict[str, int]) -> list[tuple]:
+    return [(entry.source, entry.label, unread_reason(spark, entry.read), lengths.get(entry.read)) for entry in entries]
 
 
 def partition_count(images: int, slots: int) -> int:
@@ -558,11 +583,12 @@ def set_partitioning(spark, images: int) -> int:
 
 
 def featurize_and_write(spark, args: argparse.Namespace, inputs: Inputs, bc_model) -> list[tuple]:
-    """Write the features parquet in one pass; return the reject rows of the images that failed to decode.
+    """Write the features parquet in one pass; return the reject rows of the images that failed to
+    decode, and of the entries Spark returned no row for (a file deleted since the listing).
 
-    The images that fail are gathered as a metric of the features write (a few short rows), so
-    the features stream to parquet as the model produces them, with nothing cached and no image
-    featurized twice.
+    The images that fail, and the count of rows, are gathered as metrics of the features write
+    (a few short rows), so the features stream to parquet as the model produces them, with
+    nothing cached and no image featurized twice.
     """
     if not inputs.readable:
         local_frame(spark, [], FEATURES_SCHEMA).write.mode("overwrite").parquet(args.output)
@@ -581,12 +607,21 @@ def featurize_and_write(spark, args: argparse.Namespace, inputs: Inputs, bc_mode
     ).select("path", "label", "size_bytes", "sha256", "out.*")
     failed = Observation("featurize_rejects")
     reject = F.struct("path", "label", F.col("error").alias("reason"), "size_bytes")
-    featurized.observe(failed, F.collect_list(F.when(F.col("error").isNotNull(), reject)).alias("rejects")) \
+    featurized.observe(failed, F.count(F.lit(1)).alias("rows"),
+                       F.collect_list(F.when(F.col("error").isNotNull(), reject)).alias("rejects")) \
         .where(F.col("error").isNull()) \
         .select("path", "label", "features", "width", "height", "size_bytes", "sha256") \
         .write.mode("overwrite").parquet(args.output)
     log.info("features written")
-    return [(r.path, r.label, r.reason, r.size_bytes) for r in failed.get["rejects"]]
+    metrics = failed.get
+    undecodable = [(r.path, r.label, r.reason, r.size_bytes) for r in metrics["rejects"]]
+    if metrics["rows"] == inputs.readable:
+        return undecodable
+    returned = Counter(r.path for r in spark.read.parquet(args.output).select("path").collect())
+    returned.update(row[0] for row in undecodable)
+    missing = missing_entries(inputs.expected, returned)
+    log.warning("%d listed file(s) gave no row (deleted since the listing?): rejected", len(missing))
+    return undecodable + unread_rejects(spark, missing, inputs.lengths)
 
 
 def write_rejects(spark, args: argparse.Namespace, inputs: Inputs, undecodable: list[tuple]) -> None:
@@ -619,7 +654,7 @@ def account(spark, args: argparse.Namespace, inputs: Inputs, started: float) -> 
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     check_runtime(args.runtime)
-    spark, loader, warm_up = start(args)
+    spark, loader, _ = start(args)
     inputs = plan(spark, args)
     try:
         name = cache_name(args) if args.weights in ("imagenet", "none") else None
@@ -632,7 +667,9 @@ def run(args: argparse.Namespace) -> dict:
         if isinstance(loader, ModelLoader):
             store_model(spark, args, name, model)
         bc_model = spark.sparkContext.broadcast(model)
-        warm_up.join(timeout=120)  # normally long finished
+        # The warm-up job is not waited for: jobs get the task slots in the order they were
+        # submitted (FIFO), so the featurize tasks take over the slots, and their warmed Python
+        # workers, as the warm-up tasks end, while the driver plans the job meanwhile.
         undecodable = featurize_and_write(spark, args, inputs, bc_model)
     finally:
         if inputs.scratch:

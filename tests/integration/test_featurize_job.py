@@ -395,3 +395,31 @@ def test_a_converted_model_is_cached_and_the_cached_one_gives_the_same_features(
     entry.write_bytes(b"damaged")  # an unusable entry is a miss, converted again and replaced
     again = run("again")
     assert "ignoring an unreadable model cache entry" in again and "model cache: stored" in again
+
+
+def test_a_file_deleted_after_the_listing_is_a_reject_and_the_others_are_featurized(local_spark, tmp_path):
+    """The job's own functions in this process, with a file deleted between the plan (listing and
+    Spark's file index) and the read: that file is a reject with its reason, the others get rows."""
+    from conftest import load_job
+    from fruits_spark import inference
+    from fruits_spark.model import load_model
+
+    featurize = load_job("featurize")
+    samples = generate_samples(tmp_path / "Test", labels=LABELS[:2], n_classes=2, per_class=3, seed=5)
+    args = featurize.parse_args(["--images", str(tmp_path / "Test"), "--output", str(tmp_path / "features"),
+                                 "--rejects", str(tmp_path / "rejects"), "--weights", "none",
+                                 "--image-size", str(TEST_IMAGE_SIZE), "--batch-size", "4"])
+    for key, value in featurize.session_conf(args.batch_size).items():
+        if key.startswith("spark.sql."):  # the others are fixed when a session starts
+            local_spark.conf.set(key, value)
+    inputs = featurize.plan(local_spark, args)
+    assert inputs.readable == len(samples.images) and not inputs.rejects
+    gone = samples.images[1]
+    gone.unlink()
+    model = inference.convert(load_model("none", TEST_IMAGE_SIZE, 42), args.runtime, TEST_IMAGE_SIZE)
+    undecodable = featurize.featurize_and_write(local_spark, args, inputs,
+                                                local_spark.sparkContext.broadcast(model))
+    featured = pq.read_table(tmp_path / "features").column("path").to_pylist()
+    assert sorted(featured) == sorted(uri(p) for p in samples.images if p != gone)
+    assert undecodable == [(uri(gone), gone.parent.name, "file disappeared before it could be read",
+                            inputs.lengths[uri(gone)])]

@@ -217,3 +217,20 @@ def test_featurize_loads_whole_folders_only_where_that_reads_exactly_the_wanted_
     assert sorted(folders) == ["file:/d/A", "file:/d/C", "file:/scratch"]
     # B holds an unwanted file; D's wanted file below a hidden folder would be skipped by Spark
     assert sorted(files) == ["file:/d/B/1.jpg", "file:/d/D/4.jpg", "file:/d/D/_raw/3.jpg"]
+
+
+def test_featurize_finds_the_entries_spark_returned_no_row_for_as_often_as_they_are_short():
+    """An entry without an output row (a file deleted since the listing) becomes a reject, never a loss:
+    rows are matched by source path, counting duplicates."""
+    from collections import Counter
+
+    from conftest import load_job
+
+    featurize = load_job("featurize")
+    Entry = featurize.Entry
+    expected = [Entry("s3://b/A/1.jpg", "file:/x/1.jpg", "A"), Entry("s3://b/A/2.jpg", "file:/x/2.jpg", "A"),
+                Entry("s3://b/A/2.jpg", "file:/x/3.jpg", "A"), Entry("s3://b/B/4.jpg", "file:/x/4.jpg", "B")]
+    assert featurize.missing_entries(expected, Counter(e.source for e in expected)) == []
+    returned = Counter(["s3://b/A/1.jpg", "s3://b/A/2.jpg"])
+    assert featurize.missing_entries(expected, returned) == expected[2:]
+    assert featurize.missing_entries(expected, Counter()) == expected

@@ -560,6 +560,7 @@ def plan(spark, args: argparse.Namespace) -> Inputs:
 
 
 def unread_rejects(spark, entries: list[Entry], lengths: dict[str, int]) -> list[tuple]:
+    """Reject rows for listed entries that gave Spark nothing to read, each with its reason."""
     return [(entry.source, entry.label, unread_reason(spark, entry.read), lengths.get(entry.read)) for entry in entries]
 
 

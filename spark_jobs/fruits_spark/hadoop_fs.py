@@ -38,15 +38,18 @@ def file_length(spark: SparkSession, uri: str) -> int | None:
 
 def _list(spark: SparkSession, uri: str) -> tuple[dict[str, int], list[str]]:
     """(files directly in folder `uri`: URI -> bytes, its subfolders' URIs); ({}, []) when it does
-    not exist. One `listStatus`, every name included (Spark's own listing hides `_` and `.` names).
+    not exist. Every name included (Spark's own listing hides `_` and `.` names).
 
     `listStatus`, not `listFiles`: on the local file system each LocatedFileStatus that `listFiles`
     builds reads the file's owner and permissions in a subprocess (~4 ms a file: 5.4 s for 1,200
-    files here, against 0.3-0.5 s this way).
+    files here). And on the local file system, `os.scandir`: Hadoop's statuses cost 3-4 py4j
+    round trips a file (0.3-0.5 s for 1,200 files, against ~0.02 s).
     """
     from py4j.protocol import Py4JJavaError
 
     fs, path = _fs_and_path(spark, uri)
+    if _is_local(fs):
+        return _list_local(str(fs.makeQualified(path).toString()), str(path.toUri().getPath()))
     try:
         statuses = fs.listStatus(path)
     except Py4JJavaError as exc:
@@ -61,6 +64,36 @@ def _list(spark: SparkSession, uri: str) -> tuple[dict[str, int], list[str]]:
             folders.append(name)
         else:
             files[name] = int(status.getLen())
+    return files, folders
+
+
+def _is_local(fs) -> bool:
+    return str(fs.getScheme()) == "file"
+
+
+def _list_local(qualified: str, local: str) -> tuple[dict[str, int], list[str]]:
+    """`_list` on the local file system, as Hadoop's LocalFileSystem lists it: symbolic links
+    followed and broken ones left out (they hold no file), its own checksum files (`.name.crc`)
+    left out, a file listed as itself."""
+    try:
+        entries = list(os.scandir(local))
+    except FileNotFoundError:
+        return {}, []
+    except NotADirectoryError:
+        return {qualified: os.path.getsize(local)}, []
+    base = qualified.rstrip("/")
+    files: dict[str, int] = {}
+    folders: list[str] = []
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(".crc"):
+            continue
+        if entry.is_dir():
+            folders.append(f"{base}/{entry.name}")
+            continue
+        try:
+            files[f"{base}/{entry.name}"] = entry.stat().st_size
+        except FileNotFoundError:
+            continue
     return files, folders
 
 

@@ -56,6 +56,11 @@ def _list(spark: SparkSession, uri: str) -> tuple[dict[str, int], list[str]]:
         if str(exc.java_exception.getClass().getName()) == "java.io.FileNotFoundException":
             return {}, []
         raise
+    return _split(statuses)
+
+
+def _split(statuses) -> tuple[dict[str, int], list[str]]:
+    """Hadoop FileStatus objects -> (files: URI -> bytes, folder URIs)."""
     files: dict[str, int] = {}
     folders: list[str] = []
     for status in statuses:
@@ -113,14 +118,7 @@ def list_tree(spark: SparkSession, uri: str, threads: int = 8) -> dict[str, int]
     matches = fs.globStatus(path)
     if matches is None or len(matches) == 0:
         return None
-    found: dict[str, int] = {}
-    level: list[str] = []
-    for match in matches:
-        name = str(match.getPath().toString())
-        if match.isDirectory():
-            level.append(name)
-        else:
-            found[name] = int(match.getLen())
+    found, level = _split(matches)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         while level:
             next_level: list[str] = []

@@ -41,6 +41,7 @@ Every manifest entry (or image file under --images) ends up in exactly one of th
 from __future__ import annotations
 
 import argparse
+import bisect
 import functools
 import math
 import multiprocessing
@@ -198,24 +199,36 @@ def folders_to_load(wanted: list[str], listed: dict[str, int]) -> tuple[list[str
     Spark lists a folder on the JVM in one pass, while every file named explicitly costs it a
     file-status check (~3-5 ms of a core each: 1,200 files took 4-7 s here). A folder is loaded
     whole when Spark's recursive listing of it returns exactly the wanted files under it: every
-    file under it is wanted or hidden from Spark (a name starting with `_` or `.` anywhere below
-    the folder), and no wanted file sits below a hidden folder. Everything else is named.
+    non-empty file under it is wanted or hidden from Spark (a name starting with `_` or `.`
+    anywhere below the folder; Spark's scans skip empty files too), and no wanted file sits below
+    a hidden folder. Everything else is named. Lookups go through the sorted listing, so the
+    cost grows with the files, not with files x folders.
     """
     wanted_set = set(wanted)
+    ordered = sorted(listed)
+
+    def files_under(folder: str) -> list[str]:
+        # "0" sorts right after "/": the range is every path starting with folder + "/"
+        return ordered[bisect.bisect_left(ordered, folder + "/"):bisect.bisect_left(ordered, folder + "0")]
 
     def hidden_below(folder: str, path: str) -> bool:
         return any(part.startswith(("_", ".")) for part in path[len(folder) + 1:].split("/"))
 
-    folders: list[str] = []
+    def ancestors(path: str):
+        while "/" in path:
+            path = paths.parent_of(path)
+            yield path
+
+    chosen: set[str] = set()
     for folder in sorted({paths.parent_of(f) for f in wanted}, key=lambda f: (len(f), f)):
-        if any(folder.startswith(chosen + "/") for chosen in folders) or paths.hidden_from_spark(folder):
+        if any(parent in chosen for parent in ancestors(folder)) or paths.hidden_from_spark(folder):
             continue
-        under = [f for f in listed if f.startswith(folder + "/")]
+        under = [f for f in files_under(folder) if listed[f] > 0 or f in wanted_set]
         if all(f in wanted_set or hidden_below(folder, f) for f in under) and \
                 not any(hidden_below(folder, f) for f in under if f in wanted_set):
-            folders.append(folder)
-    files = [f for f in wanted if not any(f.startswith(folder + "/") for folder in folders)]
-    return folders, files
+            chosen.add(folder)
+    files = [f for f in wanted if not any(parent in chosen for parent in ancestors(f))]
+    return sorted(chosen), files
 
 
 def load_binary(spark, wanted: list[str], listed: dict[str, int]):

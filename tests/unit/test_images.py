@@ -209,12 +209,15 @@ def test_featurize_loads_whole_folders_only_where_that_reads_exactly_the_wanted_
 
     featurize = load_job("featurize")
     listed = {f: 1 for f in ("file:/d/A/1.jpg", "file:/d/A/2.jpg", "file:/d/B/1.jpg", "file:/d/B/notes.txt",
-                             "file:/d/C/_DSC1.JPG", "file:/d/C/2.jpg", "file:/d/D/_raw/3.jpg", "file:/d/D/4.jpg")}
+                             "file:/d/C/_DSC1.JPG", "file:/d/C/2.jpg", "file:/d/D/_raw/3.jpg", "file:/d/D/4.jpg",
+                             "file:/d/E/5.jpg", "file:/d/E/sub/6.jpg", "file:/d/AB/7.jpg")}
+    listed["file:/d/E/empty.jpg"] = 0
     wanted = ["file:/d/A/1.jpg", "file:/d/A/2.jpg", "file:/d/B/1.jpg", "file:/d/C/2.jpg", "file:/d/D/_raw/3.jpg",
-              "file:/d/D/4.jpg", "file:/scratch/000000.jpg"]
+              "file:/d/D/4.jpg", "file:/d/E/5.jpg", "file:/d/E/sub/6.jpg", "file:/scratch/000000.jpg"]
     folders, files = featurize.folders_to_load(wanted, listed)
-    # A: all wanted; C: its hidden file is read from a scratch copy; scratch: only copies
-    assert sorted(folders) == ["file:/d/A", "file:/d/C", "file:/scratch"]
+    # A: all wanted (AB/7.jpg beside it is not under it); C: its hidden file is read from a scratch
+    # copy; E: its empty file is skipped by Spark's scan anyway, E/sub is inside E; scratch: only copies
+    assert sorted(folders) == ["file:/d/A", "file:/d/C", "file:/d/E", "file:/scratch"]
     # B holds an unwanted file; D's wanted file below a hidden folder would be skipped by Spark
     assert sorted(files) == ["file:/d/B/1.jpg", "file:/d/D/4.jpg", "file:/d/D/_raw/3.jpg"]
 

@@ -245,21 +245,20 @@ def load_binary(spark, wanted: list[str], listed: dict[str, int]):
     return parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
 
 
-def read_images(spark, to_read: list[Entry], load_path: dict[str, str], listed: dict[str, int]):
-    """(binaryFile DataFrame of the entries' bytes joined to their source and label, or None when
-    nothing is to be loaded; the entries with nothing to load: their hidden-name copy failed).
+def read_images(spark, expected: list[Entry], load_path: dict[str, str], listed: dict[str, int]):
+    """binaryFile DataFrame of the `expected` entries' bytes (each has a `load_path`) joined to
+    their source and label, or None when there are none.
 
     One row per entry, also when two entries share a read location. Whether Spark returned a
     row for every entry is checked once the features are written (`missing_entries`), not by a
     pass over the files beforehand: nearly always it did.
     """
-    found = [(load_path[e.read], e.source, e.label) for e in to_read if e.read in load_path]
-    unstaged = [e for e in to_read if e.read not in load_path]
-    if not found:
-        return None, unstaged
+    if not expected:
+        return None
+    found = [(load_path[e.read], e.source, e.label) for e in expected]
     loaded = load_binary(spark, sorted({read for read, _, _ in found}), listed)
     frame = local_frame(spark, found, [("read_path", "string"), ("source", "string"), ("label", "string")])
-    return loaded.join(F.broadcast(frame), loaded["path"] == frame["read_path"]), unstaged
+    return loaded.join(F.broadcast(frame), loaded["path"] == frame["read_path"])
 
 
 def missing_entries(expected: list[Entry], returned: Counter) -> list[Entry]:
@@ -566,9 +565,10 @@ def plan(spark, args: argparse.Namespace) -> Inputs:
              len(rejects))
     set_partitioning(spark, len(to_read))
     load_path, scratch = stage_hidden(spark, sorted({entry.read for entry in to_read}))
-    images, unstaged = read_images(spark, to_read, load_path, lengths)
-    rejects.extend(unread_rejects(spark, unstaged, lengths))
     expected = [entry for entry in to_read if entry.read in load_path]
+    unstaged = [entry for entry in to_read if entry.read not in load_path]  # their hidden-name copy failed
+    rejects.extend(unread_rejects(spark, unstaged, lengths))
+    images = read_images(spark, expected, load_path, lengths)
     return Inputs(len(entries), expected, images, rejects, scratch, lengths)
 
 

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pyspark.sql import SparkSession
 
+from fruits_spark import paths
+
 
 def _fs_and_path(spark: SparkSession, uri: str):
     jvm = spark.sparkContext._jvm
@@ -124,7 +126,7 @@ def list_tree(spark: SparkSession, uri: str, threads: int = 8) -> dict[str, int]
             next_level: list[str] = []
             for files, folders in pool.map(functools.partial(_list, spark), level):
                 found.update(files)
-                next_level.extend(f for f in folders if not f.rstrip("/").rsplit("/", 1)[-1].startswith("."))
+                next_level.extend(f for f in folders if not paths.file_name(f).startswith("."))
             level = next_level
     return found
 

@@ -12,12 +12,13 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help airflow venv test test-unit test-dags test-integration demo demo-more bench bench-scale clean check-java native-blas spark-cds
+.PHONY: help airflow venv emr-stack demo-emr test test-unit test-dags test-integration demo demo-more bench bench-scale clean check-java native-blas spark-cds
 
 help:
 	@echo "make demo    - run fruits_pipeline end to end on an embedded S3 server (see README)"
 	@echo "make test    - install everything into $(VENV) and run the whole test suite"
 	@echo "make test-unit / test-dags / test-integration - one tier of it (see README)"
+	@echo "make demo-emr - the demo on the EMR backend: a local EMR runs the steps on EMR's Spark 3.5 stack"
 	@echo "make airflow - a real Airflow (UI on 127.0.0.1:8080, admin/admin) running the pipeline, until Ctrl-C"
 	@echo "make bench   - featurization and PCA benchmarks (results in benchmarks/results/)"
 	@echo "make bench-scale - a 1,000-image run's orchestration on 10k/100k/1M committed images (scale-*.json)"
@@ -34,7 +35,20 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
-venv: $(VENV)/.installed
+# Hadoop's S3A connector for the venv's Spark (fruits/spark_s3a.py pins it): resolved once by
+# Spark's Ivy from Maven Central into ~/.cache/fruits-pipeline/ivy; runs read it from there.
+$(VENV)/.s3a-jars: $(VENV)/.installed fruits/spark_s3a.py
+	@command -v java >/dev/null || { echo "Java 17 is required by Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	$(PY) -m fruits_dev.spark_jars install
+	@touch $@
+
+venv: $(VENV)/.installed $(VENV)/.s3a-jars
+
+# EMR's stack (fruits_dev/emr_stack.py): a second virtualenv as a cluster node gets it (Python
+# 3.11, spark_jobs/emr/requirements-emr.txt hash-checked, EMR's Spark 3.5 and its S3A jars), on
+# which the local EMR of the tests and `make demo-emr` runs the steps.
+emr-stack: venv check-java
+	$(PY) -m fruits_dev.emr_stack build
 
 check-java:
 	@command -v java >/dev/null || { echo "Java 17 is required by Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -44,7 +58,7 @@ check-java:
 spark-cds: venv check-java
 	$(PY) -m fruits_dev.spark_cds build
 
-test: venv check-java spark-cds
+test: venv check-java spark-cds emr-stack
 	$(PY) -m pytest
 
 # The three tiers alone (README, "Tests"): unit needs neither Java nor Spark.
@@ -54,11 +68,15 @@ test-unit: venv
 test-dags: venv
 	$(PY) -m pytest tests/dags
 
-test-integration: venv check-java spark-cds
+test-integration: venv check-java spark-cds emr-stack
 	$(PY) -m pytest tests/integration
 
 demo: venv check-java spark-cds
 	$(PY) -m fruits_dev.demo $(DEMO_ARGS)
+
+# The same demo on the EMR backend: RunJobFlow, steps run by the local EMR on EMR's stack.
+demo-emr: venv check-java spark-cds emr-stack
+	$(PY) -m fruits_dev.demo --compute emr $(DEMO_ARGS)
 
 demo-more: venv check-java spark-cds
 	$(PY) -m fruits_dev.demo --add-images 8 $(DEMO_ARGS)

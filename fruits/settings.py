@@ -26,6 +26,9 @@ DEFAULT_EMR_INSTANCE_TYPES = ("m5.xlarge", "m5.2xlarge", "m6i.xlarge", "m6i.2xla
 DEFAULT_EMR_JOB_FLOW_ROLE = "fruits-pipeline-emr-ec2"
 # EMR 7.x = Spark 3.5; 7.13.0 (April 2026) ships Spark 3.5.6 and Python 3.9 + 3.11 on Amazon Linux 2023.
 DEFAULT_EMR_RELEASE_LABEL = "emr-7.13.0"
+# The PyPI pyspark closest to that label's Spark (3.5.6-amzn-2 on emr-7.13.0): `make emr-stack`
+# runs the jobs on it, as the cluster would. Change both together.
+EMR_SPARK_VERSION = "3.5.6"
 
 
 def _env(name: str, default: str) -> str:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import functools
+import json
 import math
 import multiprocessing
 import os
@@ -621,14 +622,16 @@ def featurize_and_write(spark, args: argparse.Namespace, inputs: Inputs, bc_mode
     ).select("path", "label", "size_bytes", "sha256", "out.*")
     failed = Observation("featurize_rejects")
     reject = F.struct("path", "label", F.col("error").alias("reason"), "size_bytes")
+    # The rejects travel as one JSON string: Spark 3.5's Observation hands nested values (a list of
+    # structs) to Python as raw Java objects, Spark 4 as rows; a string is a string on both.
     featurized.observe(failed, F.count(F.lit(1)).alias("rows"),
-                       F.collect_list(F.when(F.col("error").isNotNull(), reject)).alias("rejects")) \
+                       F.to_json(F.collect_list(F.when(F.col("error").isNotNull(), reject))).alias("rejects")) \
         .where(F.col("error").isNull()) \
         .select("path", "label", "features", "width", "height", "size_bytes", "sha256") \
         .write.mode("overwrite").parquet(args.output)
     log.info("features written")
     metrics = failed.get
-    undecodable = [(r.path, r.label, r.reason, r.size_bytes) for r in metrics["rejects"]]
+    undecodable = [(r["path"], r.get("label"), r["reason"], r.get("size_bytes")) for r in json.loads(metrics["rejects"])]
     if metrics["rows"] >= inputs.readable:  # more would be a bug: `account` stops the job on it
         return undecodable
     returned = Counter(r.path for r in spark.read.parquet(args.output).select("path").collect())

@@ -1,42 +1,39 @@
-"""The EMR backend end to end on moto: whole DAG runs, each scenario on a deployment of its own.
+"""The EMR backend end to end on moto, every step executed by EMR's Spark: whole DAG runs, each
+scenario on a deployment of its own.
 
 No AWS here. Each scenario starts a moto server (EMR + S3) inside the test process and runs the
 DAG in a child process (`runner.run_once`), which talks to it over HTTP exactly as it would to
-AWS. moto accepts clusters and steps but never runs a step, so a thread of this process plays
-EMR's part: it takes each cluster's steps in order, checks that the script and the `--py-files`
-zip exist in S3, parses the arguments with the jobs' own parsers, writes the outputs the real
-jobs would write at the URIs the step names (features and rejects parquet, PCA vectors and
-report), and marks the step COMPLETED, or FAILED when a test asks for it. Every request the DAG
-makes is recorded, to check regions, the cluster request and the IAM policy.
+AWS. moto accepts clusters and steps but never runs a step: the local EMR
+(fruits_dev/local_emr.py) plays the cluster, running each step's command line with EMR's stack
+(Spark 3.5, the nodes' Python packages: `make emr-stack`) on a Spark master with two executor
+JVMs, the code fetched from S3, s3:// through S3A, logs under the LogUri as EMR lays them out.
+Every request the DAG makes is recorded, to check regions, the cluster request and the IAM policy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
-import hashlib
+import gzip
 import io
 import json
 import re
 import threading
-import traceback
-import zipfile
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 import boto3
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SPARK_JOBS, load_job
-from fruits import contract, layout
+from conftest import SPARK_JOBS
+from fruits import layout
 from fruits.backends.emr import cluster as emr_cluster
 from fruits.backends.emr import code, iam
-from fruits_dev import runner
+from fruits_dev import emr_stack, runner
+from fruits_dev.local_emr import LocalEmr, all_clusters
 from fruits_dev.samples import generate_samples
 
 pytestmark = pytest.mark.spark
@@ -44,7 +41,7 @@ pytestmark = pytest.mark.spark
 REGION = "eu-west-3"
 AIRFLOW_KEY = "AKIDAIRFLOWROLE"  # the DAG's credentials; the test's own client uses another key
 CONF = {"weights": "none", "image_size": 32, "sensor_timeout": 0}
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "INTERRUPTED")
+BROKEN_WEIGHTS = "models/broken.weights.h5"
 CREDENTIAL = re.compile(r"Credential=([^/]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
 
@@ -89,198 +86,10 @@ class RecordingMotoServer:
             return [c for c in self.calls[mark:] if c["key"] == key]
 
 
-def all_clusters() -> list:
-    from moto.emr.models import emr_backends
-
-    return [cluster for account in list(dict.values(emr_backends)) for backend in list(dict.values(account))
-            for cluster in list(backend.clusters.values())]
-
-
 def cluster_of_run(run_id: str):
     found = [c for c in all_clusters() if c._tags.get("run_id") == emr_cluster.tag_value(run_id)]
     assert len(found) == 1, f"{len(found)} cluster(s) tagged run_id={run_id}"
     return found[0]
-
-
-class StepDriver:
-    """Plays EMR's part: runs each cluster's steps in order, writing what the real jobs write."""
-
-    def __init__(self, s3, bucket: str):
-        self.s3, self.bucket = s3, bucket
-        self.fail: set[str] = set()  # scripts ("featurize.py", "pca.py") whose steps must fail
-        self.executed: list[dict] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="emr-step-driver", daemon=True)
-
-    def start(self):
-        self._thread.start()
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self):
-        while not self._stop.wait(0.2):
-            try:
-                for cluster in all_clusters():
-                    # moto's state is one per process: drive only this deployment's clusters.
-                    if cluster.state not in ("WAITING", "RUNNING") or not self.owns(cluster):
-                        continue
-                    pending = [s for s in cluster.steps if s.state not in TERMINAL]
-                    if pending:  # EMR runs the steps one after the other (StepConcurrencyLevel 1)
-                        self._execute(cluster, pending[0])
-            except Exception:  # noqa: BLE001 - reported by the tests
-                self.errors.append(traceback.format_exc())
-
-    def owns(self, cluster) -> bool:
-        return (cluster.log_uri or "").startswith(f"s3://{self.bucket}/")
-
-    def _execute(self, cluster, step):
-        step.state, step.start_date_time = "RUNNING", datetime.now(timezone.utc)
-        args = list(step.args)
-        record = {"cluster_id": cluster.id, "name": step.name, "jar": step.jar, "args": args}
-        try:
-            problem = self._run(args)
-        except Exception as exc:  # noqa: BLE001 - a crash of the "job" is a failed step
-            problem = f"{type(exc).__name__}: {exc}"
-        step.end_date_time = datetime.now(timezone.utc)
-        step.state = "FAILED" if problem else "COMPLETED"
-        step.last_state_change_reason = problem
-        record.update(state=step.state, problem=problem)
-        self.executed.append(record)
-        if not [s for s in cluster.steps if s.state not in TERMINAL]:
-            cluster.state = "WAITING"
-
-    def _exists(self, uri: str) -> bool:
-        bucket, key = layout.split_s3_uri(uri)
-        return bool(self.s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount"))
-
-    def _run(self, args: list[str]) -> str | None:
-        """spark-submit [options] script job-args: what EMR would do, minus Spark."""
-        if args[:1] != ["spark-submit"]:
-            return f"not a spark-submit step: {args[:1]}"
-        options, i = {}, 1
-        while args[i].startswith("--"):
-            options[args[i]] = args[i + 1]
-            i += 2
-        script, job_args = args[i], args[i + 1:]
-        for uri in (script, options.get("--py-files", "")):
-            if not uri.startswith("s3://") or not self._exists(uri):
-                return f"not found in S3: {uri!r}"
-        bucket, key = layout.split_s3_uri(options["--py-files"])
-        archive = zipfile.ZipFile(io.BytesIO(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
-        if "fruits_spark/__init__.py" not in archive.namelist():
-            return "--py-files does not hold the fruits_spark package"
-        job = script.rsplit("/", 1)[-1]
-        if job in self.fail:
-            return f"{job} failed (injected by the test)"
-        if job == "featurize.py":
-            return self._featurize(load_job("featurize").parse_args(job_args))
-        if job == "pca.py":
-            return self._pca(load_job("pca").parse_args(job_args))
-        return f"unknown script {script}"
-
-    def _read(self, uri: str) -> bytes:
-        bucket, key = layout.split_s3_uri(uri)
-        return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-    def _write_parquet(self, uri: str, table) -> None:
-        bucket, key = layout.split_s3_uri(uri.rstrip("/") + "/part-00000.parquet")
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        self.s3.put_object(Bucket=bucket, Key=key, Body=sink.getvalue())
-
-    def _featurize(self, args) -> None:
-        from PIL import Image
-
-        features, rejects = [], []
-        entries = [json.loads(line) for line in self._read(args.manifest).decode().split("\n") if line.strip()]
-        for entry in entries:  # manifest.jsonl: `source` is the row's path, `read` where the bytes are
-            uri, label = entry["source"], entry["label"]
-            bucket, key = layout.split_s3_uri(entry["read"])
-            if not contract.is_image_key(key):
-                rejects.append((uri, label, "unsupported file type (expected .jpg, .jpeg or .png)", None))
-                continue
-            try:
-                data = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except self.s3.exceptions.NoSuchKey:
-                rejects.append((uri, label, "file not found", None))
-                continue
-            try:
-                with Image.open(io.BytesIO(data)) as image:
-                    width, height = image.size
-                    image.convert("RGB")
-            except Exception as exc:  # noqa: BLE001
-                rejects.append((uri, label, f"cannot decode image: {exc}", len(data)))
-                continue
-            digest = hashlib.sha256(data).hexdigest()
-            rng = np.random.default_rng(int(digest[:16], 16))
-            features.append((uri, label, rng.random(1280, dtype=np.float32), width, height, len(data), digest))
-        self._write_parquet(args.output, pa.table({
-            "path": [f[0] for f in features], "label": [f[1] for f in features],
-            "features": pa.array([f[2].tolist() for f in features], pa.list_(pa.float32())),
-            "width": pa.array([f[3] for f in features], pa.int32()),
-            "height": pa.array([f[4] for f in features], pa.int32()),
-            "size_bytes": pa.array([f[5] for f in features], pa.int64()),
-            "sha256": [f[6] for f in features]}))
-        self._write_parquet(args.rejects, pa.table({
-            "path": [r[0] for r in rejects], "label": [r[1] for r in rejects], "reason": [r[2] for r in rejects],
-            "size_bytes": pa.array([r[3] for r in rejects], pa.int64())}))
-
-    def _pca(self, args) -> str | None:
-        """pca.py as a full refit every time (numpy SVD): every listed batch re-projected, with the
-        state files, the vectors list and the report fields of an incremental run."""
-        from fruits_spark import pca_report, pca_state
-        from fruits_spark.moments import Moments
-
-        if args.features_list:
-            args.features = self._read(args.features_list).decode().split()
-        history = self._read(args.history_list).decode().split() if args.history_list else []
-        new = {u.rstrip("/") for u in args.features}
-        tables, batches = [], []
-        for uri in [u for u in history if u.rstrip("/") not in new] + args.features:
-            if not self._exists(uri):
-                return f"pca: error: features not found: {uri}"
-            bucket, prefix = layout.split_s3_uri(uri)
-            for obj in self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
-                if obj["Key"].endswith(".parquet"):
-                    table = pq.read_table(io.BytesIO(self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()),
-                                          columns=["path", "label", "features"])
-                    tables.append(table)
-                    batches += [pca_state.batch_id_of(uri, "input")] * table.num_rows
-        frame = pa.concat_tables(tables)
-        matrix = np.array(frame.column("features").to_pylist(), dtype=np.float64).reshape(frame.num_rows, -1)
-        centred = matrix - matrix.mean(axis=0)
-        _, singular, components = np.linalg.svd(centred, full_matrices=False)
-        ratios = (singular ** 2 / max((singular ** 2).sum(), 1e-300)).tolist()
-        k = args.k or pca_report.smallest_k_for_variance(ratios, args.variance)
-        projected = centred @ components[:k].T
-        listed = []
-        for batch_id in dict.fromkeys(batches):
-            rows = [i for i, b in enumerate(batches) if b == batch_id]
-            self._write_parquet(f"{args.output}/batch={batch_id}/", pa.table({
-                "path": frame.column("path").take(rows), "label": frame.column("label").take(rows),
-                "pca_features": pa.array(projected[rows].tolist(), pa.list_(pa.float64()))}))
-            listed.append(f"{args.vectors_uri}/batch={batch_id}/")
-        stats = Moments(rows=len(matrix), min_dim=matrix.shape[1], max_dim=matrix.shape[1],
-                        mean=matrix.mean(axis=0), scatter=centred.T @ centred)
-        basis = pca_state.Basis(args.space_id, stats.mean, np.ascontiguousarray(components[:k].T))
-        for name, data in ((pca_state.MOMENTS, pca_state.moments_to_bytes(stats)),
-                           (pca_state.BASIS, pca_state.basis_to_bytes(basis)),
-                           (pca_state.CONTENTS, b""),
-                           (pca_state.VECTORS_LIST, pca_state.vectors_list_text(listed).encode())):
-            bucket, key = layout.split_s3_uri(f"{args.state_dir}/{name}")
-            self.s3.put_object(Bucket=bucket, Key=key, Body=data)
-        report = pca_report.build_report(
-            rows=frame.num_rows, input_dim=matrix.shape[1], k=k, ratios=ratios, inputs=args.features,
-            output=args.output, model=args.model, target_variance=args.variance,
-            labels=len(set(frame.column("label").to_pylist())), seconds=0.1, plots={})
-        report.update(mode="refit", space_id=args.space_id, fitted_rows=frame.num_rows,
-                      refit={"reason": "the fake EMR always refits", "max_angle_degrees": None})
-        bucket, key = layout.split_s3_uri(args.report)
-        self.s3.put_object(Bucket=bucket, Key=key, Body=pca_report.report_json(report))
-        return None
 
 
 def iam_requests(calls: list[dict]) -> list[tuple[str, str, dict]]:
@@ -342,24 +151,24 @@ def allowing_statements(policy: dict, action: str, resource: str, context: dict)
     return sids
 
 
-def start_fake_emr(bucket: str, driver_class=None):
-    """A recording moto server with `bucket` created and a step driver playing EMR for it."""
+def start_local_emr(bucket: str, work_dir: Path, emr_class=LocalEmr):
+    """A recording moto server with `bucket` created and a local EMR running its clusters' steps."""
     server = RecordingMotoServer()
     endpoint = server.start()
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    driver = (driver_class or StepDriver)(s3, bucket)
-    driver.start()
-    return server, endpoint, s3, driver
+    emr = emr_class(s3=s3, endpoint_url=endpoint, bucket=bucket, stack=emr_stack.locate(), work_dir=work_dir,
+                    region=REGION).start()
+    return server, endpoint, s3, emr
 
 
 class EmrDeployment:
-    """One moto server, bucket, step driver and Airflow home: each scenario gets its own."""
+    """One moto server, bucket, local EMR and Airflow home: each scenario gets its own."""
 
     def __init__(self, tmp: Path, bucket: str):
         self.tmp, self.bucket = tmp, bucket
-        self.server, self.endpoint, self.s3, self.driver = start_fake_emr(bucket)
+        self.server, self.endpoint, self.s3, self.emr = start_local_emr(bucket, tmp / "emr")
         self.env = runner.airflow_env(tmp / "airflow", extra={
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint, region=REGION, key=AIRFLOW_KEY),
             "FRUITS_COMPUTE": "emr",
@@ -371,7 +180,7 @@ class EmrDeployment:
         self.landed = 0
 
     def close(self):
-        self.driver.stop()
+        self.emr.stop()
         self.server.stop()
 
     def land(self, **kwargs):
@@ -386,12 +195,16 @@ class EmrDeployment:
     def run(self, **conf) -> dict:
         self.runs += 1
         mark = len(self.server.calls)
-        executed = len(self.driver.executed)
+        executed = len(self.emr.executed)
         result = runner.run_once(self.env, {**CONF, "bucket": self.bucket, **conf}, log_file=self.tmp / f"run-{self.runs}.log")
         result["calls"] = self.server.since(mark)
-        result["steps"] = self.driver.executed[executed:]
-        assert not self.driver.errors, self.driver.errors
+        result["steps"] = [dataclasses.asdict(step) for step in self.emr.executed[executed:]]
+        assert not self.emr.errors, self.emr.errors
         return result
+
+    def read(self, uri: str) -> bytes:
+        bucket, key = layout.split_s3_uri(uri)
+        return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def keys(self, prefix: str) -> list[str]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
@@ -445,12 +258,14 @@ def two_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def failed(tmp_path_factory):
-    """A run whose PCA step fails, on a deployment of its own."""
+    """A run whose featurize step fails for a real reason (a weights file that is not one), on a
+    deployment of its own."""
     with emr_deployment(tmp_path_factory, "fruits-emr-failed") as deployment:
         deployment.land(per_class=1, seed=13)
         ledger_before = deployment.ledger()
-        deployment.driver.fail = {"pca.py"}
-        yield SimpleNamespace(deployment=deployment, result=deployment.run(), ledger_before=ledger_before)
+        deployment.s3.put_object(Bucket=deployment.bucket, Key=BROKEN_WEIGHTS, Body=b"not an HDF5 file")
+        result = deployment.run(weights=f"s3://{deployment.bucket}/{BROKEN_WEIGHTS}")
+        yield SimpleNamespace(deployment=deployment, result=result, ledger_before=ledger_before)
 
 
 def test_a_region_outside_the_eu_is_refused_before_anything_is_created(refused):
@@ -516,6 +331,13 @@ def test_success_runs_both_steps_on_a_terminated_cluster_and_commits(two_runs):
         "--history-list", f"s3://{BUCKET}/batches/{batch_id}/pca_inputs.txt", "--refit-angle", "10.0",
         "--space-id", layout.safe_run_id(run_id)]
 
+    # Executed for real: EMR's Spark wrote the features through S3A, on a master with two executor JVMs.
+    features_keys = [k for k in deployment.keys(f"features/batch={batch_id}/") if k.endswith(".parquet")]
+    footers = [pq.read_metadata(io.BytesIO(deployment.read(f"s3://{BUCKET}/{k}"))).metadata for k in features_keys]
+    assert features_keys and {f[b"org.apache.spark.version"] for f in footers} == {emr_stack.EMR_SPARK_VERSION.encode()}
+    controller = gzip.decompress(deployment.read(result["steps"][0]["log_dir"] + "controller.gz")).decode()
+    assert "local-cluster[2,1," in controller and "spark-submit" in controller
+
     # Validated and committed: the ledger and the run report.
     images, broken = len(landed.images), len(landed.broken)
     empty = sum(1 for p in landed.broken if p.stat().st_size == 0)  # rejected at planning, before the jobs
@@ -542,7 +364,7 @@ def test_a_second_run_reuses_the_code_and_fits_pca_on_every_committed_batch(two_
     first, second = deployment.ledger()["batches"]
     pca_args = result["steps"][1]["args"]
     list_uri = pca_args[pca_args.index("--history-list") + 1]
-    features = deployment.driver._read(list_uri).decode().split()
+    features = deployment.read(list_uri).decode().split()
     assert features == [f"s3://{BUCKET}/features/batch={first['batch_id']}/",
                         f"s3://{BUCKET}/features/batch={second['batch_id']}/"]
     assert pca_args[pca_args.index("--k") + 1] == "3"  # the run's Param
@@ -550,21 +372,31 @@ def test_a_second_run_reuses_the_code_and_fits_pca_on_every_committed_batch(two_
     assert report["pca_k"] == 3 and report["pca_rows"] == first["features_rows"] + second["features_rows"]
 
 
-def test_a_failed_step_still_terminates_the_cluster_and_leaves_the_batch_uncommitted(failed):
+def test_a_failed_step_says_why_terminates_the_cluster_and_leaves_the_batch_uncommitted(failed):
     deployment, result, ledger_before = failed.deployment, failed.result, failed.ledger_before
+    weights_uri = f"s3://{deployment.bucket}/{BROKEN_WEIGHTS}"
     assert result["state"] == "failed"
     tasks = result["tasks"]
-    assert tasks["emr.wait_featurize"] == "success" and tasks["emr.wait_pca"] == "failed"
+    assert tasks["emr.wait_featurize"] == "failed" and tasks["emr.add_pca_step"] == "upstream_failed"
     assert tasks["emr.terminate_cluster"] == "success"
     assert tasks["emr.emr_outputs"] == tasks["validate"] == tasks["commit_batch"] == "upstream_failed"
-    assert [s["state"] for s in result["steps"]] == ["COMPLETED", "FAILED"]
+    [step] = result["steps"]
+    assert step["state"] == "FAILED" and step["exit_code"] == 1
     cluster = cluster_of_run(result["run_id"])
     assert cluster.state == "TERMINATED"
-    assert "EMR job failed" in result["output"] or "Error while running job" in result["output"]
     assert deployment.ledger() == ledger_before
+    # EMR's layout: the driver's stderr in the application master's container log holds the job's words.
+    job_error = f"featurize: error: cannot load the weights file {weights_uri}"
+    container = f"emr-logs/{cluster.id}/containers/{step['application_id']}/"
+    [driver_log] = [k for k in deployment.keys(container) if k.endswith("_01_000001/stderr.gz")]
+    assert job_error in gzip.decompress(deployment.read(f"s3://{deployment.bucket}/{driver_log}")).decode()
+    step_log = gzip.decompress(deployment.read(step["log_dir"] + "stderr.gz")).decode()
+    assert f"Application {step['application_id']} finished with failed status" in step_log
+    # ...and the task log and the run report say it in the job's own words, not "EMR job failed: None".
+    assert job_error in result["output"]
     report = deployment.json(layout.report_key(result["run_id"]))  # the failed run's report
-    assert (report["status"], report["failed_task"], report["committed"]) == ("failed", "emr.wait_pca", None)
-    assert report["error"]
+    assert (report["status"], report["failed_task"], report["committed"]) == ("failed", "emr.wait_featurize", None)
+    assert report["error"].startswith(job_error)
 
 
 def test_no_cluster_outlives_its_run(refused, two_runs, failed):

@@ -1,5 +1,6 @@
 """The EMR backend under a real triggerer: `python -m fruits_dev.airflow_stack` (what `make airflow`
-runs) with FRUITS_COMPUTE=emr against moto's EMR + S3, and test_emr_runs' step driver playing EMR.
+runs) with FRUITS_COMPUTE=emr against moto's EMR + S3, and the local EMR running the steps on EMR's
+Spark (fruits_dev/local_emr.py).
 
 The step sensors and the terminate task are deferrable: with a scheduler and a triggerer running
 as separate processes, they must hand their wait to the triggerer and complete from its events.
@@ -21,7 +22,8 @@ import pytest
 
 from fruits_dev.airflow_stack import DAG_ID, USER, Api, free_port, pid_alive
 from fruits_dev.samples import generate_samples
-from test_emr_runs import StepDriver, cluster_of_run, start_fake_emr
+from fruits_dev.local_emr import LocalEmr
+from test_emr_runs import cluster_of_run, start_local_emr
 
 pytestmark = pytest.mark.spark
 
@@ -29,36 +31,36 @@ BUCKET = "fruits-emr-triggerer"
 CONF = {"weights": "none", "image_size": 32, "sensor_timeout": 0}
 
 
-class DeferralGatedStepDriver(StepDriver):
+class DeferralGatedEmr(LocalEmr):
     """Runs a step only once its sensor is deferred: EMR steps take minutes, moto's would be done
     before the sensor's first look, and the sensor would then never need the triggerer."""
 
     SENSOR = {"featurize.py": "emr.wait_featurize", "pca.py": "emr.wait_pca"}
 
-    def __init__(self, s3, bucket):
-        super().__init__(s3, bucket)
+    def __post_init__(self):
+        super().__post_init__()
         self.api: Api | None = None
         self.run_id: str | None = None
         self.deferred_seen: set[str] = set()
         self._last_look = 0.0
 
-    def _execute(self, cluster, step):
+    def ready(self, cluster, step) -> bool:
         script = next((a.rsplit("/", 1)[-1] for a in step.args if a.endswith(".py")), "")
         sensor = self.SENSOR.get(script)
         if sensor and sensor not in self.deferred_seen:
             if not (self.api and self.run_id) or time.monotonic() - self._last_look < 0.5:
-                return
+                return False
             self._last_look = time.monotonic()
             if self.api.task_states(DAG_ID, self.run_id).get(sensor) != "deferred":
-                return
+                return False
             self.deferred_seen.add(sensor)
-        super()._execute(cluster, step)
+        return True
 
 
 class EmrStack:
     def __init__(self, tmp):
         self.tmp = tmp
-        self.server, self.endpoint, self.s3, self.driver = start_fake_emr(BUCKET, DeferralGatedStepDriver)
+        self.server, self.endpoint, self.s3, self.emr = start_local_emr(BUCKET, tmp / "emr", DeferralGatedEmr)
         self.home = tmp / "stack"
         self.port = free_port()
         self.password = secrets.token_urlsafe(12)
@@ -89,16 +91,16 @@ class EmrStack:
                 raise AssertionError(f"the stack did not start:\n{self.output()[-4000:]}")
             time.sleep(1)
         self.api = Api(f"http://127.0.0.1:{self.port}", USER, self.password)
-        self.driver.api = Api(self.api.base_url, USER, self.password)  # a client of its own thread
+        self.emr.api = Api(self.api.base_url, USER, self.password)  # a client of its own thread
 
     def output(self) -> str:
         return (self.tmp / "stack.out").read_text(errors="replace")
 
-    def run(self) -> tuple[str, str, dict]:
-        run_id = self.api.trigger(DAG_ID, CONF)
-        self.driver.run_id, self.driver.deferred_seen = run_id, set()
+    def run(self, **conf) -> tuple[str, str, dict]:
+        run_id = self.api.trigger(DAG_ID, {**CONF, **conf})
+        self.emr.run_id, self.emr.deferred_seen = run_id, set()
         state = self.api.wait_run(DAG_ID, run_id, timeout=300, poll=1)
-        assert not self.driver.errors, self.driver.errors
+        assert not self.emr.errors, self.emr.errors
         return run_id, state, self.api.task_states(DAG_ID, run_id)
 
     def log(self, component: str) -> str:
@@ -120,9 +122,9 @@ class EmrStack:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.out.close()
-        self.driver.stop()
-        if self.driver.api:
-            self.driver.api.close()
+        self.emr.stop()
+        if self.emr.api:
+            self.emr.api.close()
         self.server.stop()
 
 
@@ -144,12 +146,10 @@ def succeeded(emr_stack):
 
 @pytest.fixture(scope="module")
 def failed(emr_stack, succeeded):
+    """A run whose featurize step fails for a real reason: its weights file is not one."""
     emr_stack.land(per_class=1)
-    emr_stack.driver.fail = {"pca.py"}
-    try:
-        return emr_stack.run()
-    finally:
-        emr_stack.driver.fail = set()
+    emr_stack.s3.put_object(Bucket=BUCKET, Key="models/broken.weights.h5", Body=b"not an HDF5 file")
+    return emr_stack.run(weights=f"s3://{BUCKET}/models/broken.weights.h5")
 
 
 DEFERRABLE = ("emr.wait_featurize", "emr.wait_pca", "emr.terminate_cluster")
@@ -159,7 +159,7 @@ def test_the_step_sensors_and_the_terminate_task_complete_through_the_triggerer(
     run_id, state, tasks = succeeded
     assert state == "success" and set(tasks.values()) == {"success"}, (tasks, emr_stack.log("scheduler")[-3000:])
     assert cluster_of_run(run_id).state == "TERMINATED"
-    assert emr_stack.driver.deferred_seen == {"emr.wait_featurize", "emr.wait_pca"}
+    assert emr_stack.emr.deferred_seen == {"emr.wait_featurize", "emr.wait_pca"}
     for task_id in DEFERRABLE:  # each paused as deferred, and resumed on its trigger's event
         log = emr_stack.task_log(run_id, task_id)
         assert "Pausing task as DEFERRED" in log and "Trigger fired event" in log, f"{task_id}:\n{log[-2000:]}"
@@ -170,8 +170,11 @@ def test_the_step_sensors_and_the_terminate_task_complete_through_the_triggerer(
 def test_a_failed_step_still_terminates_the_cluster_and_fails_the_run(emr_stack, failed):
     run_id, state, tasks = failed
     assert state == "failed", tasks
-    assert tasks["emr.wait_featurize"] == "success" and tasks["emr.wait_pca"] == "failed", tasks
+    assert tasks["emr.wait_featurize"] == "failed" and tasks["emr.add_pca_step"] == "upstream_failed", tasks
     assert tasks["emr.terminate_cluster"] == "success", tasks
+    # The sensor resumed from the triggerer's failure event and read the job's error from the driver's log.
+    log = emr_stack.task_log(run_id, "emr.wait_featurize")
+    assert "Trigger fired event" in log and "featurize: error: cannot load the weights file" in log, log[-3000:]
     assert tasks["validate"] == tasks["commit_batch"] == "upstream_failed", tasks
     assert cluster_of_run(run_id).state == "TERMINATED"
     assert len(json.loads(emr_stack.s3.get_object(Bucket=BUCKET, Key="state/ledger.json")["Body"].read())["batches"]) == 1

@@ -185,4 +185,9 @@ def collect_as_arrow(frame, schema=None) -> list[dict]:
 
     if hasattr(frame, "toArrow"):
         return frame.toArrow().to_pylist()
-    return pa.Table.from_batches(frame._collect_as_arrow(), schema=schema or arrow_schema()).to_pylist()
+    # Spark 3.5's batches carry the JVM's nullability (`count` of a groupBy is "not null"), which
+    # `schema` need not share: take each batch as it comes; rows as dicts do not depend on it.
+    batches = frame._collect_as_arrow()
+    if not batches:
+        return pa.Table.from_batches([], schema=schema or arrow_schema()).to_pylist()
+    return pa.Table.from_batches(batches).to_pylist()

@@ -124,6 +124,18 @@ def test_the_cluster_chain_worst_case_counts_every_attempt_and_retry_delay():
         sum(t.worst_case for t in chain) + budget.SCHEDULING_MARGIN
 
 
+def test_a_failed_steps_log_wait_is_in_its_sensors_budget(monkeypatch):
+    deployment = settings(monkeypatch, FRUITS_EMR_LOG_WAIT="900")
+    assert deployment.emr_log_wait == 900
+    monkeypatch.delenv("FRUITS_EMR_LOG_WAIT")
+    assert Settings().emr_log_wait == 300  # the default: EMR uploads logs every few minutes
+    wait = {t.task_id: t.timeout for t in budget.cluster_tasks(deployment, budget.pipeline_steps(deployment))}
+    assert wait["wait_featurize"] == deployment.emr_featurize_timeout + 900 + budget.WAIT_GRACE
+    assert wait["wait_pca"] == deployment.emr_pca_timeout + 900 + budget.WAIT_GRACE
+    with pytest.raises(ValueError, match="FRUITS_EMR_LOG_WAIT cannot be negative"):
+        settings(monkeypatch, FRUITS_EMR_LOG_WAIT="-1")
+
+
 def test_the_default_run_timeout_leaves_the_teardown_its_time():
     deployment = Settings()
     for steps in (budget.pipeline_steps(deployment), budget.classifier_steps(deployment)):

@@ -199,6 +199,14 @@ def test_the_cluster_runs_with_the_generated_instance_role_not_emr_ec2_default_r
     assert "EMR_EC2_DefaultRole" not in json.dumps(airflow)
 
 
+def test_the_airflow_role_reads_the_cluster_logs_and_nothing_more_there():
+    policy = iam.airflow_role_policy(bucket="fruits", account_id="111122223333", log_prefix="logs/")
+    on_logs = {a for s in policy["Statement"] for a in s["Action"]
+               for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+               if r == "arn:aws:s3:::fruits/logs/*"}
+    assert on_logs == {"s3:GetObject"}  # a failed step's sensor reads its logs; EMR alone writes them
+
+
 def test_the_instance_role_reaches_only_this_buckets_pipeline_prefixes():
     policy = iam.instance_role_policy(bucket="fruits")
     resources = [r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str)

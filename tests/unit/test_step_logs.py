@@ -56,7 +56,7 @@ def test_the_application_comes_from_the_client_log_and_names_the_driver_containe
     assert step_logs.application_id(CLIENT_LOG) == APP
     assert step_logs.application_id("Error: Cannot load main class from JAR") is None
     assert step_logs.driver_stderr_key("emr-logs/", CLUSTER, APP, CLIENT_LOG) == DRIVER_STDERR
-    retried = CLIENT_LOG + f"AM Container for appattempt_1765000000000_0001_000002 exited with exitCode: 1\n"
+    retried = CLIENT_LOG + "AM Container for appattempt_1765000000000_0001_000002 exited with exitCode: 1\n"
     assert step_logs.driver_container_id(APP, retried) == "container_1765000000000_0001_02_000001"
 
 
@@ -88,14 +88,16 @@ def test_otherwise_the_last_line_of_the_last_python_traceback():
                 "    df = spark.read.parquet(path)\n         ^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
                 "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist: "
                 "s3://fruits-unit/features/batch=b1.\n")
-    assert step_logs.error_line(analysis) == ("pyspark.errors.exceptions.captured.AnalysisException: "
-                                              "[PATH_NOT_FOUND] Path does not exist: s3://fruits-unit/features/batch=b1.")
+    assert step_logs.error_line(analysis) == (
+        "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist: "
+        "s3://fruits-unit/features/batch=b1.")
     py4j = ("Traceback (most recent call last):\n  File \"pca.py\", line 7, in <module>\n"
             "py4j.protocol.Py4JJavaError: An error occurred while calling o71.parquet.\n"
             ": java.nio.file.AccessDeniedException: s3://fruits-unit/pca/run=r/: 403 Forbidden\n"
             "\tat org.apache.hadoop.fs.s3a.S3AUtils.translateException(S3AUtils.java:255)\n")
-    assert step_logs.error_line(py4j) == ("py4j.protocol.Py4JJavaError: An error occurred while calling o71.parquet: "
-                                          "java.nio.file.AccessDeniedException: s3://fruits-unit/pca/run=r/: 403 Forbidden")
+    assert step_logs.error_line(py4j) == (  # the Java exception, on the next line, kept on the same line
+        "py4j.protocol.Py4JJavaError: An error occurred while calling o71.parquet: "
+        "java.nio.file.AccessDeniedException: s3://fruits-unit/pca/run=r/: 403 Forbidden")
 
 
 def test_no_error_line_without_a_job_error_or_a_python_traceback():

@@ -60,7 +60,8 @@ class EmrStepSensorWithLogs(EmrStepSensor):
         except Exception as exc:  # noqa: BLE001 - never hide the provider's error behind another one
             log.warning("step %s could not be described (%s)", self.step_id, exc)
             return provider_error
-        state = step["Status"]["State"]
+        status = step.get("Status", {})
+        state = status.get("State")
         if state not in self.failed_states:
             return provider_error
         log.info("the provider's message: %s", provider_error)
@@ -68,10 +69,10 @@ class EmrStepSensorWithLogs(EmrStepSensor):
         message = step_logs.failure_message(
             first_line=(logs and logs.error_line) or _first_line(str(provider_error)) or f"EMR step {state}",
             step_id=self.step_id, step_name=step.get("Name"), state=state, cluster_id=self.job_flow_id,
-            failure_details=step["Status"].get("FailureDetails"), where=where)
+            failure_details=status.get("FailureDetails"), where=where)
         if logs is not None and logs.found:
             log.error("step %s is %s; the last lines of %s:\n%s\n%s", self.step_id, state, logs.tail_uri,
-                           logs.tail, "\n".join(where))
+                      logs.tail, "\n".join(where))
         else:
             log.error("step %s is %s; %s", self.step_id, state, "\n".join(where))
         return AirflowFailException(message)  # a failed step stays failed: no retry can help

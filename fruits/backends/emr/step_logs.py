@@ -11,7 +11,7 @@ reason is in the logs. The layout relied on (every file gzip):
         first of its attempt: container_1765000000000_0001_01_000001.
 
 EMR uploads these every few minutes, so right after a failure they are often not there yet:
-`find_step_logs` waits for them, up to a bound. Everything but that function is pure.
+`find_step_logs` waits for them, up to a bound. All but it and `read_gz` are pure functions.
 """
 
 from __future__ import annotations

@@ -120,6 +120,9 @@ class Settings:
     emr_conn_id: str | None = field(default_factory=lambda: _env_optional("FRUITS_EMR_CONN_ID"))
     emr_log_prefix: str = field(default_factory=lambda: _env("FRUITS_EMR_LOG_PREFIX", "emr-logs/"))
     emr_poll_seconds: int = field(default_factory=lambda: _env_int("FRUITS_EMR_POLL_SECONDS", 60))
+    # How long a failed step's sensor waits for its logs in S3 (EMR uploads them every few minutes),
+    # to say why it failed (fruits/backends/emr/step_logs.py); 0 reads once, without waiting.
+    emr_log_wait: int = field(default_factory=lambda: _env_int("FRUITS_EMR_LOG_WAIT", 300))
     emr_startup_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_STARTUP_TIMEOUT", 2700))
     emr_featurize_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_FEATURIZE_TIMEOUT", 6 * 3600))
     emr_pca_timeout: int = field(default_factory=lambda: _env_int("FRUITS_EMR_PCA_TIMEOUT", 2 * 3600))
@@ -133,6 +136,8 @@ class Settings:
         self._check_trigger()
         if self.emr_poll_seconds < 1:
             raise ValueError(f"FRUITS_EMR_POLL_SECONDS must be at least 1, got {self.emr_poll_seconds}")
+        if self.emr_log_wait < 0:
+            raise ValueError(f"FRUITS_EMR_LOG_WAIT cannot be negative, got {self.emr_log_wait}")
         if not self.emr_log_prefix.endswith("/"):
             object.__setattr__(self, "emr_log_prefix", self.emr_log_prefix + "/")
         if self.run_timeout < 3600:

@@ -109,6 +109,17 @@ class Bucket:
     def read_bytes(self, key: str) -> bytes:
         return self.hook.get_key(key, bucket_name=self.name).get()["Body"].read()
 
+    def read_bytes_if_exists(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such key (one GET, where `exists` and
+        `read_bytes` take three requests): for objects that may not be there yet."""
+        try:
+            answer = self.client().get_object(Bucket=self.name, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return answer["Body"].read()
+
     def size(self, key: str) -> int:
         return int(self.hook.get_key(key, bucket_name=self.name).content_length)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from conftest import DAGS
+from fruits.backends.emr.sensors import EmrStepSensorWithLogs
 
 CLUSTER_CHAIN = ("emr.create_cluster", "emr.add_featurize_step", "emr.wait_featurize", "emr.add_pca_step",
                  "emr.wait_pca", "emr.terminate_cluster")
@@ -46,6 +47,9 @@ def test_emr_dag_parses_with_the_expected_flow(monkeypatch):
     for task_id in ("emr.wait_featurize", "emr.wait_pca"):
         sensor = tasks[task_id]
         assert sensor.deferrable and sensor.retries == 0
+        # a failed step says why, from its logs (fruits/backends/emr/sensors.py)
+        assert type(sensor) is EmrStepSensorWithLogs, type(sensor)
+        assert (sensor.logs_conn_id, sensor.log_wait_seconds, sensor.log_poll_seconds) == ("aws_default", 300, 60)
         assert sensor.step_id == f"{{{{ ti.xcom_pull(task_ids='{task_id.replace('wait_', 'add_')}_step')[0] }}}}"
     for task in dag.tasks:
         assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=12), task.task_id

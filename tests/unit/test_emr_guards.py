@@ -124,6 +124,18 @@ def test_the_cluster_chain_worst_case_counts_every_attempt_and_retry_delay():
         sum(t.worst_case for t in chain) + budget.SCHEDULING_MARGIN
 
 
+def test_a_failed_steps_log_wait_is_in_its_sensors_budget(monkeypatch):
+    deployment = settings(monkeypatch, FRUITS_EMR_LOG_WAIT="900")
+    assert deployment.emr_log_wait == 900
+    monkeypatch.delenv("FRUITS_EMR_LOG_WAIT")
+    assert Settings().emr_log_wait == 300  # the default: EMR uploads logs every few minutes
+    wait = {t.task_id: t.timeout for t in budget.cluster_tasks(deployment, budget.pipeline_steps(deployment))}
+    assert wait["wait_featurize"] == deployment.emr_featurize_timeout + 900 + budget.WAIT_GRACE
+    assert wait["wait_pca"] == deployment.emr_pca_timeout + 900 + budget.WAIT_GRACE
+    with pytest.raises(ValueError, match="FRUITS_EMR_LOG_WAIT cannot be negative"):
+        settings(monkeypatch, FRUITS_EMR_LOG_WAIT="-1")
+
+
 def test_the_default_run_timeout_leaves_the_teardown_its_time():
     deployment = Settings()
     for steps in (budget.pipeline_steps(deployment), budget.classifier_steps(deployment)):
@@ -185,6 +197,14 @@ def test_the_cluster_runs_with_the_generated_instance_role_not_emr_ec2_default_r
               and "ec2" in s["Condition"]["StringLike"]["iam:PassedToService"]]
     assert passed == ["arn:aws:iam::111122223333:role/fruits-pipeline-emr-ec2"]
     assert "EMR_EC2_DefaultRole" not in json.dumps(airflow)
+
+
+def test_the_airflow_role_reads_the_cluster_logs_and_nothing_more_there():
+    policy = iam.airflow_role_policy(bucket="fruits", account_id="111122223333", log_prefix="logs/")
+    on_logs = {a for s in policy["Statement"] for a in s["Action"]
+               for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+               if r == "arn:aws:s3:::fruits/logs/*"}
+    assert on_logs == {"s3:GetObject"}  # a failed step's sensor reads its logs; EMR alone writes them
 
 
 def test_the_instance_role_reaches_only_this_buckets_pipeline_prefixes():

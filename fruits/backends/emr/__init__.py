@@ -6,6 +6,8 @@
     code      spark_jobs/ uploaded to code/<version>/ (content-addressed, verified before reuse)
     cluster   the RunJobFlow request
     steps     the featurize and PCA steps, and their timings
+    step_logs why a step failed, from its logs under the cluster's LogUri
+    sensors   the step sensor whose failure says why (step_logs)
     iam       least-privilege policies (docs/emr.md)
     tasks     the Airflow tasks: params(), build(), build_classifier() and reserved_seconds()
 """

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from fruits.settings import Settings
 
 ADD_STEP_TIMEOUT = 10 * 60  # EmrAddStepsOperator without waiting: one API call
-WAIT_GRACE = 10 * 60  # a wait's execution_timeout over its polling (max_attempts x poll)
+WAIT_GRACE = 10 * 60  # a wait's execution_timeout over its polling (max_attempts x poll) and log wait
 STARTUP_GRACE = 10 * 60  # create_cluster's execution_timeout over the start-up wait
 TERMINATE_TIMEOUT = 20 * 60  # the longest a cluster may take to terminate (EMR: minutes)
 TERMINATE_GRACE = 5 * 60
@@ -50,7 +50,8 @@ def cluster_tasks(settings: Settings, step_plan: list[tuple[str, int]]) -> list[
     chain = [TaskBudget("create_cluster", settings.emr_startup_timeout + STARTUP_GRACE, 0)]
     for name, timeout_seconds in step_plan:
         chain.append(TaskBudget(f"add_{name}_step", ADD_STEP_TIMEOUT, settings.task_retries))
-        chain.append(TaskBudget(f"wait_{name}", timeout_seconds + WAIT_GRACE, 0))
+        # a failed step's sensor then waits up to emr_log_wait for its logs (sensors.py)
+        chain.append(TaskBudget(f"wait_{name}", timeout_seconds + settings.emr_log_wait + WAIT_GRACE, 0))
     chain.append(TaskBudget("terminate_cluster", TERMINATE_TIMEOUT + TERMINATE_GRACE, terminate_retries(settings)))
     return chain
 

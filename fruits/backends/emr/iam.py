@@ -34,13 +34,15 @@ def _objects(bucket: str, prefixes) -> list[str]:
 
 def airflow_role_policy(*, bucket: str, region: str = DEFAULT_REGION, account_id: str = "123456789012",
                         service_role: str = "EMR_DefaultRole", job_flow_role: str = DEFAULT_EMR_JOB_FLOW_ROLE,
-                        landing_prefix: str = "landing/", queue_arn: str | None = None) -> dict:
+                        landing_prefix: str = "landing/", log_prefix: str = "emr-logs/",
+                        queue_arn: str | None = None) -> dict:
     """Least-privilege IAM policy of the role the Airflow workers and triggerer run with.
 
     Clusters can only be created in `region`, tagged project=fruits-pipeline, and only clusters
     carrying that tag can be driven or terminated; the only instance role it can hand to a cluster
     is `job_flow_role` (the one of `instance_role_policy`). S3 access is limited to the pipeline's
-    prefixes: planning copies landing objects into batches/ and deletes them once committed.
+    prefixes: planning copies landing objects into batches/ and deletes them once committed, and
+    a failed step's sensor reads its logs under `log_prefix` (the clusters' LogUri; step_logs.py).
     With `queue_arn` (FRUITS_TRIGGER=sqs) the triggerer may also receive and delete the landing
     events of that queue (fruits.events).
     """
@@ -72,6 +74,8 @@ def airflow_role_policy(*, bucket: str, region: str = DEFAULT_REGION, account_id
             {"Sid": "ReadPipelineObjects", "Effect": "Allow", "Action": ["s3:GetObject"],
              "Resource": _objects(bucket, (landing_prefix, BATCHES, FEATURES, REJECTS, PCA, STATE, CLASSIFIER,
                                            CODE, REPORTS))},
+            {"Sid": "ReadFailedStepLogs", "Effect": "Allow", "Action": ["s3:GetObject"],
+             "Resource": _objects(bucket, (log_prefix,))},
             {"Sid": "WritePipelineObjects", "Effect": "Allow", "Action": ["s3:PutObject"],
              "Resource": _objects(bucket, (BATCHES, CODE, REPORTS, STATE))},
             {"Sid": "RemoveCommittedLandingObjects", "Effect": "Allow", "Action": ["s3:DeleteObject"],

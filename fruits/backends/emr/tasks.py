@@ -34,11 +34,11 @@ from airflow.providers.amazon.aws.operators.emr import (
     EmrCreateJobFlowOperator,
     EmrTerminateJobFlowOperator,
 )
-from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk import Param, task, task_group
 
 from fruits import contract, layout
 from fruits.backends.emr import budget, cluster, limits, region, steps
+from fruits.backends.emr.sensors import EmrStepSensorWithLogs
 from fruits.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -279,13 +279,17 @@ def _cluster_tasks(spec, settings: Settings, step_plan: list[tuple[str, int]]):
                                    wait_for_completion=False, deferrable=False, **limits_of(task_id), **aws)
 
     def wait_step(task_id: str, adder: EmrAddStepsOperator, timeout_seconds: int):
-        return EmrStepSensor(
+        return EmrStepSensorWithLogs(
             task_id=task_id,
             job_flow_id=create.output,
             step_id=f"{{{{ ti.xcom_pull(task_ids='{adder.task_id}')[0] }}}}",
             deferrable=True,  # polls from the triggerer: no worker slot held for hours
             poke_interval=poll,
             max_attempts=_attempts(timeout_seconds, poll),
+            # a failed step: its logs, read from the cluster's LogUri, say why (step_logs.py)
+            logs_conn_id=settings.aws_conn_id,
+            log_wait_seconds=settings.emr_log_wait,
+            log_poll_seconds=poll,
             # retries 0: a FAILED step stays failed; the next run plans the batch again
             **limits_of(task_id),
             **aws,

@@ -1,0 +1,218 @@
+"""Why an EMR step failed, read from the logs EMR copies to the cluster's LogUri.
+
+EMR's DescribeStep rarely says why a Spark step failed (its FailureDetails is often empty): the
+reason is in the logs. The layout relied on (every file gzip):
+
+    <LogUri><cluster-id>/steps/<step-id>/stderr.gz
+        spark-submit's YARN client log (cluster deploy mode): it names the YARN application
+        ("Application report for application_1765000000000_0001 (state: FAILED)");
+    <LogUri><cluster-id>/containers/<application-id>/<container-id>/stderr.gz
+        the containers' output; the driver runs in the application master's container, the
+        first of its attempt: container_1765000000000_0001_01_000001.
+
+EMR uploads these every few minutes, so right after a failure they are often not there yet:
+`find_step_logs` waits for them, up to a bound. All but it and `read_gz` are pure functions.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import time
+import zlib
+from dataclasses import dataclass
+
+TAIL_LINES = 40
+_APPLICATION = re.compile(r"\bapplication_(\d+_\d+)\b")
+# YARN names the AM's attempt in the client's diagnostics ("appattempt_..._000002"): a retried
+# driver's output is in that attempt's container, not the first one's.
+_ATTEMPT = re.compile(r"\bappattempt_(\d+_\d+)_(\d+)\b")
+# What runtime.exit_on_job_error (and argparse) print before exiting with status 2.
+_JOB_ERROR = re.compile(r"(?<![\w.-])[A-Za-z_][\w.-]*: error: \S.*")
+_TRACEBACK = "Traceback (most recent call last):"
+_TIMESTAMP = r"\d{2,4}[-/]\d{2}[-/]\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?"
+_LEVEL = r"(?:ERROR|WARN|WARNING|INFO|DEBUG|FATAL|CRITICAL)"
+# "25/12/06 10:00:00 ERROR ", "2026-01-01 10:00:00,123 featurize ERROR ", "2026-01-01 10:00:00 "
+_LOG_PREFIX = re.compile(rf"^(?:{_TIMESTAMP}\s+)?(?:[\w.\-\[\]]+\s+)?{_LEVEL}\s+|^{_TIMESTAMP}\s+")
+
+
+# ----------------------------------------------------------------------------- where the logs are
+
+def parse_log_uri(log_uri: str) -> tuple[str, str]:
+    """(bucket, key prefix ending in '/' or empty) of a LogUri; DescribeCluster may answer s3n://."""
+    match = re.fullmatch(r"s3[an]?://([^/]+)/?(.*)", log_uri.strip())
+    if not match:
+        raise ValueError(f"LogUri {log_uri!r} is not an s3:// URI")
+    bucket, prefix = match.groups()
+    return bucket, (prefix if not prefix or prefix.endswith("/") else prefix + "/")
+
+
+def step_logs_prefix(log_prefix: str, cluster_id: str, step_id: str) -> str:
+    return f"{log_prefix}{cluster_id}/steps/{step_id}/"
+
+
+def containers_prefix(log_prefix: str, cluster_id: str) -> str:
+    return f"{log_prefix}{cluster_id}/containers/"
+
+
+def log_locations(log_uri: str, cluster_id: str, step_id: str) -> tuple[str, str]:
+    """(spark-submit's logs, the containers' logs) of a step, as s3:// URIs: where to look."""
+    bucket, prefix = parse_log_uri(log_uri)
+    return (f"s3://{bucket}/{step_logs_prefix(prefix, cluster_id, step_id)}",
+            f"s3://{bucket}/{containers_prefix(prefix, cluster_id)}")
+
+
+def application_id(text: str) -> str | None:
+    """The YARN application spark-submit started, from the step's client log (the last named)."""
+    found = _APPLICATION.findall(text)
+    return f"application_{found[-1]}" if found else None
+
+
+def driver_container_id(application: str, client_log: str = "") -> str:
+    """The driver's container: the AM's first container, of the last attempt the client log names."""
+    suffix = application.removeprefix("application_")
+    attempts = [int(n) for app, n in _ATTEMPT.findall(client_log) if app == suffix]
+    return f"container_{suffix}_{max(attempts, default=1):02d}_000001"
+
+
+def driver_stderr_key(log_prefix: str, cluster_id: str, application: str, client_log: str = "") -> str:
+    return (f"{containers_prefix(log_prefix, cluster_id)}{application}/"
+            f"{driver_container_id(application, client_log)}/stderr.gz")
+
+
+# ----------------------------------------------------------------------------- what they say
+
+def decompress(data: bytes) -> str:
+    """The text of a gzip log; of a truncated one, what can be read (better than nothing)."""
+    if not data.startswith(b"\x1f\x8b"):  # not gzip after all: plain text
+        return data.decode("utf-8", errors="replace")
+    try:
+        raw = gzip.decompress(data)
+    except (EOFError, OSError, zlib.error):
+        raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+    return raw.decode("utf-8", errors="replace")
+
+
+def _without_log_prefix(line: str) -> str:
+    return _LOG_PREFIX.sub("", line.strip(), count=1)
+
+
+def _last_traceback_error(lines: list[str]) -> str | None:
+    """The exception line of the last Python traceback: the first line after its header that is
+    not indented (frames and source lines are). A Py4JJavaError's real message is on the next
+    line (': java.io.FileNotFoundException: ...'): it is kept on the same line."""
+    starts = [i for i, line in enumerate(lines) if _TRACEBACK in line]
+    if not starts:
+        return None
+    for i in range(starts[-1] + 1, len(lines)):
+        line = lines[i]
+        if not line.strip() or line[0] in " \t":
+            continue
+        error = _without_log_prefix(line)
+        following = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if following.startswith(": ") and error.startswith("py4j."):
+            error = f"{error.rstrip('.')}{following}"
+        return error
+    return None
+
+
+def error_line(text: str) -> str | None:
+    """The job's own error line: `<job>: error: <message>` (exit status 2), else the exception
+    line of the last Python traceback, else None. One line, log prefixes removed."""
+    lines = text.splitlines()
+    for line in reversed(lines):
+        match = _JOB_ERROR.search(line)
+        if match:
+            return match.group(0).strip()
+    return _last_traceback_error(lines)
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    """The last `lines` lines (trailing blank lines left out): where a failure shows."""
+    return "\n".join(text.rstrip().splitlines()[-lines:]) if lines > 0 else ""
+
+
+# ----------------------------------------------------------------------------- reading them
+
+@dataclass(frozen=True)
+class StepLogs:
+    """What the logs of a failed step say, and where they are (or will be)."""
+
+    error_line: str | None
+    tail: str  # the driver's stderr, or spark-submit's when there is no driver log
+    tail_uri: str | None  # the log `tail` comes from; None when no log was found
+    step_logs_uri: str
+    driver_log_uri: str | None  # None until the application is known
+    containers_uri: str
+    waited_seconds: float
+
+    @property
+    def found(self) -> bool:
+        return self.tail_uri is not None
+
+    def where(self) -> list[str]:
+        """Lines saying where the logs are, or where they will be once EMR has uploaded them."""
+        if not self.found:
+            return [f"no logs in S3 after {self.waited_seconds:.0f}s (EMR uploads them every few minutes); "
+                    f"they will be under {self.step_logs_uri} (spark-submit) and {self.containers_uri} (driver)"]
+        if self.tail_uri == self.driver_log_uri:
+            return [f"driver log: {self.driver_log_uri}", f"spark-submit log: {self.step_logs_uri}stderr.gz"]
+        if self.driver_log_uri is None:
+            return [f"spark-submit log: {self.tail_uri} (it names no YARN application: no driver log)"]
+        return [f"spark-submit log: {self.tail_uri}",
+                f"no driver log after {self.waited_seconds:.0f}s; it will be at {self.driver_log_uri}"]
+
+
+def read_gz(bucket, key: str) -> str | None:
+    """A gzip log's text through a fruits.storage.Bucket; None when it is not there (yet)."""
+    data = bucket.read_bytes_if_exists(key)
+    return None if data is None else decompress(data)
+
+
+def find_step_logs(bucket, log_uri: str, cluster_id: str, step_id: str, *, wait_seconds: float,
+                   poll_seconds: float, sleep=time.sleep, clock=time.monotonic) -> StepLogs:
+    """The failed step's logs from `bucket` (the LogUri's, a fruits.storage.Bucket), read every
+    `poll_seconds` until the driver's stderr is there, or spark-submit's when it never started a
+    YARN application, or `wait_seconds` have passed: EMR uploads logs every few minutes.
+
+    Errors other than a missing object (access denied ...) are raised: the caller decides."""
+    log_bucket, prefix = parse_log_uri(log_uri)
+    if log_bucket != bucket.name:
+        raise ValueError(f"LogUri {log_uri} is not in bucket {bucket.name}")
+    step_prefix = step_logs_prefix(prefix, cluster_id, step_id)
+    started = clock()
+    client_log = driver_log = driver_key = None
+    while True:
+        if client_log is None:
+            client_log = read_gz(bucket, step_prefix + "stderr.gz")
+        application = application_id(client_log) if client_log is not None else None
+        if application:
+            driver_key = driver_stderr_key(prefix, cluster_id, application, client_log)
+            driver_log = read_gz(bucket, driver_key)
+        remaining = wait_seconds - (clock() - started)
+        if driver_log is not None or (client_log is not None and application is None) or remaining <= 0:
+            break
+        sleep(min(poll_seconds, remaining))
+    shown, shown_key = (driver_log, driver_key) if driver_log is not None else (client_log, step_prefix + "stderr.gz")
+    return StepLogs(
+        error_line=(error_line(driver_log) if driver_log is not None else None)
+        or (error_line(client_log) if client_log is not None else None),
+        tail=tail(shown) if shown is not None else "",
+        tail_uri=bucket.uri(shown_key) if shown is not None else None,
+        step_logs_uri=bucket.uri(step_prefix),
+        driver_log_uri=bucket.uri(driver_key) if driver_key else None,
+        containers_uri=bucket.uri(containers_prefix(prefix, cluster_id)),
+        waited_seconds=clock() - started,
+    )
+
+
+def failure_message(*, first_line: str, step_id: str, step_name: str | None, state: str, cluster_id: str,
+                    failure_details: dict | None, where: list[str]) -> str:
+    """The sensor's exception: `first_line` (the job's error, what the run report keeps), then
+    the step, its state, EMR's own FailureDetails when it gave any, and where the logs are."""
+    step = f"EMR step {step_id}" + (f" ({step_name})" if step_name else "")
+    lines = [first_line, f"{step} is {state} on cluster {cluster_id}"]
+    details = {k: v for k, v in (failure_details or {}).items() if v}
+    if details:
+        lines.append("EMR: " + ", ".join(f"{k} {v}" for k, v in details.items()))
+    return "\n".join(lines + where)

@@ -173,7 +173,7 @@ class EmrDeployment:
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint, region=REGION, key=AIRFLOW_KEY),
             "FRUITS_COMPUTE": "emr",
             "FRUITS_EMR_POLL_SECONDS": "1",
-            "FRUITS_EMR_LOG_WAIT": "2",  # no step writes logs here: a failed step waits that long
+            "FRUITS_EMR_LOG_WAIT": "30",  # the local EMR writes the logs before it ends the step
             "FRUITS_TASK_RETRIES": "0",
             "FRUITS_WORK_DIR": str(tmp / "work"),
         })

@@ -80,7 +80,7 @@ class EmrStack:
         env = {**os.environ, "FRUITS_AIRFLOW_HOME": str(self.home), "FRUITS_AIRFLOW_PORT": str(self.port),
                "FRUITS_AIRFLOW_PASSWORD": self.password, "FRUITS_S3_ENDPOINT": self.endpoint,
                "FRUITS_BUCKET": BUCKET, "FRUITS_COMPUTE": "emr", "FRUITS_EMR_POLL_SECONDS": "1",
-               "FRUITS_EMR_LOG_WAIT": "2",  # no step writes logs here: a failed step waits that long
+               "FRUITS_EMR_LOG_WAIT": "30",  # the local EMR writes the logs before it ends the step
                "FRUITS_TASK_RETRIES": "0", "FRUITS_SENSOR_POKE_INTERVAL": "15",
                "FRUITS_AIRFLOW_UNPAUSE_ALL": "false"}  # fruits_pipeline only: no classifier runs here
         self.out = open(self.tmp / "stack.out", "w")

@@ -3,7 +3,9 @@
 1. S3: the endpoint in FRUITS_S3_ENDPOINT (MinIO, ...) or an embedded moto server on loopback.
 2. Generates Fruits-360-like sample images (a few broken on purpose) and uploads them to
    s3://<bucket>/landing/.
-3. Runs fruits_pipeline once in local mode (Spark local[*]) and prints the run report.
+3. Runs fruits_pipeline once and prints the run report: in local mode (Spark local[*]), or with
+   `--compute emr` (`make demo-emr`) on the EMR backend, its cluster and steps played by the
+   local EMR (fruits_dev/local_emr.py) on EMR's Spark 3.5 stack, its step logs listed.
 4. Runs fruits_classifier on that run's PCA vectors (what the Asset event triggers under a
    scheduler) and prints its accuracy next to the majority baseline.
 5. Copies the bucket to demo-output/bucket/ (plots, parquet, reports, classifier) and says where
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -26,7 +29,7 @@ from pathlib import Path
 from fruits.contract import ClassifierOutputs
 from fruits.core import report as report_mod
 from fruits.layout import classifier_prefix, safe_run_id
-from fruits.settings import PROJECT_ROOT
+from fruits.settings import DEFAULT_REGION, PROJECT_ROOT
 from fruits_dev import runner, s3_server
 from fruits_dev.samples import generate_samples
 
@@ -49,7 +52,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bucket", default="fruits")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="local folder for outputs (default demo-output/)")
     parser.add_argument("--endpoint", help="S3 endpoint to use instead of an embedded server (or FRUITS_S3_ENDPOINT)")
-    return parser.parse_args(argv)
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="land your own images instead of generated ones (label: the first folder under DIR)")
+    parser.add_argument("--compute", choices=("local", "emr"), default="local",
+                        help="local Spark (default) or the EMR backend on the local EMR (`make demo-emr`)")
+    args = parser.parse_args(argv)
+    if args.images and not args.images.is_dir():
+        parser.error(f"--images {args.images}: not a folder")
+    if args.compute == "emr" and (args.endpoint or os.environ.get("FRUITS_S3_ENDPOINT")):
+        parser.error("--compute emr runs on the embedded S3 + EMR server (its local EMR runs the steps): "
+                     "drop --endpoint / FRUITS_S3_ENDPOINT")
+    return args
 
 
 def restore_bucket(s3, bucket: str, snapshot: Path) -> int:
@@ -72,6 +85,11 @@ def snapshot_bucket(s3, bucket: str, snapshot: Path) -> int:
 def land_images(s3, args, out: Path) -> int:
     """Generate and upload sample images; a follow-up run adds new files only."""
     runs = len(list((out / "bucket" / "reports").glob("*.json"))) if args.add_images else 0
+    if args.images:
+        uploaded = s3_server.upload_tree(s3, args.bucket, args.images, "landing/")
+        say(f"landed {uploaded} files of {args.images} under s3://{args.bucket}/landing/ "
+            f"(label: the first folder under it)")
+        return uploaded
     root = out / "samples" / f"set-{runs}"
     if root.exists():
         shutil.rmtree(root)
@@ -94,12 +112,12 @@ def main(argv=None) -> int:
     out = args.out.resolve()
     snapshot = out / "bucket"
     if not args.add_images and out.exists():
-        for sub in ("bucket", "samples", "work", "logs", "airflow-home"):  # a fresh metadata DB too
+        for sub in ("bucket", "samples", "work", "logs", "airflow-home", "emr"):  # a fresh metadata DB too
             shutil.rmtree(out / sub, ignore_errors=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
     with s3_server.s3_endpoint(args.endpoint) as endpoint:
-        embedded = not (args.endpoint or __import__("os").environ.get("FRUITS_S3_ENDPOINT"))
+        embedded = not (args.endpoint or os.environ.get("FRUITS_S3_ENDPOINT"))
         say(f"S3 endpoint {endpoint}" + (" (embedded moto server on loopback)" if embedded else ""))
         s3 = s3_server.client(endpoint)
         s3_server.ensure_bucket(s3, args.bucket)
@@ -114,15 +132,22 @@ def main(argv=None) -> int:
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
             "FRUITS_WORK_DIR": str(out / "work"),
             "FRUITS_BUCKET": args.bucket,
+            "FRUITS_COMPUTE": args.compute,
         })
-        pipeline = run_dag(env, "fruits_pipeline", {"bucket": args.bucket, "weights": args.weights,
-                                                    "image_size": args.image_size, "sensor_timeout": 0}, out,
-                           f"local Spark, weights={args.weights}, {args.image_size}px")
-        classifier = None
-        if pipeline["state"] == "success":
-            # What the Asset event would trigger under a scheduler, run here by hand on the same PCA run.
-            classifier = run_dag(env, "fruits_classifier", {"bucket": args.bucket,
-                                                            "pca_run_id": pipeline["run_id"]}, out, "local Spark")
+        emr = start_local_emr(s3, endpoint, args.bucket, out, env) if args.compute == "emr" else None
+        where = "the local EMR on EMR's Spark stack" if emr else "local Spark"
+        try:
+            pipeline = run_dag(env, "fruits_pipeline", {"bucket": args.bucket, "weights": args.weights,
+                                                        "image_size": args.image_size, "sensor_timeout": 0}, out,
+                               f"{where}, weights={args.weights}, {args.image_size}px")
+            classifier = None
+            if pipeline["state"] == "success":
+                # What the Asset event would trigger under a scheduler, run here by hand on the same PCA run.
+                classifier = run_dag(env, "fruits_classifier", {"bucket": args.bucket,
+                                                                "pca_run_id": pipeline["run_id"]}, out, where)
+        finally:
+            if emr:
+                emr.stop()
         copied = snapshot_bucket(s3, args.bucket, snapshot)
         say(f"copied {copied} objects of s3://{args.bucket}/ to {snapshot}")
 
@@ -137,6 +162,23 @@ def main(argv=None) -> int:
     if not args.add_images:
         say("next: `make demo-more` lands 8 new images and runs again (only those are featurized)")
     return 0
+
+
+def start_local_emr(s3, endpoint: str, bucket: str, out: Path, env: dict):
+    """The local EMR playing the cluster's nodes; each finished step says where its logs are."""
+    from fruits_dev import emr_stack
+    from fruits_dev.local_emr import LocalEmr
+
+    def report_step(step) -> None:
+        say(f"EMR step {step.step_id} {step.name!r} {step.state} in {step.seconds:.0f}s "
+            f"(exit {step.exit_code}); logs {step.log_dir}")
+
+    env.update({"FRUITS_EMR_POLL_SECONDS": "2", "FRUITS_EMR_LOG_WAIT": "30"})
+    stack = emr_stack.locate()
+    say(f"local EMR: steps run by spark-submit of {stack.root} (Spark {stack.spark_version}), "
+        f"work files in {out / 'emr'}")
+    return LocalEmr(s3=s3, endpoint_url=endpoint, bucket=bucket, stack=stack, work_dir=out / "emr",
+                    region=DEFAULT_REGION, on_step=report_step).start()
 
 
 def run_dag(env: dict, dag_id: str, conf: dict, out: Path, what: str) -> dict:

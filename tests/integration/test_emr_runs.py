@@ -25,6 +25,8 @@ from types import SimpleNamespace
 from urllib.parse import unquote
 
 import boto3
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -166,12 +168,12 @@ def start_local_emr(bucket: str, work_dir: Path, emr_class=LocalEmr):
 class EmrDeployment:
     """One moto server, bucket, local EMR and Airflow home: each scenario gets its own."""
 
-    def __init__(self, tmp: Path, bucket: str):
+    def __init__(self, tmp: Path, bucket: str, compute: str = "emr"):
         self.tmp, self.bucket = tmp, bucket
         self.server, self.endpoint, self.s3, self.emr = start_local_emr(bucket, tmp / "emr")
         self.env = runner.airflow_env(tmp / "airflow", extra={
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint, region=REGION, key=AIRFLOW_KEY),
-            "FRUITS_COMPUTE": "emr",
+            "FRUITS_COMPUTE": compute,
             "FRUITS_EMR_POLL_SECONDS": "1",
             "FRUITS_EMR_LOG_WAIT": "30",  # the local EMR writes the logs before it ends the step
             "FRUITS_TASK_RETRIES": "0",
@@ -220,14 +222,22 @@ class EmrDeployment:
     def ledger(self) -> dict:
         return self.json("state/ledger.json", {"batches": []})
 
+    def table(self, prefix: str) -> pa.Table:
+        """A parquet dataset of the bucket, its `path` column made bucket-relative (to compare deployments)."""
+        parts = [pq.read_table(io.BytesIO(self.read(f"s3://{self.bucket}/{key}")))
+                 for key in self.keys(prefix) if key.endswith(".parquet")]
+        table = pa.concat_tables(parts, promote_options="default")
+        relative = [p.split(f"s3://{self.bucket}/", 1)[-1] for p in table.column("path").to_pylist()]
+        return table.set_column(table.schema.get_field_index("path"), "path", pa.array(relative))
+
 
 def tasks_not_in(result: dict, *states: str) -> dict:
     return {t: s for t, s in result["tasks"].items() if s not in states}
 
 
 @contextmanager
-def emr_deployment(tmp_path_factory, bucket: str):
-    deployment = EmrDeployment(tmp_path_factory.mktemp(bucket), bucket)
+def emr_deployment(tmp_path_factory, bucket: str, compute: str = "emr"):
+    deployment = EmrDeployment(tmp_path_factory.mktemp(bucket), bucket, compute)
     try:
         yield deployment
     finally:
@@ -267,6 +277,14 @@ def failed(tmp_path_factory):
         deployment.s3.put_object(Bucket=deployment.bucket, Key=BROKEN_WEIGHTS, Body=b"not an HDF5 file")
         result = deployment.run(weights=f"s3://{deployment.bucket}/{BROKEN_WEIGHTS}")
         yield SimpleNamespace(deployment=deployment, result=result, ledger_before=ledger_before)
+
+
+@pytest.fixture(scope="module")
+def local_twin(tmp_path_factory, two_runs):
+    """The first EMR run's images, landed the same way, through the local backend (Spark 4, the venv's stack)."""
+    with emr_deployment(tmp_path_factory, "fruits-emr-twin", compute="local") as deployment:
+        deployment.land(per_class=2, broken=True, seed=11)
+        yield SimpleNamespace(deployment=deployment, result=deployment.run())
 
 
 def test_a_region_outside_the_eu_is_refused_before_anything_is_created(refused):
@@ -421,3 +439,26 @@ def test_the_documented_iam_policy_allows_every_call_and_nothing_unused(two_runs
     assert denied == [], denied[:10]
     assert used_statements == {s["Sid"] for s in policy["Statement"]}  # least privilege: no unused statement
     assert granted == used
+
+
+def test_the_emr_path_and_the_local_backend_give_the_same_features_rejects_and_pca_k(two_runs, local_twin):
+    emr, local = two_runs.deployment, local_twin.deployment
+    assert local_twin.result["state"] == "success", tasks_not_in(local_twin.result, "success")
+    [emr_batch] = two_runs.first_ledger["batches"]
+    [local_batch] = local.ledger()["batches"]
+    emr_features = emr.table(f"features/batch={emr_batch['batch_id']}/").sort_by("path")
+    local_features = local.table(f"features/batch={local_batch['batch_id']}/").sort_by("path")
+    assert emr_features.column("path").to_pylist() == local_features.column("path").to_pylist()
+    assert len(emr_features) == emr_batch["features_rows"] > 0
+    a = np.array(emr_features.column("features").to_pylist(), dtype=np.float64)
+    b = np.array(local_features.column("features").to_pylist(), dtype=np.float64)
+    assert a.shape == b.shape and a.shape[1] == 1280
+    relative = np.abs(a - b).max(axis=1) / np.abs(b).max(axis=1)
+    assert relative.max() <= 1e-4, relative.max()
+    rejects = [sorted(zip(t.column("path").to_pylist(), t.column("reason").to_pylist()))
+               for t in (emr.table(f"rejects/batch={emr_batch['batch_id']}/"),
+                         local.table(f"rejects/batch={local_batch['batch_id']}/"))]
+    assert rejects[0] == rejects[1] and rejects[0]
+    reports = [d.json(layout.report_key(r["run_id"])) for d, r in ((emr, two_runs.first), (local, local_twin.result))]
+    assert reports[0]["pca_k"] == reports[1]["pca_k"] and reports[0]["pca_rows"] == reports[1]["pca_rows"]
+    assert (reports[0]["compute"], reports[1]["compute"]) == ("emr", "local")

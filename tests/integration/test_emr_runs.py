@@ -22,7 +22,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import boto3
 import numpy as np
@@ -404,10 +404,11 @@ def test_a_failed_step_says_why_terminates_the_cluster_and_leaves_the_batch_unco
     cluster = cluster_of_run(result["run_id"])
     assert cluster.state == "TERMINATED"
     assert deployment.ledger() == ledger_before
-    # EMR's layout: the driver's stderr in the application master's container log holds the job's words.
+    # EMR's layout: the application master's container log holds the job's words, in stdout, where
+    # spark-submit's PythonRunner puts the Python driver's stderr.
     job_error = f"featurize: error: cannot load the weights file {weights_uri}"
     container = f"emr-logs/{cluster.id}/containers/{step['application_id']}/"
-    [driver_log] = [k for k in deployment.keys(container) if k.endswith("_01_000001/stderr.gz")]
+    [driver_log] = [k for k in deployment.keys(container) if k.endswith("_01_000001/stdout.gz")]
     assert job_error in gzip.decompress(deployment.read(f"s3://{deployment.bucket}/{driver_log}")).decode()
     step_log = gzip.decompress(deployment.read(step["log_dir"] + "stderr.gz")).decode()
     assert f"Application {step['application_id']} finished with failed status" in step_log

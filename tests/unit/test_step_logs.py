@@ -15,6 +15,7 @@ CLUSTER, STEP = "j-2AXXXXXXGAPLF", "s-1EXAMPLE"
 APP = "application_1765000000000_0001"
 STEP_STDERR = f"emr-logs/{CLUSTER}/steps/{STEP}/stderr.gz"
 DRIVER_STDERR = f"emr-logs/{CLUSTER}/containers/{APP}/container_1765000000000_0001_01_000001/stderr.gz"
+DRIVER_STDOUT = DRIVER_STDERR.replace("stderr.gz", "stdout.gz")
 
 CLIENT_LOG = f"""\
 25/12/06 10:00:00 INFO Client: Submitting application {APP} to ResourceManager
@@ -130,6 +131,19 @@ def test_a_job_error_is_read_from_the_drivers_stderr(bucket: Bucket):
     assert logs.where() == [f"driver log: s3://fruits-unit/{DRIVER_STDERR}",
                             f"spark-submit log: s3://fruits-unit/{STEP_STDERR}"]
     assert logs.waited_seconds < 30  # found: no waiting for the bound
+
+
+def test_a_pyspark_drivers_error_is_read_from_its_stdout_where_pythonrunner_puts_it(bucket: Bucket):
+    """spark-submit's PythonRunner merges the Python process's stderr into the container's stdout;
+    the container's stderr holds the JVM's log, which says nothing of the job's reason."""
+    put_gz(bucket, STEP_STDERR, CLIENT_LOG)
+    put_gz(bucket, DRIVER_STDERR, SPARK_NOISE + "25/12/06 10:02:00 ERROR Inbox: Ignoring error\n")
+    put_gz(bucket, DRIVER_STDOUT, "2025-12-06 10:01:59,000 featurize INFO model cache miss\n"
+                                  "featurize: error: cannot load the weights file s3://fruits-unit/w.h5: bad\n")
+    logs = find(bucket)
+    assert logs.error_line == "featurize: error: cannot load the weights file s3://fruits-unit/w.h5: bad"
+    assert logs.tail_uri == logs.driver_log_uri == f"s3://fruits-unit/{DRIVER_STDOUT}"
+    assert "model cache miss" in logs.tail
 
 
 def test_a_plain_python_traceback_is_read_from_the_drivers_stderr(bucket: Bucket):

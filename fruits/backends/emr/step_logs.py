@@ -6,9 +6,11 @@ reason is in the logs. The layout relied on (every file gzip):
     <LogUri><cluster-id>/steps/<step-id>/stderr.gz
         spark-submit's YARN client log (cluster deploy mode): it names the YARN application
         ("Application report for application_1765000000000_0001 (state: FAILED)");
-    <LogUri><cluster-id>/containers/<application-id>/<container-id>/stderr.gz
+    <LogUri><cluster-id>/containers/<application-id>/<container-id>/{stdout,stderr}.gz
         the containers' output; the driver runs in the application master's container, the
-        first of its attempt: container_1765000000000_0001_01_000001.
+        first of its attempt: container_1765000000000_0001_01_000001. A PySpark driver's own
+        output, stderr included (PythonRunner merges the Python process's stderr into its
+        stdout), is in stdout.gz: the job's error line and traceback; the JVM's log is stderr.gz.
 
 EMR uploads these every few minutes, so right after a failure they are often not there yet:
 `find_step_logs` waits for them, up to a bound. All but it and `read_gz` are pure functions.
@@ -75,9 +77,15 @@ def driver_container_id(application: str, client_log: str = "") -> str:
     return f"container_{suffix}_{max(attempts, default=1):02d}_000001"
 
 
-def driver_stderr_key(log_prefix: str, cluster_id: str, application: str, client_log: str = "") -> str:
+def driver_stderr_key(log_prefix: str, cluster_id: str, application: str, client_log: str = "",
+                      stream: str = "stderr") -> str:
     return (f"{containers_prefix(log_prefix, cluster_id)}{application}/"
-            f"{driver_container_id(application, client_log)}/stderr.gz")
+            f"{driver_container_id(application, client_log)}/{stream}.gz")
+
+
+def driver_stdout_key(log_prefix: str, cluster_id: str, application: str, client_log: str = "") -> str:
+    """The driver's stdout: where a PySpark job's own messages and tracebacks are."""
+    return driver_stderr_key(log_prefix, cluster_id, application, client_log, stream="stdout")
 
 
 # ----------------------------------------------------------------------------- what they say
@@ -181,26 +189,34 @@ def find_step_logs(bucket, log_uri: str, cluster_id: str, step_id: str, *, wait_
         raise ValueError(f"LogUri {log_uri} is not in bucket {bucket.name}")
     step_prefix = step_logs_prefix(prefix, cluster_id, step_id)
     started = clock()
-    client_log = driver_log = driver_key = None
+    client_log = driver_log = driver_key = driver_out = driver_out_key = None
     while True:
         if client_log is None:
             client_log = read_gz(bucket, step_prefix + "stderr.gz")
         application = application_id(client_log) if client_log is not None else None
         if application:
             driver_key = driver_stderr_key(prefix, cluster_id, application, client_log)
+            driver_out_key = driver_stdout_key(prefix, cluster_id, application, client_log)
             driver_log = read_gz(bucket, driver_key)
+            driver_out = read_gz(bucket, driver_out_key)
         remaining = wait_seconds - (clock() - started)
-        if driver_log is not None or (client_log is not None and application is None) or remaining <= 0:
+        if (driver_log is not None or driver_out is not None or (client_log is not None and application is None)
+                or remaining <= 0):
             break
         sleep(min(poll_seconds, remaining))
-    shown, shown_key = (driver_log, driver_key) if driver_log is not None else (client_log, step_prefix + "stderr.gz")
+    # The Python side (stdout) says why in the job's words; the JVM's log (stderr) when it is silent.
+    python_error = error_line(driver_out) if driver_out else None
+    candidates = [(driver_out, driver_out_key)] if python_error else []
+    candidates += [(driver_log, driver_key), (driver_out, driver_out_key), (client_log, step_prefix + "stderr.gz")]
+    shown, shown_key = next(((text, key) for text, key in candidates if text is not None), (None, None))
     return StepLogs(
-        error_line=(error_line(driver_log) if driver_log is not None else None)
+        error_line=python_error or (error_line(driver_log) if driver_log is not None else None)
         or (error_line(client_log) if client_log is not None else None),
         tail=tail(shown) if shown is not None else "",
         tail_uri=bucket.uri(shown_key) if shown is not None else None,
         step_logs_uri=bucket.uri(step_prefix),
-        driver_log_uri=bucket.uri(driver_key) if driver_key else None,
+        driver_log_uri=bucket.uri(shown_key) if shown_key in (driver_key, driver_out_key) and shown_key
+        else (bucket.uri(driver_key) if driver_key else None),
         containers_uri=bucket.uri(containers_prefix(prefix, cluster_id)),
         waited_seconds=clock() - started,
     )

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SPARK_JOBS, load_job
+from conftest import SPARK_JOBS, load_job, synthetic_wheelhouse
 from fruits import contract, layout
 from fruits.backends.emr import cluster as emr_cluster
 from fruits.backends.emr import code, iam
@@ -360,8 +360,11 @@ class EmrDeployment:
     def __init__(self, tmp: Path, bucket: str):
         self.tmp, self.bucket = tmp, bucket
         self.server, self.endpoint, self.s3, self.driver = start_fake_emr(bucket)
+        synthetic = synthetic_wheelhouse(tmp / "emr-code")  # tiny wheels instead of the real ~1 GB wheelhouse
         self.env = runner.airflow_env(tmp / "airflow", extra={
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint, region=REGION, key=AIRFLOW_KEY),
+            "FRUITS_SPARK_JOBS_DIR": str(synthetic["spark_jobs"]),
+            "FRUITS_EMR_WHEELHOUSE": str(synthetic["wheelhouse"]),
             "FRUITS_COMPUTE": "emr",
             "FRUITS_EMR_POLL_SECONDS": "1",
             "FRUITS_TASK_RETRIES": "0",

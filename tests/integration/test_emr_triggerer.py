@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from conftest import synthetic_wheelhouse
 from fruits_dev.airflow_stack import DAG_ID, USER, Api, free_port, pid_alive
 from fruits_dev.samples import generate_samples
 from test_emr_runs import StepDriver, cluster_of_run, start_fake_emr
@@ -64,6 +65,7 @@ class EmrStack:
         self.password = secrets.token_urlsafe(12)
         self.landed = 0
         self.proc = None
+        self.synthetic = synthetic_wheelhouse(tmp / "emr-code")
 
     def land(self, **kwargs):
         self.landed += 1
@@ -79,7 +81,9 @@ class EmrStack:
                "FRUITS_AIRFLOW_PASSWORD": self.password, "FRUITS_S3_ENDPOINT": self.endpoint,
                "FRUITS_BUCKET": BUCKET, "FRUITS_COMPUTE": "emr", "FRUITS_EMR_POLL_SECONDS": "1",
                "FRUITS_TASK_RETRIES": "0", "FRUITS_SENSOR_POKE_INTERVAL": "15",
-               "FRUITS_AIRFLOW_UNPAUSE_ALL": "false"}  # fruits_pipeline only: no classifier runs here
+               "FRUITS_AIRFLOW_UNPAUSE_ALL": "false",  # fruits_pipeline only: no classifier runs here
+               "FRUITS_SPARK_JOBS_DIR": str(self.synthetic["spark_jobs"]),  # tiny wheels, not the real ~1 GB
+               "FRUITS_EMR_WHEELHOUSE": str(self.synthetic["wheelhouse"])}
         self.out = open(self.tmp / "stack.out", "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "fruits_dev.airflow_stack"], env=env, stdout=self.out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import SPARK_JOBS, make_wheel, synthetic_wheelhouse
-from fruits.backends.emr import wheelhouse
+from fruits.backends.emr import cluster, code, tasks, wheelhouse
 from fruits.settings import Settings
 from fruits_dev import wheelhouse as builder
 
 REQUIREMENTS_EMR = SPARK_JOBS / "emr" / "requirements-emr.txt"
+BOOTSTRAP = SPARK_JOBS / "emr" / "bootstrap.sh"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +40,10 @@ def copy_of(built, tmp_path: Path) -> tuple[Path, bytes]:
 
 def wheels_in(folder: Path) -> list[str]:
     return sorted(path.name.split("-", 1)[0] for path in folder.glob("*.whl"))
+
+
+def wheels_in_names(built, arch: str) -> list[str]:
+    return [path.name for path in built["folders"][arch].glob("*.whl")]
 
 
 # ----------------------------------------------------------------------------- one requirements file per architecture
@@ -121,13 +128,29 @@ def test_a_complete_folder_is_not_downloaded_again(built, tmp_path):
 def test_an_unfinished_folder_is_completed_not_taken_as_it_is(built, tmp_path):
     root, content = copy_of(built, tmp_path)
     folder = wheelhouse.folder(root, content, "x86_64")
-    (folder / wheelhouse.COMPLETE).unlink()
-    next(folder.glob("fruit_x86-*.whl")).unlink()  # as a download cut short
-    with pytest.raises(wheelhouse.WheelhouseNotReady, match="unfinished"):
+    (folder / wheelhouse.COMPLETE).unlink()  # every file is there, but the build did not finish
+    with pytest.raises(wheelhouse.WheelhouseNotReady, match=r"unfinished \(no COMPLETE marker\)"):
         wheelhouse.ready(root, content, "x86_64")
+    next(folder.glob("fruit_x86-*.whl")).unlink()  # as a download cut short
     builder.build(built["requirements"], root, ("x86_64",), pip_args=["--no-index", "--find-links",
                                                                       str(built["index"])])
     assert wheelhouse.ready(root, content, "x86_64")[1].keys() == {p.name for p in folder.glob("*.whl")}
+
+
+def test_the_bootstraps_pip_command_installs_from_the_wheelhouse_without_an_index(built, tmp_path):
+    """bootstrap.sh's own install command, run against a built folder (x86_64, this machine's)."""
+    script = BOOTSTRAP.read_text().replace("\\\n", " ")
+    [line] = [line for line in script.splitlines() if "-m pip install" in line]
+    options = line.split("-m pip install", 1)[1].split()
+    local = {'"${workdir}/wheels"': str(built["folders"]["x86_64"]),
+             '"${workdir}/requirements.txt"': str(built["requirements"])}
+    assert set(local) <= set(options)
+    command = [sys.executable, "-m", "pip", "install", *(local.get(o, o) for o in options),
+               "--target", str(tmp_path / "site")]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sorted(p.name for p in (tmp_path / "site").glob("fruit_*.py")) == ["fruit_common.py", "fruit_x86.py"]
 
 
 # ----------------------------------------------------------------------------- verification
@@ -168,3 +191,151 @@ def test_a_wheel_the_nodes_python_cannot_install_is_refused(tmp_path):
 def test_a_missing_wheelhouse_says_how_to_build_it(tmp_path):
     with pytest.raises(wheelhouse.WheelhouseNotReady, match=r"aarch64 wheelhouse .* is missing .*make emr-wheelhouse"):
         wheelhouse.ready(tmp_path, b"x==1 --hash=sha256:" + b"0" * 64, "aarch64")
+
+
+# ----------------------------------------------------------------------------- upload next to the code
+
+def jobs_with(built, tmp_path: Path) -> Path:
+    """A copy of the synthetic spark_jobs/ a test may edit."""
+    return Path(shutil.copytree(built["spark_jobs"], tmp_path / "spark_jobs"))
+
+
+def test_the_wheelhouse_is_uploaded_content_addressed_for_the_needed_architecture_only(bucket, built, tmp_path):
+    jobs = jobs_with(built, tmp_path)
+    result = code.upload_code(bucket, jobs, wheelhouse_root=built["root"], architectures=["x86_64"])
+    key = wheelhouse.key(built["requirements"].read_bytes())
+    local = built["folders"]["x86_64"]
+    assert bucket.list_keys("wheelhouse/") == sorted(f"wheelhouse/{key}/x86_64/{p.name}" for p in local.glob("*.whl"))
+    for path in local.glob("*.whl"):
+        assert bucket.read_bytes(f"wheelhouse/{key}/x86_64/{path.name}") == path.read_bytes()
+    assert result["uris"]["wheelhouse"] == f"s3://{bucket.name}/wheelhouse/{key}/"
+    assert result["architectures"] == ["x86_64"] and result["wheelhouse"]["key"] == key
+    assert sorted(result["wheelhouse"]["uploaded"]) == sorted(f"x86_64/{p.name}" for p in local.glob("*.whl"))
+    assert not result["wheelhouse"]["skipped"]
+
+
+def test_reused_wheels_are_verified_and_only_a_new_architecture_is_uploaded(bucket, built, tmp_path, monkeypatch):
+    jobs = jobs_with(built, tmp_path)
+    code.upload_code(bucket, jobs, wheelhouse_root=built["root"], architectures=["x86_64"])
+    checked = []
+    monkeypatch.setattr(type(bucket), "sha256_of", lambda self, key, real=type(bucket).sha256_of:
+                        checked.append(key) or real(self, key))
+    again = code.upload_code(bucket, jobs, wheelhouse_root=built["root"], architectures=["aarch64", "x86_64"])
+    assert sorted(again["wheelhouse"]["skipped"]) == sorted(f"x86_64/{n}" for n in wheels_in_names(built, "x86_64"))
+    assert sorted(again["wheelhouse"]["uploaded"]) == sorted(f"aarch64/{n}" for n in wheels_in_names(built, "aarch64"))
+    assert sorted(k.rsplit("/", 1)[1] for k in checked) == sorted(wheels_in_names(built, "x86_64"))
+
+
+@pytest.mark.parametrize("change", ["other bytes", "other size", "extra file"])
+def test_a_changed_wheelhouse_object_is_refused_before_anything_is_uploaded(bucket, built, tmp_path, change):
+    jobs = jobs_with(built, tmp_path)
+    first = code.upload_code(bucket, jobs, wheelhouse_root=built["root"], architectures=["x86_64"])
+    prefix = f"wheelhouse/{first['wheelhouse']['key']}/x86_64/"
+    [target] = [k for k in bucket.list_keys(prefix) if "fruit_common" in k]
+    original = bucket.read_bytes(target)
+    if change == "other bytes":
+        bucket.write_bytes(target, original[:-1] + bytes([original[-1] ^ 1]))
+    elif change == "other size":
+        bucket.write_bytes(target, original + b"x")
+    else:
+        bucket.write_bytes(prefix + "evil-1.0-py3-none-any.whl", b"PK")
+    (jobs / "pca.py").write_text((jobs / "pca.py").read_text() + "\n")  # a new code version to upload
+    with pytest.raises(code.CodeMismatch, match=rf"s3://{bucket.name}/{prefix} holds files that differ") as refused:
+        code.upload_code(bucket, jobs, wheelhouse_root=built["root"], architectures=["x86_64"])
+    assert "nothing was run" in str(refused.value)
+    expected = {"other bytes": r"fruit_common-\S+ \(sha256 [0-9a-f]{12}\.\.\., local",
+                "other size": rf"fruit_common-\S+ \({len(original) + 1} bytes, local {len(original)}\)",
+                "extra file": r"evil-1\.0-py3-none-any\.whl \(not in this wheelhouse\)"}[change]
+    assert re.search(expected, str(refused.value)), str(refused.value)
+    assert bucket.list_keys("code/") == sorted(f"code/{first['version']}/{n}" for n in first["uploaded"])
+
+
+def test_no_wheelhouse_for_the_needed_architecture_fails_before_any_upload(bucket, built, tmp_path):
+    jobs = jobs_with(built, tmp_path)
+    with pytest.raises(wheelhouse.WheelhouseNotReady, match="make emr-wheelhouse"):
+        code.upload_code(bucket, jobs, wheelhouse_root=tmp_path / "empty", architectures=["aarch64"])
+    assert bucket.list_keys("") == []
+
+
+# ----------------------------------------------------------------------------- architectures, bootstrap action
+
+@pytest.mark.parametrize("instance_type, arch", [
+    ("m7g.xlarge", "aarch64"), ("c7g.4xlarge", "aarch64"), ("c7gn.2xlarge", "aarch64"), ("r8gd.xlarge", "aarch64"),
+    ("a1.large", "aarch64"), ("m5.xlarge", "x86_64"), ("c7i.2xlarge", "x86_64"), ("m7i-flex.large", "x86_64"),
+    ("g4dn.xlarge", "x86_64"), ("m7a.xlarge", "x86_64")])
+def test_graviton_instance_types_are_aarch64(instance_type, arch):
+    assert cluster.node_architecture(instance_type) == arch
+
+
+def test_every_default_instance_type_has_an_architecture_the_builder_makes():
+    from fruits.settings import DEFAULT_EMR_INSTANCE_TYPES
+
+    archs = {cluster.node_architecture(t) for t in DEFAULT_EMR_INSTANCE_TYPES}
+    assert archs == set(wheelhouse.ARCHITECTURES)
+
+
+def params(**changes) -> dict:
+    return {"master_instance_type": "m5.xlarge", "core_instance_type": "c7g.2xlarge", "core_instance_count": 2,
+            "core_max_instance_count": 0, "core_spot": False, "release_label": "emr-7.13.0", "idle_timeout": 1800,
+            **changes}
+
+
+def test_a_run_needs_the_architectures_of_its_nodes():
+    assert tasks.node_architectures(params()) == ["aarch64", "x86_64"]
+    assert tasks.node_architectures(params(core_instance_count=0)) == ["x86_64"]  # no core group
+    assert tasks.node_architectures(params(master_instance_type="m7g.xlarge")) == ["aarch64"]
+
+
+def test_a_run_uploads_the_wheelhouse_of_its_nodes_from_the_deployments_folder(bucket, built, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv("FRUITS_SPARK_JOBS_DIR", str(built["spark_jobs"]))
+    monkeypatch.setenv("FRUITS_EMR_WHEELHOUSE", str(built["root"]))
+    graviton = tasks.upload_run_code(bucket, Settings(), params(master_instance_type="m7g.xlarge"))
+    assert graviton["architectures"] == ["aarch64"]
+    assert {k.split("/")[2] for k in bucket.list_keys("wheelhouse/")} == {"aarch64"}
+    mixed = tasks.upload_run_code(bucket, Settings(), params())
+    assert mixed["architectures"] == ["aarch64", "x86_64"]
+    assert {k.split("/")[2] for k in bucket.list_keys("wheelhouse/")} == {"aarch64", "x86_64"}
+    monkeypatch.setenv("FRUITS_EMR_WHEELHOUSE", str(tmp_path / "not-built"))
+    with pytest.raises(wheelhouse.WheelhouseNotReady, match=rf"{tmp_path}/not-built.*make emr-wheelhouse"):
+        tasks.upload_run_code(bucket, Settings(), params())
+
+
+def test_the_bootstrap_action_gets_the_requirements_and_the_wheelhouse():
+    uris = code.code_uris("fruits", "0123456789abcdef", "fedcba9876543210")
+    request = tasks.job_flow_request(bucket="fruits", batch_id="b1", code={"uris": uris,
+                                     "architectures": ["aarch64", "x86_64"]}, settings=Settings(),
+                                     params=params(), run_id="r", dag_id="fruits_pipeline")
+    [action] = request["BootstrapActions"]
+    assert action["ScriptBootstrapAction"]["Args"] == ["s3://fruits/code/0123456789abcdef/requirements-emr.txt",
+                                                       "s3://fruits/wheelhouse/fedcba9876543210/"]
+
+
+def test_no_cluster_is_requested_without_the_wheels_of_one_of_its_architectures():
+    uris = code.code_uris("fruits", "v", "k")
+    with pytest.raises(ValueError, match="no aarch64 wheelhouse was uploaded for this run"):
+        tasks.job_flow_request(bucket="fruits", batch_id="b1", code={"uris": uris, "architectures": ["x86_64"]},
+                               settings=Settings(), params=params(), run_id="r", dag_id="fruits_pipeline")
+
+
+def test_the_bootstrap_copies_its_architectures_folder_and_never_reaches_an_index():
+    script = BOOTSTRAP.read_text().replace("\\\n", " ")
+    commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    [copy] = [line for line in commands if "aws s3 cp" in line and "--recursive" in line]
+    assert '"${wheelhouse_uri}/${machine}/"' in copy and "machine=$(uname -m)" in script
+    [install] = [line for line in commands if "pip install" in line]
+    assert "--no-index" in install and '--find-links "${workdir}/wheels"' in install
+    assert 'wheelhouse_uri=${2%/}' in script
+
+
+def test_airflow_uploads_the_wheelhouse_and_the_nodes_only_read_it():
+    from fruits.backends.emr import iam
+
+    def resources(policy: dict, action: str) -> set[str]:
+        return {r for s in policy["Statement"] if action in s["Action"]
+                for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+
+    wheels = "arn:aws:s3:::fruits/wheelhouse/*"
+    airflow, nodes = iam.airflow_role_policy(bucket="fruits"), iam.instance_role_policy(bucket="fruits")
+    assert wheels in resources(airflow, "s3:PutObject") and wheels in resources(airflow, "s3:GetObject")
+    assert wheels in resources(nodes, "s3:GetObject") and wheels not in resources(nodes, "s3:PutObject")

@@ -115,9 +115,8 @@ def code_uris(bucket: str, version: str, wheelhouse_key: str) -> dict[str, str]:
     }
 
 
-
 class CodeMismatch(RuntimeError):
-    """An object of code/<version>/ is not the file this checkout would upload."""
+    """An object of code/<version>/ or wheelhouse/<key>/<arch>/ is not the file this machine would upload."""
 
 
 def sha256(data: bytes) -> str:

@@ -8,13 +8,15 @@ and what a complete folder is).
 `pip download --require-hashes` fetches the wheels for the nodes' platform (cp311, manylinux up to
 2_28), whatever machine runs it. pip evaluates environment markers for the machine it runs on,
 so it reads a per-architecture copy of the requirements with the markers already evaluated for
-the target. A folder already marked COMPLETE is kept; an unfinished one is resumed (pip skips the
-files it already holds once their hash checks) and marked only after every file was verified.
+the target. A folder marked COMPLETE is kept if it still verifies (downloaded again otherwise); an
+unfinished one is resumed (pip skips the files it already holds once their hash checks) and marked
+only after every file was verified.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,11 +51,15 @@ def build(requirements: Path = REQUIREMENTS, dest: Path | None = None, architect
     built = {}
     for arch in architectures:
         directory = wheelhouse.folder(root, content, arch)
-        marker = directory / wheelhouse.COMPLETE
-        if marker.is_file():
-            print(f"wheelhouse: {directory} is complete", file=sys.stderr)
-            built[arch] = directory
-            continue
+        if (directory / wheelhouse.COMPLETE).is_file():
+            try:
+                wheelhouse.verify(directory, text, arch)
+                print(f"wheelhouse: {directory} is complete", file=sys.stderr)
+                built[arch] = directory
+                continue
+            except wheelhouse.WheelhouseNotReady as exc:  # changed since it was built: start again
+                print(f"wheelhouse: {exc}; downloading it again", file=sys.stderr)
+                shutil.rmtree(directory)
         directory.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="fruits-wheelhouse-") as work:

@@ -125,6 +125,16 @@ def test_a_complete_folder_is_not_downloaded_again(built, tmp_path):
     assert wheels_in(again["x86_64"]) == ["fruit_common", "fruit_x86"]
 
 
+def test_a_complete_folder_damaged_since_is_downloaded_again(built, tmp_path):
+    root, content = copy_of(built, tmp_path)
+    folder = wheelhouse.folder(root, content, "aarch64")
+    next(folder.glob("fruit_arm-*.whl")).unlink()  # the marker stays
+    builder.build(built["requirements"], root, ("aarch64",), pip_args=["--no-index", "--find-links",
+                                                                       str(built["index"])])
+    assert wheels_in(folder) == ["fruit_arm", "fruit_common"]
+    wheelhouse.ready(root, content, "aarch64")
+
+
 def test_an_unfinished_folder_is_completed_not_taken_as_it_is(built, tmp_path):
     root, content = copy_of(built, tmp_path)
     folder = wheelhouse.folder(root, content, "x86_64")

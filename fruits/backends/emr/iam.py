@@ -87,10 +87,10 @@ def instance_role_policy(*, bucket: str, log_prefix: str = "emr-logs/", weights_
     EMR_EC2_DefaultRole's s3:* on every bucket: this bucket's prefixes only.
 
     The bootstrap reads the code and the wheelhouse; the jobs read the batch's staged copies under
-    batches/ (never landing/), the code, the weights
-    kept under `weights_prefix`, and earlier outputs (PCA reads every committed batch's features,
-    the classifier a PCA run's vectors); they write their outputs (Spark's overwrite mode deletes a
-    dataset before writing it again, hence DeleteObject) and EMR writes the cluster logs.
+    batches/ (never landing/), the code, the weights kept under `weights_prefix`, and earlier
+    outputs (PCA reads every committed batch's features, the classifier a PCA run's vectors); they
+    write their outputs (Spark's overwrite mode deletes a dataset before writing it again, hence
+    DeleteObject) and EMR writes the cluster logs.
     """
     return {
         "Version": "2012-10-17",

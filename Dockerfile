@@ -61,3 +61,8 @@ COPY --chown=airflow:0 fruits /opt/airflow/project/fruits
 COPY --chown=airflow:0 fruits_dev /opt/airflow/project/fruits_dev
 COPY --chown=airflow:0 spark_jobs /opt/airflow/project/spark_jobs
 RUN pip install --no-cache-dir --no-deps -e /opt/airflow/project
+# The wheels EMR nodes install at boot (`make emr-wheelhouse`, docs/emr.md), at the default
+# FRUITS_EMR_WHEELHOUSE (~/.cache/fruits-pipeline/wheelhouse): about 0.9 GB for both node
+# architectures. `--build-arg EMR_WHEELHOUSE=false` leaves them out (local backend only).
+ARG EMR_WHEELHOUSE=true
+RUN if [ "${EMR_WHEELHOUSE}" = "true" ]; then python -m fruits_dev.wheelhouse build; fi

@@ -95,6 +95,13 @@ native-blas:
 	    apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null; \
 	  else echo "no native BLAS (libblas.so.3): Spark ML PCA runs on its slower JVM fallback"; fi; }
 
+# The wheels EMR nodes install at boot instead of reaching PyPI, for both node architectures, in a
+# cache outside the checkout (~/.cache/fruits-pipeline/wheelhouse, or FRUITS_EMR_WHEELHOUSE):
+# the EMR backend's upload_code needs it (docs/emr.md, "Cluster boot without PyPI").
+.PHONY: emr-wheelhouse
+emr-wheelhouse: venv
+	$(PY) -m fruits_dev.wheelhouse build --arch x86_64 --arch aarch64
+
 bench: venv check-java native-blas spark-cds
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 

@@ -17,6 +17,8 @@
     state/ledger.json                       committed batches (the only thing a run commits)
     state/keys/<hh>/<sha256(key)>.json      the last committed content of each landing key (re-landings)
     code/<version>/                         Spark jobs and bootstrap for EMR (content-addressed)
+    wheelhouse/<key>/<arch>/                the wheels EMR nodes install at boot (one folder per
+                                            requirements-emr.txt version and node architecture)
     models/converted/                       EMR: converted MobileNetV2 models kept between jobs (featurize.py
                                             --model-cache; users keep weights files under models/ too)
     emr-logs/                               EMR cluster and step logs (LogUri)
@@ -47,7 +49,7 @@ def batch_id_for(keys: list[str]) -> str:
 
 # Prefixes the pipeline writes: a landing prefix may not overlap any of them.
 OUTPUT_PREFIXES = ("batches/", "features/", "rejects/", "pca/", "classifier/", "reports/", "state/",
-                   "code/", "emr-logs/", MODEL_CACHE_PREFIX)
+                   "code/", "wheelhouse/", "emr-logs/", MODEL_CACHE_PREFIX)
 
 
 def manifest_key(batch_id: str) -> str:

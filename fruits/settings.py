@@ -29,11 +29,23 @@ DEFAULT_EMR_RELEASE_LABEL = "emr-7.13.0"
 # The PyPI pyspark closest to that label's Spark (3.5.6-amzn-2 on emr-7.13.0): `make emr-stack`
 # runs the jobs on it, as the cluster would. Change both together.
 EMR_SPARK_VERSION = "3.5.6"
+WHEELHOUSE_SETTING = "FRUITS_EMR_WHEELHOUSE"
 
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value if value else default
+
+
+def default_emr_wheelhouse() -> Path:
+    """Where `make emr-wheelhouse` keeps the wheels EMR nodes install: a cache outside the checkout,
+    so a clean clone on the same machine downloads nothing again."""
+    return Path.home() / ".cache" / "fruits-pipeline" / "wheelhouse"
+
+
+def emr_wheelhouse_dir() -> Path:
+    """The wheelhouse folder of this deployment: FRUITS_EMR_WHEELHOUSE, else the default cache."""
+    return Path(_env(WHEELHOUSE_SETTING, str(default_emr_wheelhouse()))).expanduser()
 
 
 def _env_int(name: str, default: int) -> int:
@@ -118,6 +130,9 @@ class Settings:
     emr_job_flow_role: str = field(default_factory=lambda: _env("FRUITS_EMR_JOB_FLOW_ROLE", DEFAULT_EMR_JOB_FLOW_ROLE))
     emr_service_role: str = field(default_factory=lambda: _env("FRUITS_EMR_SERVICE_ROLE", "EMR_DefaultRole"))
     emr_conn_id: str | None = field(default_factory=lambda: _env_optional("FRUITS_EMR_CONN_ID"))
+    # The wheels the nodes install at boot (fruits/backends/emr/wheelhouse.py: <folder>/<key>/<arch>/),
+    # built by `make emr-wheelhouse`; upload_code copies those the run's instance types need.
+    emr_wheelhouse: Path = field(default_factory=emr_wheelhouse_dir)
     emr_log_prefix: str = field(default_factory=lambda: _env("FRUITS_EMR_LOG_PREFIX", "emr-logs/"))
     emr_poll_seconds: int = field(default_factory=lambda: _env_int("FRUITS_EMR_POLL_SECONDS", 60))
     # How long a failed step's sensor waits for its logs in S3 (EMR uploads them every few minutes),

@@ -7,6 +7,8 @@ talks to AWS, MinIO (docker-compose) and the embedded moto server (`make demo`, 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import logging
@@ -123,6 +125,20 @@ class Bucket:
     def size(self, key: str) -> int:
         return int(self.hook.get_key(key, bucket_name=self.name).content_length)
 
+    def sha256_of(self, key: str) -> str:
+        """The object's sha256 (hex): the SHA-256 checksum S3 keeps for an object written with one
+        (`upload_file_checked`; one HEAD), else its bytes hashed as they stream (a store that keeps
+        no checksum, an object written by something else)."""
+        answer = self.client().head_object(Bucket=self.name, Key=key, ChecksumMode="ENABLED")
+        stored = answer.get("ChecksumSHA256")
+        if stored and "-" not in stored and answer.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
+            return base64.b64decode(stored).hex()
+        digest = hashlib.sha256()
+        body = self.client().get_object(Bucket=self.name, Key=key)["Body"]
+        for chunk in iter(lambda: body.read(1 << 20), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
+
     def read_json(self, key: str, default=None):
         if not self.exists(key):
             return default
@@ -151,6 +167,13 @@ class Bucket:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.hook.load_bytes(data, key=key, bucket_name=self.name, replace=True)
+
+    def upload_file_checked(self, key: str, path: Path, sha256: str) -> None:
+        """Upload a local file in one PUT with its SHA-256: S3 refuses bytes that do not match it,
+        and keeps it for `sha256_of` (at most 5 GB: a wheel, not a dataset)."""
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+        with open(path, "rb") as body:
+            self.client().put_object(Bucket=self.name, Key=key, Body=body, ChecksumSHA256=checksum)
 
     def write_json(self, key: str, payload) -> None:
         self.write_text(key, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")

@@ -111,3 +111,68 @@ def bucket(aws_credentials) -> Bucket:
         boto3.client("s3", region_name=DEFAULT_REGION).create_bucket(
             Bucket="fruits-unit", CreateBucketConfiguration={"LocationConstraint": DEFAULT_REGION})
         yield Bucket.connect(None, "fruits-unit")
+
+
+def make_wheel(folder: Path, name: str, version: str, tag: str = "py3-none-any", payload: str = "") -> Path:
+    """A tiny wheel pip can install (one module, METADATA, WHEEL, RECORD), byte-identical for the
+    same arguments: EMR wheelhouse tests need real wheel files, not TensorFlow's."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    files = {f"{dist}.py": f"VERSION = {version!r}\n{payload}",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: fruits-tests\n"
+                              f"Root-Is-Purelib: {'true' if tag.endswith('-any') else 'false'}\nTag: {tag}\n"}
+    record = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},"
+              f"{len(t.encode())}" for n, t in files.items()]
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{dist}-{version}-{tag}.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0)), text)
+    return path
+
+
+# One wheel every node installs, and one per architecture behind a platform_machine marker, as
+# requirements-emr.txt pins tensorflow-cpu (x86_64) and tensorflow (aarch64).
+SYNTHETIC_WHEELS = (("fruit-common", None, "py3-none-any"),
+                    ("fruit-x86", "x86_64", "cp311-cp311-manylinux_2_17_x86_64"),
+                    ("fruit-arm", "aarch64", "cp311-cp311-manylinux_2_28_aarch64"))
+
+
+def synthetic_requirements(index: Path) -> str:
+    """Writes the SYNTHETIC_WHEELS into `index` (a --find-links folder) and returns a hash-pinned
+    requirements file naming them, in requirements-emr.txt's format."""
+    import hashlib
+
+    lines = ["# synthetic requirements-emr.txt (tests)"]
+    for name, machine, tag in SYNTHETIC_WHEELS:
+        digest = hashlib.sha256(make_wheel(index, name, "1.0", tag).read_bytes()).hexdigest()
+        marker = f" ; platform_machine == '{machine}'" if machine else ""
+        lines.append(f"{name}==1.0{marker} \\\n    --hash=sha256:{digest}")
+    return "\n".join(lines) + "\n"
+
+
+def synthetic_wheelhouse(tmp: Path) -> dict[str, Path]:
+    """A copy of spark_jobs/ whose requirements-emr.txt pins the SYNTHETIC_WHEELS, and its wheelhouse
+    for every node architecture, built by fruits_dev.wheelhouse from a local folder: what an EMR
+    test uploads instead of the real ~1 GB of wheels. `spark_jobs` and `wheelhouse` are the
+    FRUITS_SPARK_JOBS_DIR and FRUITS_EMR_WHEELHOUSE of a DAG run."""
+    import shutil
+
+    from fruits.backends.emr import code
+    from fruits_dev import wheelhouse as builder
+
+    jobs, index = tmp / "spark_jobs", tmp / "index"
+    for name, path in code.source_files(SPARK_JOBS).items():
+        (jobs / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, jobs / name)
+    requirements = jobs / "emr" / "requirements-emr.txt"
+    requirements.write_text(synthetic_requirements(index))
+    folders = builder.build(requirements, tmp / "wheelhouse", pip_args=["--no-index", "--find-links", str(index)])
+    return {"spark_jobs": jobs, "wheelhouse": tmp / "wheelhouse", "requirements": requirements, "index": index,
+            **{f"folder_{arch}": folder for arch, folder in folders.items()}}

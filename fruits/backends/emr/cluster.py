@@ -11,6 +11,8 @@ from fruits.settings import DEFAULT_EMR_RELEASE_LABEL as DEFAULT_RELEASE_LABEL
 PROJECT_TAG = "fruits-pipeline"
 RELEASE_LABEL_PATTERN = r"^emr-7\.[0-9]+\.[0-9]+$"
 INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"
+# Graviton (arm64) types: a `g` right after the generation digit (m7g, c7gn, r8gd, g5g), and a1.
+GRAVITON_PATTERN = r"^(a1|[a-z]+[0-9]+g[a-z0-9-]*)\."
 MIN_IDLE_TIMEOUT, MAX_IDLE_TIMEOUT = 60, 7 * 24 * 3600  # AutoTerminationPolicy bounds
 
 # What bootstrap.sh installs on every node, and what Spark's Python workers must run.
@@ -46,6 +48,16 @@ def spark_configurations(python: str = PYTHON) -> list[dict]:
          "Configurations": [{"Classification": "export", "Properties": dict(env)}]},
         {"Classification": "spark-defaults", "Properties": defaults},
     ]
+
+
+def node_architecture(instance_type: str) -> str:
+    """`uname -m` of an instance type's nodes: which wheelhouse folder their bootstrap installs from."""
+    return "aarch64" if re.match(GRAVITON_PATTERN, instance_type) else "x86_64"
+
+
+def node_architectures(groups: list[dict]) -> list[str]:
+    """The architectures of a request's instance groups (the wheelhouses its cluster needs)."""
+    return sorted({node_architecture(group["InstanceType"]) for group in groups})
 
 
 def instance_groups(*, master_instance_type: str, core_instance_type: str, core_instance_count: int,
@@ -90,7 +102,8 @@ def job_flow_overrides(*, name: str, release_label: str, log_uri: str, code: dic
         "Instances": instances,
         "BootstrapActions": [{
             "Name": "fruits-python-dependencies",
-            "ScriptBootstrapAction": {"Path": code["bootstrap"], "Args": [code["requirements"]]},
+            # bootstrap.sh <requirements-uri> <wheelhouse-uri>: installs from <wheelhouse-uri>/$(uname -m)/
+            "ScriptBootstrapAction": {"Path": code["bootstrap"], "Args": [code["requirements"], code["wheelhouse"]]},
         }],
         "Configurations": spark_configurations(),
         "JobFlowRole": job_flow_role,

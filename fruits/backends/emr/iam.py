@@ -1,6 +1,6 @@
 """Least-privilege IAM policies generated from code (shown in docs/emr.md, checked by the tests
 against the requests the pipeline really makes). The bucket folders come from fruits.layout (and
-code.py for code/), so a new folder there cannot be forgotten here."""
+code.py for code/ and wheelhouse/), so a new folder there cannot be forgotten here."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ CLASSIFIER = folder(layout.classifier_prefix(_ANY))
 REPORTS = folder(layout.report_key(_ANY))
 STATE = folder(layout.LEDGER_KEY)
 CODE = folder(code.code_prefix(_ANY))
+WHEELHOUSE = folder(code.wheelhouse_prefix(_ANY))  # the wheels bootstrap.sh installs (no package index)
 JOB_OUTPUTS = (FEATURES, REJECTS, PCA, CLASSIFIER)
 
 
@@ -73,11 +74,11 @@ def airflow_role_policy(*, bucket: str, region: str = DEFAULT_REGION, account_id
              "Action": ["s3:GetBucketLocation", "s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
             {"Sid": "ReadPipelineObjects", "Effect": "Allow", "Action": ["s3:GetObject"],
              "Resource": _objects(bucket, (landing_prefix, BATCHES, FEATURES, REJECTS, PCA, STATE, CLASSIFIER,
-                                           CODE, REPORTS))},
+                                           CODE, WHEELHOUSE, REPORTS))},
             {"Sid": "ReadFailedStepLogs", "Effect": "Allow", "Action": ["s3:GetObject"],
              "Resource": _objects(bucket, (log_prefix,))},
             {"Sid": "WritePipelineObjects", "Effect": "Allow", "Action": ["s3:PutObject"],
-             "Resource": _objects(bucket, (BATCHES, CODE, REPORTS, STATE))},
+             "Resource": _objects(bucket, (BATCHES, CODE, WHEELHOUSE, REPORTS, STATE))},
             {"Sid": "RemoveCommittedLandingObjects", "Effect": "Allow", "Action": ["s3:DeleteObject"],
              "Resource": _objects(bucket, (landing_prefix,))},
             *(events.airflow_role_statements(queue_arn=queue_arn) if queue_arn else []),
@@ -89,10 +90,11 @@ def instance_role_policy(*, bucket: str, log_prefix: str = "emr-logs/", weights_
     """The whole S3 access of the cluster nodes' instance role (FRUITS_EMR_JOB_FLOW_ROLE), instead of
     EMR_EC2_DefaultRole's s3:* on every bucket: this bucket's prefixes only.
 
-    The jobs read the batch's staged copies under batches/ (never landing/), the code, the weights
-    kept under `weights_prefix`, and earlier outputs (PCA reads every committed batch's features,
-    the classifier a PCA run's vectors); they write their outputs (Spark's overwrite mode deletes a
-    dataset before writing it again, hence DeleteObject) and EMR writes the cluster logs.
+    The bootstrap reads the code and the wheelhouse; the jobs read the batch's staged copies under
+    batches/ (never landing/), the code, the weights kept under `weights_prefix`, and earlier
+    outputs (PCA reads every committed batch's features, the classifier a PCA run's vectors); they
+    write their outputs (Spark's overwrite mode deletes a dataset before writing it again, hence
+    DeleteObject) and EMR writes the cluster logs.
     """
     return {
         "Version": "2012-10-17",
@@ -100,7 +102,7 @@ def instance_role_policy(*, bucket: str, log_prefix: str = "emr-logs/", weights_
             {"Sid": "ListTheBucket", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
              "Resource": f"arn:aws:s3:::{bucket}"},
             {"Sid": "ReadBatchesCodeWeightsAndOutputs", "Effect": "Allow", "Action": ["s3:GetObject"],
-             "Resource": _objects(bucket, (BATCHES, CODE, weights_prefix, *JOB_OUTPUTS))},
+             "Resource": _objects(bucket, (BATCHES, CODE, WHEELHOUSE, weights_prefix, *JOB_OUTPUTS))},
             {"Sid": "WriteJobOutputs", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
              "Resource": _objects(bucket, JOB_OUTPUTS)},
             {"Sid": "WriteClusterLogs", "Effect": "Allow", "Action": ["s3:PutObject"],

@@ -113,7 +113,7 @@ def job_flow_request(*, bucket: str, batch_id: str, code: dict, settings: Settin
                      dag_id: str) -> dict:
     """The RunJobFlow request of a run's cluster, from its params (ValueError when refused)."""
     limits.check_cluster_params(params, settings)
-    return cluster.job_flow_overrides(
+    overrides = cluster.job_flow_overrides(
         name=f"{dag_id} {layout.safe_run_id(run_id)}",
         release_label=params["release_label"],
         log_uri=cluster.log_uri(bucket, settings.emr_log_prefix),
@@ -129,6 +129,28 @@ def job_flow_request(*, bucket: str, batch_id: str, code: dict, settings: Settin
         subnet_id=settings.emr_subnet_id,
         tags=cluster.cluster_tags(run_id=run_id, dag_id=dag_id, batch_id=batch_id),
     )
+    # A node without its architecture's wheels would fail its bootstrap minutes after being billed.
+    missing = set(cluster.node_architectures(overrides["Instances"]["InstanceGroups"])) - set(code["architectures"])
+    if missing:
+        raise ValueError(f"no {', '.join(sorted(missing))} wheelhouse was uploaded for this run (upload_code had "
+                         f"{', '.join(code['architectures']) or 'none'}): no cluster was created")
+    return overrides
+
+
+def upload_run_code(bucket, settings: Settings, params: dict) -> dict:
+    """upload_code's work: the code version, and the wheelhouse of each architecture the run's nodes
+    have (from settings.emr_wheelhouse; WheelhouseNotReady, never PyPI, when it is not there)."""
+    from fruits.backends.emr import code
+
+    return code.upload_code(bucket, settings.spark_jobs_dir, wheelhouse_root=settings.emr_wheelhouse,
+                            architectures=node_architectures(params))
+
+
+def node_architectures(params: dict) -> list[str]:
+    """The architectures of the nodes a run's params ask for (Graviton types are aarch64)."""
+    return cluster.node_architectures(cluster.instance_groups(
+        master_instance_type=params["master_instance_type"], core_instance_type=params["core_instance_type"],
+        core_instance_count=int(params["core_instance_count"]), core_spot=bool(params.get("core_spot"))))
 
 
 def cluster_request(batch: contract.Batch, code: dict, settings: Settings, params: dict, run_id: str,
@@ -182,17 +204,24 @@ def _guard_and_code_tasks(record, settings: Settings):
         return {"region": cluster_region, "bucket_region": where}
 
     @task
-    def upload_code(record: dict, checked: dict) -> dict:
+    def upload_code(record: dict, checked: dict, params: dict | None = None) -> dict:
+        """The code version and the wheelhouse of the architectures the run's instance types need."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from fruits.backends.emr import code
+        from fruits.backends.emr import code, wheelhouse
 
         try:
-            uploaded = code.upload_code(_bucket(settings, record["bucket"]), settings.spark_jobs_dir)
+            uploaded = upload_run_code(_bucket(settings, record["bucket"]), settings, params)
         except code.CodeMismatch as exc:
             raise AirflowFailException(str(exc)) from None  # someone changed the code: never run it
+        except wheelhouse.WheelhouseNotReady as exc:
+            raise AirflowFailException(str(exc)) from None  # a build on this machine, not a retry, fixes it
+        wheels = uploaded["wheelhouse"]
         log.info("code version %s at %s: uploaded %s, already there %s", uploaded["version"],
                  uploaded["uris"]["prefix"], uploaded["uploaded"] or "nothing", uploaded["skipped"] or "nothing")
+        log.info("wheelhouse %s for %s at %s: %d wheels uploaded, %d already there", wheels["key"],
+                 ", ".join(uploaded["architectures"]), uploaded["uris"]["wheelhouse"], len(wheels["uploaded"]),
+                 len(wheels["skipped"]))
         return uploaded
 
     checked = check_region(record)

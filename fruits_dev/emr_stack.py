@@ -6,7 +6,8 @@
 A node of the cluster runs the jobs with Spark 3.5 (EMR 7) and the Python packages bootstrap.sh
 installs from spark_jobs/emr/requirements-emr.txt (numpy 1.26, pandas 2.2, pyarrow 17: not the
 project's own venv). This builds that environment in a second virtualenv: Python 3.11, the
-requirements installed with bootstrap.sh's own pip command (hash-checked, nothing resolved), plus
+requirements installed with bootstrap.sh's own pip command from the wheelhouse the DAG uploads
+for x86_64 nodes (`make emr-wheelhouse`; hash-checked, no index, nothing resolved), plus
 the pyspark of the default release label's Spark (fruits.settings.EMR_SPARK_VERSION; on a node
 it is EMR's own) and its S3A jars. The local EMR (fruits_dev/local_emr.py) runs every step on it.
 """
@@ -27,6 +28,7 @@ from fruits.settings import EMR_SPARK_VERSION, PROJECT_ROOT
 REQUIREMENTS = PROJECT_ROOT / "spark_jobs" / "emr" / "requirements-emr.txt"
 PYTHON_VERSION = "3.11"  # bootstrap.sh's python3.11
 STAMP = ".fruits-emr-stack"
+NODE_ARCH = "x86_64"  # the default instance types' (m5.xlarge) and this machine's
 
 
 @dataclass(frozen=True)
@@ -82,14 +84,16 @@ def base_python() -> str:
     raise SystemExit(f"python{PYTHON_VERSION} is needed for EMR's stack (bootstrap.sh installs it on every node)")
 
 
-def pip_install_requirements(python: Path, requirements: Path) -> list[str]:
-    """bootstrap.sh's install command: every wheel pinned and hash-checked, nothing resolved."""
+def pip_install_requirements(python: Path, requirements: Path, wheels: Path) -> list[str]:
+    """bootstrap.sh's install command: every wheel from the wheelhouse, pinned and hash-checked,
+    no index, nothing resolved."""
     return [str(python), "-m", "pip", "install", "--quiet", "--no-cache-dir", "--disable-pip-version-check",
+            "--no-index", "--find-links", str(wheels),
             "--require-hashes", "--no-deps", "--only-binary", ":all:", "-r", str(requirements)]
 
 
 def build(root: Path | None = None) -> EmrStack:
-    from fruits_dev import spark_jars
+    from fruits_dev import spark_jars, wheelhouse
 
     stack = EmrStack(root or default_root())
     try:
@@ -99,8 +103,9 @@ def build(root: Path | None = None) -> EmrStack:
         if stack.root.exists():
             shutil.rmtree(stack.root)
         print(f"building EMR's stack in {stack.root} (Python {PYTHON_VERSION}, pyspark {EMR_SPARK_VERSION})", flush=True)
+        wheels = wheelhouse.build(REQUIREMENTS, architectures=(NODE_ARCH,))[NODE_ARCH]
         subprocess.run([base_python(), "-m", "venv", str(stack.root)], check=True)
-        subprocess.run(pip_install_requirements(stack.python, REQUIREMENTS), check=True)
+        subprocess.run(pip_install_requirements(stack.python, REQUIREMENTS, wheels), check=True)
         # On a node PySpark is EMR's own; here the PyPI release of the same Spark version plays it.
         subprocess.run([str(stack.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                         f"pyspark=={EMR_SPARK_VERSION}"], check=True)

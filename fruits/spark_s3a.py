@@ -105,3 +105,18 @@ def s3a_conf(*, endpoint_url: str | None, region: str, access_key: str | None = 
         else:
             hadoop["fs.s3a.aws.credentials.provider"] = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
     return {f"spark.hadoop.{key}": value for key, value in hadoop.items()}
+
+
+def s3a_conf_for_connection(aws_conn_id: str | None, region: str | None = None) -> dict[str, str]:
+    """`s3a_conf` from the Airflow AWS connection the pipeline's tasks use: the same endpoint
+    (an `endpoint_url` in its extra: MinIO, the embedded server), region and credentials, so a
+    Spark job reads and writes the bucket the DAG sees."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
+    credentials = hook.get_credentials()
+    config = hook.conn_config
+    return s3a_conf(endpoint_url=config.get_service_endpoint_url("s3"),  # service_config's s3 one, else the global
+                    region=region or hook.region_name or "us-east-1",
+                    access_key=credentials.access_key, secret_key=credentials.secret_key,
+                    session_token=credentials.token)

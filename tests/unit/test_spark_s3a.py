@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fruits import spark_s3a
@@ -60,3 +62,13 @@ def test_s3_and_s3a_go_through_s3a_on_the_endpoint_with_the_given_credentials():
     role = spark_s3a.s3a_conf(endpoint_url="https://s3.example", region="eu-west-1")
     assert not [k for k in role if "key" in k or "credentials" in k]  # the SDK's default chain (an instance role)
     assert role["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
+
+
+def test_spark_reaches_the_bucket_through_the_dags_own_aws_connection(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_FRUITS_S3", json.dumps({
+        "conn_type": "aws", "login": "AKIDCONN", "password": "conn-secret",
+        "extra": {"region_name": "eu-west-3", "endpoint_url": "http://127.0.0.1:9000"}}))
+    conf = spark_s3a.s3a_conf_for_connection("fruits_s3")
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
+    assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-3"
+    assert (conf["spark.hadoop.fs.s3a.access.key"], conf["spark.hadoop.fs.s3a.secret.key"]) == ("AKIDCONN", "conn-secret")

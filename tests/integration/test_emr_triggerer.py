@@ -100,7 +100,7 @@ class EmrStack:
     def run(self, **conf) -> tuple[str, str, dict]:
         run_id = self.api.trigger(DAG_ID, {**CONF, **conf})
         self.emr.run_id, self.emr.deferred_seen = run_id, set()
-        state = self.api.wait_run(DAG_ID, run_id, timeout=300, poll=1)
+        state = self.api.wait_run(DAG_ID, run_id, timeout=900, poll=1)  # real Spark steps: minutes each
         assert not self.emr.errors, self.emr.errors
         return run_id, state, self.api.task_states(DAG_ID, run_id)
 

@@ -160,7 +160,8 @@ def main(argv=None) -> int:
         return 1
     show_classifier(snapshot, classifier["run_id"])
     if not args.add_images:
-        say("next: `make demo-more` lands 8 new images and runs again (only those are featurized)")
+        more = "make demo-more" + (" DEMO_ARGS='--compute emr'" if args.compute == "emr" else "")
+        say(f"next: `{more}` lands 8 new images and runs again (only those are featurized)")
     return 0
 
 

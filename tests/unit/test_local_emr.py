@@ -81,3 +81,40 @@ def test_a_failed_application_is_reported_as_yarns_client_reports_it():
     assert "final status: FAILED" in failed and "User application exited with status 2" in failed
     assert failed.rstrip().endswith("Application application_1_0001 finished with failed status")
     assert "final status: SUCCEEDED" in local_emr._yarn_client_log("application_1_0002", 0)
+
+
+def test_a_step_whose_code_is_not_in_s3_fails_as_emr_reports_it(tmp_path, aws_credentials):
+    """Nothing from the checkout: a script missing in S3 is a FAILED step with EMR's FailureDetails,
+    its spark-submit log under the LogUri, and no driver run at all."""
+    import gzip
+
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-3")
+        s3.create_bucket(Bucket="fruits-b", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        emr_client = boto3.client("emr", region_name="eu-west-3")
+        cluster_id = emr_client.run_job_flow(
+            Name="t", ReleaseLabel="emr-7.13.0", LogUri="s3://fruits-b/emr-logs/",
+            Instances={"KeepJobFlowAliveWhenNoSteps": True, "InstanceGroups": [
+                {"InstanceRole": "MASTER", "InstanceType": "m5.xlarge", "InstanceCount": 1}]},
+            JobFlowRole="r", ServiceRole="s")["JobFlowId"]
+        step_request = featurize_step()  # its code URIs name bucket "b": nothing there
+        [step_id] = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step_request])["StepIds"]
+        emr = local_emr.LocalEmr(s3=s3, endpoint_url="http://unused", bucket="fruits-b", stack=EmrStack(tmp_path / "stack"),
+                                 work_dir=tmp_path / "work", region="eu-west-3")
+        [cluster] = [c for c in local_emr.all_clusters() if c.id == cluster_id]
+        assert emr.owns(cluster)
+        emr._execute(cluster, cluster.steps[0])
+        step = emr_client.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
+        assert step["Status"]["State"] == "FAILED"
+        details = step["Status"]["FailureDetails"]
+        assert details["LogFile"] == f"s3://fruits-b/emr-logs/{cluster_id}/steps/{step_id}/stderr.gz"
+        assert f"File {CODE['featurize']} does not exist" in details["Message"]
+        log = gzip.decompress(s3.get_object(Bucket="fruits-b", Key=f"emr-logs/{cluster_id}/steps/{step_id}/stderr.gz")
+                              ["Body"].read()).decode()
+        assert "java.io.FileNotFoundException" in log
+        [executed] = emr.executed
+        assert (executed.state, executed.exit_code, executed.application_id) == ("FAILED", 1, None)
+        assert emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "WAITING"

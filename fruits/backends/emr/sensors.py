@@ -3,7 +3,7 @@
 On a FAILED, CANCELLED or INTERRUPTED step the provider raises "EMR job failed: None" (poke) or
 "Error while running job: {...}" (deferrable), DescribeStep's FailureDetails being often empty.
 This sensor then reads the step's logs from the cluster's LogUri (step_logs.py), writes the tail
-of the driver's stderr to the task log and raises an exception whose first line is the job's own
+of the driver's output to the task log and raises an exception whose first line is the job's own
 error line: the line the failed run's report keeps (fruits.core.report.first_line). Success,
 polling and deferral are the provider's, untouched.
 """

@@ -19,6 +19,7 @@ help:
 	@echo "make test    - install everything into $(VENV) and run the whole test suite"
 	@echo "make test-unit / test-dags / test-integration - one tier of it (see README)"
 	@echo "make demo-emr - the demo on the EMR backend: a local EMR runs the steps on EMR's Spark 3.5 stack"
+	@echo "make emr-stack / emr-wheelhouse - EMR's Python + Spark 3.5 here (.venv-emr) / the nodes' wheels (both archs)"
 	@echo "make airflow - a real Airflow (UI on 127.0.0.1:8080, admin/admin) running the pipeline, until Ctrl-C"
 	@echo "make bench   - featurization and PCA benchmarks (results in benchmarks/results/)"
 	@echo "make bench-scale - a 1,000-image run's orchestration on 10k/100k/1M committed images (scale-*.json)"
@@ -61,7 +62,8 @@ spark-cds: venv check-java
 test: venv check-java spark-cds emr-stack
 	$(PY) -m pytest
 
-# The three tiers alone (README, "Tests"): unit needs neither Java nor Spark.
+# The three tiers alone (README, "Tests"): the unit tests need neither Java nor Spark (`make venv`
+# needs Java once, to resolve the S3A jars).
 test-unit: venv
 	$(PY) -m pytest tests/unit
 

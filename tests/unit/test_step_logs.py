@@ -56,7 +56,8 @@ def find(bucket: Bucket, **kwargs) -> step_logs.StepLogs:
 def test_the_application_comes_from_the_client_log_and_names_the_driver_container():
     assert step_logs.application_id(CLIENT_LOG) == APP
     assert step_logs.application_id("Error: Cannot load main class from JAR") is None
-    assert step_logs.driver_stderr_key("emr-logs/", CLUSTER, APP, CLIENT_LOG) == DRIVER_STDERR
+    assert step_logs.driver_log_key("emr-logs/", CLUSTER, APP, CLIENT_LOG) == DRIVER_STDERR
+    assert step_logs.driver_log_key("emr-logs/", CLUSTER, APP, CLIENT_LOG, "stdout") == DRIVER_STDOUT
     retried = CLIENT_LOG + "AM Container for appattempt_1765000000000_0001_000002 exited with exitCode: 1\n"
     assert step_logs.driver_container_id(APP, retried) == "container_1765000000000_0001_02_000001"
 

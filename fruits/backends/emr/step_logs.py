@@ -71,15 +71,11 @@ def driver_container_id(application: str, client_log: str = "") -> str:
     return f"container_{suffix}_{max(attempts, default=1):02d}_000001"
 
 
-def driver_stderr_key(log_prefix: str, cluster_id: str, application: str, client_log: str = "",
-                      stream: str = "stderr") -> str:
+def driver_log_key(log_prefix: str, cluster_id: str, application: str, client_log: str = "",
+                   stream: str = "stderr") -> str:
+    """The driver container's `stream` log: stdout holds a PySpark job's own messages, stderr the JVM's."""
     return (f"{containers_prefix(log_prefix, cluster_id)}{application}/"
             f"{driver_container_id(application, client_log)}/{stream}.gz")
-
-
-def driver_stdout_key(log_prefix: str, cluster_id: str, application: str, client_log: str = "") -> str:
-    """The driver's stdout: where a PySpark job's own messages and tracebacks are."""
-    return driver_stderr_key(log_prefix, cluster_id, application, client_log, stream="stdout")
 
 
 # ----------------------------------------------------------------------------- what they say
@@ -140,7 +136,7 @@ def read_gz(bucket, key: str) -> str | None:
 def find_step_logs(bucket, log_uri: str, cluster_id: str, step_id: str, *, wait_seconds: float,
                    poll_seconds: float, sleep=time.sleep, clock=time.monotonic) -> StepLogs:
     """The failed step's logs from `bucket` (the LogUri's, a fruits.storage.Bucket), read every
-    `poll_seconds` until the driver's stderr is there, or spark-submit's when it never started a
+    `poll_seconds` until the driver's logs are there, or spark-submit's when it never started a
     YARN application, or `wait_seconds` have passed: EMR uploads logs every few minutes.
 
     Errors other than a missing object (access denied ...) are raised: the caller decides."""
@@ -155,8 +151,8 @@ def find_step_logs(bucket, log_uri: str, cluster_id: str, step_id: str, *, wait_
             client_log = read_gz(bucket, step_prefix + "stderr.gz")
         application = application_id(client_log) if client_log is not None else None
         if application:
-            driver_key = driver_stderr_key(prefix, cluster_id, application, client_log)
-            driver_out_key = driver_stdout_key(prefix, cluster_id, application, client_log)
+            driver_key = driver_log_key(prefix, cluster_id, application, client_log, "stderr")
+            driver_out_key = driver_log_key(prefix, cluster_id, application, client_log, "stdout")
             driver_log = read_gz(bucket, driver_key)
             driver_out = read_gz(bucket, driver_out_key)
         remaining = wait_seconds - (clock() - started)
@@ -169,14 +165,14 @@ def find_step_logs(bucket, log_uri: str, cluster_id: str, step_id: str, *, wait_
     candidates = [(driver_out, driver_out_key)] if python_error else []
     candidates += [(driver_log, driver_key), (driver_out, driver_out_key), (client_log, step_prefix + "stderr.gz")]
     shown, shown_key = next(((text, key) for text, key in candidates if text is not None), (None, None))
+    driver_keys = {key for key in (driver_key, driver_out_key) if key}
     return StepLogs(
         error_line=python_error or (error_line(driver_log) if driver_log is not None else None)
         or (error_line(client_log) if client_log is not None else None),
         tail=tail(shown) if shown is not None else "",
         tail_uri=bucket.uri(shown_key) if shown is not None else None,
         step_logs_uri=bucket.uri(step_prefix),
-        driver_log_uri=bucket.uri(shown_key) if shown_key in (driver_key, driver_out_key) and shown_key
-        else (bucket.uri(driver_key) if driver_key else None),
+        driver_log_uri=bucket.uri(shown_key if shown_key in driver_keys else driver_key) if driver_keys else None,
         containers_uri=bucket.uri(containers_prefix(prefix, cluster_id)),
         waited_seconds=clock() - started,
     )

@@ -23,10 +23,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from fruits.backends.emr import wheelhouse as node_wheels
 from fruits.settings import EMR_SPARK_VERSION, PROJECT_ROOT
+from fruits_dev import wheelhouse
+from fruits_dev.wheelhouse import REQUIREMENTS
 
-REQUIREMENTS = PROJECT_ROOT / "spark_jobs" / "emr" / "requirements-emr.txt"
-PYTHON_VERSION = "3.11"  # bootstrap.sh's python3.11
+PYTHON_VERSION = ".".join(map(str, node_wheels.PYTHON_VERSION))  # bootstrap.sh's python3.11
 STAMP = ".fruits-emr-stack"
 NODE_ARCH = "x86_64"  # the default instance types' (m5.xlarge) and this machine's
 
@@ -93,7 +95,7 @@ def pip_install_requirements(python: Path, requirements: Path, wheels: Path) -> 
 
 
 def build(root: Path | None = None) -> EmrStack:
-    from fruits_dev import spark_jars, wheelhouse
+    from fruits_dev import spark_jars
 
     stack = EmrStack(root or default_root())
     try:

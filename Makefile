@@ -38,8 +38,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 # Hadoop's S3A connector for the venv's Spark (fruits/spark_s3a.py pins it): resolved once by
 # Spark's Ivy from Maven Central into ~/.cache/fruits-pipeline/ivy; runs read it from there.
-$(VENV)/.s3a-jars: $(VENV)/.installed fruits/spark_s3a.py
-	@command -v java >/dev/null || { echo "Java 17 is required by Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
+# (check-java is order-only: it runs first, without making the stamp out of date.)
+$(VENV)/.s3a-jars: $(VENV)/.installed fruits/spark_s3a.py | check-java
 	$(PY) -m fruits_dev.spark_jars install
 	@touch $@
 

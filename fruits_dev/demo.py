@@ -30,7 +30,7 @@ from fruits.contract import ClassifierOutputs
 from fruits.core import report as report_mod
 from fruits.layout import classifier_prefix, safe_run_id
 from fruits.settings import DEFAULT_REGION, PROJECT_ROOT
-from fruits_dev import runner, s3_server
+from fruits_dev import local_emr, runner, s3_server
 from fruits_dev.samples import generate_samples
 
 DEFAULT_OUT = PROJECT_ROOT / "demo-output"
@@ -133,8 +133,9 @@ def main(argv=None) -> int:
             "FRUITS_WORK_DIR": str(out / "work"),
             "FRUITS_BUCKET": args.bucket,
             "FRUITS_COMPUTE": args.compute,
+            **(local_emr.dag_settings(poll_seconds=2) if args.compute == "emr" else {}),
         })
-        emr = start_local_emr(s3, endpoint, args.bucket, out, env) if args.compute == "emr" else None
+        emr = start_local_emr(s3, endpoint, args.bucket, out) if args.compute == "emr" else None
         where = "the local EMR on EMR's Spark stack" if emr else "local Spark"
         try:
             pipeline = run_dag(env, "fruits_pipeline", {"bucket": args.bucket, "weights": args.weights,
@@ -165,20 +166,18 @@ def main(argv=None) -> int:
     return 0
 
 
-def start_local_emr(s3, endpoint: str, bucket: str, out: Path, env: dict):
+def start_local_emr(s3, endpoint: str, bucket: str, out: Path):
     """The local EMR playing the cluster's nodes; each finished step says where its logs are."""
     from fruits_dev import emr_stack
-    from fruits_dev.local_emr import LocalEmr
 
     def report_step(step) -> None:
         say(f"EMR step {step.step_id} {step.name!r} {step.state} in {step.seconds:.0f}s "
             f"(exit {step.exit_code}); logs {step.log_dir}")
 
-    env.update({"FRUITS_EMR_POLL_SECONDS": "2", "FRUITS_EMR_LOG_WAIT": "30"})
     stack = emr_stack.locate()
     say(f"local EMR: steps run by spark-submit of {stack.root} (Spark {stack.spark_version}), "
         f"work files in {out / 'emr'}")
-    return LocalEmr(s3=s3, endpoint_url=endpoint, bucket=bucket, stack=stack, work_dir=out / "emr",
+    return local_emr.LocalEmr(s3=s3, endpoint_url=endpoint, bucket=bucket, stack=stack, work_dir=out / "emr",
                     region=DEFAULT_REGION, on_step=report_step).start()
 
 

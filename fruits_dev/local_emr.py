@@ -48,6 +48,12 @@ COMMAND_RUNNER = "command-runner.jar"
 FLAG_OPTIONS = {"--verbose", "--supervise", "--version", "--help"}
 
 
+def dag_settings(poll_seconds: int) -> dict[str, str]:
+    """The FRUITS_* settings of a DAG whose EMR is this one: it polls every `poll_seconds`, and a
+    failed step's logs need no long wait (they are written before the step ends; EMR takes minutes)."""
+    return {"FRUITS_EMR_POLL_SECONDS": str(poll_seconds), "FRUITS_EMR_LOG_WAIT": "30"}
+
+
 def all_clusters() -> list:
     """Every cluster moto holds in this process, whatever account or region it landed in."""
     from moto.emr.models import emr_backends
@@ -200,18 +206,18 @@ class LocalEmr:
         controller = [f"{_now()} INFO startExec 'hadoop jar /var/lib/aws/emr/step-runner/hadoop-jars/"
                       f"{step.jar} {shlex.join(step.args)}'"]
         if step.jar != COMMAND_RUNNER:
-            return self._finish(record, controller, 1, "", f"cannot run jar {step.jar}: the local EMR runs "
+            return self._finish(record, controller, 1, f"cannot run jar {step.jar}: the local EMR runs "
                                 f"{COMMAND_RUNNER} steps only\n", None)
         try:
             submit = SparkSubmit.parse(list(step.args))
         except ValueError as exc:
-            return self._finish(record, controller, 1, "", f"{exc}\n", None)
+            return self._finish(record, controller, 1, f"{exc}\n", None)
         try:
             script = self._fetch(submit.script, workdir)
             py_files = [self._fetch(uri, workdir) for uri in (submit.option("--py-files") or "").split(",") if uri]
         except FileNotFoundError as exc:
             message = f'Exception in thread "main" java.io.FileNotFoundException: {exc}'
-            return self._finish(record, controller, 1, "", message + "\n", None)
+            return self._finish(record, controller, 1, message + "\n", None)
         self._applications += 1
         stamp = int(cluster.creation_datetime.timestamp() * 1000) if cluster.creation_datetime else 0
         record.application_id = f"application_{stamp}_{self._applications:04d}"
@@ -225,11 +231,12 @@ class LocalEmr:
         self._put_log(container_dir + "stdout.gz", proc.stdout)
         self._put_log(container_dir + "stderr.gz", proc.stderr)
         client_log = _yarn_client_log(record.application_id, proc.returncode)
-        return self._finish(record, controller, proc.returncode, "", client_log, container_dir)
+        return self._finish(record, controller, proc.returncode, client_log, container_dir)
 
-    def _finish(self, record: ExecutedStep, controller: list[str], returncode: int, stdout: str, stderr: str,
+    def _finish(self, record: ExecutedStep, controller: list[str], returncode: int, stderr: str,
                 container_dir: str | None) -> None:
-        """The step's own logs, and its outcome (spark-submit's YARN client exits 1 on a failed app)."""
+        """The step's own logs, and its outcome (spark-submit's YARN client exits 1 on a failed app).
+        In cluster deploy mode the client prints nothing on stdout: the driver's output is the container's."""
         record.exit_code = 0 if returncode == 0 else 1
         if record.exit_code:
             record.problem = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {returncode}"
@@ -239,7 +246,7 @@ class LocalEmr:
         if container_dir:
             controller.append(f"{_now()} INFO driver logs: {container_dir}")
         self._put_log(record.log_dir + "controller.gz", "\n".join(controller) + "\n")
-        self._put_log(record.log_dir + "stdout.gz", stdout)
+        self._put_log(record.log_dir + "stdout.gz", "")
         self._put_log(record.log_dir + "stderr.gz", stderr)
 
     def master(self) -> str:

@@ -34,7 +34,7 @@ from conftest import SPARK_JOBS
 from fruits import layout
 from fruits.backends.emr import cluster as emr_cluster
 from fruits.backends.emr import code, iam
-from fruits_dev import emr_stack, runner
+from fruits_dev import emr_stack, local_emr, runner
 from fruits_dev.local_emr import LocalEmr, all_clusters
 from fruits_dev.samples import generate_samples
 
@@ -174,8 +174,7 @@ class EmrDeployment:
         self.env = runner.airflow_env(tmp / "airflow", extra={
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint, region=REGION, key=AIRFLOW_KEY),
             "FRUITS_COMPUTE": compute,
-            "FRUITS_EMR_POLL_SECONDS": "1",
-            "FRUITS_EMR_LOG_WAIT": "30",  # the local EMR writes the logs before it ends the step
+            **local_emr.dag_settings(poll_seconds=1),
             "FRUITS_TASK_RETRIES": "0",
             "FRUITS_WORK_DIR": str(tmp / "work"),
         })

@@ -20,9 +20,10 @@ import time
 
 import pytest
 
+from fruits_dev import local_emr
 from fruits_dev.airflow_stack import DAG_ID, USER, Api, free_port, pid_alive
-from fruits_dev.samples import generate_samples
 from fruits_dev.local_emr import LocalEmr
+from fruits_dev.samples import generate_samples
 from test_emr_runs import cluster_of_run, start_local_emr
 
 pytestmark = pytest.mark.spark
@@ -79,8 +80,7 @@ class EmrStack:
     def start(self, timeout: float = 300) -> None:
         env = {**os.environ, "FRUITS_AIRFLOW_HOME": str(self.home), "FRUITS_AIRFLOW_PORT": str(self.port),
                "FRUITS_AIRFLOW_PASSWORD": self.password, "FRUITS_S3_ENDPOINT": self.endpoint,
-               "FRUITS_BUCKET": BUCKET, "FRUITS_COMPUTE": "emr", "FRUITS_EMR_POLL_SECONDS": "1",
-               "FRUITS_EMR_LOG_WAIT": "30",  # the local EMR writes the logs before it ends the step
+               "FRUITS_BUCKET": BUCKET, "FRUITS_COMPUTE": "emr", **local_emr.dag_settings(poll_seconds=1),
                "FRUITS_TASK_RETRIES": "0", "FRUITS_SENSOR_POKE_INTERVAL": "15",
                "FRUITS_AIRFLOW_UNPAUSE_ALL": "false"}  # fruits_pipeline only: no classifier runs here
         self.out = open(self.tmp / "stack.out", "w")

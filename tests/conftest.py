@@ -1,6 +1,6 @@
 """Shared test helpers: running the Spark jobs the way users do.
 
-The suite has three tiers (README, "Tests"): tests/unit (no scheduler, no Spark), tests/dags
+The suite has three tiers (docs/tests.md): tests/unit (no scheduler, no Spark), tests/dags
 (DAG parsing and structure) and tests/integration (real spark-submit, DAG runs on moto).
 The project is installed in the venv (`make venv`), so nothing here edits sys.path; test
 modules import these helpers as `conftest` (this is the suite's only conftest.py)."""

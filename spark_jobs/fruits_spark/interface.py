@@ -35,7 +35,6 @@ CLASSIFIER_MODEL = "model"
 CLASSIFIER_PREDICTIONS = "predictions"
 CLASSIFIER_METRICS = "metrics.json"
 CLASSIFIER_CONFUSION_PNG = "confusion_matrix.png"
-PREDICTIONS_COLUMNS = ("path", "label", "prediction", "confidence")
 
 
 def plot_uris(report: str) -> dict[str, str]:

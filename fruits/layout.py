@@ -33,6 +33,8 @@ from fruits.contract import ClassifierOutputs, FeaturizeOutputs, PcaOutputs
 
 LEDGER_KEY = "state/ledger.json"
 MODEL_CACHE_PREFIX = "models/converted/"
+REPORTS_PREFIX = "reports/"
+CLASSIFIER_PREFIX = "classifier/"
 
 
 def safe_run_id(run_id: str) -> str:
@@ -48,17 +50,12 @@ def batch_id_for(keys: list[str]) -> str:
 
 
 # Prefixes the pipeline writes: a landing prefix may not overlap any of them.
-OUTPUT_PREFIXES = ("batches/", "features/", "rejects/", "pca/", "classifier/", "reports/", "state/",
+OUTPUT_PREFIXES = ("batches/", "features/", "rejects/", "pca/", CLASSIFIER_PREFIX, REPORTS_PREFIX, "state/",
                    "code/", "wheelhouse/", "emr-logs/", MODEL_CACHE_PREFIX)
 
 
 def manifest_key(batch_id: str) -> str:
     return f"batches/{batch_id}/manifest.jsonl"
-
-
-def legacy_manifest_key(batch_id: str) -> str:
-    """Ledger v1 batches kept a text manifest (one URI a line)."""
-    return f"batches/{batch_id}/manifest.txt"
 
 
 def planning_rejects_key(batch_id: str) -> str:
@@ -102,7 +99,7 @@ def pca_outputs(bucket: str, run_id: str) -> PcaOutputs:
 
 
 def classifier_prefix(run_id: str) -> str:
-    return f"classifier/run={safe_run_id(run_id)}/"
+    return f"{CLASSIFIER_PREFIX}run={safe_run_id(run_id)}/"
 
 
 def classifier_outputs(bucket: str, run_id: str) -> ClassifierOutputs:
@@ -110,7 +107,7 @@ def classifier_outputs(bucket: str, run_id: str) -> ClassifierOutputs:
 
 
 def report_key(run_id: str) -> str:
-    return f"reports/{safe_run_id(run_id)}.json"
+    return f"{REPORTS_PREFIX}{safe_run_id(run_id)}.json"
 
 
 def s3_uri(bucket: str, key: str) -> str:

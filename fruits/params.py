@@ -14,9 +14,9 @@ from types import ModuleType
 
 from airflow.sdk import Param
 
+from fruits.contract import FEATURE_DIM, PCA_REFIT_CHOICES
 from fruits.core import pca_policy
 from fruits.settings import Settings
-from fruits_spark.interface import FEATURE_DIM
 
 # S3 bucket naming rules (general purpose buckets): 3-63 characters, lower-case letters, digits,
 # dots and hyphens, starting and ending with a letter or digit; no "..", no IP address, none of
@@ -70,7 +70,7 @@ def pipeline_params(settings: Settings, sensor_timeout_max: int | None = None) -
                                    "leave empty to use pca_variance."),
         "pca_variance": Param(settings.pca_variance, type="number", exclusiveMinimum=0, maximum=1,
                               description="Smallest k reaching this cumulative explained variance."),
-        "pca_refit": Param("auto", type="string", enum=["auto", "always", "never"],
+        "pca_refit": Param("auto", type="string", enum=list(PCA_REFIT_CHOICES),
                            description="auto: project the new batch into the current PCA space unless its "
                                        "subspace moved more than pca_refit_angle (or k changed); always: refit "
                                        "and re-project every committed batch; never: keep the space."),
@@ -121,8 +121,8 @@ def check_run_params(values: dict, settings: Settings, backend: ModuleType | Non
     pca_k = values.get("pca_k")
     if pca_k is not None and (isinstance(pca_k, bool) or not isinstance(pca_k, int) or not 1 <= pca_k <= FEATURE_DIM):
         problems.append(f"pca_k {pca_k!r} must be empty or a whole number from 1 to {FEATURE_DIM} (the feature size)")
-    if values.get("pca_refit", "auto") not in ("auto", "always", "never"):
-        problems.append(f"pca_refit {values.get('pca_refit')!r} must be auto, always or never")
+    if values.get("pca_refit", "auto") not in PCA_REFIT_CHOICES:
+        problems.append(f"pca_refit {values.get('pca_refit')!r} must be one of {', '.join(PCA_REFIT_CHOICES)}")
     angle = values.get("pca_refit_angle", pca_policy.DEFAULT_REFIT_ANGLE)
     if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle <= 90:
         problems.append(f"pca_refit_angle {angle!r} must be a number of degrees above 0 and at most 90")

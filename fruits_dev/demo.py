@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="local folder for outputs (default demo-output/)")
     parser.add_argument("--endpoint", help="S3 endpoint to use instead of an embedded server (or FRUITS_S3_ENDPOINT)")
     parser.add_argument("--images", type=Path, metavar="DIR",
-                        help="land your own images instead of generated ones (label: the first folder under DIR)")
+                        help="land your own images instead of generated ones (label: the folder holding each image)")
     parser.add_argument("--compute", choices=("local", "emr"), default="local",
                         help="local Spark (default) or the EMR backend on the local EMR (`make demo-emr`)")
     args = parser.parse_args(argv)
@@ -88,7 +88,7 @@ def land_images(s3, args, out: Path) -> int:
     if args.images:
         uploaded = s3_server.upload_tree(s3, args.bucket, args.images, "landing/")
         say(f"landed {uploaded} files of {args.images} under s3://{args.bucket}/landing/ "
-            f"(label: the first folder under it)")
+            f"(label: the folder holding each image)")
         return uploaded
     root = out / "samples" / f"set-{runs}"
     if root.exists():

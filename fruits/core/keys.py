@@ -9,8 +9,9 @@ batch or block the next run:
   Unicode line separators, empty, `.` or `..` segments, `//`, an `s3://` inside, a segment over
   255 bytes or a key over `MAX_KEY_BYTES`), zero bytes, or over the size limit; recorded with
   the batch like featurize's rejects;
-* planned: everything else. Its label is the folder directly under the landing prefix (deeper
-  folders do not change it); an image directly under the prefix has no label.
+* planned: everything else. Its label is the folder holding it (`fruits_spark.paths.label_of`,
+  the jobs' own rule: `Test/Apple Red 1/r_1_100.jpg` is `Apple Red 1`); an image directly under
+  the prefix has no label.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from fruits.contract import IMAGE_EXTENSIONS
+from fruits_spark.paths import label_of
 
 # The longest segment most file systems accept (ext4, APFS, NTFS count 255 bytes or characters).
 MAX_SEGMENT_BYTES = 255
@@ -60,12 +62,6 @@ def unsafe_name_reason(relative: str) -> str | None:
     if segments[-1] != segments[-1].strip():
         return "unsafe name: file name starts or ends with white space"
     return None
-
-
-def label_of(relative: str) -> str | None:
-    """The folder directly under the landing prefix, or None for an image right under it."""
-    head, sep, _ = relative.partition("/")
-    return head if sep else None
 
 
 def decide(relative: str, size: int, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> Decision:

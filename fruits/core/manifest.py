@@ -1,42 +1,24 @@
-"""A batch's manifest: JSON Lines, one object per image, written by planning.
+"""A batch's manifest as the DAG writes and reads it: JSON Lines, one entry per planned image.
 
     {"source": "s3://b/landing/Apple/_DSC0001.JPG", "read": "s3://b/batches/<id>/images/000001.jpg",
      "label": "Apple", "size": 123456, "etag": "\"9b2c...\""}
 
-`source` is the image's identity (the `path` of every output row), `read` where its bytes are
-(a copy under a safe name), `label` the folder under the landing prefix (null: none). Lines are
-written with `ensure_ascii` so that no character of a key (CR, U+2028, ...) can start a line of
-its own, and read back by splitting on "\\n" only. Every entry is checked to belong to the
-batch's bucket: a manifest can never make the pipeline read or record another bucket's object.
+The format is featurize.py's: `Entry`, the parser and the writer are `fruits_spark.manifest`'s,
+so the DAG can never write a manifest the job reads differently. What only the DAG needs is here:
+every entry read back must belong to the batch's bucket (a manifest can never make the pipeline
+read or record another bucket's object) and carry the landing object's size and ETag (clearing
+the landing prefix needs them), and the planning rejects (`planning_rejects.jsonl`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from fruits import layout
+from fruits_spark.manifest import Entry, ManifestError, dumps, lines, parse_jsonl
 
-
-class ManifestError(ValueError):
-    """A manifest line that is not a valid entry of this batch."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    source: str
-    read: str
-    label: str | None
-    size: int
-    etag: str
-
-    def source_key(self, bucket: str) -> str:
-        return _key_in(bucket, self.source)
-
-    def check(self, bucket: str) -> None:
-        self.source_key(bucket)
-        if self.read.startswith("s3://"):
-            _key_in(bucket, self.read)
+__all__ = ["Entry", "ManifestError", "PlanningReject", "dumps", "entries", "planning_rejects"]
 
 
 @dataclass(frozen=True)
@@ -49,41 +31,34 @@ class PlanningReject:
     size_bytes: int
     etag: str
 
-    def source_key(self, bucket: str) -> str:
-        return _key_in(bucket, self.path)
 
-    def check(self, bucket: str) -> None:
-        self.source_key(bucket)
-
-
-def _key_in(bucket: str, uri: str) -> str:
-    owner, key = layout.split_s3_uri(uri)
+def _check_in(bucket: str, uri: str) -> None:
+    owner, _ = layout.split_s3_uri(uri)
     if owner != bucket:
         raise ManifestError(f"{uri} is not in the batch's bucket {bucket}")
-    return key
-
-
-def dumps(records) -> str:
-    return "".join(json.dumps(asdict(r), ensure_ascii=True, sort_keys=True) + "\n" for r in records)
-
-
-def _loads(text: str, cls, bucket: str, what: str) -> list:
-    records = []
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            record = cls(**json.loads(line))
-        except (ValueError, TypeError) as exc:
-            raise ManifestError(f"{what} line {number} is not a valid entry: {exc}") from None
-        record.check(bucket)  # raises for another bucket
-        records.append(record)
-    return records
 
 
 def entries(text: str, bucket: str) -> list[Entry]:
-    return _loads(text, Entry, bucket, "manifest")
+    """A manifest planning wrote, each entry checked to be of `bucket` and to say its size and ETag."""
+    found = parse_jsonl(text)
+    for entry in found:
+        _check_in(bucket, entry.source)
+        if entry.read.startswith("s3://"):
+            _check_in(bucket, entry.read)
+        if entry.size is None or entry.etag is None:
+            raise ManifestError(f"manifest entry {entry.source} has no size or ETag")
+    return found
 
 
 def planning_rejects(text: str, bucket: str) -> list[PlanningReject]:
-    return _loads(text, PlanningReject, bucket, "planning rejects")
+    records = []
+    for number, line in lines(text):
+        if not line.strip():
+            continue
+        try:
+            record = PlanningReject(**json.loads(line))
+        except (ValueError, TypeError) as exc:
+            raise ManifestError(f"planning rejects line {number} is not a valid entry: {exc}") from None
+        _check_in(bucket, record.path)
+        records.append(record)
+    return records

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from fruits import layout
 from fruits.contract import PcaOutputs
+from fruits_spark import interface
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-DEFAULT_REFIT_ANGLE = 10.0  # degrees; pca.py's default (fruits_spark.pca_state), a test checks both agree
+DEFAULT_REFIT_ANGLE = interface.PCA_REFIT_ANGLE  # degrees: pca.py's own default, the Param's too
 ARROW_BATCH_ROWS = 2048  # rows per streamed batch of the local decision: bounded memory
 
 

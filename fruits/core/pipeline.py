@@ -93,11 +93,6 @@ def validate(bucket: Bucket, batch: Batch, pca_prefix: str, features_dim: int = 
     return result
 
 
-def _reason_kind(reason: str) -> str:
-    """Group reasons for the report ('cannot decode image: <detail>' -> 'cannot decode image')."""
-    return reason.split(":", 1)[0]
-
-
 def commit(bucket: Bucket, batch: Batch, validation: dict, run_id: str) -> dict:
     """Add the batch to the ledger (one conditional write), then let its images leave the landing
     prefix. A crash between the two is finished by the next run's planning."""

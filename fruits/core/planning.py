@@ -78,9 +78,9 @@ def pending_landing_keys(bucket: Bucket, ledger: ledger_mod.Ledger) -> dict[str,
     pending: dict[str, str] = {}
     for batch in ledger.uncleared():
         for entry in read_entries(bucket, batch["batch_id"]):
-            pending[entry.source_key(bucket.name)] = entry.etag
+            pending[bucket.key_of(entry.source)] = entry.etag
         for reject in read_planning_rejects(bucket, batch["batch_id"]):
-            pending[reject.source_key(bucket.name)] = reject.etag
+            pending[bucket.key_of(reject.path)] = reject.etag
     return pending
 
 
@@ -122,7 +122,7 @@ def read_planning_rejects(bucket: Bucket, batch_id: str) -> list[manifest.Planni
 
 def manifest_keys(bucket: Bucket, batch_id: str) -> list[str]:
     """The landing keys of a batch's planned images (its outputs' `path` column, as keys)."""
-    return [entry.source_key(bucket.name) for entry in read_entries(bucket, batch_id)]
+    return [bucket.key_of(entry.source) for entry in read_entries(bucket, batch_id)]
 
 
 def pca_input_uris(batch: Batch) -> list[str]:
@@ -212,8 +212,8 @@ def clear_landing(bucket: Bucket, batch_id: str) -> dict:
     the committed content; record each key's content for re-landing detection."""
     entries = read_entries(bucket, batch_id)
     rejects = read_planning_rejects(bucket, batch_id)
-    objects = [(e.source_key(bucket.name), e.etag, e.size) for e in entries] + \
-              [(r.source_key(bucket.name), r.etag, r.size_bytes) for r in rejects]
+    objects = [(bucket.key_of(e.source), e.etag, e.size) for e in entries] + \
+              [(bucket.key_of(r.path), r.etag, r.size_bytes) for r in rejects]
     record_keys(bucket, batch_id, objects)
     contents.record(bucket, batch_id, parallel)
     removed = parallel(lambda o: bucket.delete_if_unchanged(o[0], o[1]), objects)

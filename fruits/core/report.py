@@ -6,12 +6,6 @@ from datetime import datetime, timezone
 
 from fruits.contract import Batch
 
-REPORT_FIELDS = (
-    "run_id", "batch_id", "images_sensed", "features_rows", "rejects_rows", "features_total",
-    "pca_rows", "features_dim", "pca_k", "explained_variance_total", "outputs", "stage_seconds", "status",
-)
-
-
 def build(*, run_id: str, batch: Batch, validation: dict, outputs: dict, stage_seconds: dict,
           compute: str, params: dict, committed: dict | None = None) -> dict:
     report = {

@@ -12,8 +12,9 @@ import json
 import re
 from dataclasses import dataclass
 
-REPORTS_PREFIX = "reports/"
-CLASSIFIER_PREFIX = "classifier/"
+from fruits import layout
+from fruits.contract import ClassifierOutputs
+
 CLASSIFIER_METRICS = re.compile(r"^classifier/run=[A-Za-z0-9._=-]+/metrics\.json$")
 RUN_ID = re.compile(r"^[A-Za-z0-9._:+=-]{1,250}$")  # what Airflow run ids are made of
 PLOTS = ("scree", "scatter", "confusion_matrix")
@@ -23,11 +24,6 @@ MAX_RUNS = 50
 
 class NotFound(LookupError):
     """Unknown run, plot or malformed parameter: the view answers 404."""
-
-
-def safe_run_id(run_id: str) -> str:
-    """The report key's form of a run id (as fruits.layout.safe_run_id writes it)."""
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", run_id).strip("_")
 
 
 @dataclass
@@ -52,7 +48,7 @@ class Reports:
         """Report objects, newest first (LastModified), at most MAX_RUNS."""
         client = self.bucket.hook.get_conn()
         objects = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=REPORTS_PREFIX):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=layout.REPORTS_PREFIX):
             objects.extend(o for o in page.get("Contents", []) if re.fullmatch(r"reports/[A-Za-z0-9._=-]+\.json", o["Key"]))
         objects.sort(key=lambda o: o["LastModified"], reverse=True)
         return objects[:MAX_RUNS]
@@ -71,8 +67,8 @@ class Reports:
     def report(self, run_id: str) -> dict:
         if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
             raise NotFound("no such run")
-        key = f"{REPORTS_PREFIX}{safe_run_id(run_id)}.json"
-        if key not in set(self.bucket.list_keys(REPORTS_PREFIX)):
+        key = layout.report_key(run_id)
+        if key not in set(self.bucket.list_keys(layout.REPORTS_PREFIX)):
             raise NotFound("no such run")
         report = json.loads(self.bucket.read_text(key))
         if not isinstance(report, dict) or report.get("run_id") != run_id:
@@ -82,20 +78,20 @@ class Reports:
     def classifier(self, run_id: str) -> dict | None:
         """The newest classifier metrics whose pca_run is this run (None when there are none)."""
         found = []
-        for key in self.bucket.list_keys(CLASSIFIER_PREFIX):
+        for key in self.bucket.list_keys(layout.CLASSIFIER_PREFIX):
             if not CLASSIFIER_METRICS.fullmatch(key):
                 continue
             try:
                 metrics = json.loads(self.bucket.read_text(key))
             except (ValueError, OSError):
                 continue
-            if isinstance(metrics, dict) and metrics.get("pca_run") in (run_id, safe_run_id(run_id)):
+            if isinstance(metrics, dict) and metrics.get("pca_run") in (run_id, layout.safe_run_id(run_id)):
                 found.append((key, metrics))
         if not found:
             return None
         key, metrics = found[-1]
         folder = key.rsplit("/", 1)[0] + "/"
-        png = folder + "confusion_matrix.png"
+        png = ClassifierOutputs(folder).confusion_matrix
         return {"key": key, "uri": self.bucket.uri(folder), "metrics": metrics,
                 "confusion_matrix": png if self.bucket.exists(png) else None}
 
@@ -110,7 +106,7 @@ class Reports:
                 raise NotFound("no confusion matrix for this run")
             return classifier["confusion_matrix"]
         uri = (report.get("outputs") or {}).get(name)
-        head = f"s3://{self.name}/pca/run={safe_run_id(run_id)}/"
+        head = self.bucket.uri(layout.pca_prefix(run_id))
         if not isinstance(uri, str) or not uri.startswith(head) or not uri.endswith(".png") or "/../" in uri \
                 or not re.fullmatch(r"[A-Za-z0-9._/=-]+", uri[len(head):]):
             raise NotFound("no such plot")

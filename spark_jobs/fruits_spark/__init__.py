@@ -1,9 +1,10 @@
 """Shared code of the fruits Spark jobs (shipped to executors as a zip by `runtime.ship_package`).
 
 Modules:
-  interface  - what the jobs accept and leave (extensions, feature size, output names): the
-               orchestration side reads it through fruits.contract
-  paths      - URI canonicalisation, labels, image-extension rules (pure Python)
+  interface  - what the jobs accept and leave (extensions, feature size, output names, PCA refit
+               choices): the orchestration side reads it through fruits.contract
+  manifest   - the manifest formats featurize.py reads; the DAG's planning writes with it too
+  paths      - URI canonicalisation, the label rule, image-extension rules (pure Python)
   hadoop_fs  - small reads/writes/listings through Hadoop's FileSystem (local, file://, s3://)
   images     - decoding any supported image into a fixed-size RGB array, or a reject reason
   model      - MobileNetV2 feature extractor, weights on the driver, the per-worker predictor

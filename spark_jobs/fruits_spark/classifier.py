@@ -28,8 +28,7 @@ MODEL = interface.CLASSIFIER_MODEL
 METRICS = interface.CLASSIFIER_METRICS
 CONFUSION_PNG = interface.CLASSIFIER_CONFUSION_PNG
 PREDICTIONS = interface.CLASSIFIER_PREDICTIONS
-PREDICTIONS_COLUMNS = interface.PREDICTIONS_COLUMNS
-INPUT_COLUMNS = ("path", "label", "pca_features")
+INPUT_COLUMNS = interface.PCA_COLUMNS  # what pca.py writes
 
 # Salts of the two hash splits: different salts make the validation bucket independent of the
 # test bucket. Changing one would move images across sides: they are part of the contract.

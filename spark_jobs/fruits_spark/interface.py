@@ -20,13 +20,21 @@ PCA_VECTORS = "vectors"
 PCA_MODEL = "model"
 PCA_REPORT = "report.json"
 PCA_COLUMNS = ("path", "label", "pca_features")
+# pca.py's state beside its report, what the next run starts from (fruits_spark.pca_state: what each holds).
+PCA_MOMENTS = "moments.npz"
+PCA_BASIS = "basis.npz"
+PCA_CONTENTS = "contents.bin"
+PCA_VECTORS_LIST = "vectors_list.txt"
+# pca.py --refit: whether a run may refit its space (fruits_spark.pca_state.decide), and --refit-angle's
+# default: the largest principal angle (degrees) between the current and the merged space `auto` keeps.
+PCA_REFIT_CHOICES = ("auto", "always", "never")
+PCA_REFIT_ANGLE = 10.0
 
 # classify.py: its outputs under one folder (the classifier DAG's classifier/run=<run_id>/).
 CLASSIFIER_MODEL = "model"
 CLASSIFIER_PREDICTIONS = "predictions"
 CLASSIFIER_METRICS = "metrics.json"
 CLASSIFIER_CONFUSION_PNG = "confusion_matrix.png"
-PREDICTIONS_COLUMNS = ("path", "label", "prediction", "confidence")
 
 
 def plot_uris(report: str) -> dict[str, str]:

@@ -66,10 +66,16 @@ def canonical_uri(uri: str, *, encoded: bool = False) -> str:
     return "file:" + os.path.abspath(uri)
 
 
-def label_of(uri: str) -> str:
-    """The class label is the image's parent folder name, exactly as on disk."""
-    parts = uri.rstrip("/").split("/")
-    return parts[-2] if len(parts) >= 2 else ""
+def label_of(path: str) -> str | None:
+    """The class label: the name of the folder holding the image, exactly as written (spaces kept).
+
+    The one rule for every input: Fruits-360 keeps its images as `Test/<Label>/r_<n>_100.jpg`, so
+    `landing/Apple Red 1/x.jpg` and `landing/Test/Apple Red 1/x.jpg` are both `Apple Red 1`. The
+    DAG's planning applies it to a key relative to the landing prefix (an image right under the
+    prefix has no folder: None), featurize.py to a URI (text manifests, --images).
+    """
+    folder, _, _ = path.rstrip("/").rpartition("/")
+    return folder.rpartition("/")[2] or None
 
 
 def parent_of(uri: str) -> str:

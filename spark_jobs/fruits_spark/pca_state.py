@@ -27,15 +27,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fruits_spark import interface
 from fruits_spark.moments import Moments
 
-MOMENTS = "moments.npz"
-BASIS = "basis.npz"
-CONTENTS = "contents.bin"
-VECTORS_LIST = "vectors_list.txt"
+# Defined in the interface, which the DAG reads too (fruits.contract, fruits.core.pca_policy).
+MOMENTS, BASIS = interface.PCA_MOMENTS, interface.PCA_BASIS
+CONTENTS, VECTORS_LIST = interface.PCA_CONTENTS, interface.PCA_VECTORS_LIST
+DEFAULT_REFIT_ANGLE = interface.PCA_REFIT_ANGLE  # degrees
+REFIT_CHOICES = interface.PCA_REFIT_CHOICES
 DIGEST_BYTES = 16  # 128 bits of the sha256: collisions are out of reach at any realistic volume
-DEFAULT_REFIT_ANGLE = 10.0  # degrees
-REFIT_CHOICES = ("auto", "always", "never")
 
 
 # ----------------------------------------------------------------------------- contents

@@ -3,8 +3,9 @@ next to good images, through fruits_pipeline on the local backend (moto's S3 ser
 a real Airflow metadata DB, dag.test in a child process).
 
 Expected: a green first run; every good image (camera names, hidden-looking names, a ':' in the
-name, HEIC and WebP, `x.jpg` next to `x.jpg/y.jpg`, unlabelled, in a deeper date folder)
-featurized exactly once from its own bytes, with its s3:// landing URI and its label; every bad key
+name, HEIC and WebP, `x.jpg` next to `x.jpg/y.jpg`, unlabelled, in a deeper folder, under a dataset's
+own `Test/` folder) featurized exactly once from its own bytes, with its s3:// landing URI and its
+label (the folder holding it); every bad key
 rejected at planning, rejected by featurize or ignored, each with a reason, the report's counts
 adding up to everything landed; no file outside the work folder and the Airflow home, no object
 outside the pipeline's prefixes, another bucket untouched; only the ignored files left under
@@ -65,9 +66,10 @@ GOOD = {
     "Banana/.hidden.jpg": ("Banana", image_bytes(2)),
     "Kiwi/IMG 2026-11-30 12:30:01.jpg": ("Kiwi", image_bytes(3)),
     "Banana/x.jpg": ("Banana", image_bytes(4)),
-    "Banana/x.jpg/y.jpg": ("Banana", image_bytes(5)),
+    "Banana/x.jpg/y.jpg": ("x.jpg", image_bytes(5)),  # the folder holding it, whatever its name
     "loose.jpg": (None, image_bytes(6)),  # directly under landing/: no label
-    "Kiwi/2026/11-30/deep.jpg": ("Kiwi", image_bytes(7)),  # a deeper date folder keeps the label
+    "Kiwi/2026/11-30/deep.jpg": ("11-30", image_bytes(7)),  # nested: the innermost folder is the label
+    "Test/Kiwi/r_11_100.jpg": ("Kiwi", image_bytes(11)),  # Fruits-360's Test/<Label>/ landed as it is
     "Kiwi/collide.jpg": ("Kiwi", image_bytes(8)),  # what '//' and '/./' keys used to overwrite
     "Apple Red 1/IMG_0002.HEIC": ("Apple Red 1", image_bytes(9, "heic")),
     "Banana/export.WEBP": ("Banana", image_bytes(10, "webp")),

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conftest import ROOT
+from fruits.layout import report_key, safe_run_id
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
 RUN = "manual__2026-11-30T12:00:00.123456+00:00"
@@ -35,7 +36,7 @@ reports_mod = load_view_package()
 
 
 def put_report(bucket, run_id: str, **extra) -> dict:
-    safe = reports_mod.safe_run_id(run_id)
+    safe = safe_run_id(run_id)
     report = {"run_id": run_id, "status": "success", "pca_k": 3, "explained_variance_total": 0.97,
               "outputs": {"scree": f"s3://{bucket.name}/pca/run={safe}/report_scree.png",
                           "scatter": f"s3://{bucket.name}/pca/run={safe}/report_scatter.png",
@@ -54,9 +55,7 @@ def store(bucket):
 
 
 def test_the_report_key_form_matches_the_pipeline_layout():
-    from fruits.layout import report_key, safe_run_id
-
-    assert reports_mod.safe_run_id(RUN) == safe_run_id(RUN) == SAFE
+    assert safe_run_id(RUN) == SAFE
     assert report_key(RUN) == f"reports/{SAFE}.json"
 
 

@@ -109,7 +109,7 @@ def test_every_problem_is_reported_at_once():
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"pca_refit": "sometimes"}, "pca_refit 'sometimes' must be auto, always or never"),
+    ({"pca_refit": "sometimes"}, "pca_refit 'sometimes' must be one of auto, always, never"),
     ({"pca_refit_angle": 0}, "pca_refit_angle 0 must be a number of degrees above 0"),
     ({"pca_refit_angle": 120.0}, "at most 90"),
 ])

@@ -103,8 +103,25 @@ def test_state_files_round_trip_and_contents_count_once():
 def test_both_sides_name_the_state_files_and_the_default_angle_alike():
     assert (contract.PCA_MOMENTS, contract.PCA_BASIS, contract.PCA_CONTENTS, contract.PCA_VECTORS_LIST) == \
         (pca_state.MOMENTS, pca_state.BASIS, pca_state.CONTENTS, pca_state.VECTORS_LIST)
-    assert pca_policy.DEFAULT_REFIT_ANGLE == pca_state.DEFAULT_REFIT_ANGLE
     assert contract.PCA_REFIT_CHOICES == pca_state.REFIT_CHOICES
+
+
+def test_the_trigger_form_offers_the_refit_choices_and_default_angle_pca_py_takes():
+    from conftest import load_job
+
+    from fruits import params
+    from fruits.settings import Settings
+
+    job = load_job("pca")
+    form = params.pipeline_params(Settings(), sensor_timeout_max=3600)
+    outputs = PcaOutputs("s3://b/pca/run=r")
+    for choice in form["pca_refit"].schema["enum"]:
+        args = contract.pca_args(features="f", outputs=outputs, pca_k=3, pca_variance=0.9, refit=choice)
+        assert job.parse_args(args).refit == choice
+    unset = job.parse_args(contract.pca_args(features="f", outputs=outputs, pca_k=3, pca_variance=0.9))
+    assert unset.refit_angle == form["pca_refit_angle"].value == pca_policy.DEFAULT_REFIT_ANGLE
+    with pytest.raises(SystemExit):
+        job.parse_args(contract.pca_args(features="f", outputs=outputs, pca_k=3, pca_variance=0.9) + ["--refit", "x"])
 
 
 def test_pca_arguments_are_what_the_job_parses():

@@ -44,16 +44,17 @@ def test_every_key_is_planned_ignored_or_rejected_with_a_reason(bucket):
     bucket.write_bytes("landing/Apple/huge.jpg", b"x" * 2048)
     planned = planning.read_entries(bucket, batch.batch_id)
     assert sorted(e.source for e in planned) == sorted(bucket.uri(k) for k in GOOD)
-    rejects = {r.source_key(bucket.name): r.reason for r in planning.read_planning_rejects(bucket, batch.batch_id)}
+    rejects = {bucket.key_of(r.path): r.reason for r in planning.read_planning_rejects(bucket, batch.batch_id)}
     assert set(rejects) == set(HOSTILE) | {"landing/Apple/empty.jpg"}
     for key, expected in HOSTILE.items():
         assert expected in rejects[key], key
     assert rejects["landing/Apple/empty.jpg"] == "empty file (0 bytes)"
     assert batch.images == len(GOOD) and batch.planning_rejects == len(HOSTILE) + 1
     assert batch.ignored == {"not an image type (.txt)": 1, "not an image type (no extension)": 1}
-    # labels: the folder directly under the landing prefix, none for an image right under it
+    # labels: the folder holding the image, none for an image right under the landing prefix
     labels = {bucket.key_of(e.source): e.label for e in planned}
-    assert labels["landing/Kiwi/2026-11-30/r_2_100.png"] == "Kiwi" and labels["landing/loose.jpg"] is None
+    assert labels["landing/Kiwi/2026-11-30/r_2_100.png"] == "2026-11-30" and labels["landing/Kiwi/a.webp"] == "Kiwi"
+    assert labels["landing/Pear/x.jpg/y.jpg"] == "x.jpg" and labels["landing/loose.jpg"] is None
     assert batch.unlabelled == 1
     # every planned image was claimed under a safe name of this batch, nothing else was written
     assert all(bucket.key_of(e.read).startswith(f"batches/{batch.batch_id}/images/0") for e in planned)
@@ -274,7 +275,7 @@ def test_an_interrupted_download_is_never_reused_truncated(bucket, tmp_path, mon
 
 def test_key_rules_are_plain_functions():
     assert keys.extension_of("a/b/IMG.HEIC") == ".heic" and keys.extension_of("a/.DS_Store") == ""
-    assert keys.label_of("Apple Red 1/x.jpg") == "Apple Red 1" and keys.label_of("x.jpg") is None
+    assert keys.decide("Apple Red 1/x.jpg", 10).label == "Apple Red 1" and keys.decide("x.jpg", 10).label is None
     assert keys.decide("Apple/x.jpg", 10).outcome == "planned"
 
 

@@ -10,7 +10,6 @@ from fruits.settings import DEFAULT_EMR_RELEASE_LABEL as DEFAULT_RELEASE_LABEL
 
 PROJECT_TAG = "fruits-pipeline"
 RELEASE_LABEL_PATTERN = r"^emr-7\.[0-9]+\.[0-9]+$"
-INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"
 # Graviton (arm64) types: a `g` right after the generation digit (m7g, c7gn, r8gd, g5g), and a1.
 GRAVITON_PATTERN = r"^(a1|[a-z]+[0-9]+g[a-z0-9-]*)\."
 MIN_IDLE_TIMEOUT, MAX_IDLE_TIMEOUT = 60, 7 * 24 * 3600  # AutoTerminationPolicy bounds

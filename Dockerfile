@@ -34,13 +34,6 @@ RUN apt-get update \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
 
-# Work directory of the pipeline (a named volume in docker-compose.yaml). Creating it here,
-# owned by airflow:root and group-writable like the rest of AIRFLOW_HOME, makes Docker
-# initialise the empty named volume with that ownership instead of root:root 0755.
-RUN mkdir -p /opt/airflow/work \
-    && chown airflow:0 /opt/airflow/work \
-    && chmod g+rwx /opt/airflow/work
-
 ENV JAVA_HOME=/usr/lib/jvm/java-17
 # The official image installs Airflow in a virtualenv at /home/airflow/.local whose bin/
 # directory is first on PATH; the interpreter behind /usr/local/bin/python does NOT see those
@@ -61,6 +54,11 @@ COPY --chown=airflow:0 fruits /opt/airflow/project/fruits
 COPY --chown=airflow:0 fruits_dev /opt/airflow/project/fruits_dev
 COPY --chown=airflow:0 spark_jobs /opt/airflow/project/spark_jobs
 RUN pip install --no-cache-dir --no-deps -e /opt/airflow/project
+# Hadoop's S3A connector for the image's Spark (fruits/spark_s3a.py pins it), resolved from Maven
+# Central at build time into the image: the local backend's Spark reads and writes MinIO through it
+# (`s3://` mapped to S3A, credentials from the AWS connection), with no download at run time.
+ENV FRUITS_SPARK_JARS_CACHE=/opt/airflow/spark-jars
+RUN python -m fruits_dev.spark_jars install
 # The wheels EMR nodes install at boot (`make emr-wheelhouse`, docs/emr.md), at the default
 # FRUITS_EMR_WHEELHOUSE (~/.cache/fruits-pipeline/wheelhouse): about 0.9 GB for both node
 # architectures. `--build-arg EMR_WHEELHOUSE=false` leaves them out (local backend only).

@@ -107,7 +107,8 @@ class Settings:
     aws_conn_id: str = field(default_factory=lambda: _env("FRUITS_AWS_CONN_ID", "aws_default"))
     spark_conn_id: str = field(default_factory=lambda: _env("FRUITS_SPARK_CONN_ID", "spark_default"))
     task_retries: int = field(default_factory=lambda: _env_int("FRUITS_TASK_RETRIES", 2))
-    work_dir: Path = field(default_factory=lambda: Path(_env("FRUITS_WORK_DIR", "/tmp/fruits-pipeline")))
+    # The local backend's spark-submit driver (local mode: the driver runs the executors' tasks too).
+    spark_driver_memory: str = field(default_factory=lambda: _env("FRUITS_SPARK_DRIVER_MEMORY", "4g"))
     spark_jobs_dir: Path = field(
         default_factory=lambda: Path(_env("FRUITS_SPARK_JOBS_DIR", str(PROJECT_ROOT / "spark_jobs"))))
     # EMR backend (FRUITS_COMPUTE=emr): defaults of the trigger form's EMR params ...

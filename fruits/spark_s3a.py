@@ -107,16 +107,24 @@ def s3a_conf(*, endpoint_url: str | None, region: str, access_key: str | None = 
     return {f"spark.hadoop.{key}": value for key, value in hadoop.items()}
 
 
-def s3a_conf_for_connection(aws_conn_id: str | None, region: str | None = None) -> dict[str, str]:
-    """`s3a_conf` from the Airflow AWS connection the pipeline's tasks use: the same endpoint
-    (an `endpoint_url` in its extra: MinIO, the embedded server), region and credentials, so a
-    Spark job reads and writes the bucket the DAG sees."""
+def s3a_for_connection(aws_conn_id: str | None, region: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Spark settings and spark-submit's environment for S3A, from the Airflow AWS connection the
+    pipeline's tasks use: the same endpoint (an `endpoint_url` in its extra: MinIO, the embedded
+    server), region and credentials, so a Spark job reads and writes the bucket the DAG sees.
+
+    The credentials travel in the environment (AWS_ACCESS_KEY_ID...), which S3A's default
+    credential chain reads, never in a `--conf` on the command line that logs and `ps` show.
+    None (an instance role): nothing is set and the chain finds the role.
+    """
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
     credentials = hook.get_credentials()
-    config = hook.conn_config
-    return s3a_conf(endpoint_url=config.get_service_endpoint_url("s3"),  # service_config's s3 one, else the global
-                    region=region or hook.region_name or "us-east-1",
-                    access_key=credentials.access_key, secret_key=credentials.secret_key,
-                    session_token=credentials.token)
+    conf = s3a_conf(endpoint_url=hook.conn_config.get_service_endpoint_url("s3"),  # service_config's, else global
+                    region=region or hook.region_name or "us-east-1")
+    env = {}
+    if credentials.access_key and credentials.secret_key:
+        env = {"AWS_ACCESS_KEY_ID": credentials.access_key, "AWS_SECRET_ACCESS_KEY": credentials.secret_key}
+        if credentials.token:
+            env["AWS_SESSION_TOKEN"] = credentials.token
+    return conf, env

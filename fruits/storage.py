@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,36 +245,3 @@ class Bucket:
         for start in range(0, len(keys), DELETE_BATCH):
             self.hook.delete_objects(bucket=self.name, keys=keys[start:start + DELETE_BATCH])
         return len(keys)
-
-    # ------------------------------------------------------------------ local copies
-
-    def download(self, key: str, destination: Path, *, expected_size: int | None = None) -> Path:
-        """Download into a temporary name and rename only when complete: an interrupted download
-        never leaves a truncated file under the final name for a retry to reuse."""
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
-        data = self.read_bytes(key)
-        if expected_size is not None and len(data) != expected_size:
-            raise IOError(f"{self.uri(key)}: downloaded {len(data)} bytes, expected {expected_size}")
-        partial.write_bytes(data)
-        os.replace(partial, destination)
-        return destination
-
-    def download_prefix(self, prefix: str, destination: Path) -> int:
-        """Mirror `prefix` into `destination` (files already there with the same size are kept)."""
-        count = 0
-        for key in self.list_keys(prefix):
-            target = destination / key[len(prefix):]
-            if not (target.exists() and target.stat().st_size == self.size(key)):
-                self.download(key, target)
-            count += 1
-        return count
-
-    def upload_dir(self, source: Path, prefix: str) -> int:
-        """Replace whatever is under `prefix` with the files of `source` (a re-run overwrites)."""
-        self.delete_prefix(prefix)
-        files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.endswith(".crc"))
-        for path in files:
-            self.hook.load_file(str(path), key=prefix + path.relative_to(source).as_posix(),
-                                bucket_name=self.name, replace=True)
-        return len(files)

@@ -372,7 +372,6 @@ class AirflowStack:
             "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(self.logs / "dag-processor-files"),
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint),
             "FRUITS_BUCKET": cfg.bucket,
-            "FRUITS_WORK_DIR": str(self.home / "work"),
         })
         if self.queue_url:
             extra.update({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": self.queue_url})

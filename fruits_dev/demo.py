@@ -130,7 +130,6 @@ def main(argv=None) -> int:
 
         env = runner.airflow_env(out / "airflow-home", extra={
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
-            "FRUITS_WORK_DIR": str(out / "work"),
             "FRUITS_BUCKET": args.bucket,
             "FRUITS_COMPUTE": args.compute,
             **(local_emr.dag_settings(poll_seconds=2) if args.compute == "emr" else {}),

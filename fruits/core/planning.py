@@ -125,11 +125,6 @@ def manifest_keys(bucket: Bucket, batch_id: str) -> list[str]:
     return [bucket.key_of(entry.source) for entry in read_entries(bucket, batch_id)]
 
 
-def pca_input_uris(batch: Batch) -> list[str]:
-    """The features datasets of every committed batch plus this one, as s3:// URIs."""
-    return [layout.s3_uri(batch.bucket, layout.features_prefix(b)) for b in batch.pca_batches()]
-
-
 # ----------------------------------------------------------------------------- re-landings
 
 def previous_content(bucket: Bucket, key: str) -> dict | None:

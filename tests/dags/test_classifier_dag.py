@@ -28,14 +28,13 @@ def test_the_classifier_runs_on_every_committed_pca_run(monkeypatch, compute):
     assert classifier.task_dict["choose_pca_run"].retries == 0
 
 
-def test_the_local_classifier_stages_the_vectors_then_spark_submits_classify(monkeypatch):
+def test_the_local_classifier_plans_classify_then_spark_submits_it(monkeypatch):
     dag, _ = load(monkeypatch, "local")
-    assert set(dag.task_dict) == {"choose_pca_run", "local_spark.stage_vectors", "local_spark.classify",
-                                  "local_spark.publish_classifier", "validate_classifier", "publish_classifier"}
+    assert set(dag.task_dict) == {"choose_pca_run", "local_spark.plan_classify", "local_spark.classify",
+                                  "local_spark.local_outputs", "validate_classifier", "publish_classifier"}
     classify = dag.task_dict["local_spark.classify"]
-    assert classify.application.endswith("spark_jobs/classify.py")
-    assert classify.application_args.operator.task_id == "local_spark.stage_vectors"
-    assert "local_spark.publish_classifier" in dag.task_dict["validate_classifier"].upstream_task_ids
+    assert classify.job.operator.task_id == "local_spark.plan_classify"
+    assert "local_spark.local_outputs" in dag.task_dict["validate_classifier"].upstream_task_ids
 
 
 def test_the_emr_classifier_has_a_cluster_of_its_own_always_terminated(monkeypatch):

@@ -36,17 +36,15 @@ def downstream(dag, task_id: str) -> set[str]:
 def test_local_dag_has_the_expected_flow(local_dag):
     dag = local_dag
     assert set(dag.task_dict) == {
-        "wait_for_new_images", "plan_batch", "local_spark.stage_images", "local_spark.featurize",
-        "local_spark.publish_features", "local_spark.stage_pca_inputs", "local_spark.pca",
-        "local_spark.publish_pca", "validate", "commit_batch", "publish_report",
+        "wait_for_new_images", "plan_batch", "local_spark.plan_jobs", "local_spark.featurize", "local_spark.pca",
+        "local_spark.local_outputs", "validate", "commit_batch", "publish_report",
     }
     assert downstream(dag, "wait_for_new_images") == {"plan_batch"}
-    assert "local_spark.stage_images" in downstream(dag, "plan_batch")
-    assert downstream(dag, "local_spark.stage_images") >= {"local_spark.featurize"}
-    assert "local_spark.publish_features" in downstream(dag, "local_spark.featurize")
-    assert "local_spark.pca" in downstream(dag, "local_spark.stage_pca_inputs")
-    assert "local_spark.publish_pca" in downstream(dag, "local_spark.pca")
-    assert "validate" in downstream(dag, "local_spark.publish_pca")
+    assert "local_spark.plan_jobs" in downstream(dag, "plan_batch")
+    assert downstream(dag, "local_spark.plan_jobs") >= {"local_spark.featurize", "local_spark.pca"}
+    assert "local_spark.pca" in downstream(dag, "local_spark.featurize")
+    assert "local_spark.local_outputs" in downstream(dag, "local_spark.pca")
+    assert "validate" in downstream(dag, "local_spark.local_outputs")
     assert downstream(dag, "validate") >= {"commit_batch"}
     assert "publish_report" in downstream(dag, "commit_batch")
     assert dag.max_active_runs == 1 and dag.catchup is False
@@ -90,18 +88,16 @@ def test_sensor_waits_without_holding_a_worker(local_dag):
     assert sensor.mode == "reschedule"
 
 
-def test_spark_tasks_run_the_project_jobs_with_its_interpreter(local_dag):
+def test_spark_tasks_run_the_planned_jobs_with_the_projects_interpreter(local_dag):
     featurize = local_dag.task_dict["local_spark.featurize"]
     pca = local_dag.task_dict["local_spark.pca"]
-    assert featurize.application == str(ROOT / "spark_jobs" / "featurize.py")
-    assert pca.application == str(ROOT / "spark_jobs" / "pca.py")
     for task in (featurize, pca):
-        assert task._conn_id == "spark_default"
+        assert task._conn_id == "spark_default" and task.aws_conn_id == "aws_default"
+        assert task.spark_jobs_dir == ROOT / "spark_jobs"
         assert os.path.exists(task.env_vars["PYSPARK_PYTHON"])
-    # Their command lines are built at run time by fruits.contract, in the staging tasks.
-    assert featurize.application_args.operator.task_id == "local_spark.stage_images"
-    assert featurize.application_args.key == "featurize_args"
-    assert pca.application_args.operator.task_id == "local_spark.stage_pca_inputs"
+    # The jobs themselves (script, arguments) are the run's plan, built at run time by fruits.plan.
+    assert (featurize.job.operator.task_id, featurize.job.key) == ("local_spark.plan_jobs", "featurize")
+    assert (pca.job.operator.task_id, pca.job.key) == ("local_spark.plan_jobs", "pca")
 
 
 def test_unknown_backend_is_an_import_error(monkeypatch):

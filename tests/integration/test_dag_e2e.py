@@ -36,7 +36,6 @@ class Deployment:
         self.env = runner.airflow_env(tmp_path / "airflow", extra={
             "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
             "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
-            "FRUITS_WORK_DIR": str(tmp_path / "work"),
             "FRUITS_TASK_RETRIES": "0",
             "FRUITS_SPARK_DRIVER_MEMORY": "2g",
         })

@@ -8,7 +8,6 @@ import pytest
 
 from conftest import load_job
 from fruits import contract, layout
-from fruits.backends.local import staging
 from fruits.contract import Batch, ComputeResult, FeaturizeOutputs, PcaOutputs
 from fruits_spark import interface, paths
 
@@ -65,15 +64,3 @@ def test_records_survive_xcom_as_plain_json():
     assert ComputeResult.from_xcom(json.loads(json.dumps(result.to_xcom()))) == result
     with pytest.raises(TypeError):
         Batch.from_xcom({"batch_id": "b1"})  # an incomplete record is an error, not a default
-
-
-def test_local_pca_inputs_are_listed_in_one_file(bucket, tmp_path):
-    """Without a previous PCA state (fit from scratch) every committed batch is staged and listed."""
-    bucket.write_bytes("features/batch=b1/part-0.parquet", b"one")
-    bucket.write_bytes("features/batch=b2/part-0.parquet", b"two")
-    batch = Batch(batch_id="b2", bucket=bucket.name, images=1, committed_batches=["b1"], committed_features_rows=1)
-    staged = staging.stage_pca_inputs(bucket, batch, tmp_path, "manual__x:y", pca_k=None, pca_variance=0.95)
-    assert open(staged["history_list"]).read().splitlines() == [str(staging.features_mirror(tmp_path, "b1"))]
-    assert staged["features"] == str(staging.features_mirror(tmp_path, "b2"))
-    assert (staging.features_mirror(tmp_path, "b2") / "part-0.parquet").read_bytes() == b"two"
-    assert staged["previous"] is None and staged["refit"] == "auto"

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fruits import layout
+from fruits import layout, plan
 from fruits.contract import FEATURE_DIM, Batch, ComputeResult
 from fruits.core import ledger, pipeline, planning, report
 from fruits.core.validation import ValidationError
@@ -88,8 +88,8 @@ def test_committed_images_leave_the_landing_prefix_and_are_not_planned_again(buc
     assert planning.manifest_keys(bucket, second.batch_id) == ["landing/Kiwi/r_9_100.jpg"]
     assert second.committed_batches == [first.batch_id] and second.committed_features_rows == 2
     assert second.pca_batches() == [first.batch_id, second.batch_id]
-    assert planning.pca_input_uris(second) == [bucket.uri(layout.features_prefix(first.batch_id)),
-                                               bucket.uri(layout.features_prefix(second.batch_id))]
+    assert plan.pca_inputs_text(second).splitlines() == [bucket.uri(layout.features_prefix(first.batch_id)),
+                                                          bucket.uri(layout.features_prefix(second.batch_id))]
 
 
 def test_a_commit_is_idempotent(bucket):

@@ -556,9 +556,7 @@ def test_directories_not_in_the_repo_are_created_by_airflow_init(compose):
         assert re.search(rf"chown .*[{{,]{name}[,}}]", init_script), f"airflow-init does not chown {target}"
 
 
-def test_work_dir_is_a_declared_named_volume(compose, common_env):
-    named = _named_volumes(compose["x-airflow-common"])
-    assert common_env["FRUITS_WORK_DIR"] in named, "the work dir must survive container re-creation"
+def test_named_volumes_are_declared(compose):
     declared = set(compose.get("volumes") or {})
     for name, service in compose["services"].items():
         for volume in _named_volumes(service).values():
@@ -824,6 +822,24 @@ def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
         ):
             excluded = not negate
     return excluded
+
+
+def test_the_image_carries_the_s3a_jars_of_its_spark(dockerfile):
+    """The local backend's Spark reads MinIO through S3A: the image resolves the pinned jars at
+    build time (after the project is installed, with Java there), into a cache the runs then read."""
+    env, installed_project, resolved = {}, False, False
+    for keyword, rest in dockerfile:
+        if keyword == "ENV":
+            env.update(dict(pair.split("=", 1) for pair in rest.split() if "=" in pair))
+        elif keyword == "RUN" and "pip install" in rest and "-e /opt/airflow/project" in rest:
+            installed_project = True
+        elif keyword == "RUN" and "fruits_dev.spark_jars install" in rest:
+            assert installed_project, "the jars are resolved by the project's own module: install it first"
+            assert env.get("FRUITS_SPARK_JARS_CACHE", "").startswith("/opt/airflow/"), \
+                "the jar cache must be set (ENV) before resolving, and stay set for the tasks that read it"
+            resolved = True
+    assert resolved, "the image never resolves the S3A jars (python -m fruits_dev.spark_jars install)"
+    assert "JAVA_HOME" in env
 
 
 def test_dockerignore_keeps_the_context_small_but_complete(dockerfile):

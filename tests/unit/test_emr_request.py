@@ -22,6 +22,7 @@ import boto3
 import pytest
 
 from conftest import ROOT, SPARK_JOBS, load_job
+from fruits import plan
 from fruits.backends.emr import cluster, code, iam, region, steps
 from fruits.contract import Batch, PcaRun
 from fruits.core import planning
@@ -241,7 +242,7 @@ def test_the_cluster_request_is_accepted_by_moto_emr(aws_credentials):
 # ----------------------------------------------------------------------------- steps
 
 def test_featurize_step_runs_spark_submit_on_the_batch_uris():
-    step = steps.featurize_step(code=CODE, batch=batch("b42"), weights="none", image_size=224)
+    step = steps.job_step(plan.featurize_job(batch("b42"), weights="none", image_size=224), CODE)
     assert step["ActionOnFailure"] == "CONTINUE" and step["HadoopJarStep"]["Jar"] == "command-runner.jar"
     assert step["HadoopJarStep"]["Args"] == [
         "spark-submit", "--deploy-mode", "cluster", "--name", "fruits-featurize", "--py-files", CODE["py_files"],
@@ -254,8 +255,7 @@ def test_featurize_step_runs_spark_submit_on_the_batch_uris():
 
 
 def test_pca_step_reads_the_new_batch_and_lists_the_history_for_a_refit():
-    step = steps.pca_step(code=CODE, batch=batch("b3", ["b1", "b2"]), run_id="manual__2026-01-01T00:00:00+00:00",
-                          pca_k=None, pca_variance=0.9)
+    step = steps.job_step(plan.pca_job(batch("b3", ["b1", "b2"]), "manual__2026-01-01T00:00:00+00:00", pca_k=None, pca_variance=0.9), CODE)
     run = "pca/run=manual__2026-01-01T00_00_00_00_00"
     assert step["HadoopJarStep"]["Args"] == [
         "spark-submit", "--deploy-mode", "cluster", "--name", "fruits-pca", "--py-files", CODE["py_files"],
@@ -266,24 +266,22 @@ def test_pca_step_reads_the_new_batch_and_lists_the_history_for_a_refit():
         "--history-list", "s3://fruits/batches/b3/pca_inputs.txt", "--space-id", "manual__2026-01-01T00_00_00_00_00",
     ]
     previous = {"version": 1, "pca_prefix": "pca/run=r1/"}
-    fixed = steps.pca_step(code=CODE, batch=dataclasses.replace(batch("b3"), pca_state=previous), run_id="r",
-                           pca_k=7, pca_variance=0.9)["HadoopJarStep"]["Args"]
+    fixed = steps.job_step(plan.pca_job(dataclasses.replace(batch("b3"), pca_state=previous), "r", pca_k=7, pca_variance=0.9), CODE)["HadoopJarStep"]["Args"]
     assert fixed[fixed.index("--k") + 1] == "7" and fixed[fixed.index("--previous") + 1] == "s3://fruits/pca/run=r1/"
-    assert planning.pca_input_uris(batch("b3", ["b1", "b2"])) == [
+    assert plan.pca_inputs_text(batch("b3", ["b1", "b2"])).splitlines() == [
         "s3://fruits/features/batch=b1/", "s3://fruits/features/batch=b2/", "s3://fruits/features/batch=b3/"]
 
 
 def test_step_arguments_are_accepted_by_the_jobs_own_parsers():
     featurize, pca = load_job("featurize"), load_job("pca")
 
-    featurize_args = steps.featurize_step(code=CODE, batch=batch("b42"), weights="none",
-                                          image_size=96)["HadoopJarStep"]["Args"]
+    featurize_args = steps.job_step(plan.featurize_job(batch("b42"), weights="none", image_size=96), CODE)["HadoopJarStep"]["Args"]
     parsed = featurize.parse_args(featurize_args[featurize_args.index(CODE["featurize"]) + 1:])
     assert (parsed.manifest, parsed.output, parsed.rejects, parsed.weights, parsed.image_size) == \
         ("s3://fruits/batches/b42/manifest.jsonl", "s3://fruits/features/batch=b42/", "s3://fruits/rejects/batch=b42/",
          "none", 96)
-    pca_args = steps.pca_step(code=CODE, batch=batch("b42", ["b1"]), run_id="r", pca_k=3,
-                              pca_variance=0.95)["HadoopJarStep"]["Args"]
+    pca_args = steps.job_step(plan.pca_job(batch("b42", ["b1"]), "r", pca_k=3,
+                              pca_variance=0.95), CODE)["HadoopJarStep"]["Args"]
     parsed = pca.parse_args(pca_args[pca_args.index(CODE["pca"]) + 1:])
     assert parsed.features == ["s3://fruits/features/batch=b42/"] and parsed.features_list is None
     assert parsed.history_list == "s3://fruits/batches/b42/pca_inputs.txt" and parsed.refit == "auto"
@@ -294,7 +292,7 @@ def test_the_classify_step_trains_on_a_committed_pca_run():
     pca_run = PcaRun(bucket="fruits", run_id="manual__2026-01-01T00:00:00+00:00",
                      pca_prefix="pca/run=manual__2026-01-01T00_00_00_00_00/", k=12, rows=90, batch_id="b1",
                      source="param")
-    step = steps.classify_step(code=CODE, pca_run=pca_run, run_id="scheduled__2026-01-02T00:00:00+00:00")
+    step = steps.job_step(plan.classify_job(pca_run, "scheduled__2026-01-02T00:00:00+00:00"), CODE)
     args = step["HadoopJarStep"]["Args"]
     assert args[:8] == ["spark-submit", "--deploy-mode", "cluster", "--name", "fruits-classify", "--py-files",
                         CODE["py_files"], CODE["classify"]]
@@ -307,9 +305,9 @@ def test_the_classify_step_trains_on_a_committed_pca_run():
 def test_many_committed_batches_keep_the_pca_step_short():
     """The batches go through a list file: EMR caps one step argument at 10,280 characters."""
     batches = [f"b{i:016x}" for i in range(5000)]
-    step = steps.pca_step(code=CODE, batch=batch("bnew", batches), run_id="r", pca_k=None, pca_variance=0.95)
+    step = steps.job_step(plan.pca_job(batch("bnew", batches), "r", pca_k=None, pca_variance=0.95), CODE)
     assert max(len(a) for a in step["HadoopJarStep"]["Args"]) < 200
-    assert len(planning.pca_input_uris(batch("bnew", batches))) == 5001
+    assert len(plan.pca_inputs_text(batch("bnew", batches)).splitlines()) == 5001
     with pytest.raises(ValueError, match="exceeds EMR's 10280 characters"):
         steps.spark_submit_step(name="x", app_name="x", script="s3://b/x.py", py_files="s3://b/x.zip",
                                       job_args=["--features", "s" * 10281])

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fruits import contract, spark_s3a
+from fruits import contract, plan, spark_s3a
 from fruits.backends.emr import cluster as emr_cluster
 from fruits.backends.emr import steps
 from fruits_dev import local_emr
@@ -28,7 +28,7 @@ def emr(tmp_path, monkeypatch):
 
 def featurize_step() -> dict:
     batch = contract.Batch(bucket="b", batch_id="b1", images=3, committed_batches=[], committed_features_rows=0)
-    return steps.featurize_step(code=CODE, batch=batch, weights="none", image_size=32)
+    return steps.job_step(plan.featurize_job(batch, weights="none", image_size=32), CODE)
 
 
 def a_cluster():

@@ -1,9 +1,8 @@
-"""Incremental PCA without Spark: the refit policy, the state files, the local backend's decision
-and staging, and validation streamed in bounded memory (moto's S3 through a real S3Hook)."""
+"""Incremental PCA without Spark: the refit policy, the state files, and validation streamed in
+bounded memory (moto's S3 through a real S3Hook)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import tracemalloc
@@ -14,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from fruits import contract, layout
-from fruits.backends.local import staging
 from fruits.contract import Batch, PcaOutputs
 from fruits.core import parquet_stream, pca_policy, pipeline, validation
 from fruits.core.validation import Findings
@@ -138,78 +136,6 @@ def test_pca_arguments_are_what_the_job_parses():
     assert parsed.state_dir + "/" == outputs.root
     with pytest.raises(ValueError, match="refit must be one of"):
         contract.pca_args(features="f", outputs=outputs, pca_k=3, pca_variance=0.9, refit="sometimes")
-
-
-# ----------------------------------------------------------------------------- the local backend
-
-def write_local_features(folder, matrix, prefix: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(features_table(matrix, prefix), folder / "part-0.parquet")
-
-
-def test_new_batch_moments_count_each_content_once(tmp_path):
-    old, new = family(40, 8, 1), family(30, 8, 2)
-    new[3] = new[4]  # twice in the batch
-    new[5] = old[0]  # fitted before
-    write_local_features(tmp_path / "new", new, "n")
-    index = pca_state.digests(features_table(old, "o").column("sha256").to_pylist())
-    stats, fresh = pca_policy.new_batch_moments(tmp_path / "new", index)
-    distinct = np.delete(new, [4, 5], axis=0).astype(np.float64)
-    assert stats.rows == 28 and len(fresh) == 28
-    np.testing.assert_allclose(stats.mean, distinct.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(stats.covariance(), np.cov(distinct, rowvar=False), rtol=1e-9)
-
-
-def publish_previous_run(bucket, run_id: str, matrix: np.ndarray, k: int) -> dict:
-    """What a committed pca.py run leaves, and the PCA state validation hands the ledger."""
-    prefix = layout.pca_prefix(run_id)
-    stats = moments_of(matrix)
-    table = features_table(matrix, "a")
-    files = {pca_state.MOMENTS: pca_state.moments_to_bytes(stats),
-             pca_state.BASIS: pca_state.basis_to_bytes(basis_of(matrix, k, layout.safe_run_id(run_id))),
-             pca_state.CONTENTS: pca_state.digests_to_bytes(pca_state.digests(table.column("sha256").to_pylist())),
-             pca_state.VECTORS_LIST: f"s3://{bucket.name}/{prefix}vectors/batch=b1/\n".encode()}
-    for name, data in files.items():
-        bucket.write_bytes(prefix + name, data)
-    report = {"rows": len(matrix), "k": k, "input_dim": matrix.shape[1], "mode": "refit",
-              "space_id": layout.safe_run_id(run_id), "refit": {"max_angle_degrees": None}}
-    bucket.write_json(prefix + "report.json", report)
-    return pca_policy.state_of(bucket.name, prefix, report)
-
-
-def test_local_staging_downloads_the_history_only_when_a_refit_is_due(bucket, tmp_path):
-    first = family(300, 8, 1)
-    sink = io.BytesIO()
-    pq.write_table(features_table(first, "a"), sink)
-    bucket.write_bytes("features/batch=b1/part-0.parquet", sink.getvalue())
-    state = publish_previous_run(bucket, "run-1", first, k=3)
-    batch = Batch(batch_id="b2", bucket=bucket.name, images=60, committed_batches=["b1"],
-                  committed_features_rows=300, pca_state=state)
-
-    write_local_features(staging.features_mirror(tmp_path, "b2"), family(60, 8, 2), "b")  # publish_batch's mirror
-    staged = staging.stage_pca_inputs(bucket, batch, tmp_path, "run-2", pca_k=3, pca_variance=None)
-    assert staged["refit"] == "never" and staged["history_list"] is None and not staged["decision"]["refit"]
-    small = staged["input_bytes"]  # the new batch and the state files: what pca.py will read
-    assert not staging.features_mirror(tmp_path, "b1").exists()  # the history stayed in S3
-    assert sorted(p.name for p in (tmp_path / "runs" / "run-2" / "previous").iterdir()) == \
-        ["basis.npz", "contents.bin", "moments.npz", "report.json", "vectors_list.txt"]
-    args = contract.pca_args(features=staged["features"], outputs=staging.pca_outputs(tmp_path, "run-2"),
-                             pca_k=3, pca_variance=0.95, previous=staged["previous"],
-                             history_list=staged["history_list"], refit=staged["refit"])
-    assert "--history-list" not in args and args[args.index("--refit") + 1] == "never"
-
-    moved = dataclasses.replace(batch, batch_id="b3")
-    write_local_features(staging.features_mirror(tmp_path, "b3"), family(900, 8, 3, mixing_seed=5), "c")
-    staged = staging.stage_pca_inputs(bucket, moved, tmp_path, "run-3", pca_k=3, pca_variance=None)
-    assert staged["refit"] == "always" and staged["decision"]["max_angle_degrees"] > 10
-    assert (staging.features_mirror(tmp_path, "b1") / "part-0.parquet").exists()
-    listed = open(staged["history_list"]).read().split()
-    assert listed == [str(staging.features_mirror(tmp_path, "b1"))]
-    assert staged["input_bytes"] > small + (staging.features_mirror(tmp_path, "b1") / "part-0.parquet").stat().st_size
-
-    scratch = dataclasses.replace(batch, pca_state=None)  # a ledger from before incremental PCA
-    staged = staging.stage_pca_inputs(bucket, scratch, tmp_path, "run-4", pca_k=3, pca_variance=None)
-    assert staged["previous"] is None and staged["refit"] == "auto" and staged["history_list"]
 
 
 # ----------------------------------------------------------------------------- validation

@@ -68,7 +68,9 @@ def test_spark_reaches_the_bucket_through_the_dags_own_aws_connection(monkeypatc
     monkeypatch.setenv("AIRFLOW_CONN_FRUITS_S3", json.dumps({
         "conn_type": "aws", "login": "AKIDCONN", "password": "conn-secret",
         "extra": {"region_name": "eu-west-3", "endpoint_url": "http://127.0.0.1:9000"}}))
-    conf = spark_s3a.s3a_conf_for_connection("fruits_s3")
+    conf, env = spark_s3a.s3a_for_connection("fruits_s3")
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
     assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-3"
-    assert (conf["spark.hadoop.fs.s3a.access.key"], conf["spark.hadoop.fs.s3a.secret.key"]) == ("AKIDCONN", "conn-secret")
+    # the credentials go to spark-submit's environment (S3A's default chain), never on its command line
+    assert env == {"AWS_ACCESS_KEY_ID": "AKIDCONN", "AWS_SECRET_ACCESS_KEY": "conn-secret"}
+    assert not [v for v in conf.values() if "conn-secret" in v or "AKIDCONN" in v]

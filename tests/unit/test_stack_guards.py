@@ -93,7 +93,7 @@ def test_every_process_shares_the_settings_that_must_match(tmp_path, monkeypatch
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False" and env["FRUITS_SCHEDULE"] == "none"
     assert json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"])["extra"]["endpoint_url"] == "http://127.0.0.1:1"
     assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])["host"].startswith("local[")
-    assert env["PYSPARK_PYTHON"] == sys.executable and env["FRUITS_WORK_DIR"] == str(tmp_path / "work")
+    assert env["PYSPARK_PYTHON"] == sys.executable
     assert json.loads(open(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read()) == {"admin": "admin"}
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
     # Secrets are generated once per folder: a restart keeps sessions and tokens valid.

@@ -254,25 +254,6 @@ def test_no_image_is_lost_or_processed_twice_across_a_crash(bucket, monkeypatch,
     assert all(b["landing_cleared"] for b in ledger.load(bucket).batches)
 
 
-def test_an_interrupted_download_is_never_reused_truncated(bucket, tmp_path, monkeypatch):
-    from fruits.backends.local import staging
-
-    land(bucket, ["landing/Apple/a.jpg", "landing/Apple/b.jpg"])
-    batch = planning.plan_batch(bucket, "landing/")
-    entries = planning.read_entries(bucket, batch.batch_id)
-    bucket.write_bytes(bucket.key_of(entries[1].read), b"jpeg")  # shorter than planned: a cut transfer
-    with pytest.raises(IOError, match="expected 10"):
-        staging.stage_images(bucket, batch.batch_id, tmp_path)
-    images = staging.batch_dir(tmp_path, batch.batch_id) / "images"
-    assert sorted(p.name for p in images.iterdir()) == ["000001.jpg"]  # no partial file under a final name
-    bucket.write_bytes(bucket.key_of(entries[1].read), b"jpeg bytes")
-    staged = staging.stage_images(bucket, batch.batch_id, tmp_path)
-    assert staged["staged"] == 2 and (images / "000002.jpg").read_bytes() == b"jpeg bytes"
-    local = [json.loads(line) for line in open(staged["manifest"], encoding="utf-8")]
-    assert [e["source"] for e in local] == [bucket.uri("landing/Apple/a.jpg"), bucket.uri("landing/Apple/b.jpg")]
-    assert all(e["read"].startswith(str(images)) for e in local)
-
-
 def test_key_rules_are_plain_functions():
     assert keys.extension_of("a/b/IMG.HEIC") == ".heic" and keys.extension_of("a/.DS_Store") == ""
     assert keys.decide("Apple Red 1/x.jpg", 10).label == "Apple Red 1" and keys.decide("x.jpg", 10).label is None

@@ -48,27 +48,6 @@ def test_delete_prefix_removes_more_than_one_request_holds(bucket: Bucket, monke
     assert bucket.list_keys("old/") == [] and bucket.list_keys("keep/") == ["keep/x"]
 
 
-def test_upload_dir_replaces_the_prefix_and_skips_checksums(bucket: Bucket, tmp_path):
-    bucket.write_text("out/stale.parquet", "from an earlier attempt")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "part-0.parquet").write_bytes(b"p0")
-    (tmp_path / "sub" / "part-1.parquet").write_bytes(b"p1")
-    (tmp_path / ".part-0.parquet.crc").write_bytes(b"crc")
-    assert bucket.upload_dir(tmp_path, "out/") == 2
-    assert bucket.list_keys("out/") == ["out/part-0.parquet", "out/sub/part-1.parquet"]
-
-
-def test_download_prefix_mirrors_and_keeps_complete_files(bucket: Bucket, tmp_path):
-    bucket.write_bytes("f/a.parquet", b"aaaa")
-    bucket.write_bytes("f/x/b.parquet", b"bb")
-    assert bucket.download_prefix("f/", tmp_path) == 2
-    assert (tmp_path / "a.parquet").read_bytes() == b"aaaa" and (tmp_path / "x" / "b.parquet").read_bytes() == b"bb"
-    (tmp_path / "a.parquet").write_bytes(b"zzzz")  # same size: kept as it is
-    (tmp_path / "x" / "b.parquet").write_bytes(b"b")  # truncated: downloaded again
-    bucket.download_prefix("f/", tmp_path)
-    assert (tmp_path / "a.parquet").read_bytes() == b"zzzz" and (tmp_path / "x" / "b.parquet").read_bytes() == b"bb"
-
-
 def _parquet(table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink)

@@ -36,7 +36,7 @@ from airflow.providers.amazon.aws.operators.emr import (
 )
 from airflow.sdk import Param, task, task_group
 
-from fruits import contract, layout
+from fruits import contract, layout, plan
 from fruits.backends.emr import budget, cluster, limits, region, steps
 from fruits.backends.emr.sensors import EmrStepSensorWithLogs
 from fruits.settings import Settings
@@ -156,15 +156,11 @@ def node_architectures(params: dict) -> list[str]:
 def cluster_request(batch: contract.Batch, code: dict, settings: Settings, params: dict, run_id: str,
                     dag_id: str) -> dict:
     """The pipeline's RunJobFlow request and both steps (ValueError when refused)."""
-    uris = code["uris"]
     overrides = job_flow_request(bucket=batch.bucket, batch_id=batch.batch_id, code=code, settings=settings,
                                  params=params, run_id=run_id, dag_id=dag_id)
-    featurize = steps.featurize_step(code=uris, batch=batch, weights=params["weights"],
-                                     image_size=int(params["image_size"]))
-    pca = steps.pca_step(code=uris, batch=batch, run_id=run_id, pca_k=params["pca_k"],
-                         pca_variance=params["pca_variance"], refit=params.get("pca_refit") or "auto",
-                         refit_angle=params.get("pca_refit_angle"))
-    return {"job_flow_overrides": overrides, "featurize_steps": [featurize], "pca_steps": [pca]}
+    jobs = plan.pipeline_jobs(batch, run_id, params)
+    return {"job_flow_overrides": overrides, "jobs": [job.to_xcom() for job in jobs],
+            **{f"{job.name}_steps": [steps.job_step(job, code["uris"])] for job in jobs}}
 
 
 def classifier_request(pca_run: contract.PcaRun, code: dict, settings: Settings, params: dict, run_id: str,
@@ -172,8 +168,26 @@ def classifier_request(pca_run: contract.PcaRun, code: dict, settings: Settings,
     """The classifier's RunJobFlow request and its one step (ValueError when refused)."""
     overrides = job_flow_request(bucket=pca_run.bucket, batch_id=pca_run.batch_id, code=code, settings=settings,
                                  params=params, run_id=run_id, dag_id=dag_id)
-    return {"job_flow_overrides": overrides,
-            "classify_steps": [steps.classify_step(code=code["uris"], pca_run=pca_run, run_id=run_id)]}
+    job = plan.classify_job(pca_run, run_id)
+    return {"job_flow_overrides": overrides, "jobs": [job.to_xcom()],
+            "classify_steps": [steps.job_step(job, code["uris"])]}
+
+
+def cluster_result(jobs: list[dict], step_ids: dict[str, str], *, bucket: str, pca_prefix: str, code: dict,
+                   cluster_id: str, region: str, settings: Settings) -> dict:
+    """The ComputeResult of a cluster's run: its jobs' outputs, its logs, and the stages' seconds
+    from EMR's own timelines (cluster start-up, then each step)."""
+    from airflow.providers.amazon.aws.hooks.emr import EmrHook
+
+    client = EmrHook(aws_conn_id=settings.aws_conn_id, region_name=region).conn
+    seconds = {"upload_code": code["seconds"],
+               "emr_startup": steps.startup_seconds(client.describe_cluster(ClusterId=cluster_id))}
+    for name, step_id in step_ids.items():
+        seconds[name] = steps.step_seconds(client.describe_step(ClusterId=cluster_id, StepId=step_id))
+    return plan.compute_result(
+        jobs, pca_prefix=pca_prefix, stage_seconds=seconds,
+        extra_outputs={"emr_logs": f"{cluster.log_uri(bucket, settings.emr_log_prefix)}{cluster_id}/"},
+        details={"cluster_id": cluster_id, "code_version": code["version"]}).to_xcom()
 
 
 def _guard_and_code_tasks(record, settings: Settings):
@@ -235,13 +249,8 @@ def _preparation_tasks(batch, settings: Settings):
     @task
     def list_pca_inputs(batch: dict, checked: dict) -> str:
         """Write the list of features datasets the PCA step reads (committed batches + this one)."""
-        from fruits.core import planning
-
         planned = contract.Batch.from_xcom(batch)
-        bucket = _bucket(settings, planned.bucket)
-        uri = steps.pca_inputs_uri(planned)
-        bucket.write_text(bucket.key_of(uri), contract.features_list_text(planning.pca_input_uris(planned)))
-        return uri
+        return plan.write_pca_inputs(_bucket(settings, planned.bucket), planned)
 
     @task(retries=0)
     def cluster_spec(batch: dict, code: dict, checked: dict, pca_inputs: str, params: dict | None = None,
@@ -356,34 +365,14 @@ def build(batch, settings: Settings):
         create, (add_featurize, add_pca), wait_pca = _cluster_tasks(spec, settings, budget.pipeline_steps(settings))
 
         @task
-        def emr_outputs(batch: dict, code: dict, cluster_id: str, featurize_step_ids: list[str],
+        def emr_outputs(batch: dict, jobs: list[dict], code: dict, cluster_id: str, featurize_step_ids: list[str],
                         pca_step_ids: list[str], params: dict | None = None, run_id: str | None = None) -> dict:
-            from airflow.providers.amazon.aws.hooks.emr import EmrHook
-
             planned = contract.Batch.from_xcom(batch)
-            client = EmrHook(aws_conn_id=settings.aws_conn_id, region_name=params["region"]).conn
-            described = client.describe_cluster(ClusterId=cluster_id)
-            featurized = client.describe_step(ClusterId=cluster_id, StepId=featurize_step_ids[0])
-            pca = client.describe_step(ClusterId=cluster_id, StepId=pca_step_ids[0])
-            featurize_outputs = layout.featurize_outputs(planned.bucket, planned.batch_id)
-            return contract.ComputeResult(
-                pca_prefix=layout.pca_prefix(run_id),
-                outputs={
-                    "features": featurize_outputs.features,
-                    "rejects": featurize_outputs.rejects,
-                    **layout.pca_outputs(planned.bucket, run_id).uris(),
-                    "emr_logs": f"{cluster.log_uri(planned.bucket, settings.emr_log_prefix)}{cluster_id}/",
-                },
-                stage_seconds={
-                    "upload_code": code["seconds"],
-                    "emr_startup": steps.startup_seconds(described),
-                    "featurize": steps.step_seconds(featurized),
-                    "pca": steps.step_seconds(pca),
-                },
-                details={"cluster_id": cluster_id, "code_version": code["version"]},
-            ).to_xcom()
+            return cluster_result(jobs, {"featurize": featurize_step_ids[0], "pca": pca_step_ids[0]},
+                                  bucket=planned.bucket, pca_prefix=layout.pca_prefix(run_id), code=code,
+                                  cluster_id=cluster_id, region=params["region"], settings=settings)
 
-        outputs = emr_outputs(batch, code, create.output, add_featurize.output, add_pca.output)
+        outputs = emr_outputs(batch, spec["jobs"], code, create.output, add_featurize.output, add_pca.output)
         wait_pca >> outputs
         return outputs
 
@@ -414,24 +403,14 @@ def build_classifier(pca_run, settings: Settings):
         create, (add_classify,), wait_classify = _cluster_tasks(spec, settings, budget.classifier_steps(settings))
 
         @task
-        def emr_outputs(pca_run: dict, code: dict, cluster_id: str, classify_step_ids: list[str],
-                        params: dict | None = None, run_id: str | None = None) -> dict:
-            from airflow.providers.amazon.aws.hooks.emr import EmrHook
-
+        def emr_outputs(pca_run: dict, jobs: list[dict], code: dict, cluster_id: str, classify_step_ids: list[str],
+                        params: dict | None = None) -> dict:
             chosen = contract.PcaRun.from_xcom(pca_run)
-            client = EmrHook(aws_conn_id=settings.aws_conn_id, region_name=params["region"]).conn
-            described = client.describe_cluster(ClusterId=cluster_id)
-            classified = client.describe_step(ClusterId=cluster_id, StepId=classify_step_ids[0])
-            return contract.ComputeResult(
-                pca_prefix=chosen.pca_prefix,
-                outputs={**layout.classifier_outputs(chosen.bucket, run_id).uris(),
-                         "emr_logs": f"{cluster.log_uri(chosen.bucket, settings.emr_log_prefix)}{cluster_id}/"},
-                stage_seconds={"upload_code": code["seconds"], "emr_startup": steps.startup_seconds(described),
-                               "classify": steps.step_seconds(classified)},
-                details={"cluster_id": cluster_id, "code_version": code["version"]},
-            ).to_xcom()
+            return cluster_result(jobs, {"classify": classify_step_ids[0]}, bucket=chosen.bucket,
+                                  pca_prefix=chosen.pca_prefix, code=code, cluster_id=cluster_id,
+                                  region=params["region"], settings=settings)
 
-        outputs = emr_outputs(pca_run, code, create.output, add_classify.output)
+        outputs = emr_outputs(pca_run, spec["jobs"], code, create.output, add_classify.output)
         wait_classify >> outputs
         return outputs
 

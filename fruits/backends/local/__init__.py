@@ -1,5 +1,5 @@
-"""Local backend: spark-submit in local mode on files staged from S3 (`staging`), wired as tasks
-in `tasks`."""
+"""Local backend: the run's jobs (`fruits.plan`) through spark-submit on the Spark connection,
+Spark reading and writing the bucket through S3A (`operators`), wired as tasks in `tasks`."""
 
 from fruits.backends.local.tasks import build, build_classifier, params
 

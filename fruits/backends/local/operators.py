@@ -1,8 +1,11 @@
-"""Thin operator subclasses that add what the run report needs."""
+"""The local backend's spark-submit tasks: SparkSubmitOperator, plus what the run report needs
+and what a job of the plan needs to reach the bucket."""
 
 from __future__ import annotations
 
 import time
+from importlib import metadata
+from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk.exceptions import AirflowException
@@ -25,3 +28,32 @@ class TimedSparkSubmitOperator(SparkSubmitOperator):
                 raise
             raise AirflowException(f"{reason}\n{exc}") from None  # the report keeps the first line
         return {"seconds": round(time.perf_counter() - started, 2)}
+
+
+class SparkJobOperator(TimedSparkSubmitOperator):
+    """spark-submit of one job of the run's plan (`fruits.plan.Job`, usually an XCom of the task
+    that planned it), on s3:// URIs: Spark reads and writes the bucket through S3A, configured
+    from the DAG's AWS connection (endpoint, region; credentials in spark-submit's environment)
+    with the S3A jars `make venv` resolved for this Spark (fruits.spark_s3a)."""
+
+    template_fields = (*SparkSubmitOperator.template_fields, "job")
+
+    def __init__(self, *, job, spark_jobs_dir: Path, aws_conn_id: str | None, **kwargs) -> None:
+        super().__init__(application="", **kwargs)
+        self.job = job
+        self.spark_jobs_dir = Path(spark_jobs_dir)
+        self.aws_conn_id = aws_conn_id
+
+    def execute(self, context) -> dict:
+        from fruits import plan, spark_s3a
+
+        job = plan.Job.from_xcom(self.job)
+        conf, env = spark_s3a.s3a_for_connection(self.aws_conn_id)
+        self.application = str(self.spark_jobs_dir / job.script)
+        self.application_args = job.args
+        self.name = job.app_name
+        jars = spark_s3a.resolved_jars(metadata.version("pyspark"))
+        self.conf = {**conf, **(self.conf or {}), "spark.jars": ",".join(jars)}
+        self.env_vars = {**(self.env_vars or {}), **env}
+        self.log.info("%s reads %s; writes %s", job.script, ", ".join(job.reads), ", ".join(job.writes.values()))
+        return super().execute(context)

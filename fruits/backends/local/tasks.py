@@ -1,15 +1,16 @@
-"""Tasks of the local backend (FRUITS_COMPUTE=local): stage, spark-submit, publish.
+"""Tasks of the local backend (FRUITS_COMPUTE=local): the run's jobs through spark-submit.
 
-    stage_images -> featurize (spark-submit) -> publish_features -> stage_pca_inputs
-        -> pca (spark-submit) -> publish_pca
+    plan_jobs -> featurize (spark-submit) -> pca (spark-submit) -> local_outputs
 
 `build(batch, settings)` adds them to the DAG being defined and returns the XComArg of the
 last task: a `ComputeResult` (as a dict), the same record the EMR backend returns.
 `build_classifier(pca_run, settings)` does the same for the classifier DAG:
 
-    stage_vectors -> classify (spark-submit) -> publish_classifier
-The jobs' command lines come from `fruits.contract`, built by the staging tasks from the run's
-Params and handed to spark-submit through XCom.
+    plan_classify -> classify (spark-submit) -> local_outputs
+
+The jobs are the plan's (`fruits.plan`), the same the EMR backend submits as steps: Spark reads
+and writes the bucket itself through S3A (`SparkJobOperator`), on the Spark connection
+(`FRUITS_SPARK_CONN_ID`, local[*] by default); nothing is copied out of the bucket.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from datetime import timedelta
 
 from airflow.sdk import task, task_group
 
-from fruits import contract, layout
-from fruits.backends.local.operators import TimedSparkSubmitOperator
+from fruits import contract, layout, plan
+from fruits.backends.local.operators import SparkJobOperator
 from fruits.settings import Settings
 
 
@@ -37,23 +38,23 @@ def spark_env() -> dict[str, str]:
             "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def spark_conf() -> dict[str, str]:
+def spark_conf(settings: Settings) -> dict[str, str]:
     return {
-        "spark.driver.memory": os.environ.get("FRUITS_SPARK_DRIVER_MEMORY", "4g"),
+        "spark.driver.memory": settings.spark_driver_memory,
         "spark.log.level": "WARN",
         "spark.ui.showConsoleProgress": "false",
     }
 
 
-def spark_job(task_id: str, script: str, args, settings: Settings, timeout: timedelta):
-    """spark-submit one of the project's jobs on the Spark connection (local[*])."""
-    return TimedSparkSubmitOperator(
+def spark_job(task_id: str, job, settings: Settings, timeout: timedelta) -> SparkJobOperator:
+    """spark-submit one job of the run's plan on the Spark connection."""
+    return SparkJobOperator(
         task_id=task_id,
-        application=str(settings.spark_jobs_dir / script),
+        job=job,
+        spark_jobs_dir=settings.spark_jobs_dir,
+        aws_conn_id=settings.aws_conn_id,
         conn_id=settings.spark_conn_id,
-        name=f"fruits-{task_id}",
-        application_args=args,
-        conf=spark_conf(),
+        conf=spark_conf(settings),
         env_vars=spark_env(),
         execution_timeout=timeout,
     )
@@ -68,66 +69,24 @@ def _bucket_of(record, settings: Settings):
 def build(batch, settings: Settings):
     @task_group(group_id="local_spark")
     def local_spark(batch):
-        @task(execution_timeout=timedelta(hours=1))
-        def stage_images(batch: dict, params: dict | None = None) -> dict:
-            from fruits.backends.local import staging
-
+        @task
+        def plan_jobs(batch: dict, params: dict | None = None, run_id: str | None = None) -> dict:
+            """The run's two jobs, and the list of features datasets its PCA may read, in the bucket."""
             planned = contract.Batch.from_xcom(batch)
-            staged = staging.stage_images(_bucket_of(planned, settings), planned.batch_id, settings.work_dir)
-            staged["featurize_args"] = contract.featurize_args(
-                manifest=staged["manifest"], outputs=staging.featurize_outputs(settings.work_dir, planned.batch_id),
-                weights=params["weights"], image_size=params["image_size"],
-                model_cache=str(settings.work_dir / "model-cache"))
-            return staged
+            plan.write_pca_inputs(_bucket_of(planned, settings), planned)
+            return {job.name: job.to_xcom() for job in plan.pipeline_jobs(planned, run_id, params)}
 
         @task
-        def publish_features(batch: dict, staged: dict) -> dict:
-            from fruits.backends.local import staging
+        def local_outputs(jobs: dict, featurized: dict, pca: dict, run_id: str | None = None) -> dict:
+            return plan.compute_result(list(jobs.values()), pca_prefix=layout.pca_prefix(run_id),
+                                       stage_seconds={"featurize": featurized["seconds"], "pca": pca["seconds"]},
+                                       ).to_xcom()
 
-            planned = contract.Batch.from_xcom(batch)
-            return staging.publish_batch(_bucket_of(planned, settings), planned.batch_id, settings.work_dir)
-
-        @task
-        def stage_pca_inputs(batch: dict, published: dict, params: dict | None = None,
-                             run_id: str | None = None) -> list[str]:
-            from fruits.backends.local import staging
-
-            from fruits.core import pca_policy
-
-            planned = contract.Batch.from_xcom(batch)
-            refit = params.get("pca_refit") or "auto"
-            angle = float(params.get("pca_refit_angle") or pca_policy.DEFAULT_REFIT_ANGLE)
-            staged = staging.stage_pca_inputs(_bucket_of(planned, settings), planned, settings.work_dir, run_id,
-                                              pca_k=params["pca_k"], pca_variance=params["pca_variance"],
-                                              refit=refit, refit_angle=angle)
-            return contract.pca_args(
-                features=staged["features"], outputs=staging.pca_outputs(settings.work_dir, run_id),
-                pca_k=params["pca_k"], pca_variance=params["pca_variance"], previous=staged["previous"],
-                history_list=staged["history_list"], refit=staged["refit"], refit_angle=angle,
-                space_id=layout.safe_run_id(run_id), vectors_uri=layout.pca_outputs(planned.bucket, run_id).vectors)
-
-        @task
-        def publish_pca(batch: dict, staged: dict, featurized: dict, published: dict, pca_run: dict,
-                        run_id: str | None = None) -> dict:
-            from fruits.backends.local import staging
-
-            planned = contract.Batch.from_xcom(batch)
-            pca_uris = staging.publish_pca(_bucket_of(planned, settings), run_id, settings.work_dir)
-            return contract.ComputeResult(
-                pca_prefix=layout.pca_prefix(run_id),
-                outputs={"features": published["features"], "rejects": published["rejects"], **pca_uris},
-                stage_seconds={"stage_images": staged["seconds"], "featurize": featurized["seconds"],
-                               "publish_features": published["seconds"], "pca": pca_run["seconds"]},
-            ).to_xcom()
-
-        staged = stage_images(batch)
-        featurize = spark_job("featurize", contract.FEATURIZE_SCRIPT, staged["featurize_args"], settings,
-                              timedelta(hours=6))
-        published = publish_features(batch, staged)
-        featurize >> published
-        pca = spark_job("pca", contract.PCA_SCRIPT, stage_pca_inputs(batch, published), settings,
-                        timedelta(hours=2))
-        return publish_pca(batch, staged, featurize.output, published, pca.output)
+        jobs = plan_jobs(batch)
+        featurize = spark_job("featurize", jobs[plan.FEATURIZE], settings, timedelta(hours=6))
+        pca = spark_job("pca", jobs[plan.PCA], settings, timedelta(hours=2))
+        featurize >> pca
+        return local_outputs(jobs, featurize.output, pca.output)
 
     return local_spark(batch)
 
@@ -135,29 +94,17 @@ def build(batch, settings: Settings):
 def build_classifier(pca_run, settings: Settings):
     @task_group(group_id="local_spark")
     def local_spark(pca_run):
-        @task(execution_timeout=timedelta(hours=1))
-        def stage_vectors(pca_run: dict, run_id: str | None = None) -> list[str]:
-            from fruits.backends.local import staging
-
-            chosen = contract.PcaRun.from_xcom(pca_run)
-            local = staging.stage_vectors(_bucket_of(chosen, settings), chosen, settings.work_dir, run_id)
-            return contract.classify_args(vectors=local.get("vectors"), vectors_list=local.get("vectors_list"),
-                                          pca_run=chosen.run_id,
-                                          outputs=staging.classifier_outputs(settings.work_dir, run_id))
+        @task
+        def plan_classify(pca_run: dict, run_id: str | None = None) -> dict:
+            return plan.classify_job(contract.PcaRun.from_xcom(pca_run), run_id).to_xcom()
 
         @task
-        def publish_classifier(pca_run: dict, classified: dict, run_id: str | None = None) -> dict:
-            from fruits.backends.local import staging
+        def local_outputs(pca_run: dict, job: dict, classified: dict) -> dict:
+            return plan.compute_result([job], pca_prefix=contract.PcaRun.from_xcom(pca_run).pca_prefix,
+                                       stage_seconds={"classify": classified["seconds"]}).to_xcom()
 
-            chosen = contract.PcaRun.from_xcom(pca_run)
-            return contract.ComputeResult(
-                pca_prefix=chosen.pca_prefix,
-                outputs=staging.publish_classifier(_bucket_of(chosen, settings), run_id, settings.work_dir),
-                stage_seconds={"classify": classified["seconds"]},
-            ).to_xcom()
-
-        classify = spark_job("classify", contract.CLASSIFY_SCRIPT, stage_vectors(pca_run), settings,
-                             timedelta(hours=2))
-        return publish_classifier(pca_run, classify.output)
+        job = plan_classify(pca_run)
+        classify = spark_job("classify", job, settings, timedelta(hours=2))
+        return local_outputs(pca_run, job, classify.output)
 
     return local_spark(pca_run)

@@ -25,20 +25,14 @@ from fruits_spark import interface
 
 IMAGE_EXTENSIONS = interface.IMAGE_EXTENSIONS
 FEATURE_DIM = interface.FEATURE_DIM
-FEATURES_COLUMNS = interface.FEATURES_COLUMNS
-REJECTS_COLUMNS = interface.REJECTS_COLUMNS
-PCA_COLUMNS = interface.PCA_COLUMNS
-# pca.py's state files (fruits_spark.pca_state defines them; a unit test checks both agree).
-PCA_MOMENTS, PCA_BASIS, PCA_CONTENTS, PCA_VECTORS_LIST = "moments.npz", "basis.npz", "contents.bin", "vectors_list.txt"
-PCA_REFIT_CHOICES = ("auto", "always", "never")
+# pca.py's state files, beside its report: what the next run starts from.
+PCA_MOMENTS, PCA_BASIS = interface.PCA_MOMENTS, interface.PCA_BASIS
+PCA_CONTENTS, PCA_VECTORS_LIST = interface.PCA_CONTENTS, interface.PCA_VECTORS_LIST
+PCA_REFIT_CHOICES = interface.PCA_REFIT_CHOICES
 
 FEATURIZE_SCRIPT = "featurize.py"
 PCA_SCRIPT = "pca.py"
 CLASSIFY_SCRIPT = "classify.py"
-
-
-def is_image_key(key: str) -> bool:
-    return key.lower().endswith(IMAGE_EXTENSIONS)
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -9,7 +9,7 @@ import pytest
 from conftest import load_job
 from fruits import contract, layout
 from fruits.contract import Batch, ComputeResult, FeaturizeOutputs, PcaOutputs
-from fruits_spark import interface, paths
+from fruits_spark import interface
 
 
 def test_featurize_arguments_are_what_the_job_parses():
@@ -40,11 +40,6 @@ def test_pca_output_names_are_the_jobs_own():
     assert outputs.uris()["pca"] == outputs.root
     assert layout.pca_outputs("b", "manual__2026-01-01T00:00:00+00:00").root == \
         "s3://b/pca/run=manual__2026-01-01T00_00_00_00_00/"
-
-
-def test_both_sides_accept_the_same_images():
-    for name in ("a.jpg", "b.JPEG", "c.Png", "d.txt", "e.jpg.zip", ".DS_Store"):
-        assert contract.is_image_key("landing/x/" + name) == paths.is_image_path("/x/" + name)
 
 
 def test_a_features_list_has_one_location_a_line_and_no_line_breaks_inside():

@@ -98,12 +98,6 @@ def test_state_files_round_trip_and_contents_count_once():
     assert len(fresh) == 2 and len(pca_state.union(index, fresh)) == 5
 
 
-def test_both_sides_name_the_state_files_and_the_default_angle_alike():
-    assert (contract.PCA_MOMENTS, contract.PCA_BASIS, contract.PCA_CONTENTS, contract.PCA_VECTORS_LIST) == \
-        (pca_state.MOMENTS, pca_state.BASIS, pca_state.CONTENTS, pca_state.VECTORS_LIST)
-    assert contract.PCA_REFIT_CHOICES == pca_state.REFIT_CHOICES
-
-
 def test_the_trigger_form_offers_the_refit_choices_and_default_angle_pca_py_takes():
     from conftest import load_job
 

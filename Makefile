@@ -12,11 +12,12 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help airflow venv emr-stack demo-emr test test-unit test-dags test-integration demo demo-more bench bench-scale clean check-java native-blas spark-cds
+.PHONY: help lint airflow venv emr-stack demo-emr test test-unit test-dags test-integration demo demo-more bench bench-scale clean check-java native-blas spark-cds
 
 help:
 	@echo "make demo    - run fruits_pipeline end to end on an embedded S3 server (see README)"
-	@echo "make test    - install everything into $(VENV) and run the whole test suite"
+	@echo "make test    - install everything into $(VENV), lint, and run the whole test suite"
+	@echo "make lint    - ruff check and ruff format --check (configured in pyproject.toml)"
 	@echo "make test-unit / test-dags / test-integration - one tier of it (see README)"
 	@echo "make demo-emr - the demo on the EMR backend: a local EMR runs the steps on EMR's Spark 3.5 stack"
 	@echo "make emr-stack / emr-wheelhouse - EMR's Python + Spark 3.5 here (.venv-emr) / the nodes' wheels (both archs)"
@@ -59,7 +60,12 @@ check-java:
 spark-cds: venv check-java
 	$(PY) -m fruits_dev.spark_cds build
 
-test: venv check-java spark-cds emr-stack
+# Lint first: a style or pyflakes error fails in seconds, before an hour of tests.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: venv lint check-java spark-cds emr-stack
 	$(PY) -m pytest
 
 # The three tiers alone (README, "Tests"): the unit tests need neither Java nor Spark (`make venv`

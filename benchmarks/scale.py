@@ -18,9 +18,12 @@ API calls, the seconds of the task's call and the process's peak resident memory
     commit    commit_batch (ledger write, the images leave the landing prefix)
 
 Between plan and validate it writes the new batch's features (synthetic: the history's
-distribution, so no refit is due) and runs the real PCA stage of the local backend: staging
-(`stage_pca_inputs`, which decides whether to refit) and `spark_jobs/pca.py`; `pca_input_bytes`
-is what that stage read.
+distribution, so no refit is due) and runs the real PCA stage as the local backend runs it: the
+batch's PCA inputs list written to the bucket (`plan.write_pca_inputs`), then spark-submit of
+`spark_jobs/pca.py` with the plan's arguments (`plan.pca_job`), on s3:// URIs through S3A with
+the backend's settings. pca.py decides itself whether to refit; the decision is the one its
+report states. `pca_input_bytes` is measured at the S3 server: the bytes of the object GETs it
+served while pca.py ran, but for the run's own outputs (`pca_reads`: all of them, per prefix).
 
 Not written: objects no orchestration step reads for a new batch (old batches' manifests, staged
 copies, features and vectors, the per-key and per-content markers of old images: the new
@@ -28,7 +31,9 @@ batch's lookups miss them by key, which costs the same whatever the bucket holds
 own listing costs O(objects in the bucket) per page, so writing them would measure moto).
 
 Writes <out>/scale-<timestamp>.json with `histories`: one object per history with
-committed_images, s3_requests, seconds, worker_peak_mb, pca_input_bytes (and per task details).
+committed_images, s3_requests, seconds, worker_peak_mb, pca_input_bytes, pca_reads (requests and
+bytes per key prefix), pca_committed_features_read (committed batches' features prefixes pca.py
+read: none unless it refits), pca_refit and pca_decision (from pca.py's report), and per task details.
 """
 
 from __future__ import annotations
@@ -174,31 +179,34 @@ def write_features(s3, batch: dict) -> None:
         s3.put_object(Bucket=BUCKET, Key=prefix + "part-00000.parquet", Body=sink.getvalue())
 
 
-def run_pca_stage(context: dict, batch: dict, work: Path) -> dict:
-    """The local backend's PCA stage for real: staging (which decides whether to refit), pca.py
-    through spark-submit, publishing. Returns the staging facts (input bytes, decision)."""
-    from fruits import contract, layout
-    from fruits.backends.local import staging
+def run_pca_stage(context: dict, batch: dict, reads) -> dict:
+    """The local backend's PCA stage for real: the batch's PCA inputs list written to the bucket,
+    the plan's PCA job (K components; pca.py decides itself whether to refit) spark-submitted with
+    its own arguments, on s3:// URIs, through S3A with the backend's own settings. Returns what the
+    server sent while it ran (`reads`: an `s3_reads.ObjectReads`) and the decision pca.py reported."""
+    from fruits import contract, layout, plan
+    from fruits.backends.local.operators import s3a_submit_settings
     from fruits.backends.local.tasks import spark_conf, spark_env
+    from fruits.settings import Settings
 
+    settings = Settings(spark_driver_memory="2g")
     bucket = task_bucket(context)
     planned = contract.Batch.from_xcom(batch)
     run_id = context["run_id"]
-    staged = staging.stage_pca_inputs(bucket, planned, work, run_id, pca_k=K, pca_variance=None)
-    args = contract.pca_args(
-        features=staged["features"], outputs=staging.pca_outputs(work, run_id), pca_k=K, pca_variance=None,
-        previous=staged["previous"], history_list=staged["history_list"], refit=staged["refit"],
-        refit_angle=10.0, space_id=layout.safe_run_id(run_id), vectors_uri=layout.pca_outputs(BUCKET, run_id).vectors)
-    command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", "--driver-memory", "2g",
-               *[item for key, value in spark_conf().items() for item in ("--conf", f"{key}={value}")],
-               str(ROOT / "spark_jobs" / "pca.py"), *args]
+    plan.write_pca_inputs(bucket, planned)
+    job = plan.pca_job(planned, run_id, pca_k=K, pca_variance=settings.pca_variance)
+    conf, env = s3a_submit_settings(settings.aws_conn_id, spark_conf(settings), spark_env())
+    command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", "--name", job.app_name,
+               *[item for key, value in conf.items() for item in ("--conf", f"{key}={value}")],
+               str(ROOT / "spark_jobs" / job.script), *job.args]
     started = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **spark_env()}, cwd=ROOT)
+    with reads.recording() as read:
+        proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"pca.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    staging.publish_pca(bucket, run_id, work)
-    return {"input_bytes": staged["input_bytes"], "refit": staged["refit"], "decision": staged["decision"],
-            "pca_seconds": round(time.perf_counter() - started, 1)}
+    report = json.loads(bucket.read_text(bucket.key_of(layout.pca_outputs(BUCKET, run_id).report)))
+    return {"reads": dict(sorted(read.items())), "mode": report["mode"], "decision": report["refit"],
+            "history_datasets": report["history_datasets"], "pca_seconds": round(time.perf_counter() - started, 1)}
 
 
 # --------------------------------------------------------------------------- one task in its own process
@@ -274,9 +282,12 @@ def task_process(name: str, context: dict, env: dict) -> dict:
 # --------------------------------------------------------------------------- one history
 
 def measure_history(committed: int, args, work: Path) -> dict:
-    from fruits_dev import runner, s3_server
+    from fruits import layout
+    from fruits_dev import runner, s3_reads, s3_server
 
-    with s3_server.s3_endpoint() as endpoint:
+    reads = s3_reads.ObjectReads()
+    # Always moto's server, whatever FRUITS_S3_ENDPOINT says: the bench resets it and counts what it serves.
+    with s3_server.embedded_endpoint(wrap=reads.wrap) as endpoint:
         # moto's backends live in this process, shared by every server it starts: start from nothing.
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
         s3 = s3_server.client(endpoint)
@@ -298,24 +309,32 @@ def measure_history(committed: int, args, work: Path) -> dict:
         tasks["plan"] = task_process("plan", context, env)
         context["batch"] = tasks["plan"]["result"]
         write_features(s3, context["batch"])
-        pca = run_pca_stage(context, context["batch"], work / f"pca-{committed}")
-        from fruits import layout
-
+        pca = run_pca_stage(context, context["batch"], reads)
         context["pca_prefix"] = layout.pca_prefix(context["run_id"])
         tasks["validate"] = task_process("validate", context, env)
         context["validation"] = tasks["validate"]["result"]
         tasks["commit"] = task_process("commit", context, env)
         for name, rec in tasks.items():
             log(f"  {name:8s} {rec['s3_requests']:6d} S3 requests  {rec['seconds']:7.2f} s  peak {rec['peak_mb']:.0f} MB")
-        log(f"  pca stage: read {pca['input_bytes']:,} bytes ({pca['refit']}, {pca['pca_seconds']} s)")
+        # its inputs: everything it read but its own outputs (it reads back a sample of the vectors it wrote)
+        own = layout.pca_prefix(context["run_id"])
+        input_bytes = sum(r["bytes"] for prefix, r in pca["reads"].items() if prefix != own)
+        new_features = layout.features_prefix(context["batch"]["batch_id"])
+        committed_features = [p for p in pca["reads"] if p.startswith("features/") and p != new_features]
+        log(f"  pca stage: read {input_bytes:,} bytes ({pca['mode']}: {pca['decision']['reason']}, "
+            f"{pca['pca_seconds']} s)")
+        for prefix, read in pca["reads"].items():
+            log(f"    {prefix:40s} {read['requests']:4d} GETs {read['bytes']:12,d} bytes")
         for rec in tasks.values():
             rec.pop("result", None)
         return {"committed_images": committed,
                 "s3_requests": sum(t["s3_requests"] for t in tasks.values()),
                 "seconds": round(sum(t["seconds"] for t in tasks.values()), 3),
                 "worker_peak_mb": max(t["peak_mb"] for t in tasks.values()),
-                "pca_input_bytes": pca["input_bytes"],
-                "pca_refit": pca["refit"] == "always", "pca_decision": pca["decision"],
+                "pca_input_bytes": input_bytes, "pca_reads": pca["reads"], "pca_batch_features": new_features,
+                "pca_committed_features_read": committed_features,
+                "pca_refit": pca["mode"] == "refit", "pca_decision": pca["decision"],
+                "pca_history_datasets": pca["history_datasets"], "pca_seconds": pca["pca_seconds"],
                 "tasks": tasks}
 
 
@@ -367,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     result["targets"] = {"s3_requests_growth": growth(measured, "s3_requests"),
                          "seconds_growth": growth(measured, "seconds"),
                          "worker_peak_mb_max": max(h["worker_peak_mb"] for h in measured),
-                         "pca_reads_new_batch_only": all(not h["pca_refit"] for h in measured)}
+                         "pca_reads_new_batch_only": all(not h["pca_refit"] and not h["pca_committed_features_read"]
+                                                         for h in measured)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"scale-{started.strftime('%Y%m%d-%H%M%S')}.json"

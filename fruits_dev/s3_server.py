@@ -16,16 +16,30 @@ def s3_endpoint(endpoint_url: str | None = None):
     if endpoint_url:
         yield endpoint_url
         return
-    from moto.server import ThreadedMotoServer
+    with embedded_endpoint() as embedded:
+        yield embedded
+
+
+@contextmanager
+def embedded_endpoint(wrap=None):
+    """Yield the URL of moto's server on loopback (what moto's ThreadedMotoServer runs), its WSGI
+    app behind `wrap(app)` when given: a bench sees every request the server answers."""
+    import threading
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", 0, wrap(app) if wrap else app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
     try:
         yield f"http://{host}:{port}"
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
 
 
 def client(endpoint_url: str | None, region: str = DEFAULT_REGION, key: str = "testing", secret: str = "testing"):

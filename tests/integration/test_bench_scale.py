@@ -30,7 +30,8 @@ def test_every_history_is_measured_with_the_documented_fields(scale_run):
     histories = result["histories"]
     assert [h["committed_images"] for h in histories] == [1000, 3000] and result["new_images"] == 40
     for h in histories:
-        assert {"committed_images", "s3_requests", "seconds", "worker_peak_mb", "pca_input_bytes"} <= h.keys()
+        assert {"committed_images", "s3_requests", "seconds", "worker_peak_mb", "pca_input_bytes",
+                "pca_reads", "pca_refit", "pca_decision"} <= h.keys()
         assert set(h["tasks"]) == {"sense", "plan", "validate", "commit"}
         assert all(t["s3_requests"] > 0 and t["seconds"] > 0 and t["peak_mb"] > 50 for t in h["tasks"].values())
         assert h["s3_requests"] == sum(t["s3_requests"] for t in h["tasks"].values())
@@ -44,7 +45,23 @@ def test_a_runs_requests_do_not_grow_with_the_history_and_pca_reads_the_new_batc
     # The sensor lists only what waits; planning and commit act per new image; nothing reads the history.
     assert small["tasks"]["sense"]["s3_requests"] == large["tasks"]["sense"]["s3_requests"] <= 3
     assert small["s3_requests"] == large["s3_requests"] and result["targets"]["s3_requests_growth"] == 1.0
+    # pca.py's own report: the new batch is in the history's distribution, so it is projected, not refitted
     assert not small["pca_refit"] and not large["pca_refit"] and result["targets"]["pca_reads_new_batch_only"]
-    # what the PCA stage read: this batch's features and the state files, whose contents index
-    # grows by 16 bytes an image of history (3000 - 1000 images here)
-    assert large["pca_input_bytes"] - small["pca_input_bytes"] == pytest.approx(16 * 2000, abs=4096)
+    assert small["pca_decision"]["mode"] == large["pca_decision"]["mode"] == "project"
+    for h in (small, large):
+        # what the S3 server sent pca.py: this batch's features, the committed run's state files, the
+        # batch's inputs list (pca.py reads the list, not the features it names), a sample of its own vectors
+        batch_id = h["pca_batch_features"].split("=", 1)[1].rstrip("/")
+        assert set(h["pca_reads"]) <= {h["pca_batch_features"], "pca/run=history/", f"batches/{batch_id}/",
+                                       "pca/run=manual__scale/"}
+        assert not h["pca_committed_features_read"] and h["pca_reads"][h["pca_batch_features"]]["bytes"] > 0
+        assert h["pca_reads"]["pca/run=history/"]["bytes"] > 16 * h["committed_images"]  # the state, contents included
+        own = h["pca_reads"].get("pca/run=manual__scale/", {"bytes": 0})["bytes"]
+        assert h["pca_input_bytes"] == sum(r["bytes"] for r in h["pca_reads"].values()) - own
+    assert small["pca_reads"][small["pca_batch_features"]] == large["pca_reads"][large["pca_batch_features"]]
+    # The read bytes grow by what the state grows with the history (3000 - 1000 images, 4 more
+    # 500-image batches): the contents index, 16 bytes an image, and one line a committed batch in
+    # two lists, the state's vectors list (66 bytes: s3://fruits-scale/pca/run=history/vectors/batch=<id>/)
+    # and the batch's PCA inputs list (51 bytes: s3://fruits-scale/features/batch=<id>/); each file is
+    # read once, in full. The seeded report.json's numbers may differ by a few characters.
+    assert large["pca_input_bytes"] - small["pca_input_bytes"] == pytest.approx(16 * 2000 + 4 * (66 + 51), abs=32)

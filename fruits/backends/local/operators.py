@@ -30,6 +30,19 @@ class TimedSparkSubmitOperator(SparkSubmitOperator):
         return {"seconds": round(time.perf_counter() - started, 2)}
 
 
+def s3a_submit_settings(aws_conn_id: str | None, conf: dict | None = None,
+                       env: dict | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """spark-submit's conf and environment for a job of the plan to reach the bucket through S3A:
+    the AWS connection's endpoint and region (`conf` may override them), the S3A jars resolved for
+    this pyspark, the connection's credentials in the environment. One function, so anything that
+    spark-submits a plan's job outside the DAG (benchmarks/scale.py) runs it as the DAG does."""
+    from fruits import spark_s3a
+
+    s3a, credentials = spark_s3a.s3a_for_connection(aws_conn_id)
+    jars = spark_s3a.resolved_jars(metadata.version("pyspark"))
+    return {**s3a, **(conf or {}), "spark.jars": ",".join(jars)}, {**(env or {}), **credentials}
+
+
 class SparkJobOperator(TimedSparkSubmitOperator):
     """spark-submit of one job of the run's plan (`fruits.plan.Job`, usually an XCom of the task
     that planned it), on s3:// URIs: Spark reads and writes the bucket through S3A, configured
@@ -45,15 +58,12 @@ class SparkJobOperator(TimedSparkSubmitOperator):
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context) -> dict:
-        from fruits import plan, spark_s3a
+        from fruits import plan
 
         job = plan.Job.from_xcom(self.job)
-        conf, env = spark_s3a.s3a_for_connection(self.aws_conn_id)
         self.application = str(self.spark_jobs_dir / job.script)
         self.application_args = job.args
         self.name = job.app_name
-        jars = spark_s3a.resolved_jars(metadata.version("pyspark"))
-        self.conf = {**conf, **(self.conf or {}), "spark.jars": ",".join(jars)}
-        self.env_vars = {**(self.env_vars or {}), **env}
+        self.conf, self.env_vars = s3a_submit_settings(self.aws_conn_id, self.conf, self.env_vars)
         self.log.info("%s reads %s; writes %s", job.script, ", ".join(job.reads), ", ".join(job.writes.values()))
         return super().execute(context)

@@ -16,9 +16,10 @@ import json
 from dataclasses import asdict, dataclass
 
 from fruits import layout
+from fruits.errors import PermanentError
 
 
-class ManifestError(ValueError):
+class ManifestError(PermanentError, ValueError):
     """A manifest line that is not a valid entry of this batch."""
 
 

@@ -19,25 +19,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, dag, task
 
-from fruits import assets, backends, settings
+from fruits import assets, backends, errors, params, settings
 
 SETTINGS = settings.load()
 BACKEND = backends.load(SETTINGS.compute)
 
 # Consumers of the classifier (the app's model registry, ...) can schedule on this.
 CLASSIFIER_ASSET = Asset(name="fruits_classifier", uri="fruits://classifier")
-
-PARAMS = {
-    "bucket": Param(SETTINGS.bucket, type="string", minLength=3, maxLength=63,
-                    description="S3 bucket of the pipeline (used when the run is not triggered by an Asset event)."),
-    "pca_run_id": Param("", type="string",
-                        description="fruits_pipeline run whose PCA vectors to train on; empty: the run of the "
-                                    "triggering Asset event, else the latest committed run."),
-    **BACKEND.params(SETTINGS),
-}
-
 
 def _bucket(name: str):
     from fruits.storage import Bucket
@@ -51,44 +41,38 @@ def _bucket(name: str):
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    params=PARAMS,
+    params=params.for_classifier(SETTINGS, BACKEND),
     default_args={"owner": "fruits", "retries": SETTINGS.task_retries, "retry_delay": timedelta(minutes=1),
+                  "retry_policy": errors.retry_policy(),  # a fruits.errors.PermanentError fails at once
                   "execution_timeout": timedelta(minutes=30)},
-    dagrun_timeout=timedelta(hours=6),
+    dagrun_timeout=timedelta(seconds=SETTINGS.classifier_run_timeout),  # FRUITS_CLASSIFIER_RUN_TIMEOUT
     tags=["fruits", "spark", "classifier", SETTINGS.compute],
     doc_md=__doc__,
 )
 def fruits_classifier():
     @task(retries=0)
     def choose_pca_run(params: dict | None = None, triggering_asset_events=None) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
+        from fruits import params as run_params
         from fruits.core import classification
 
+        run_params.check_classifier_params(params)
         events = [dict(event.extra or {}) for event in (triggering_asset_events or {}).get(assets.PCA_VECTORS, [])]
         bucket = classification.pick_bucket(params["bucket"], params["pca_run_id"], events)
-        try:
-            chosen = classification.resolve_pca_run(_bucket(bucket), params["pca_run_id"], events)
-        except classification.ClassifierError as exc:
-            raise AirflowFailException(str(exc)) from None  # deterministic: retrying cannot help
+        run_params.check_bucket_name(bucket)  # an Asset event's bucket, too
+        chosen = classification.resolve_pca_run(_bucket(bucket), params["pca_run_id"], events)
         print(f"training on PCA run {chosen.run_id} ({chosen.source}): {chosen.rows} rows, k={chosen.k}, "
               f"vectors: {chosen.vectors_list or chosen.vectors_key()}")
         return chosen.to_xcom()
 
     @task(retries=0)
     def validate_classifier(pca_run: dict, computed: dict, run_id: str | None = None) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from fruits import layout
         from fruits.contract import PcaRun
         from fruits.core import classification
 
         chosen = PcaRun.from_xcom(pca_run)
         outputs = layout.classifier_outputs(chosen.bucket, run_id)
-        try:
-            metrics = classification.validate_metrics(_bucket(chosen.bucket), outputs, chosen)
-        except classification.ClassifierError as exc:
-            raise AirflowFailException(str(exc)) from None
+        metrics = classification.validate_metrics(_bucket(chosen.bucket), outputs, chosen)
         return classification.summary(metrics, outputs)
 
     @task(outlets=[CLASSIFIER_ASSET])

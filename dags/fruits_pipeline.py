@@ -20,12 +20,11 @@ Parse-time cost is kept low: no TensorFlow, PySpark or network calls at import.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from airflow.sdk import PokeReturnValue, dag, task
 
-from fruits import assets, backends, events, params, settings
+from fruits import assets, backends, errors, events, params, settings
 
 SETTINGS = settings.load()
 BACKEND = backends.load(SETTINGS.compute)
@@ -54,25 +53,7 @@ def _report_run_failure(context) -> None:
 
 def _check_params(values: dict) -> None:
     """The run's Params, checked in code beyond their JSON schema (fruits.params.check_run_params)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    try:
-        params.check_run_params(values, SETTINGS, BACKEND)
-    except params.InvalidParams as exc:
-        raise AirflowFailException(str(exc)) from None
-
-
-@contextmanager
-def _fail_fast():
-    """Errors no retry can fix (a bad landing prefix, a ledger off its schema) fail the task at once."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from fruits.core.ledger import LedgerError
-
-    try:
-        yield
-    except (LedgerError, ValueError) as exc:
-        raise AirflowFailException(str(exc)) from None
+    params.check_run_params(values, SETTINGS, BACKEND)
 
 
 DEFAULT_ARGS = {
@@ -81,6 +62,9 @@ DEFAULT_ARGS = {
     "retries": SETTINGS.task_retries,
     "retry_delay": timedelta(minutes=1),
     "retry_exponential_backoff": True,
+    # A fruits.errors.PermanentError (bad Params, a ledger off its schema, failed validation ...) fails
+    # the task at once; any other error is retried.
+    "retry_policy": errors.retry_policy(),
     "execution_timeout": timedelta(minutes=30),
 }
 
@@ -113,8 +97,7 @@ def fruits_pipeline():
         from fruits.core import pipeline
 
         _check_params(params)
-        with _fail_fast():
-            new = pipeline.count_new_images(_bucket(params["bucket"]), params["landing_prefix"])
+        new = pipeline.count_new_images(_bucket(params["bucket"]), params["landing_prefix"])
         if new:
             return PokeReturnValue(is_done=True, xcom_value=new)
         waited = pipeline.seconds_waited(dag_run.start_date)
@@ -129,22 +112,15 @@ def fruits_pipeline():
         from fruits.core import pipeline
 
         _check_params(params)
-        with _fail_fast():
-            return pipeline.plan(_bucket(params["bucket"]), params["landing_prefix"]).to_xcom()
+        return pipeline.plan(_bucket(params["bucket"]), params["landing_prefix"]).to_xcom()
 
     @task(retries=0)
     def validate(batch: dict, computed: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from fruits.contract import Batch, ComputeResult
         from fruits.core import pipeline
-        from fruits.core.validation import ValidationError
 
         planned = Batch.from_xcom(batch)
-        try:
-            return pipeline.validate(_bucket(planned.bucket), planned, ComputeResult.from_xcom(computed).pca_prefix)
-        except ValidationError as exc:
-            raise AirflowFailException(str(exc)) from None  # deterministic: retrying cannot help
+        return pipeline.validate(_bucket(planned.bucket), planned, ComputeResult.from_xcom(computed).pca_prefix)
 
     @task
     def commit_batch(batch: dict, validation: dict, run_id: str | None = None) -> dict:

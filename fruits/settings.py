@@ -7,6 +7,7 @@ The trigger form's Params take their defaults from here; a run can still overrid
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ DEFAULT_EMR_RELEASE_LABEL = "emr-7.13.0"
 # runs the jobs on it, as the cluster would. Change both together.
 EMR_SPARK_VERSION = "3.5.6"
 WHEELHOUSE_SETTING = "FRUITS_EMR_WHEELHOUSE"
+# A size Spark's spark.driver.memory takes: a whole number (MiB) or one with a unit (k, m, g, t, p, or b).
+JVM_MEMORY_PATTERN = r"[0-9]+([kmgtp]b?|b)?"
 
 
 def _env(name: str, default: str) -> str:
@@ -46,6 +49,12 @@ def default_emr_wheelhouse() -> Path:
 def emr_wheelhouse_dir() -> Path:
     """The wheelhouse folder of this deployment: FRUITS_EMR_WHEELHOUSE, else the default cache."""
     return Path(_env(WHEELHOUSE_SETTING, str(default_emr_wheelhouse()))).expanduser()
+
+
+def spark_jars_cache_dir() -> Path:
+    """Where Ivy resolves the S3A jars and their lists are kept (fruits/spark_s3a.py): FRUITS_SPARK_JARS_CACHE,
+    else a cache outside the checkout shared by every clone."""
+    return Path(_env("FRUITS_SPARK_JARS_CACHE", str(Path.home() / ".cache" / "fruits-pipeline" / "ivy"))).expanduser()
 
 
 def _env_int(name: str, default: int) -> int:
@@ -95,6 +104,8 @@ class Settings:
     # The DAG run's timeout (dagrun_timeout). The EMR backend checks at parse time, and again before it
     # creates a cluster, that the cluster's steps and its teardown fit in it (fruits/backends/emr/budget.py).
     run_timeout: int = field(default_factory=lambda: _env_int("FRUITS_RUN_TIMEOUT", 24 * 3600))
+    # The same for fruits_classifier: its EMR cluster (one classify step) and teardown must fit in it.
+    classifier_run_timeout: int = field(default_factory=lambda: _env_int("FRUITS_CLASSIFIER_RUN_TIMEOUT", 6 * 3600))
     # Buckets besides the run's own that a `weights=s3://...` Param may name.
     weights_buckets: tuple[str, ...] = field(default_factory=lambda: _env_list("FRUITS_WEIGHTS_BUCKETS", ()))
     sensor_poke_interval: int = field(default_factory=lambda: _env_int("FRUITS_SENSOR_POKE_INTERVAL", 60))
@@ -107,10 +118,12 @@ class Settings:
     aws_conn_id: str = field(default_factory=lambda: _env("FRUITS_AWS_CONN_ID", "aws_default"))
     spark_conn_id: str = field(default_factory=lambda: _env("FRUITS_SPARK_CONN_ID", "spark_default"))
     task_retries: int = field(default_factory=lambda: _env_int("FRUITS_TASK_RETRIES", 2))
-    # The local backend's spark-submit driver (local mode: the driver runs the executors' tasks too).
-    spark_driver_memory: str = field(default_factory=lambda: _env("FRUITS_SPARK_DRIVER_MEMORY", "4g"))
     spark_jobs_dir: Path = field(
         default_factory=lambda: Path(_env("FRUITS_SPARK_JOBS_DIR", str(PROJECT_ROOT / "spark_jobs"))))
+    # Local backend: the memory of spark-submit's driver, which runs the local[*] jobs (a JVM size: 4g, 2048m).
+    spark_driver_memory: str = field(default_factory=lambda: _env("FRUITS_SPARK_DRIVER_MEMORY", "4g"))
+    # Hadoop's S3A jars for a Spark outside EMR (fruits/spark_s3a.py), resolved by `make venv`.
+    spark_jars_cache: Path = field(default_factory=spark_jars_cache_dir)
     # EMR backend (FRUITS_COMPUTE=emr): defaults of the trigger form's EMR params ...
     emr_region: str = field(default_factory=lambda: _env("FRUITS_EMR_REGION", DEFAULT_REGION))
     emr_release_label: str = field(default_factory=lambda: _env("FRUITS_EMR_RELEASE_LABEL", DEFAULT_EMR_RELEASE_LABEL))
@@ -158,6 +171,12 @@ class Settings:
             object.__setattr__(self, "emr_log_prefix", self.emr_log_prefix + "/")
         if self.run_timeout < 3600:
             raise ValueError(f"FRUITS_RUN_TIMEOUT must be at least 3600 seconds, got {self.run_timeout}")
+        if self.classifier_run_timeout < 3600:
+            raise ValueError(f"FRUITS_CLASSIFIER_RUN_TIMEOUT must be at least 3600 seconds, "
+                             f"got {self.classifier_run_timeout}")
+        if not re.fullmatch(JVM_MEMORY_PATTERN, self.spark_driver_memory, re.IGNORECASE):
+            raise ValueError(f"FRUITS_SPARK_DRIVER_MEMORY must be a JVM memory size such as 4g or 2048m, "
+                             f"got {self.spark_driver_memory!r}")
         if self.emr_max_core_nodes < 0:
             raise ValueError(f"FRUITS_EMR_MAX_CORE_NODES cannot be negative, got {self.emr_max_core_nodes}")
 

@@ -13,8 +13,10 @@ Cheap to import (no pyspark, no boto3): the DAG's modules may read it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from fruits import settings
+from fruits.errors import PermanentError
 
 # Spark version (major.minor) -> Maven coordinates resolved for it; the single place these are pinned.
 #   4.2: pyspark 4.2.0 ships Hadoop 3.5.0, whose hadoop-aws needs the AWS SDK v2 bundle 2.35.4
@@ -28,7 +30,7 @@ S3A_PACKAGES: dict[str, tuple[str, ...]] = {
 S3A_FILESYSTEM = "org.apache.hadoop.fs.s3a.S3AFileSystem"
 
 
-class S3AJarsMissing(RuntimeError):
+class S3AJarsMissing(PermanentError, RuntimeError):
     """The S3A jars of a Spark version were never resolved on this machine."""
 
 
@@ -52,8 +54,7 @@ def hadoop_version(spark_version: str) -> str:
 
 def cache_dir() -> Path:
     """Ivy's cache and the resolved-jar lists: outside the checkout, shared by every clone."""
-    configured = os.environ.get("FRUITS_SPARK_JARS_CACHE", "").strip()
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "fruits-pipeline" / "ivy"
+    return settings.spark_jars_cache_dir()
 
 
 def jars_list_file(spark_version: str) -> Path:

@@ -15,12 +15,13 @@ import math
 from fruits import layout
 from fruits.contract import ClassifierOutputs, PcaOutputs, PcaRun
 from fruits.core import ledger
+from fruits.errors import PermanentError
 from fruits.storage import Bucket
 
 log = logging.getLogger(__name__)
 
 
-class ClassifierError(Exception):
+class ClassifierError(PermanentError):
     """A PCA run that cannot be trained on, or classifier outputs that do not add up."""
 
 

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from fruits import layout
+from fruits.errors import PermanentError
 from fruits.storage import Bucket
 
 VERSION = 2
 _BATCH_FIELDS = {"batch_id": str, "images": int, "features_rows": int, "rejects_rows": int}
 
 
-class LedgerError(RuntimeError):
+class LedgerError(PermanentError, RuntimeError):
     """The ledger cannot be trusted as it is (schema), or a commit would break an invariant."""
 
 

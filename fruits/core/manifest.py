@@ -16,9 +16,16 @@ import json
 from dataclasses import dataclass
 
 from fruits import layout
-from fruits_spark.manifest import Entry, ManifestError, dumps, lines, parse_jsonl
+from fruits.errors import PermanentError
+from fruits_spark import manifest as manifest_format
+from fruits_spark.manifest import Entry, dumps, lines
 
 __all__ = ["Entry", "ManifestError", "PlanningReject", "dumps", "entries", "planning_rejects"]
+
+
+class ManifestError(PermanentError, manifest_format.ManifestError):
+    """A manifest the pipeline cannot trust (no retry makes it right): the format's own error,
+    raised again as a permanent one, or an entry of another bucket."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,10 @@ def _check_in(bucket: str, uri: str) -> None:
 
 def entries(text: str, bucket: str) -> list[Entry]:
     """A manifest planning wrote, each entry checked to be of `bucket` and to say its size and ETag."""
-    found = parse_jsonl(text)
+    try:
+        found = manifest_format.parse_jsonl(text)
+    except manifest_format.ManifestError as exc:
+        raise ManifestError(str(exc)) from None
     for entry in found:
         _check_in(bucket, entry.source)
         if entry.read.startswith("s3://"):

@@ -26,6 +26,7 @@ from fruits.core import contents
 from fruits.core import keys as key_rules
 from fruits.core import ledger as ledger_mod
 from fruits.core import manifest
+from fruits.errors import PermanentError
 from fruits.storage import Bucket, ConcurrentWriteError, ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,21 @@ log = logging.getLogger(__name__)
 S3_THREADS = 16  # copies, HEADs and deletes of a batch run side by side
 
 
+class InvalidLandingPrefix(PermanentError, ValueError):
+    """A landing prefix the pipeline must not read: empty, or overlapping its own outputs."""
+
+
 def normalise_prefix(prefix: str) -> str:
     """'landing' -> 'landing/'; refuses a prefix that would make the pipeline read its own outputs."""
     prefix = (prefix or "").strip().lstrip("/")
     if not prefix:
-        raise ValueError("the landing prefix must not be empty (the whole bucket holds the pipeline's outputs)")
+        raise InvalidLandingPrefix("the landing prefix must not be empty (the whole bucket holds the pipeline's "
+                                   "outputs)")
     prefix = prefix if prefix.endswith("/") else prefix + "/"
     for output in layout.OUTPUT_PREFIXES:
         if prefix.startswith(output) or output.startswith(prefix):
-            raise ValueError(f"the landing prefix {prefix!r} overlaps the pipeline's output prefix {output!r}")
+            raise InvalidLandingPrefix(f"the landing prefix {prefix!r} overlaps the pipeline's output prefix "
+                                       f"{output!r}")
     return prefix
 
 

@@ -20,9 +20,10 @@ import numpy as np
 
 from fruits.contract import PcaOutputs
 from fruits.core import parquet_stream
+from fruits.errors import PermanentError
 
 
-class ValidationError(Exception):
+class ValidationError(PermanentError):
     """The outputs of a run are not what its inputs promise."""
 
 

@@ -118,3 +118,60 @@ def test_the_refit_policy_params_are_checked(values, message):
     with pytest.raises(params.InvalidParams, match=re.escape(message)):
         params.check_run_params({**good, **values}, Settings())
     params.check_run_params({**good, "pca_refit": "always", "pca_refit_angle": 5.0}, Settings())
+
+
+# fruits_classifier's form: the same bucket rules, the same kind of error, every problem at once.
+
+def classifier_form(backend=local) -> ParamsDict:
+    return ParamsDict(params.for_classifier(Settings(), backend))
+
+
+def refused_by_the_classifier_schema(name: str, value) -> bool:
+    values = classifier_form()
+    try:
+        values[name] = value
+        values.validate()
+    except ParamValidationError:
+        return True
+    return False
+
+
+def refused_in_the_classifiers_code(changes: dict) -> str | None:
+    try:
+        params.check_classifier_params({"bucket": "fruits", "pca_run_id": "", **changes})
+    except params.InvalidParams as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("backend", [local, emr])
+def test_the_classifier_defaults_pass_both_checks(backend):
+    form_values = classifier_form(backend).validate()
+    assert form_values["bucket"] == "fruits" and form_values["pca_run_id"] == ""
+    assert refused_in_the_classifiers_code({}) is None
+    assert ("region" in form_values) == (backend is emr)
+
+
+@pytest.mark.parametrize("bucket", BAD_BUCKETS)
+def test_the_classifier_bucket_follows_the_same_naming_rules(bucket):
+    assert refused_by_the_classifier_schema("bucket", bucket)
+    assert "not a valid S3 bucket name" in refused_in_the_classifiers_code({"bucket": bucket})
+
+
+@pytest.mark.parametrize("run_id", ["", "manual__2026-01-01T00:00:00+00:00", "scheduled__2026-03-01T10:00:00+00:00",
+                                    "asset_triggered__2026-03-01T10:00:00.123456+00:00_AbCd1234", "my.run~1"])
+def test_pca_run_id_takes_airflow_run_ids(run_id):
+    assert not refused_by_the_classifier_schema("pca_run_id", run_id)
+    assert refused_in_the_classifiers_code({"pca_run_id": run_id}) is None
+
+
+@pytest.mark.parametrize("run_id", ["../pca/run=x", "two words", "run\nid", "x" * 251, "s3://fruits/pca/"])
+def test_pca_run_id_refuses_anything_else(run_id):
+    assert refused_by_the_classifier_schema("pca_run_id", run_id)
+    assert "must be empty or a fruits_pipeline run id" in refused_in_the_classifiers_code({"pca_run_id": run_id})
+
+
+def test_the_classifier_reports_every_problem_at_once_like_the_pipeline():
+    message = refused_in_the_classifiers_code({"bucket": "Bad", "pca_run_id": "a b"})
+    assert message.startswith("invalid run parameters:")
+    assert "bucket 'Bad'" in message and "pca_run_id 'a b'" in message

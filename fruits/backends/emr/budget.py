@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from fruits.errors import PermanentError
 from fruits.settings import Settings
 
 ADD_STEP_TIMEOUT = 10 * 60  # EmrAddStepsOperator without waiting: one API call
@@ -30,7 +31,7 @@ SCHEDULING_MARGIN = 10 * 60  # queueing between the tasks of the chain
 PREPARATION_ALLOWANCE = 30 * 60
 
 
-class RunTimeoutTooShort(ValueError):
+class RunTimeoutTooShort(PermanentError, ValueError):
     """The cluster's teardown could be cut by the DAG run's timeout."""
 
 
@@ -87,7 +88,8 @@ def check_fits(dag_id: str, run_timeout: timedelta | None, needed: int) -> None:
             f"{dag_id}: dagrun_timeout {run_timeout.total_seconds():.0f}s is too short for the EMR cluster's "
             f"worst case ({needed}s from create_cluster to the end of terminate_cluster, plus "
             f"{PREPARATION_ALLOWANCE}s to prepare): a timed-out run skips the terminate teardown and leaves "
-            f"the cluster running. Raise FRUITS_RUN_TIMEOUT or lower the FRUITS_EMR_*_TIMEOUT settings.")
+            f"the cluster running. Raise the run timeout (FRUITS_RUN_TIMEOUT; FRUITS_CLASSIFIER_RUN_TIMEOUT for "
+            f"fruits_classifier) or lower the FRUITS_EMR_*_TIMEOUT settings.")
 
 
 def check_time_left(*, started: datetime | None, now: datetime, run_timeout: timedelta | None,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fruits import contract, layout
 from fruits.backends.emr import wheelhouse
+from fruits.errors import PermanentError
 from fruits.storage import Bucket
 
 # Files of a code version (names under code/<version>/).
@@ -115,7 +116,7 @@ def code_uris(bucket: str, version: str, wheelhouse_key: str) -> dict[str, str]:
     }
 
 
-class CodeMismatch(RuntimeError):
+class CodeMismatch(PermanentError, RuntimeError):
     """An object of code/<version>/ or wheelhouse/<key>/<arch>/ is not the file this machine would upload."""
 
 

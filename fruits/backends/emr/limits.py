@@ -7,13 +7,14 @@ any cluster is created, since Params can also come from the REST API or a run's 
 
 from __future__ import annotations
 
+from fruits.errors import PermanentError
 from fruits.settings import Settings
 
 INSTANCE_TYPES_SETTING = "FRUITS_EMR_ALLOWED_INSTANCE_TYPES"
 MAX_CORE_NODES_SETTING = "FRUITS_EMR_MAX_CORE_NODES"
 
 
-class LimitExceeded(ValueError):
+class LimitExceeded(PermanentError, ValueError):
     """A run asked for a cluster the deployment does not allow."""
 
 

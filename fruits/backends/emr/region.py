@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from fruits.errors import PermanentError
 from fruits.settings import DEFAULT_REGION, EU_MEMBER_STATE_REGIONS
 
 # AWS regions in EU member states. eu-west-2 (London) and eu-central-2 (Zurich) are not in the EU.
@@ -15,7 +16,7 @@ REGION_PATTERN = r"^[a-z]{2,5}(-[a-z]+)+-[0-9]+$"
 ALLOWED_REGIONS_SETTING = "FRUITS_EMR_ALLOWED_REGIONS"
 
 
-class RegionNotAllowed(ValueError):
+class RegionNotAllowed(PermanentError, ValueError):
     """A region the data must not go to (or no region at all)."""
 
 

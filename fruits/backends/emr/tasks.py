@@ -197,19 +197,14 @@ def _guard_and_code_tasks(record, settings: Settings):
     def check_region(record: dict, params: dict | None = None) -> dict:
         """Refuse a region (or a bucket) the deployment does not allow, and a cluster beyond its
         limits, before anything is uploaded or created."""
-        from airflow.sdk.exceptions import AirflowFailException
-
         from fruits import params as run_params
 
         allowed = settings.emr_allowed_regions
-        try:
-            run_params.check_bucket_name(record["bucket"])
-            limits.check_cluster_params(params, settings)
-            cluster_region = region.check_region(params["region"], allowed)
-            where = _bucket(settings, record["bucket"]).region()
-            warning = region.check_bucket_region(record["bucket"], where, cluster_region, allowed)
-        except (region.RegionNotAllowed, limits.LimitExceeded, run_params.InvalidParams) as exc:
-            raise AirflowFailException(str(exc)) from None  # deterministic: retrying cannot help
+        run_params.check_bucket_name(record["bucket"])
+        limits.check_cluster_params(params, settings)
+        cluster_region = region.check_region(params["region"], allowed)
+        where = _bucket(settings, record["bucket"]).region()
+        warning = region.check_bucket_region(record["bucket"], where, cluster_region, allowed)
         if not region.is_eu_region(cluster_region) or not region.is_eu_region(where):
             log.warning("outside the EU (allowed by FRUITS_EMR_ALLOWED_REGIONS): the cluster runs in %s, the bucket "
                         "is in %s", cluster_region, where)
@@ -219,17 +214,9 @@ def _guard_and_code_tasks(record, settings: Settings):
 
     @task
     def upload_code(record: dict, checked: dict, params: dict | None = None) -> dict:
-        """The code version and the wheelhouse of the architectures the run's instance types need."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from fruits.backends.emr import code, wheelhouse
-
-        try:
-            uploaded = upload_run_code(_bucket(settings, record["bucket"]), settings, params)
-        except code.CodeMismatch as exc:
-            raise AirflowFailException(str(exc)) from None  # someone changed the code: never run it
-        except wheelhouse.WheelhouseNotReady as exc:
-            raise AirflowFailException(str(exc)) from None  # a build on this machine, not a retry, fixes it
+        """The code version and the wheelhouse of the architectures the run's instance types need
+        (code.CodeMismatch, wheelhouse.WheelhouseNotReady: permanent errors, the task fails at once)."""
+        uploaded = upload_run_code(_bucket(settings, record["bucket"]), settings, params)
         wheels = uploaded["wheelhouse"]
         log.info("code version %s at %s: uploaded %s, already there %s", uploaded["version"],
                  uploaded["uris"]["prefix"], uploaded["uploaded"] or "nothing", uploaded["skipped"] or "nothing")
@@ -257,17 +244,12 @@ def _preparation_tasks(batch, settings: Settings):
                      run_id: str | None = None, dag_run=None, dag=None) -> dict:
         """The RunJobFlow request and both steps, kept in XCom for review; refused when the Params are
         not valid or the run has not enough time left for the cluster and its teardown."""
-        from airflow.sdk.exceptions import AirflowFailException
-
         from fruits import params as run_params
         from fruits.backends import emr
 
-        try:
-            run_params.check_run_params(params, settings, emr)
-            ensure_time_left(dag_run, dag, settings, budget.pipeline_steps(settings))
-            spec = cluster_request(contract.Batch.from_xcom(batch), code, settings, params, run_id, dag_run.dag_id)
-        except ValueError as exc:
-            raise AirflowFailException(str(exc)) from None
+        run_params.check_run_params(params, settings, emr)
+        ensure_time_left(dag_run, dag, settings, budget.pipeline_steps(settings))
+        spec = cluster_request(contract.Batch.from_xcom(batch), code, settings, params, run_id, dag_run.dag_id)
         return {"region": checked["region"], **spec}
 
     return code, cluster_spec(batch, code, checked, list_pca_inputs(batch, checked))
@@ -388,15 +370,13 @@ def build_classifier(pca_run, settings: Settings):
         def classifier_spec(pca_run: dict, code: dict, checked: dict, params: dict | None = None,
                             run_id: str | None = None, dag_run=None, dag=None) -> dict:
             """The RunJobFlow request and the classify step, kept in XCom for review; refused when
-            the run has not enough time left for the cluster and its teardown."""
-            from airflow.sdk.exceptions import AirflowFailException
+            the Params are not valid or the run has not enough time left for the cluster and its teardown."""
+            from fruits import params as run_params
 
-            try:
-                ensure_time_left(dag_run, dag, settings, budget.classifier_steps(settings))
-                spec = classifier_request(contract.PcaRun.from_xcom(pca_run), code, settings, params, run_id,
-                                          dag_run.dag_id)
-            except ValueError as exc:
-                raise AirflowFailException(str(exc)) from None
+            run_params.check_classifier_params(params)
+            ensure_time_left(dag_run, dag, settings, budget.classifier_steps(settings))
+            spec = classifier_request(contract.PcaRun.from_xcom(pca_run), code, settings, params, run_id,
+                                      dag_run.dag_id)
             return {"region": checked["region"], **spec}
 
         spec = classifier_spec(pca_run, code, checked)

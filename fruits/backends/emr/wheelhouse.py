@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from fruits.errors import PermanentError
+
 ARCHITECTURES = ("x86_64", "aarch64")  # `uname -m` of EMR's x86_64 and Graviton nodes
 PYTHON_VERSION = (3, 11)  # bootstrap.sh's interpreter
 MANYLINUX_GLIBC_MINORS = range(28, 4, -1)  # manylinux_2_28 ... 2_5: what compile-requirements.sh resolved for
@@ -29,7 +31,7 @@ COMPLETE = "COMPLETE"  # the marker of a folder whose build finished and was ver
 BUILD_COMMAND = "make emr-wheelhouse"
 
 
-class WheelhouseNotReady(RuntimeError):
+class WheelhouseNotReady(PermanentError, RuntimeError):
     """The local wheelhouse of an architecture is missing, unfinished or not the requirements' files."""
 
 

@@ -6,7 +6,11 @@ Modules:
   paths      - URI canonicalisation, labels, image-extension rules (pure Python)
   hadoop_fs  - small reads/writes/listings through Hadoop's FileSystem (local, file://, s3://)
   images     - decoding any supported image into a fixed-size RGB array, or a reject reason
+  image_inputs - featurize's entries (manifest or listing), their bytes, the rejects known before decoding
+  binary_files - Spark's binaryFile source over exactly the wanted files (hidden names, whole folders)
+  featurizer - the predict_batch_udf (bytes -> features) and the features write that gathers decode errors
   model      - MobileNetV2 feature extractor, weights on the driver, the per-worker predictor
+  model_loader - featurize's converted model: from --model-cache, or built in a child process beside Spark
   runtime    - Spark session, logging, clear one-line errors, shipping this package
   pca_report - explained variance, run report JSON and the scree/scatter plots
   classifier - the classify job's Spark ML side: path-hash split, input checks, fits, saved model

@@ -26,10 +26,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 
-from fruits_spark import classifier, classifier_report, hadoop_fs
+from fruits_spark import classifier, classifier_report, classifier_training, hadoop_fs
 from fruits_spark.classifier import FIT, TEST, TRAINING_PARTS, VALIDATION, Setting
+from fruits_spark.classifier_checks import check_parts, label_warnings
+from fruits_spark.classifier_training import Split
 from fruits_spark.runtime import JobError, create_session, exit_on_job_error, setup_logging, task_slots
 
 JOB = "classify"
@@ -83,88 +84,6 @@ def _floats(parser, option: str, text: str, *, lower: float, upper: float | None
     return values
 
 
-def outputs(output: str) -> dict[str, str]:
-    names = {"model": classifier.MODEL, "predictions": classifier.PREDICTIONS,
-             "metrics": classifier.METRICS, "confusion_matrix": classifier.CONFUSION_PNG}
-    return {key: f"{output}/{name}" for key, name in names.items()}
-
-
-def check_parts(train: dict[str, int], test: dict[str, int], labelled: int, args) -> None:
-    """A JobError when either side of the split is empty: too few images to train or to test."""
-    for name, counts, percent in (("training", train, 100 - args.test_percent),
-                                  ("test", test, args.test_percent)):
-        if not counts:
-            raise JobError(f"the {name} part is empty: none of the {labelled} labelled images hashes into "
-                           f"its {percent}% share; add images (or change --test-percent)")
-
-
-def label_warnings(train: dict[str, int], test: dict[str, int]) -> list[str]:
-    """What makes the scores less telling than they look, said in plain words."""
-    warnings = []
-    if len(train) == 1:
-        [only] = train
-        warnings.append(f"only one label in the training part ({only}): the classifier predicts it for every "
-                        "image; add images of other labels")
-    untested = sorted(set(train) - set(test))
-    if untested:
-        warnings.append(f"label(s) {', '.join(untested)} have no image in the test part: their precision "
-                        "and recall are not measured (not in macro_f1)")
-    unseen = sorted(set(test) - set(train))
-    if unseen:
-        warnings.append(f"label(s) {', '.join(unseen)} appear only in the test part "
-                        f"({sum(test[label] for label in unseen)} images): the classifier cannot predict them")
-    return warnings
-
-
-def choose_setting(indexed, counts: dict[str, dict[str, int]], labels: list[str],
-                   args) -> tuple[Setting, str, list[dict]]:
-    """(setting, how it was chosen, the grid's validation scores): the grid's best on the
-    validation share, or the fallback when that share cannot score it."""
-    reason = grid_obstacle(counts, labels)
-    if reason:
-        fallback = classifier.fallback_setting(args.grid)
-        log.warning("grid not evaluated (%s): regParam=%s elasticNetParam=%s", reason,
-                    fallback.reg_param, fallback.elastic_net_param)
-        return fallback, f"fallback (strongest regularisation of the grid): {reason}", []
-    fit_part = classifier.with_weights(indexed.where(indexed.part == FIT),
-                                       classifier_report.balanced_weights(counts[FIT]))
-    phase = time.perf_counter()
-    results = classifier.evaluate_grid(fit_part, indexed.where(indexed.part == VALIDATION), args.grid,
-                                       args.max_iter, labels, args.parallelism)
-    for r in results:
-        log.info("regParam=%s elasticNetParam=%s: validation macro F1 %.4f, accuracy %.4f (%d iterations)",
-                 r["reg_param"], r["elastic_net_param"], r["validation_macro_f1"], r["validation_accuracy"],
-                 r["iterations"])
-    best = classifier.best_setting(results)
-    log.info("grid of %d settings scored in %.1f s: regParam=%s elasticNetParam=%s", len(results),
-             time.perf_counter() - phase, best.reg_param, best.elastic_net_param)
-    return best, "best validation macro F1 (ties: stronger regularisation)", results
-
-
-def grid_obstacle(counts: dict[str, dict[str, int]], labels: list[str]) -> str | None:
-    """Why the validation share cannot rank the grid, or None when it can."""
-    if len(labels) < 2:
-        return "a single label: nothing to compare"
-    if len(counts[FIT]) < 2:
-        return f"the fit share has {len(counts[FIT])} label(s)"
-    if not counts[VALIDATION]:
-        return "the validation share is empty"
-    return None
-
-
-@dataclass
-class Split:
-    """The labelled rows (cached, with their part) and what the job counted on the way."""
-
-    stats: classifier.InputStats
-    dim: int
-    rows: object  # DataFrame: path, label, features (vector), part
-    counts: dict[str, dict[str, int]]
-    train: dict[str, int]
-    test: dict[str, int]
-    warnings: list[str]
-
-
 def read_and_split(spark, args) -> Split:
     """Read and check the vectors, split the labelled rows, warn about what weakens the scores."""
     if args.vectors_list:
@@ -183,7 +102,7 @@ def read_and_split(spark, args) -> Split:
     rows = classifier.prepare(frame, args.test_percent, args.validation_percent, labelled, task_slots(spark))
     counts = classifier.count_parts(rows)
     train, test = classifier.merge_counts(*(counts[p] for p in TRAINING_PARTS)), counts[TEST]
-    check_parts(train, test, labelled, args)
+    check_parts(train, test, labelled, args.test_percent)
     warnings = [f"{stats.unlabelled} of {stats.rows} vectors have no label: left out"] if stats.unlabelled else []
     warnings += label_warnings(train, test)
     for warning in warnings:
@@ -192,27 +111,6 @@ def read_and_split(spark, args) -> Split:
              sum(train.values()), sum(counts[FIT].values()), sum(counts[VALIDATION].values()),
              sum(test.values()), len(set(train) | set(test)))
     return Split(stats, dim, rows, counts, train, test, warnings)
-
-
-def train(split: Split, args) -> dict:
-    """Pick the regularisation, refit on the whole training part, assemble the PipelineModel."""
-    training = split.rows.where(split.rows.part.isin(*TRAINING_PARTS))
-    indexer = classifier.fit_indexer(training)
-    indexed = indexer.transform(training)
-    labels = list(indexer.labelsArray[0])
-    setting, chosen_by, grid = choose_setting(indexed, split.counts, labels, args)
-    obstacle = grid_obstacle(split.counts, labels)
-    if obstacle and len(labels) > 1:  # a single label is warned about already
-        split.warnings.append(f"grid not evaluated ({obstacle}): the strongest regularisation of the grid is used")
-    weights = classifier_report.balanced_weights(split.train)
-    if len(set(weights.values())) > 1:
-        log.info("unbalanced labels: class weights from %.3f to %.3f", min(weights.values()), max(weights.values()))
-    phase = time.perf_counter()
-    fitted = classifier.fit_logistic_regression(classifier.with_weights(indexed, weights), setting, args.max_iter)
-    iterations = fitted.summary.totalIterations if fitted.hasSummary else 0
-    log.info("fitted on the training part in %.1f s (%d iterations)", time.perf_counter() - phase, iterations)
-    return {"model": classifier.pipeline_model(indexer, fitted), "setting": setting, "chosen_by": chosen_by,
-            "grid": grid, "weights": weights, "iterations": iterations}
 
 
 def score_test_part(spark, model, split: Split, paths: dict[str, str]) -> dict[tuple[str, str], int]:
@@ -266,9 +164,9 @@ def build_metrics(args, split: Split, trained: dict, pairs: dict[tuple[str, str]
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     spark = create_session("fruits-classify")  # Spark ML and SQL only: no Python workers, no package to ship
-    paths = outputs(args.output)
+    paths = classifier.output_uris(args.output)
     split = read_and_split(spark, args)
-    trained = train(split, args)
+    trained = classifier_training.train(split, args.grid, args.max_iter, args.parallelism)
     trained["model"].write().overwrite().save(paths["model"])
     pairs = score_test_part(spark, trained["model"], split, paths)
     split.rows.unpersist()

@@ -30,22 +30,19 @@ Writes:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
-from fruits_spark import hadoop_fs, interface, moments, pca_model, pca_report, pca_state
+from fruits_spark import hadoop_fs, interface, pca_fit, pca_model, pca_outputs, pca_report, pca_state
+from fruits_spark.pca_inputs import Previous, read_features, read_list, read_previous
 from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, setup_logging, ship_package,
                                   unless_submitted)
 
 JOB = "pca"
-SCATTER_POINTS = 5000
-BATCH_OF_FILE = r"/batch=([^/]+)/[^/]*$"  # the batch id of a features file, from its folder name
 
 log = setup_logging(JOB)
 
@@ -99,155 +96,70 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.state_dir = args.report.rsplit("/", 1)[0] if "/" in args.report else "."
     return args
 
-
-def read_list(spark, uri: str, what: str, *, allow_empty: bool = False) -> list[str]:
-    if not hadoop_fs.exists(spark, uri):
-        raise JobError(f"{what} not found: {uri}")
-    uris = [line.strip() for line in hadoop_fs.read_text(spark, uri).splitlines()
-            if line.strip() and not line.startswith("#")]
-    if not uris and not allow_empty:
-        raise JobError(f"{what} is empty: {uri}")
-    return uris
-
-
-def read_features(spark, uris: list[str]):
-    """(path, label, features, sha256, batch) of the datasets; `batch` from each file's folder
-    `batch=<id>` ("input" elsewhere), sha256 null where the datasets have none."""
-    from pyspark.sql import functions as F
-
-    for uri in uris:
-        if not hadoop_fs.exists(spark, uri):
-            raise JobError(f"features not found: {uri}")
-    frame = spark.read.parquet(*uris)
-    missing = {"path", "label", "features"} - set(frame.columns)
-    if missing:
-        raise JobError(f"features input lacks column(s) {sorted(missing)}: {', '.join(uris)}")
-    sha256 = F.col("sha256") if "sha256" in frame.columns else F.lit(None).cast("string")
-    batch = F.regexp_extract(F.col("_metadata.file_path"), BATCH_OF_FILE, 1)
-    return frame.select("path", "label", "features", sha256.alias("sha256"),
-                        F.when(batch == "", F.lit("input")).otherwise(batch).alias("batch"))
+def read_inputs(spark, args) -> tuple[Previous | None, list[str], object, object]:
+    """(previous state, history datasets, the new data, what the scan reads): without a previous
+    state the history is fitted too (from scratch); with one, only the new data."""
+    if args.features_list:
+        args.features = read_list(spark, args.features_list, "features list")
+    previous = read_previous(spark, args.previous)
+    history = read_list(spark, args.history_list, "history list", allow_empty=True) if args.history_list else []
+    history = [uri for uri in history if uri.rstrip("/") not in {u.rstrip("/") for u in args.features}]
+    if previous is not None and args.solver == "spark-ml":
+        raise JobError("--solver spark-ml fits from scratch: it cannot be combined with --previous")
+    new = read_features(spark, args.features)
+    scanned = new if previous is not None or not history else read_features(spark, history + args.features)
+    return previous, history, new, scanned
 
 
-@dataclass
-class Previous:
-    """The previous run's state (`pca_state`): what this run merges with and projects into."""
-
-    moments: moments.Moments
-    basis: pca_state.Basis | None
-    contents: np.ndarray
-    vectors: list[str]
-    rows: int  # vectors in the space
-
-
-def read_previous(spark, folder: str | None) -> Previous | None:
-    if not folder:
-        return None
-    folder = folder.rstrip("/")
-
-    def read(name: str) -> bytes:
-        uri = f"{folder}/{name}"
-        if not hadoop_fs.exists(spark, uri):
-            raise JobError(f"the previous state lacks {name}: {uri}")
-        return hadoop_fs.read_bytes(spark, uri)
-
-    report = json.loads(read(interface.PCA_REPORT))
-    return Previous(moments=pca_state.moments_from_bytes(read(pca_state.MOMENTS)),
-                    basis=pca_state.basis_from_bytes(read(pca_state.BASIS)),
-                    contents=pca_state.digests_from_bytes(read(pca_state.CONTENTS)),
-                    vectors=pca_state.vectors_list_lines(read(pca_state.VECTORS_LIST).decode("utf-8")),
-                    rows=int(report["rows"]))
+def choose_space(spark, args, previous: Previous | None, history: list[str], new, scanned, merged, spectrum,
+                 components) -> tuple[pca_state.Decision, pca_state.Basis, object, list[str]]:
+    """(decision, basis, rows to project, vector datasets kept): a new space re-projects every
+    batch, the current one only the new batch, listed after the committed ones."""
+    current = previous.basis if previous is not None else None
+    try:
+        decision = pca_state.decide(current=current, covariance=merged.covariance(), ratios=spectrum,
+                                    components=components, k_requested=args.k, variance_target=args.variance,
+                                    requested=args.refit, threshold_degrees=args.refit_angle)
+    except pca_state.PolicyError as exc:
+        raise JobError(str(exc)) from None
+    log.info("%s: %s", "refit" if decision.refit else "project only", decision.reason)
+    if decision.refit and previous is not None and previous.rows and not args.history_list:
+        raise JobError(f"a refit re-projects every committed batch ({decision.reason}): --history-list is needed")
+    if not decision.refit:
+        return decision, current, new, list(previous.vectors)
+    basis = pca_state.Basis(args.space_id, merged.mean, np.ascontiguousarray(components[:, :decision.k]))
+    # every batch re-projected, read again only when not just scanned
+    return decision, basis, scanned if previous is None else read_features(spark, history + args.features), []
 
 
-def contents_to_fit(spark, frame, index: np.ndarray):
-    """(rows to fit, their new digests, rows skipped): one row per content not in `index`.
+def write(spark, args, frame, basis: pca_state.Basis, ratios: list[float], spectrum, order: list[str]):
+    """(rows per batch, plot URIs): the vectors, the model and both plots.
 
-    Rows without a sha256 all count. The common case (no content seen before, none twice)
-    keeps the frame as it is; otherwise one row per new content is kept by a window over the
-    digest, which costs a shuffle of the scanned rows.
+    The projection and the model's small save jobs (it needs only the basis) run from side
+    threads, in that order, so the save takes task slots as the projection frees them. The
+    plots stay in this thread (pyplot is not thread-safe): the scree plot is drawn meanwhile.
     """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    digest = F.lower(F.substring("sha256", 1, 2 * pca_state.DIGEST_BYTES))
-    counted = frame.where(F.col("sha256").isNotNull()).groupBy(digest.alias("digest")).count()
-    import pyarrow as pa
-
-    seen = moments.collect_as_arrow(counted, pa.schema([("digest", pa.string()), ("count", pa.int64())]))
-    candidates = pca_state.digests(r["digest"] for r in seen)
-    new = pca_state.novel(candidates, index)
-    repeats = sum(r["count"] for r in seen) - len(seen)
-    if len(new) == len(candidates) and not repeats:
-        return frame, new, 0
-    keep = spark.createDataFrame([(digest,) for digest in pca_state.to_hex(new)], "digest string")
-    first = F.row_number().over(Window.partitionBy("digest").orderBy("path"))
-    hashed = frame.where(F.col("sha256").isNotNull()).withColumn("digest", digest) \
-        .join(F.broadcast(keep), "digest", "left_semi").withColumn("first", first) \
-        .where(F.col("first") == 1).drop("digest", "first")
-    fitted = hashed.unionByName(frame.where(F.col("sha256").isNull()))
-    skipped = sum(r["count"] for r in seen) - len(new)
-    return fitted, new, skipped
+    bc_basis = spark.sparkContext.broadcast((basis.mean, basis.components))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fruits-pca") as side:
+        written = side.submit(pca_outputs.write_vectors, frame, bc_basis, args.output, order)
+        saved = side.submit(pca_outputs.save_model, spark, args.model, basis.mean, basis.components, ratios)
+        plots = interface.plot_uris(args.report)
+        hadoop_fs.write_bytes(spark, plots["scree"],
+                              pca_report.scree_png(spectrum.tolist(), target=args.variance, shown=basis.k))
+        batches = written.result()
+        projected_rows = sum(batches.values())
+        points, labels = pca_outputs.scatter_sample(spark, args.output, projected_rows, args.seed) \
+            if projected_rows else (np.zeros((0, 2)), [])  # a batch whose images were all rejected: nothing new
+        hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[:basis.k]))
+        saved.result()
+    bc_basis.unpersist()
+    return batches, plots
 
 
-def check(stats: moments.Moments) -> tuple[int, int]:
-    """(rows, dimension), or a JobError for empty input, missing vectors, mixed lengths, bad values."""
-    if not stats.rows:
-        raise JobError("the features input is empty (0 rows): nothing to fit")
-    if stats.null_vectors:
-        raise JobError(f"{stats.null_vectors} of {stats.rows} rows have no features vector")
-    if stats.min_dim != stats.max_dim:
-        raise JobError(f"features vectors have mixed lengths: from {stats.min_dim} to {stats.max_dim} values")
-    if stats.bad_vectors:
-        raise JobError(f"{stats.bad_vectors} of {stats.rows} features vectors contain NaN, infinite or "
-                       "null values")
-    if stats.max_dim < 1:
-        raise JobError("features vectors are empty (0 values)")
-    if not stats.clean:  # every check above passed, so this would be a bug
-        raise RuntimeError("the covariance pass returned no matrix for valid input")
-    return stats.rows, stats.max_dim
-
-
-def fit(frame, stats: moments.Moments, solver: str) -> tuple[np.ndarray, np.ndarray]:
-    """(explained variance ratios, components as columns) over the whole spectrum."""
-    if solver == "batched":
-        return pca_model.principal_components(stats.covariance())
-    from pyspark.ml.feature import StandardScaler
-    from pyspark.ml.functions import array_to_vector
-
-    vectors = frame.select(array_to_vector("features").alias("vector"))
-    centring = StandardScaler(withMean=True, withStd=False, inputCol="vector", outputCol="centred").fit(vectors)
-    return pca_model.fit_with_spark_ml(centring.transform(vectors), stats.max_dim)
-
-
-def scatter_sample(spark, output: str, rows: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """Up to SCATTER_POINTS (first two components, label) pairs from the written vectors."""
-    from pyspark.sql import functions as F
-
-    fraction = min(1.0, SCATTER_POINTS / max(rows, 1))
-    sample = spark.read.parquet(output).sample(fraction=fraction, seed=seed).limit(SCATTER_POINTS) \
-        .select("label", F.slice("pca_features", 1, 2).alias("xy")).collect()
-    points = np.array([r.xy for r in sample], dtype=float).reshape(len(sample), -1)
-    return points, [r.label for r in sample]
-
-
-def write_state(spark, args, merged: moments.Moments, basis: pca_state.Basis | None, contents: np.ndarray,
-                vectors: list[str]) -> dict[str, str]:
-    """The files the next run starts from, beside the report."""
-    files = {pca_state.MOMENTS: pca_state.moments_to_bytes(merged),
-             pca_state.BASIS: pca_state.basis_to_bytes(
-                 basis or pca_state.Basis("", np.zeros(0), np.zeros((0, 0)))),
-             pca_state.CONTENTS: pca_state.digests_to_bytes(contents),
-             pca_state.VECTORS_LIST: pca_state.vectors_list_text(vectors).encode("utf-8")}
-    uris = {}
-    for name, data in files.items():
-        uris[name] = f"{args.state_dir}/{name}"
-        hadoop_fs.write_bytes(spark, uris[name], data)
-    return uris
-
-
-def write_empty(spark, args, started: float, merged: moments.Moments, contents: np.ndarray) -> dict:
+def write_empty(spark, args, started: float, merged, contents: np.ndarray) -> dict:
     """Empty vectors and a k=0 report: nothing to fit yet, and that is not an error."""
     spark.createDataFrame([], pca_model.PROJECTED_SCHEMA).write.mode("overwrite").parquet(args.output)
-    write_state(spark, args, merged, None, contents, [])
+    pca_outputs.write_state(spark, args.state_dir, merged, None, contents, [])
     report = pca_report.build_report(
         rows=0, input_dim=0, k=0, ratios=[], inputs=args.features, output=args.output, model=None,
         target_variance=args.variance, labels=0, seconds=time.perf_counter() - started, plots={})
@@ -265,85 +177,43 @@ def run(args: argparse.Namespace) -> dict:
     # The Arrow functions run in Spark's Python workers. No warm-up job (featurize.py has one):
     # here it only competes with the first scan for the task slots (slower in A/B runs).
     ship_package(spark)
-    if args.features_list:
-        args.features = read_list(spark, args.features_list, "features list")
-    previous = read_previous(spark, args.previous)
-    history = read_list(spark, args.history_list, "history list", allow_empty=True) if args.history_list else []
-    history = [uri for uri in history if uri.rstrip("/") not in {u.rstrip("/") for u in args.features}]
-    if previous is not None and args.solver == "spark-ml":
-        raise JobError("--solver spark-ml fits from scratch: it cannot be combined with --previous")
-    new = read_features(spark, args.features)
-    # Without a previous state the history is fitted too (from scratch); with one, only the new data.
-    scanned = new if previous is not None or not history else read_features(spark, history + args.features)
+    previous, history, new, scanned = read_inputs(spark, args)
+
     index = previous.contents if previous is not None else pca_state.empty_digests()
-    fitted_frame, new_contents, skipped = contents_to_fit(spark, scanned, index)
-    log.info("scanning %d dataset(s): checks, row count, mean and covariance (%d known or repeated "
-             "content(s) skipped)", len(args.features) if previous is not None else len(history) + len(args.features),
-             skipped)
-    phase = time.perf_counter()
-    stats = moments.compute(fitted_frame)
-    log.info("scanned in %.1f s", time.perf_counter() - phase)
-    if stats.rows:
-        check(stats)
-    merged = previous.moments.merge(stats) if previous is not None else stats
-    contents = pca_state.union(index, new_contents)
+    scan = pca_fit.scan(spark, scanned, index, len(args.features) if previous is not None
+                        else len(history) + len(args.features))
+    if scan.stats.rows:
+        pca_fit.check(scan.stats)
+    merged = previous.moments.merge(scan.stats) if previous is not None else scan.stats
+    contents = pca_state.union(index, scan.new_contents)
     if not merged.rows and args.allow_empty:
         log.info("no features rows yet: writing empty outputs (--allow-empty)")
         return write_empty(spark, args, started, merged, contents)
-    rows_fitted, dim = check(merged)
-    log.info("%d distinct contents of %d features fitted so far (%d new)", rows_fitted, dim, stats.rows)
+    rows_fitted, dim = pca_fit.check(merged)
+    log.info("%d distinct contents of %d features fitted so far (%d new)", rows_fitted, dim, scan.stats.rows)
     if args.k is not None and args.k > dim:
         raise JobError(f"--k {args.k} is larger than the feature dimension {dim}")
-
-    spectrum, components = fit(fitted_frame, merged, args.solver)
-    current = previous.basis if previous is not None else None
-    try:
-        decision = pca_state.decide(current=current, covariance=merged.covariance(), ratios=spectrum,
-                                    components=components, k_requested=args.k, variance_target=args.variance,
-                                    requested=args.refit, threshold_degrees=args.refit_angle)
-    except pca_state.PolicyError as exc:
-        raise JobError(str(exc)) from None
-    log.info("%s: %s", "refit" if decision.refit else "project only", decision.reason)
-    if decision.refit and previous is not None and previous.rows and not args.history_list:
-        raise JobError(f"a refit re-projects every committed batch ({decision.reason}): --history-list is needed")
-    if decision.refit:  # a new space: every batch re-projected (read again only when not just scanned)
-        basis = pca_state.Basis(args.space_id, merged.mean, np.ascontiguousarray(components[:, :decision.k]))
-        projected_frame = scanned if previous is None else read_features(spark, history + args.features)
-        kept_lists = []
-    else:  # the current space: the new batch only, listed after the committed ones
-        basis, projected_frame, kept_lists = current, new, list(previous.vectors)
+    spectrum, components = pca_fit.fit(scan.frame, merged, args.solver)
+    decision, basis, projected_frame, kept_lists = choose_space(spark, args, previous, history, new, scanned,
+                                                                merged, spectrum, components)
     k = basis.k
     ratios = pca_state.captured_ratios(basis.components, merged.covariance()).tolist()
     log.info("%d components keep %.4f of the variance", k, sum(ratios))
 
-    # The projection and the model's small save jobs (it needs only the basis) run from side
-    # threads, in that order, so the save takes task slots as the projection frees them. The
-    # plots stay in this thread (pyplot is not thread-safe): the scree plot is drawn meanwhile.
-    bc_basis = spark.sparkContext.broadcast((basis.mean, basis.components))
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fruits-pca") as side:
-        order = [pca_state.batch_id_of(uri, "input") for uri in (history if decision.refit else []) + args.features]
-        written = side.submit(write_vectors, projected_frame, bc_basis, args.output, order)
-        saved = side.submit(save_model, spark, args.model, basis.mean, basis.components, ratios)
-        plots = interface.plot_uris(args.report)
-        hadoop_fs.write_bytes(spark, plots["scree"],
-                              pca_report.scree_png(spectrum.tolist(), target=args.variance, shown=k))
-        batches = written.result()
-        projected_rows = sum(batches.values())
-        points, labels = scatter_sample(spark, args.output, projected_rows, args.seed) if projected_rows \
-            else (np.zeros((0, 2)), [])  # a batch whose images were all rejected: nothing new to show
-        hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[:k]))
-        saved.result()
-    bc_basis.unpersist()
+    order = [pca_state.batch_id_of(uri, "input") for uri in (history if decision.refit else []) + args.features]
+    batches, plots = write(spark, args, projected_frame, basis, ratios, spectrum, order)
+
+    projected_rows = sum(batches.values())
     vectors = kept_lists + [f"{args.vectors_uri}/batch={b}/" for b in batches]
-    state_files = write_state(spark, args, merged, basis, contents, vectors)
+    state_files = pca_outputs.write_state(spark, args.state_dir, merged, basis, contents, vectors)
     rows = projected_rows if decision.refit else previous.rows + projected_rows
     report = pca_report.build_report(
         rows=rows, input_dim=dim, k=k, ratios=ratios, inputs=args.features, output=args.output,
-        model=args.model, target_variance=args.variance, labels=len(stats.labels),
+        model=args.model, target_variance=args.variance, labels=len(scan.stats.labels),
         seconds=time.perf_counter() - started, plots=plots)
     report.update(mode="refit" if decision.refit else "project", space_id=basis.space_id,
                   refit=decision.to_dict(), new_rows=int(new.count()), fitted_rows=merged.rows,
-                  new_contents=len(new_contents), duplicates_skipped=skipped, projected_batches=batches,
+                  new_contents=len(scan.new_contents), duplicates_skipped=scan.skipped, projected_batches=batches,
                   projected_rows=projected_rows, vectors_list=state_files[pca_state.VECTORS_LIST],
                   history_datasets=len(history) if decision.refit or previous is None else 0)
     hadoop_fs.write_bytes(spark, args.report, pca_report.report_json(report))
@@ -352,27 +222,6 @@ def run(args: argparse.Namespace) -> dict:
           f"{report['explained_variance_total']:.4f} mode={report['mode']} angle={angle} "
           f"projected={projected_rows} seconds={report['seconds']}", flush=True)
     return report
-
-
-def write_vectors(frame, bc_basis, output: str, order: list[str]) -> dict[str, int]:
-    """Pass 2: the centred vectors projected on the broadcast basis, one matrix product per batch,
-    written under <output>/batch=<id>/; returns the rows written per batch, in `order` (the
-    inputs' order; batches without rows have no folder and are left out)."""
-    from pyspark.sql import functions as F
-
-    phase = time.perf_counter()
-    projected = frame.select("path", "label", "features", "batch") \
-        .mapInArrow(pca_model.projector(bc_basis), pca_model.PROJECTED_BATCH_SCHEMA)
-    pca_model.projected_writer(projected).partitionBy("batch").parquet(output)
-    counts = {r["batch"]: r["count"] for r in frame.groupBy("batch").agg(F.count(F.lit(1)).alias("count")).collect()}
-    log.info("wrote %s in %.1f s", output, time.perf_counter() - phase)
-    ranked = {batch: i for i, batch in enumerate(order)}
-    return {b: counts[b] for b in sorted(counts, key=lambda b: (ranked.get(b, len(ranked)), b)) if counts[b]}
-
-
-def save_model(spark, uri: str, mean: np.ndarray, basis: np.ndarray, ratios: list[float]) -> None:
-    pca_model.spark_ml_pipeline(spark, mean, basis, ratios).write().overwrite().save(uri)
-    log.info("saved the model %s", uri)
 
 
 def main(argv: list[str] | None = None) -> None:

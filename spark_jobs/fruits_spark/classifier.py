@@ -54,6 +54,12 @@ class Setting:
         return {"reg_param": self.reg_param, "elastic_net_param": self.elastic_net_param}
 
 
+def output_uris(output: str) -> dict[str, str]:
+    """Where the job writes each of its outputs under its --output folder."""
+    names = {"model": MODEL, "predictions": PREDICTIONS, "metrics": METRICS, "confusion_matrix": CONFUSION_PNG}
+    return {key: f"{output}/{name}" for key, name in names.items()}
+
+
 def hash_bucket(path: Column, salt: str) -> Column:
     """The path's bucket in [0, 100): `pmod(xxhash64(salt, path), 100)`."""
     return F.pmod(F.xxhash64(F.lit(salt), path), F.lit(100))

@@ -68,6 +68,15 @@ def weights_identity(spec: str, seed: int, weights_file: str | None = None) -> s
     return f"file/sha256={sha.hexdigest()}"
 
 
+def entry_name(folder: str | None, *, weights: str, seed: int, image_size: int, runtime: str,
+               weights_file: str | None = None) -> str | None:
+    """The cache entry of a model (None without a cache folder); a weights file needs its local copy."""
+    if not folder:
+        return None
+    identity = weights_identity(weights, seed, weights_file)
+    return key(weights_identity=identity, image_size=image_size, runtime=runtime)
+
+
 def dumps(model: inference.PortableModel) -> bytes:
     """An .npz of the payload's parts (bytes kept as uint8 arrays): data only, no pickle, so a
     cache entry can never run code in the driver that loads it."""

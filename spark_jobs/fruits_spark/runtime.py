@@ -6,6 +6,7 @@ import atexit
 import importlib
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -74,6 +75,22 @@ def submitted_conf():
     return SparkConf()
 
 
+def executor_cores(conf) -> int | None:
+    """Cores of one executor as far as the submitted configuration tells (None: unknown)."""
+    master = conf.get("spark.master", "local[*]")
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master.strip())
+    if local:
+        count = local.group(1)
+        if count is None:
+            return 1
+        return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) \
+            if count == "*" else int(count)
+    if master.startswith("local-cluster"):
+        return None
+    cores = conf.get("spark.executor.cores", None)
+    return int(cores) if cores and cores.isdigit() else None
+
+
 def unless_submitted(conf: dict[str, str]) -> dict[str, str]:
     """The job's defaults in `conf` minus the settings spark-submit already gave."""
     submitted = submitted_conf()
@@ -98,6 +115,23 @@ def ship_package(spark) -> None:
         for source in sorted(package_dir.glob("*.py")):
             zf.write(source, f"fruits_spark/{source.name}")
     spark.sparkContext.addPyFile(str(archive))
+
+
+def local_frame(spark, rows: list[tuple], schema: list[tuple[str, str]]):
+    """A small DataFrame of driver-side rows, built without Python workers.
+
+    `createDataFrame(list)` would go through a Python RDD: one more pool of Python workers,
+    started only to hand back a few rows (a job's rejects, say). Rows go to the JVM as Arrow
+    instead (with spark.sql.execution.arrow.pyspark.enabled), and no rows is an empty range.
+    """
+    from pyspark.sql import functions as F
+
+    if not rows:
+        return spark.range(0).select(*[F.lit(None).cast(kind).alias(name) for name, kind in schema])
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(rows, columns=[name for name, _ in schema])
+    return spark.createDataFrame(frame, ", ".join(f"`{name}` {kind}" for name, kind in schema))
 
 
 def task_slots(spark) -> int:

@@ -227,24 +227,6 @@ def test_empty_input_exits_2_with_one_line(tmp_path, spark_submit_cmd):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-def test_label_warnings_name_untested_and_unseen_labels():
-    job = load_job("classify")
-    warnings = job.label_warnings({"Banana": 8, "Kiwi": 5, "Plum": 2}, {"Banana": 2, "Kiwi": 1, "Lime": 1})
-    assert len(warnings) == 2
-    assert "Plum" in warnings[0] and "test part" in warnings[0]
-    assert "Lime" in warnings[1] and "cannot predict" in warnings[1]
-    assert job.label_warnings({"Banana": 3}, {"Banana": 1})[0].startswith("only one label")
-
-
-def test_grid_is_skipped_only_when_the_validation_share_cannot_rank_it():
-    job = load_job("classify")
-    two = {"fit": {"Banana": 4, "Kiwi": 3}, "validation": {"Kiwi": 1}, "test": {}}
-    assert job.grid_obstacle(two, ["Banana", "Kiwi"]) is None
-    assert "validation share is empty" in job.grid_obstacle({**two, "validation": {}}, ["Banana", "Kiwi"])
-    assert "fit share has 1 label" in job.grid_obstacle({**two, "fit": {"Kiwi": 3}}, ["Banana", "Kiwi"])
-    assert "single label" in job.grid_obstacle(two, ["Kiwi"])
-
-
 def test_scores_baseline_weights_and_consistency_checks():
     labels = ["a", "b", "c"]
     matrix = classifier_report.confusion_matrix({("a", "a"): 3, ("a", "b"): 1, ("b", "b"): 2, ("c", "a"): 0}, labels)

@@ -401,7 +401,7 @@ def test_a_file_deleted_after_the_listing_is_a_reject_and_the_others_are_featuri
     """The job's own functions in this process, with a file deleted between the plan (listing and
     Spark's file index) and the read: that file is a reject with its reason, the others get rows."""
     from conftest import load_job
-    from fruits_spark import inference
+    from fruits_spark import image_inputs, inference
     from fruits_spark.model import load_model
 
     featurize = load_job("featurize")
@@ -412,7 +412,7 @@ def test_a_file_deleted_after_the_listing_is_a_reject_and_the_others_are_featuri
     for key, value in featurize.session_conf(args.batch_size).items():
         if key.startswith("spark.sql."):  # the others are fixed when a session starts
             local_spark.conf.set(key, value)
-    inputs = featurize.plan(local_spark, args)
+    inputs = image_inputs.plan(local_spark, manifest_uri=args.manifest, images_uri=args.images)
     assert inputs.readable == len(samples.images) and not inputs.rejects
     gone = samples.images[1]
     gone.unlink()

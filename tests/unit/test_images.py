@@ -201,39 +201,3 @@ def test_the_pca_scatter_draws_unlabelled_images_beside_labelled_ones():
 
     png = pca_report.scatter_png(np.arange(8.0).reshape(4, 2), ["Apple", None, "Kiwi", None], [0.6, 0.3])
     assert png.startswith(b"\x89PNG") and pca_report.UNLABELLED == "(no label)"
-
-
-def test_featurize_loads_whole_folders_only_where_that_reads_exactly_the_wanted_files():
-    """A folder is listed whole by Spark (fast) only when that returns exactly the wanted files."""
-    from conftest import load_job
-
-    featurize = load_job("featurize")
-    listed = {f: 1 for f in ("file:/d/A/1.jpg", "file:/d/A/2.jpg", "file:/d/B/1.jpg", "file:/d/B/notes.txt",
-                             "file:/d/C/_DSC1.JPG", "file:/d/C/2.jpg", "file:/d/D/_raw/3.jpg", "file:/d/D/4.jpg",
-                             "file:/d/E/5.jpg", "file:/d/E/sub/6.jpg", "file:/d/AB/7.jpg")}
-    listed["file:/d/E/empty.jpg"] = 0
-    wanted = ["file:/d/A/1.jpg", "file:/d/A/2.jpg", "file:/d/B/1.jpg", "file:/d/C/2.jpg", "file:/d/D/_raw/3.jpg",
-              "file:/d/D/4.jpg", "file:/d/E/5.jpg", "file:/d/E/sub/6.jpg", "file:/scratch/000000.jpg"]
-    folders, files = featurize.folders_to_load(wanted, listed)
-    # A: all wanted (AB/7.jpg beside it is not under it); C: its hidden file is read from a scratch
-    # copy; E: its empty file is skipped by Spark's scan anyway, E/sub is inside E; scratch: only copies
-    assert sorted(folders) == ["file:/d/A", "file:/d/C", "file:/d/E", "file:/scratch"]
-    # B holds an unwanted file; D's wanted file below a hidden folder would be skipped by Spark
-    assert sorted(files) == ["file:/d/B/1.jpg", "file:/d/D/4.jpg", "file:/d/D/_raw/3.jpg"]
-
-
-def test_featurize_finds_the_entries_spark_returned_no_row_for_as_often_as_they_are_short():
-    """An entry without an output row (a file deleted since the listing) becomes a reject, never a loss:
-    rows are matched by source path, counting duplicates."""
-    from collections import Counter
-
-    from conftest import load_job
-
-    featurize = load_job("featurize")
-    Entry = featurize.Entry
-    expected = [Entry("s3://b/A/1.jpg", "file:/x/1.jpg", "A"), Entry("s3://b/A/2.jpg", "file:/x/2.jpg", "A"),
-                Entry("s3://b/A/2.jpg", "file:/x/3.jpg", "A"), Entry("s3://b/B/4.jpg", "file:/x/4.jpg", "B")]
-    assert featurize.missing_entries(expected, Counter(e.source for e in expected)) == []
-    returned = Counter(["s3://b/A/1.jpg", "s3://b/A/2.jpg"])
-    assert featurize.missing_entries(expected, returned) == expected[2:]
-    assert featurize.missing_entries(expected, Counter()) == expected

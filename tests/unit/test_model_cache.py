@@ -48,3 +48,17 @@ def test_a_damaged_or_foreign_entry_is_a_miss_never_trusted():
     other = model_cache.dumps(PortableModel("openvino", 224, (b"x", b"y")))
     assert model_cache.loads(other, "onnx", 224) is None and model_cache.loads(other, "openvino", 96) is None
     assert model_cache.read_local("/nonexistent/folder", "x.npz") is None
+
+
+def test_an_entry_name_needs_a_cache_folder_and_follows_the_weights(tmp_path):
+    args = dict(weights="none", seed=42, image_size=224, runtime="onnx")
+    assert model_cache.entry_name(None, **args) is None
+    name = model_cache.entry_name(str(tmp_path), **args)
+    assert name == model_cache.key(weights_identity="none/seed=42", image_size=224, runtime="onnx")
+    assert model_cache.entry_name(str(tmp_path), **{**args, "seed": 7}) != name
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"one")
+    with pytest.raises(ValueError):  # a weights file is identified by its content only
+        model_cache.entry_name(str(tmp_path), **{**args, "weights": "s3://b/w.weights.h5"})
+    assert model_cache.entry_name(str(tmp_path), **{**args, "weights": "s3://b/w.weights.h5"},
+                                  weights_file=str(weights)) != name

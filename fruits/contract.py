@@ -144,8 +144,7 @@ def pca_size_args(pca_k: int | None, pca_variance: float) -> list[str]:
 
 def pca_args(*, features: str, outputs: PcaOutputs, pca_k: int | None, pca_variance: float,
              previous: str | None = None, history_list: str | None = None, refit: str = "auto",
-             refit_angle: float | None = None, space_id: str | None = None,
-             vectors_uri: str | None = None) -> list[str]:
+             refit_angle: float | None = None, space_id: str | None = None) -> list[str]:
     """pca.py on one new batch's features (`features`), merged with the `previous` run's state
     (its PCA folder; None: fit from scratch on `history_list` + the batch). `history_list` (the
     features of every committed batch, one a line) is read only if the job refits."""
@@ -156,7 +155,7 @@ def pca_args(*, features: str, outputs: PcaOutputs, pca_k: int | None, pca_varia
             "--report", outputs.report, "--allow-empty", *pca_size_args(pca_k, pca_variance), "--refit", refit]
     for option, value in (("--previous", previous), ("--history-list", history_list),
                           ("--refit-angle", None if refit_angle is None else str(float(refit_angle))),
-                          ("--space-id", space_id), ("--vectors-uri", vectors_uri)):
+                          ("--space-id", space_id)):
         if value:
             args += [option, value]
     return args

@@ -17,9 +17,8 @@ broadcast variable; each Python worker builds its predictor once and keeps it fo
 batches (`predict_batch_udf`'s model cache). Workers of the ONNX Runtime and OpenVINO runtimes
 never import TensorFlow.
 
-With `--model-cache FOLDER` (the DAG passes `<work_dir>/model-cache` locally and
-`s3://<bucket>/models/converted/` on EMR) a converted model is kept between jobs under a key of
-everything that shapes it (`fruits_spark.model_cache`): only the first job of a deployment, or of
+With `--model-cache FOLDER` (the DAG passes `s3://<bucket>/models/converted/` on both backends)
+a converted model is kept between jobs under a key of everything that shapes it (`fruits_spark.model_cache`): only the first job of a deployment, or of
 new weights, size, runtime or library versions, pays for TensorFlow and the conversion.
 
 Start-up work runs side by side: the driver builds and converts the model in a child process

@@ -3,7 +3,7 @@
     spark-submit spark_jobs/pca.py (--features URI[,URI...] | --features-list URI) --output URI \
         (--k N | --variance 0.95) --report PATH_OR_URI [--model URI] [--solver batched|spark-ml] \
         [--previous URI] [--history-list URI] [--refit auto|always|never] [--refit-angle 10] \
-        [--space-id ID] [--vectors-uri URI] [--allow-empty]
+        [--space-id ID] [--allow-empty]
 
 `--features` are the new data. With `--previous` (the folder of the previous run's state: see
 `fruits_spark.pca_state`), the job scans only them:
@@ -70,8 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--refit-angle", type=float, default=pca_state.DEFAULT_REFIT_ANGLE,
                         help="refit when the top-k subspace moved more than this many degrees (default 10)")
     parser.add_argument("--space-id", help="the id of the new space if this run refits (default: random)")
-    parser.add_argument("--vectors-uri", help="where --output will be read from in the vectors list "
-                                              "(default --output; the local backend publishes it elsewhere)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the scatter-plot sample")
     parser.add_argument("--allow-empty", action="store_true",
                         help="with 0 rows fitted so far, write empty outputs and a k=0 report instead of failing "
@@ -91,7 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--features needs at least one URI")
     args.output = args.output.rstrip("/")
     args.model = args.model or args.output + "_model"
-    args.vectors_uri = (args.vectors_uri or args.output).rstrip("/")
     args.space_id = args.space_id or f"space-{uuid.uuid4().hex[:12]}"
     args.state_dir = args.report.rsplit("/", 1)[0] if "/" in args.report else "."
     return args
@@ -204,7 +201,7 @@ def run(args: argparse.Namespace) -> dict:
     batches, plots = write(spark, args, projected_frame, basis, ratios, spectrum, order)
 
     projected_rows = sum(batches.values())
-    vectors = kept_lists + [f"{args.vectors_uri}/batch={b}/" for b in batches]
+    vectors = kept_lists + [f"{args.output}/batch={b}/" for b in batches]
     state_files = pca_outputs.write_state(spark, args.state_dir, merged, basis, contents, vectors)
     rows = projected_rows if decision.refit else previous.rows + projected_rows
     report = pca_report.build_report(

@@ -31,6 +31,7 @@ DEFAULT_EMR_RELEASE_LABEL = "emr-7.13.0"
 # runs the jobs on it, as the cluster would. Change both together.
 EMR_SPARK_VERSION = "3.5.6"
 WHEELHOUSE_SETTING = "FRUITS_EMR_WHEELHOUSE"
+JARS_CACHE_SETTING = "FRUITS_SPARK_JARS_CACHE"
 # A size Spark's spark.driver.memory takes: a whole number (MiB) or one with a unit (k, m, g, t, p, or b).
 JVM_MEMORY_PATTERN = r"[0-9]+([kmgtp]b?|b)?"
 
@@ -54,7 +55,7 @@ def emr_wheelhouse_dir() -> Path:
 def spark_jars_cache_dir() -> Path:
     """Where Ivy resolves the S3A jars and their lists are kept (fruits/spark_s3a.py): FRUITS_SPARK_JARS_CACHE,
     else a cache outside the checkout shared by every clone."""
-    return Path(_env("FRUITS_SPARK_JARS_CACHE", str(Path.home() / ".cache" / "fruits-pipeline" / "ivy"))).expanduser()
+    return Path(_env(JARS_CACHE_SETTING, str(Path.home() / ".cache" / "fruits-pipeline" / "ivy"))).expanduser()
 
 
 def _env_int(name: str, default: int) -> int:

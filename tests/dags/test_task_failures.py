@@ -46,7 +46,7 @@ def test_every_task_fails_at_once_on_a_permanent_error_and_retries_anything_else
                 retried.add(task.task_id)
     # Tasks that do retry: a permanent error does not use their retries up.
     assert {"plan_batch", "commit_batch", "publish_report"} <= retried
-    assert ("local_spark.stage_images" if compute == "local" else "emr.upload_code") in retried
+    assert ("local_spark.plan_jobs" if compute == "local" else "emr.upload_code") in retried
 
 
 def test_the_pipelines_first_tasks_refuse_bad_params_before_reaching_s3(monkeypatch):

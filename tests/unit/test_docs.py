@@ -110,7 +110,8 @@ def settings_fields() -> dict[str, str]:
     reads = r"^    (\w+): [^\n]*?= field\(\s*default_factory=lambda: (?:\w+\()?_env\w*\(\"(FRUITS_[A-Z0-9_]+)\""
     pairs = re.findall(reads, source, re.MULTILINE)
     fields = {name: field for field, name in pairs}
-    fields[settings.WHEELHOUSE_SETTING] = "emr_wheelhouse"
+    fields[settings.WHEELHOUSE_SETTING] = "emr_wheelhouse"  # the two paths read by a function of their own
+    fields[settings.JARS_CACHE_SETTING] = "spark_jars_cache"
     return fields
 
 

@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
-    parser.add_argument("--runtime", choices=["tensorflow", "onnx", "openvino"], default="tensorflow",
-                        help="inference runtime (default tensorflow)")
+    parser.add_argument(
+        "--runtime",
+        choices=["tensorflow", "onnx", "openvino"],
+        default="tensorflow",
+        help="inference runtime (default tensorflow)",
+    )
     parser.add_argument("--save-features", help="write path -> features to this .npz (for checks)")
     args = parser.parse_args(argv)
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     for start in range(0, len(files), args.batch_size):
         t0 = time.perf_counter()
         pixels = []
-        for path in files[start:start + args.batch_size]:
+        for path in files[start : start + args.batch_size]:
             with open(path, "rb") as fh:
                 data = fh.read()
             try:
@@ -87,22 +91,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_features:
         np.savez(args.save_features, paths=np.array(kept), features=matrix)
     loop = finished - listed
-    print(json.dumps({
-        "runtime": args.runtime,
-        "images": len(kept),
-        "rejected": rejected,
-        "threads": threads,
-        "batch_size": args.batch_size,
-        "image_size": size,
-        "import_s": round(imported - STARTED, 3),
-        "build_s": round(built - imported, 3),  # model, weights, conversion, first call
-        "loop_s": round(loop, 3),
-        "decode_s": round(decode_s, 3),
-        "model_s": round(model_s, 3),
-        "loop_images_per_s": round(len(kept) / loop, 3) if loop > 0 else None,
-        "process_s": round(finished - STARTED, 3),
-        "features_finite": bool(np.isfinite(matrix).all()),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "runtime": args.runtime,
+                "images": len(kept),
+                "rejected": rejected,
+                "threads": threads,
+                "batch_size": args.batch_size,
+                "image_size": size,
+                "import_s": round(imported - STARTED, 3),
+                "build_s": round(built - imported, 3),  # model, weights, conversion, first call
+                "loop_s": round(loop, 3),
+                "decode_s": round(decode_s, 3),
+                "model_s": round(model_s, 3),
+                "loop_images_per_s": round(len(kept) / loop, 3) if loop > 0 else None,
+                "process_s": round(finished - STARTED, 3),
+                "features_finite": bool(np.isfinite(matrix).all()),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

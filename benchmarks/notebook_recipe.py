@@ -17,7 +17,7 @@ import argparse
 import io
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -79,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         for content_series in content_series_iter:
             yield featurize_series(model, content_series)
 
-    images = spark.read.format("binaryFile").option("pathGlobFilter", "*.jpg") \
-        .option("recursiveFileLookup", "true").load(args.images)
+    images = (
+        spark.read.format("binaryFile")
+        .option("pathGlobFilter", "*.jpg")
+        .option("recursiveFileLookup", "true")
+        .load(args.images)
+    )
     features_df = images.repartition(args.partitions).select(col("path"), featurize_udf("content").alias("features"))
     features_df.write.mode("overwrite").parquet(args.output)
     rows = spark.read.parquet(args.output).count()

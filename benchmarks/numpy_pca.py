@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     row = 0
     for chunk in column.chunks:  # float32 lists -> one float64 matrix, chunk by chunk
         values = chunk.flatten().to_numpy(zero_copy_only=False)
-        matrix[row:row + len(chunk)] = values.reshape(len(chunk), dim)
+        matrix[row : row + len(chunk)] = values.reshape(len(chunk), dim)
         row += len(chunk)
     t1 = time.perf_counter()
 
@@ -47,33 +47,41 @@ def main(argv: list[str] | None = None) -> int:
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1]
     eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
-    components = eigenvectors[:, :args.k]
+    components = eigenvectors[:, : args.k]
     explained = eigenvalues / eigenvalues.sum()
     t2 = time.perf_counter()
 
     projected = matrix @ components
-    out = pa.table({
-        "path": table.column("path"),
-        "label": table.column("label"),
-        "pca_features": pa.FixedSizeListArray.from_arrays(pa.array(projected.ravel()), args.k).cast(
-            pa.list_(pa.float64())),
-    })
+    out = pa.table(
+        {
+            "path": table.column("path"),
+            "label": table.column("label"),
+            "pca_features": pa.FixedSizeListArray.from_arrays(pa.array(projected.ravel()), args.k).cast(
+                pa.list_(pa.float64())
+            ),
+        }
+    )
     import os
 
     os.makedirs(args.output, exist_ok=True)
     pq.write_table(out, os.path.join(args.output, "part-00000.parquet"))
     t3 = time.perf_counter()
-    print(json.dumps({
-        "rows": rows,
-        "dim": matrix.shape[1],
-        "k": args.k,
-        "import_seconds": round(t0 - STARTED, 3),
-        "read_seconds": round(t1 - t0, 3),
-        "fit_seconds": round(t2 - t1, 3),
-        "project_write_seconds": round(t3 - t2, 3),
-        "seconds": round(t3 - STARTED, 3),
-        "explained_variance": [float(x) for x in explained[:args.k]],
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "dim": matrix.shape[1],
+                "k": args.k,
+                "import_seconds": round(t0 - STARTED, 3),
+                "read_seconds": round(t1 - t0, 3),
+                "fit_seconds": round(t2 - t1, 3),
+                "project_write_seconds": round(t3 - t2, 3),
+                "seconds": round(t3 - STARTED, 3),
+                "explained_variance": [float(x) for x in explained[: args.k]],
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

@@ -90,8 +90,15 @@ def tree_pss(procs: list[psutil.Process]) -> list[tuple[psutil.Process, int]]:
     return parts
 
 
-def run_sampled(command: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
-                interval: float = 0.1, pss_budget: float = 0.02, timeout: float | None = None) -> Finished:
+def run_sampled(
+    command: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    interval: float = 0.1,
+    pss_budget: float = 0.02,
+    timeout: float | None = None,
+) -> Finished:
     """Run `command` to completion, sampling the memory of its process tree every `interval` s.
 
     The peak is of PSS sums, but PSS is costly to read: the kernel walks the page tables of each
@@ -102,8 +109,9 @@ def run_sampled(command: list[str], *, env: dict[str, str] | None = None, cwd: s
     for the next second).
     """
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace")
+    proc = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
+    )
     root = psutil.Process(proc.pid)
     peak = {"rss": 0, "procs": 0, "samples": 0, "breakdown": []}
     cpu: dict = {}
@@ -139,9 +147,21 @@ def run_sampled(command: list[str], *, env: dict[str, str] | None = None, cwd: s
         stdout, stderr = proc.communicate()
         done.set()
         sampler.join()
-        raise RuntimeError(f"timed out after {timeout} s: {' '.join(command)}\n{stdout[-2000:]}\n{stderr[-4000:]}")
+        raise RuntimeError(
+            f"timed out after {timeout} s: {' '.join(command)}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+        ) from None
     seconds = time.perf_counter() - started
     done.set()
     sampler.join()
-    return Finished(command, proc.returncode, seconds, peak["rss"], peak["procs"], round(sum(cpu.values()), 2),
-                    peak["samples"], peak["breakdown"], stdout, stderr)
+    return Finished(
+        command,
+        proc.returncode,
+        seconds,
+        peak["rss"],
+        peak["procs"],
+        round(sum(cpu.values()), 2),
+        peak["samples"],
+        peak["breakdown"],
+        stdout,
+        stderr,
+    )

@@ -57,9 +57,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 SPARK_JOBS = ROOT / "spark_jobs"
 
+from procmon import Finished, run_sampled  # noqa: E402 - benchmarks/procmon.py, beside this script
+
 from fruits_dev import spark_cds  # noqa: E402
 from fruits_spark.inference import DEFAULT_RUNTIME, RUNTIMES  # noqa: E402 - no TensorFlow, no runtime
-from procmon import Finished, run_sampled  # noqa: E402 - benchmarks/procmon.py, beside this script
 
 SCHEMA_VERSION = 2
 CLASSES = 16
@@ -98,9 +99,19 @@ def spark_submit_bin() -> str:
 
 
 def spark_command(script: Path, args: list[str], *, driver_memory: str, confs: list[str]) -> list[str]:
-    command = [spark_submit_bin(), "--master", "local[*]", "--driver-memory", driver_memory,
-               "--conf", "spark.ui.enabled=false", "--conf", "spark.ui.showConsoleProgress=false",
-               "--conf", "spark.log.level=WARN"]
+    command = [
+        spark_submit_bin(),
+        "--master",
+        "local[*]",
+        "--driver-memory",
+        driver_memory,
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        "spark.ui.showConsoleProgress=false",
+        "--conf",
+        "spark.log.level=WARN",
+    ]
     for conf in confs:
         command += ["--conf", conf]
     return command + [str(script), *args]
@@ -146,8 +157,10 @@ def run_measured(name: str, command: list[str], env: dict[str, str], args) -> tu
     busy_after, steal_after = cpu_busy_seconds()
     busy, steal = busy_after - busy_before, steal_after - steal_before
     if proc.returncode != 0:
-        raise SystemExit(f"{name} failed (exit {proc.returncode}): {' '.join(command)}\n"
-                         f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+        raise SystemExit(
+            f"{name} failed (exit {proc.returncode}): {' '.join(command)}\n"
+            f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
     cores = psutil.cpu_count() or 1
     record = {
         "seconds": round(proc.seconds, 3),
@@ -171,14 +184,20 @@ def summary_line(text: str, prefix: str) -> dict[str, str]:
     lines = [line for line in text.splitlines() if line.startswith(prefix + ": ")]
     if not lines:
         return {}
-    return dict(item.split("=", 1) for item in lines[-1][len(prefix) + 2:].split() if "=" in item)
+    return dict(item.split("=", 1) for item in lines[-1][len(prefix) + 2 :].split() if "=" in item)
 
 
 def two_size_model(n_small: int, t_small: float, n: int, t_large: float) -> dict:
     """Marginal rate and fixed cost: the straight line through (n_small, t_small) and (n, t_large)."""
-    out = {"n_small": n_small, "n": n, "seconds_small": round(t_small, 3), "seconds": round(t_large, 3),
-           "end_to_end_images_per_s": round(n / t_large, 3) if t_large > 0 else None,
-           "marginal_images_per_s": None, "fixed_seconds": None}
+    out = {
+        "n_small": n_small,
+        "n": n,
+        "seconds_small": round(t_small, 3),
+        "seconds": round(t_large, 3),
+        "end_to_end_images_per_s": round(n / t_large, 3) if t_large > 0 else None,
+        "marginal_images_per_s": None,
+        "fixed_seconds": None,
+    }
     if n > n_small and t_large > t_small:
         marginal = (n - n_small) / (t_large - t_small)
         out["marginal_images_per_s"] = round(marginal, 3)
@@ -197,8 +216,10 @@ def cpu_model(n_small: int, cpu_small: list[float], n: int, cpu_large: list[floa
     if n <= n_small or large <= small:
         return {"marginal_cpu_ms_per_image": None, "fixed_cpu_seconds": None}
     per_image = (large - small) / (n - n_small)
-    return {"marginal_cpu_ms_per_image": round(per_image * 1000, 3),
-            "fixed_cpu_seconds": round(large - n * per_image, 3)}
+    return {
+        "marginal_cpu_ms_per_image": round(per_image * 1000, 3),
+        "fixed_cpu_seconds": round(large - n * per_image, 3),
+    }
 
 
 def ratio(a, b):
@@ -216,8 +237,7 @@ def generate_images(root: Path, n: int) -> int:
     written = 0
     for i, label in enumerate(DEFAULT_LABELS[:classes]):
         per_class = n // classes + (1 if i < n % classes else 0)
-        written += len(generate_samples(root, labels=[label], per_class=per_class, image_size=SOURCE_PX,
-                                        seed=0).images)
+        written += len(generate_samples(root, labels=[label], per_class=per_class, image_size=SOURCE_PX, seed=0).images)
     return written
 
 
@@ -241,11 +261,13 @@ def generate_features(folder: Path, rows: int, dim: int, seed: int = 11, files: 
         matrix = np.maximum(offset + latent @ mixing + rng.normal(scale=0.05, size=(m, dim)), 0.0)
         values = pa.array(matrix.astype(np.float32).ravel())
         offsets = pa.array(np.arange(0, m * dim + 1, dim, dtype=np.int32))
-        table = pa.table({
-            "path": [f"file:/bench/{labels[i % 4]}/img_{i}.jpg" for i in range(lo, hi)],
-            "label": [labels[i % 4] for i in range(lo, hi)],
-            "features": pa.ListArray.from_arrays(offsets, values),
-        })
+        table = pa.table(
+            {
+                "path": [f"file:/bench/{labels[i % 4]}/img_{i}.jpg" for i in range(lo, hi)],
+                "label": [labels[i % 4] for i in range(lo, hi)],
+                "features": pa.ListArray.from_arrays(offsets, values),
+            }
+        )
         pq.write_table(table, folder / f"part-{part:05d}.parquet", row_group_size=8192)
 
 
@@ -253,8 +275,18 @@ def generate_features(folder: Path, rows: int, dim: int, seed: int = 11, files: 
 
 
 def run_ceiling(images: Path, runtime: str, args) -> dict:
-    command = [sys.executable, str(BENCH / "ceiling.py"), "--images", str(images), "--runtime", runtime,
-               "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+    command = [
+        sys.executable,
+        str(BENCH / "ceiling.py"),
+        "--images",
+        str(images),
+        "--runtime",
+        runtime,
+        "--image-size",
+        str(args.image_size),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     proc, record = run_measured(f"ceiling ({runtime})", command, python_env(), args)
     inside = json.loads(proc.stdout.strip().splitlines()[-1])
     record["inside"] = inside
@@ -278,11 +310,26 @@ def job_phases(text: str, job: str) -> list[str]:
 
 def run_featurize(images: Path, out: Path, args, model_cache: Path | None = None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    job_args = ["--images", str(images), "--output", str(out / "features"), "--rejects", str(out / "rejects"),
-                "--weights", "none", "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
-                "--runtime", args.runtime, *(["--model-cache", str(model_cache)] if model_cache else [])]
-    command = spark_command(Path(args.spark_jobs) / "featurize.py", job_args, driver_memory=args.driver_memory,
-                            confs=featurize_confs(args))
+    job_args = [
+        "--images",
+        str(images),
+        "--output",
+        str(out / "features"),
+        "--rejects",
+        str(out / "rejects"),
+        "--weights",
+        "none",
+        "--image-size",
+        str(args.image_size),
+        "--batch-size",
+        str(args.batch_size),
+        "--runtime",
+        args.runtime,
+        *(["--model-cache", str(model_cache)] if model_cache else []),
+    ]
+    command = spark_command(
+        Path(args.spark_jobs) / "featurize.py", job_args, driver_memory=args.driver_memory, confs=featurize_confs(args)
+    )
     proc, record = run_measured("featurize", command, python_env(), args)
     text = proc.stdout + proc.stderr  # spark-submit passes the Python driver's stderr to its stdout
     summary = summary_line(proc.stdout, "featurize")
@@ -307,8 +354,9 @@ def featurize_confs(args) -> list[str]:
 def run_notebook(images: Path, out: Path, args) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     script_args = ["--images", str(images), "--output", str(out), "--image-size", str(args.image_size)]
-    command = spark_command(BENCH / "notebook_recipe.py", script_args, driver_memory=args.driver_memory,
-                            confs=list(args.conf))
+    command = spark_command(
+        BENCH / "notebook_recipe.py", script_args, driver_memory=args.driver_memory, confs=list(args.conf)
+    )
     proc, record = run_measured("notebook recipe", command, python_env(), args)
     summary = summary_line(proc.stdout, "notebook_recipe")
     record["images"] = int(summary.get("images", -1))
@@ -350,8 +398,16 @@ def run_pca(work: Path, args) -> tuple[dict, list[dict], list[dict], list[dict]]
     numpy_variances, spark_variances, spark_texts = [], [], []
     for repeat in range(args.repeat):  # alternated, so that a noisy minute does not favour one side
         log(f"numpy PCA (one process), run {repeat + 1}/{args.repeat}")
-        command = [sys.executable, str(BENCH / "numpy_pca.py"), "--features", str(features),
-                   "--k", str(PCA_K), "--output", str(work / "pca_numpy")]
+        command = [
+            sys.executable,
+            str(BENCH / "numpy_pca.py"),
+            "--features",
+            str(features),
+            "--k",
+            str(PCA_K),
+            "--output",
+            str(work / "pca_numpy"),
+        ]
         proc, record = run_measured("numpy PCA", command, python_env(), args)
         record["inside"] = json.loads(proc.stdout.strip().splitlines()[-1])
         numpy_variances.append(record["inside"].pop("explained_variance"))
@@ -362,10 +418,23 @@ def run_pca(work: Path, args) -> tuple[dict, list[dict], list[dict], list[dict]]
         out = work / "pca_spark"
         shutil.rmtree(out, ignore_errors=True)
         report = work / "pca_report.json"
-        job_args = ["--features", str(features), "--output", str(out / "vectors"), "--model", str(out / "model"),
-                    "--k", str(PCA_K), "--report", str(report), "--solver", args.pca_solver]
-        command = spark_command(SPARK_JOBS / "pca.py", job_args, driver_memory=args.pca_driver_memory,
-                                confs=list(args.conf))
+        job_args = [
+            "--features",
+            str(features),
+            "--output",
+            str(out / "vectors"),
+            "--model",
+            str(out / "model"),
+            "--k",
+            str(PCA_K),
+            "--report",
+            str(report),
+            "--solver",
+            args.pca_solver,
+        ]
+        command = spark_command(
+            SPARK_JOBS / "pca.py", job_args, driver_memory=args.pca_driver_memory, confs=list(args.conf)
+        )
         proc, record = run_measured("pca.py", command, python_env(), args)
         text = proc.stdout + proc.stderr
         record["phases"] = job_phases(text, "pca")
@@ -375,17 +444,22 @@ def run_pca(work: Path, args) -> tuple[dict, list[dict], list[dict], list[dict]]
         spark_runs.append(record)
 
         log(f"Spark's floor under pca.py (its two passes, no computing), run {repeat + 1}/{args.repeat}")
-        command = spark_command(BENCH / "spark_floor.py", ["--features", str(features), "--output",
-                                                           str(work / "pca_floor")],
-                                driver_memory=args.pca_driver_memory, confs=list(args.conf))
+        command = spark_command(
+            BENCH / "spark_floor.py",
+            ["--features", str(features), "--output", str(work / "pca_floor")],
+            driver_memory=args.pca_driver_memory,
+            confs=list(args.conf),
+        )
         proc, record = run_measured("Spark floor", command, python_env(), args)
         record["inside"] = json.loads(proc.stdout.strip().splitlines()[-1])
         if record["inside"]["rows"] != args.pca_rows:
             raise SystemExit(f"the Spark floor read {record['inside']['rows']} of {args.pca_rows} rows")
         record["repeat"] = repeat
         floor_runs.append(record)
-        log(f"  numpy {numpy_runs[-1]['seconds']:.1f} s, pca.py {spark_runs[-1]['seconds']:.1f} s, "
-            f"Spark floor {floor_runs[-1]['seconds']:.1f} s")
+        log(
+            f"  numpy {numpy_runs[-1]['seconds']:.1f} s, pca.py {spark_runs[-1]['seconds']:.1f} s, "
+            f"Spark floor {floor_runs[-1]['seconds']:.1f} s"
+        )
 
     best_numpy = min(range(len(numpy_runs)), key=lambda i: numpy_runs[i]["seconds"])
     best_spark = min(range(len(spark_runs)), key=lambda i: spark_runs[i]["seconds"])
@@ -410,12 +484,19 @@ def run_pca(work: Path, args) -> tuple[dict, list[dict], list[dict], list[dict]]
         "explained_variance_max_abs_diff": float(max(abs(a - b) for a, b in zip(ours, theirs))),
     }
     if args.pca_solver == "spark-ml":  # the only solver whose speed depends on the JVM's BLAS
-        result.update({
-            "native_blas": native_blas_status(text),
-            "libblas_so_3_present": libblas_present(),
-            "blas_log_lines": sorted({line.strip()[:200] for line in text.splitlines()
-                                      if re.search(r"BLAS|LAPACK|libblas|liblapack", line)})[:8],
-        })
+        result.update(
+            {
+                "native_blas": native_blas_status(text),
+                "libblas_so_3_present": libblas_present(),
+                "blas_log_lines": sorted(
+                    {
+                        line.strip()[:200]
+                        for line in text.splitlines()
+                        if re.search(r"BLAS|LAPACK|libblas|liblapack", line)
+                    }
+                )[:8],
+            }
+        )
     return result, numpy_runs, spark_runs, floor_runs
 
 
@@ -460,8 +541,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     try:
-        java = subprocess.run(["java", "-version"], capture_output=True, text=True,
-                              timeout=60).stderr.splitlines()[0]
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=60).stderr.splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
         java = None
     return {
@@ -498,8 +578,10 @@ def fmt(value, digits=1):
 
 def aligned(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return lines
 
@@ -508,24 +590,75 @@ def featurize_table(result: dict) -> list[str]:
     ceilings, f, nb = result["ceilings"], result["featurize"], result["notebook"]
     r, t = result["ratios"], result["targets"]
     n, ns = result["images"]["n"], result["images"]["n_small"]
-    rows = [("", "images/s marginal", "fixed s", f"s @ {ns}", f"s @ {n}", f"images/s e2e @ {n}",
-             "CPU ms/image", "fixed CPU s", "peak MB")]
+    rows = [
+        (
+            "",
+            "images/s marginal",
+            "fixed s",
+            f"s @ {ns}",
+            f"s @ {n}",
+            f"images/s e2e @ {n}",
+            "CPU ms/image",
+            "fixed CPU s",
+            "peak MB",
+        )
+    ]
     for runtime, c in ceilings.items():
-        rows.append((f"1 ceiling, {runtime} (1 process, no Spark)", fmt(c["marginal_images_per_s"]),
-                     fmt(c["fixed_seconds"]), fmt(c["seconds_small"]), fmt(c["seconds"]),
-                     fmt(c["end_to_end_images_per_s"]), fmt(c["marginal_cpu_ms_per_image"], 2),
-                     fmt(c["fixed_cpu_seconds"]), fmt(c["peak_rss_mb"], 0)))
-    rows.append((f"2 featurize.py --runtime {f['runtime']}" + (", model cache warm" if f.get("model_cache") == "warm"
-                                                             else ""), fmt(f["marginal_images_per_s"]),
-                 fmt(f["fixed_seconds"]), fmt(f["seconds_small"]), fmt(f["seconds"]),
-                 fmt(f["end_to_end_images_per_s"]), fmt(f["marginal_cpu_ms_per_image"], 2),
-                 fmt(f["fixed_cpu_seconds"]), f"{fmt(f['peak_rss_mb_small'], 0)} -> {fmt(f['peak_rss_mb'], 0)}"))
+        rows.append(
+            (
+                f"1 ceiling, {runtime} (1 process, no Spark)",
+                fmt(c["marginal_images_per_s"]),
+                fmt(c["fixed_seconds"]),
+                fmt(c["seconds_small"]),
+                fmt(c["seconds"]),
+                fmt(c["end_to_end_images_per_s"]),
+                fmt(c["marginal_cpu_ms_per_image"], 2),
+                fmt(c["fixed_cpu_seconds"]),
+                fmt(c["peak_rss_mb"], 0),
+            )
+        )
+    rows.append(
+        (
+            f"2 featurize.py --runtime {f['runtime']}"
+            + (", model cache warm" if f.get("model_cache") == "warm" else ""),
+            fmt(f["marginal_images_per_s"]),
+            fmt(f["fixed_seconds"]),
+            fmt(f["seconds_small"]),
+            fmt(f["seconds"]),
+            fmt(f["end_to_end_images_per_s"]),
+            fmt(f["marginal_cpu_ms_per_image"], 2),
+            fmt(f["fixed_cpu_seconds"]),
+            f"{fmt(f['peak_rss_mb_small'], 0)} -> {fmt(f['peak_rss_mb'], 0)}",
+        )
+    )
     if f.get("cold_seconds_small") is not None:
-        rows.append(("  the same, first job (empty model cache)", "", fmt(f["cold_fixed_seconds"]),
-                     fmt(f["cold_seconds_small"]), "", "", "", "", ""))
+        rows.append(
+            (
+                "  the same, first job (empty model cache)",
+                "",
+                fmt(f["cold_fixed_seconds"]),
+                fmt(f["cold_seconds_small"]),
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
+        )
     if nb:
-        rows.append(("3 notebook recipe (spark-submit)", "", "", "", fmt(nb["seconds"]),
-                     fmt(nb["end_to_end_images_per_s"]), "", "", fmt(nb["peak_rss_mb"], 0)))
+        rows.append(
+            (
+                "3 notebook recipe (spark-submit)",
+                "",
+                "",
+                "",
+                fmt(nb["seconds"]),
+                fmt(nb["end_to_end_images_per_s"]),
+                "",
+                "",
+                fmt(nb["peak_rss_mb"], 0),
+            )
+        )
     lines = aligned(rows) + [
         "",
         f"2 / tensorflow ceiling, marginal images/s: {fmt(r['featurize_vs_tensorflow_ceiling_marginal'], 2)} "
@@ -543,9 +676,11 @@ def featurize_table(result: dict) -> list[str]:
     ]
     for runtime, c in ceilings.items():
         share = c["inside_decode_share"]
-        lines.append(f"ceiling {runtime}: own loop (start-up excluded) @ {n}: {fmt(c['inside_loop_images_per_s'])} "
-                     f"images/s, decoding {fmt(share * 100 if share is not None else None)}% of it; "
-                     f"x{fmt(r['ceiling_vs_tensorflow_ceiling_marginal'].get(runtime), 2)} TensorFlow's marginal rate")
+        lines.append(
+            f"ceiling {runtime}: own loop (start-up excluded) @ {n}: {fmt(c['inside_loop_images_per_s'])} "
+            f"images/s, decoding {fmt(share * 100 if share is not None else None)}% of it; "
+            f"x{fmt(r['ceiling_vs_tensorflow_ceiling_marginal'].get(runtime), 2)} TensorFlow's marginal rate"
+        )
     return lines
 
 
@@ -566,16 +701,22 @@ def pca_table(p: dict, t: dict) -> list[str]:
 def notes(result: dict) -> list[str]:
     other = max((run.get("other_load_cores", 0.0) for run in result["all_runs"]), default=0.0)
     steal = max((run.get("steal_cores", 0.0) for run in result["all_runs"]), default=0.0)
-    lines = [f"\nother processes' CPU during the runs: up to {other:.2f} cores, stolen by the hypervisor: "
-             f"up to {steal:.2f} cores (both 0 on a quiet machine; per run in all_runs[])"]
+    lines = [
+        f"\nother processes' CPU during the runs: up to {other:.2f} cores, stolen by the hypervisor: "
+        f"up to {steal:.2f} cores (both 0 on a quiet machine; per run in all_runs[])"
+    ]
     m, p = result["machine"], result.get("pca")
     if m.get("tensorflow_bytecode_cached") is False:
-        lines.append("note: TensorFlow has no compiled bytecode in this environment: every process that "
-                     "imports it compiles it again (~5 s). Install with `uv pip install --compile-bytecode` "
-                     "or run `python -m compileall` on site-packages.")
+        lines.append(
+            "note: TensorFlow has no compiled bytecode in this environment: every process that "
+            "imports it compiles it again (~5 s). Install with `uv pip install --compile-bytecode` "
+            "or run `python -m compileall` on site-packages."
+        )
     if "SharedArchiveFile" not in (m.get("spark_submit_opts") or ""):
-        lines.append("note: Spark's JVMs started without a class-data-sharing archive (about 3 s more per "
-                     "job): `make spark-cds` builds it.")
+        lines.append(
+            "note: Spark's JVMs started without a class-data-sharing archive (about 3 s more per "
+            "job): `make spark-cds` builds it."
+        )
     if p and p.get("native_blas", "active") != "active":  # measured with --pca-solver spark-ml only
         lines.append("note: Spark ML ran without a native BLAS (benchmarks/native_blas.sh installs OpenBLAS).")
     return lines
@@ -628,35 +769,65 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     # 3, not 2: the marginal rate is a difference of two timings, and one slow minute of a shared
     # VM moves it (benchmarks/results/README.md).
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each measured step (per size), alternated; the fastest counts (default 3)")
-    parser.add_argument("--runtime", choices=list(RUNTIMES), default=DEFAULT_RUNTIME,
-                        help=f"featurize.py --runtime (default {DEFAULT_RUNTIME}, the job's default)")
-    parser.add_argument("--ceiling-runtimes", default=",".join(RUNTIMES),
-                        help="comma-separated runtimes of the one-process ceilings (default: all); tensorflow "
-                             "and featurize.py's runtime are always included")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each measured step (per size), alternated; the fastest counts (default 3)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=list(RUNTIMES),
+        default=DEFAULT_RUNTIME,
+        help=f"featurize.py --runtime (default {DEFAULT_RUNTIME}, the job's default)",
+    )
+    parser.add_argument(
+        "--ceiling-runtimes",
+        default=",".join(RUNTIMES),
+        help="comma-separated runtimes of the one-process ceilings (default: all); tensorflow "
+        "and featurize.py's runtime are always included",
+    )
     parser.add_argument("--task-cpus", type=int, help="spark.task.cpus for featurize.py (default: the job's own)")
-    parser.add_argument("--conf", action="append", default=[],
-                        help="extra spark-submit --conf KEY=VALUE for every Spark run (repeatable)")
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        help="extra spark-submit --conf KEY=VALUE for every Spark run (repeatable)",
+    )
     parser.add_argument("--driver-memory", default="2g", help="--driver-memory of featurize.py and the notebook")
     parser.add_argument("--pca-rows", type=int, default=100_000)
     parser.add_argument("--pca-driver-memory", default="4g")
-    parser.add_argument("--pca-solver", choices=["batched", "spark-ml"], default="batched",
-                        help="pca.py --solver (default batched, the job's default)")
-    parser.add_argument("--model-cache", choices=["warm", "cold"], default="warm",
-                        help="warm (default): featurize.py runs with a filled --model-cache, as every job after a "
-                             "deployment's first; the filling run is reported as cold_*; cold: no cache")
+    parser.add_argument(
+        "--pca-solver",
+        choices=["batched", "spark-ml"],
+        default="batched",
+        help="pca.py --solver (default batched, the job's default)",
+    )
+    parser.add_argument(
+        "--model-cache",
+        choices=["warm", "cold"],
+        default="warm",
+        help="warm (default): featurize.py runs with a filled --model-cache, as every job after a "
+        "deployment's first; the filling run is reported as cold_*; cold: no cache",
+    )
     parser.add_argument("--skip-featurize", action="store_true", help="no featurization runs (PCA only)")
     parser.add_argument("--skip-notebook", action="store_true")
     parser.add_argument("--skip-pca", action="store_true")
     parser.add_argument("--out", default=str(BENCH / "results"), help="folder of the JSON results")
     parser.add_argument("--work-dir", help="inputs and outputs (default: a temporary folder, removed)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per process")
-    parser.add_argument("--warm-memory-gib", type=float, default=3.0,
-                        help="GiB touched and freed before each timed run, so that no run pays for "
-                             "memory the VM handed back to its host (default 3; 0: off)")
-    parser.add_argument("--spark-jobs", default=str(SPARK_JOBS),
-                        help="folder of the featurize.py (and fruits_spark) to measure, e.g. an older version")
+    parser.add_argument(
+        "--warm-memory-gib",
+        type=float,
+        default=3.0,
+        help="GiB touched and freed before each timed run, so that no run pays for "
+        "memory the VM handed back to its host (default 3; 0: off)",
+    )
+    parser.add_argument(
+        "--spark-jobs",
+        default=str(SPARK_JOBS),
+        help="folder of the featurize.py (and fruits_spark) to measure, e.g. an older version",
+    )
     args = parser.parse_args(argv)
     if args.n_small is None:
         args.n_small = max(1, args.n // 4)
@@ -688,8 +859,10 @@ def prepare_images(work: Path, args) -> dict[str, Path]:
 def measure_featurization(folders: dict[str, Path], work: Path, args) -> tuple[dict, list[dict]]:
     """Ceilings and featurize.py at both sizes, interleaved: ({step: summary}, every run)."""
     sizes = {"small": args.n_small, "large": args.n}
-    steps = {f"ceiling:{runtime}": functools.partial(run_ceiling, runtime=runtime, args=args)
-             for runtime in args.ceiling_runtimes}
+    steps = {
+        f"ceiling:{runtime}": functools.partial(run_ceiling, runtime=runtime, args=args)
+        for runtime in args.ceiling_runtimes
+    }
     cache = None
     if args.model_cache == "warm":
         # As a deployment runs after its first job: the converted model is in the cache. The one job
@@ -701,8 +874,10 @@ def measure_featurization(folders: dict[str, Path], work: Path, args) -> tuple[d
         cold.update(step="featurize_cold", n=args.n_small, repeat=0)
         log(f"  {cold['seconds']:.1f} s (model cache {cold['model_cache']})")
     steps["featurize"] = lambda images, key: run_featurize(images, work / f"out_{key}", args, cache)
-    steps = {step: (runner if step == "featurize" else (lambda images, key, run=runner: run(images)))
-             for step, runner in steps.items()}
+    steps = {
+        step: (runner if step == "featurize" else (lambda images, key, run=runner: run(images)))
+        for step, runner in steps.items()
+    }
     runs = {step: {"small": [], "large": []} for step in steps}
     all_runs = []
     for rep in range(args.repeat):
@@ -717,8 +892,10 @@ def measure_featurization(folders: dict[str, Path], work: Path, args) -> tuple[d
                     rec["runtime"] = step.split(":")[1]
                 runs[step][key].append(rec)
                 all_runs.append(rec)
-                log(f"  {rec['seconds']:.1f} s, {rec['cpu_seconds']:.0f} CPU s, "
-                    f"peak {rec['peak_rss_mb']:.0f} MB, other load {rec['other_load_cores']:.2f} cores")
+                log(
+                    f"  {rec['seconds']:.1f} s, {rec['cpu_seconds']:.0f} CPU s, "
+                    f"peak {rec['peak_rss_mb']:.0f} MB, other load {rec['other_load_cores']:.2f} cores"
+                )
     summaries = {step: summarise_step(runs[step], sizes, step.split(":")[0]) for step in steps}
     summaries["featurize"]["model_cache"] = args.model_cache
     if cache is not None:
@@ -755,18 +932,22 @@ def ratios_of(result: dict) -> dict:
     return {
         "featurize_vs_tensorflow_ceiling_marginal": ratio(marginal(f), marginal(tf_ceiling)),
         "featurize_vs_runtime_ceiling_marginal": ratio(marginal(f), marginal(own_ceiling)),
-        "featurize_vs_tensorflow_ceiling_end_to_end": ratio(f and f["end_to_end_images_per_s"],
-                                                            tf_ceiling and tf_ceiling["end_to_end_images_per_s"]),
-        "featurize_vs_notebook_end_to_end": ratio(f and f["end_to_end_images_per_s"],
-                                                  nb and nb["end_to_end_images_per_s"]),
+        "featurize_vs_tensorflow_ceiling_end_to_end": ratio(
+            f and f["end_to_end_images_per_s"], tf_ceiling and tf_ceiling["end_to_end_images_per_s"]
+        ),
+        "featurize_vs_notebook_end_to_end": ratio(
+            f and f["end_to_end_images_per_s"], nb and nb["end_to_end_images_per_s"]
+        ),
         "featurize_peak_rss_growth": f and f["peak_rss_growth"],
-        "ceiling_vs_tensorflow_ceiling_marginal": {runtime: ratio(marginal(c), marginal(tf_ceiling))
-                                                   for runtime, c in ceilings.items()},
+        "ceiling_vs_tensorflow_ceiling_marginal": {
+            runtime: ratio(marginal(c), marginal(tf_ceiling)) for runtime, c in ceilings.items()
+        },
         # CPU per image, TensorFlow's ceiling (or the runtime's own) over featurize.py's: > 1 is cheaper.
         "featurize_vs_tensorflow_ceiling_cpu_per_image": ratio(cpu(tf_ceiling), cpu(f)),
         "featurize_vs_runtime_ceiling_cpu_per_image": ratio(cpu(own_ceiling), cpu(f)),
-        "ceiling_vs_tensorflow_ceiling_cpu_per_image": {runtime: ratio(cpu(tf_ceiling), cpu(c))
-                                                        for runtime, c in ceilings.items()},
+        "ceiling_vs_tensorflow_ceiling_cpu_per_image": {
+            runtime: ratio(cpu(tf_ceiling), cpu(c)) for runtime, c in ceilings.items()
+        },
         "pca_spark_vs_numpy": p and p["spark_vs_numpy"],
     }
 
@@ -804,17 +985,30 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="fruits-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now()
-    result: dict = {"schema_version": SCHEMA_VERSION, "started": started.isoformat(timespec="seconds"),
-                    "args": {k: v for k, v in vars(args).items() if k != "work_dir"},
-                    "machine": machine_info(), "images": None, "ceilings": None, "featurize": None,
-                    "notebook": None, "pca": None}
+    result: dict = {
+        "schema_version": SCHEMA_VERSION,
+        "started": started.isoformat(timespec="seconds"),
+        "args": {k: v for k, v in vars(args).items() if k != "work_dir"},
+        "machine": machine_info(),
+        "images": None,
+        "ceilings": None,
+        "featurize": None,
+        "notebook": None,
+        "pca": None,
+    }
     all_runs: list[dict] = []
     try:
         if not args.skip_featurize:
             folders = prepare_images(work, args)
-            result["images"] = {"n": args.n, "n_small": args.n_small, "image_size": args.image_size,
-                                "source_px": SOURCE_PX, "classes": min(CLASSES, args.n_small),
-                                "batch_size": args.batch_size, "weights": "none"}
+            result["images"] = {
+                "n": args.n,
+                "n_small": args.n_small,
+                "image_size": args.image_size,
+                "source_px": SOURCE_PX,
+                "classes": min(CLASSES, args.n_small),
+                "batch_size": args.batch_size,
+                "weights": "none",
+            }
             summaries, runs = measure_featurization(folders, work, args)
             all_runs += runs
             result["featurize"] = summaries.pop("featurize")

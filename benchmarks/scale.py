@@ -70,6 +70,7 @@ def log(message: str) -> None:
 
 # --------------------------------------------------------------------------- the data's distribution
 
+
 def generator():
     """A low-rank Gaussian model of 1280-d features: (mean, loadings, noise). History and new
     batch come from it, so the new batch does not move the PCA subspace (no refit due)."""
@@ -96,12 +97,12 @@ def history_moments(rows: int):
     from fruits_spark.moments import Moments
 
     mean, loadings, noise = generator()
-    covariance = loadings.T @ loadings + noise ** 2 * np.eye(DIM)
-    return Moments(rows=rows, min_dim=DIM, max_dim=DIM, labels=set(LABELS), mean=mean,
-                   scatter=covariance * (rows - 1))
+    covariance = loadings.T @ loadings + noise**2 * np.eye(DIM)
+    return Moments(rows=rows, min_dim=DIM, max_dim=DIM, labels=set(LABELS), mean=mean, scatter=covariance * (rows - 1))
 
 
 # --------------------------------------------------------------------------- seeding a history
+
 
 def seed_history(s3, committed: int, batch_size: int) -> None:
     """The ledger and the committed PCA state of a deployment that has `committed` images."""
@@ -119,26 +120,47 @@ def seed_history(s3, committed: int, batch_size: int) -> None:
     eigenvalues, vectors = np.linalg.eigh(stats.covariance())
     components = np.ascontiguousarray(vectors[:, ::-1][:, :K])
     ratios = (eigenvalues[::-1] / eigenvalues.sum()).tolist()
-    report = pca_report.build_report(rows=committed, input_dim=DIM, k=K, ratios=ratios, inputs=[], output="",
-                                     model=outputs.model, target_variance=None, labels=len(LABELS), seconds=0.0,
-                                     plots={})
-    report.update(mode="refit", space_id="history", fitted_rows=committed,
-                  refit={"reason": "seeded history", "max_angle_degrees": None})
+    report = pca_report.build_report(
+        rows=committed,
+        input_dim=DIM,
+        k=K,
+        ratios=ratios,
+        inputs=[],
+        output="",
+        model=outputs.model,
+        target_variance=None,
+        labels=len(LABELS),
+        seconds=0.0,
+        plots={},
+    )
+    report.update(
+        mode="refit",
+        space_id="history",
+        fitted_rows=committed,
+        refit={"reason": "seeded history", "max_angle_degrees": None},
+    )
     digests = np.sort(np.frombuffer(np.random.default_rng(SEED).bytes(16 * committed), dtype="S16"))
     files = {
         outputs.moments: pca_state.moments_to_bytes(stats),
         outputs.basis: pca_state.basis_to_bytes(pca_state.Basis("history", stats.mean, components)),
         outputs.contents: pca_state.digests_to_bytes(digests),
         outputs.vectors_list: pca_state.vectors_list_text(
-            [f"{outputs.vectors}/batch={b}/" for b in batch_ids]).encode(),
+            [f"{outputs.vectors}/batch={b}/" for b in batch_ids]
+        ).encode(),
         outputs.report: pca_report.report_json(report),
     }
     for uri, body in files.items():
         s3.put_object(Bucket=BUCKET, Key=layout.split_s3_uri(uri)[1], Body=body)
     records = []
     for batch_id in batch_ids:
-        record = ledger.batch_record(batch_id=batch_id, run_id=f"scheduled__{batch_id}", images=batch_size,
-                                     features_rows=batch_size, rejects_rows=0, planning_rejects=0)
+        record = ledger.batch_record(
+            batch_id=batch_id,
+            run_id=f"scheduled__{batch_id}",
+            images=batch_size,
+            features_rows=batch_size,
+            rejects_rows=0,
+            planning_rejects=0,
+        )
         record["landing_cleared"] = True
         records.append(record)
     state = {"version": ledger.VERSION, "batches": records, "pca": pca_policy.state_of(BUCKET, prefix, report)}
@@ -164,16 +186,29 @@ def write_features(s3, batch: dict) -> None:
     body = s3.get_object(Bucket=BUCKET, Key=layout.manifest_key(batch["batch_id"]))["Body"].read().decode()
     entries = manifest.entries(body, BUCKET)
     matrix = sample(len(entries), seed=SEED + 1)
-    table = pa.table({
-        "path": [e.source for e in entries], "label": [e.label for e in entries],
-        "features": pa.array(list(matrix), type=pa.list_(pa.float32())),
-        "width": pa.array([100] * len(entries), pa.int32()), "height": pa.array([100] * len(entries), pa.int32()),
-        "size_bytes": pa.array([e.size for e in entries], pa.int64()),
-        "sha256": [hashlib.sha256(e.source.encode()).hexdigest() for e in entries]})
-    empty = pa.table({"path": pa.array([], pa.string()), "label": pa.array([], pa.string()),
-                      "reason": pa.array([], pa.string()), "size_bytes": pa.array([], pa.int64())})
-    for prefix, part in ((layout.features_prefix(batch["batch_id"]), table),
-                         (layout.rejects_prefix(batch["batch_id"]), empty)):
+    table = pa.table(
+        {
+            "path": [e.source for e in entries],
+            "label": [e.label for e in entries],
+            "features": pa.array(list(matrix), type=pa.list_(pa.float32())),
+            "width": pa.array([100] * len(entries), pa.int32()),
+            "height": pa.array([100] * len(entries), pa.int32()),
+            "size_bytes": pa.array([e.size for e in entries], pa.int64()),
+            "sha256": [hashlib.sha256(e.source.encode()).hexdigest() for e in entries],
+        }
+    )
+    empty = pa.table(
+        {
+            "path": pa.array([], pa.string()),
+            "label": pa.array([], pa.string()),
+            "reason": pa.array([], pa.string()),
+            "size_bytes": pa.array([], pa.int64()),
+        }
+    )
+    for prefix, part in (
+        (layout.features_prefix(batch["batch_id"]), table),
+        (layout.rejects_prefix(batch["batch_id"]), empty),
+    ):
         sink = io.BytesIO()
         pq.write_table(part, sink)
         s3.put_object(Bucket=BUCKET, Key=prefix + "part-00000.parquet", Body=sink.getvalue())
@@ -196,20 +231,33 @@ def run_pca_stage(context: dict, batch: dict, reads) -> dict:
     plan.write_pca_inputs(bucket, planned)
     job = plan.pca_job(planned, run_id, pca_k=K, pca_variance=settings.pca_variance)
     conf, env = s3a_submit_settings(settings.aws_conn_id, spark_conf(settings), spark_env())
-    command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", "--name", job.app_name,
-               *[item for key, value in conf.items() for item in ("--conf", f"{key}={value}")],
-               str(ROOT / "spark_jobs" / job.script), *job.args]
+    command = [
+        str(Path(sys.executable).parent / "spark-submit"),
+        "--master",
+        "local[2]",
+        "--name",
+        job.app_name,
+        *[item for key, value in conf.items() for item in ("--conf", f"{key}={value}")],
+        str(ROOT / "spark_jobs" / job.script),
+        *job.args,
+    ]
     started = time.perf_counter()
     with reads.recording() as read:
         proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"pca.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     report = json.loads(bucket.read_text(bucket.key_of(layout.pca_outputs(BUCKET, run_id).report)))
-    return {"reads": dict(sorted(read.items())), "mode": report["mode"], "decision": report["refit"],
-            "history_datasets": report["history_datasets"], "pca_seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "reads": dict(sorted(read.items())),
+        "mode": report["mode"],
+        "decision": report["refit"],
+        "history_datasets": report["history_datasets"],
+        "pca_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 # --------------------------------------------------------------------------- one task in its own process
+
 
 def task_bucket(context: dict):
     from fruits.storage import Bucket
@@ -253,8 +301,12 @@ def run_task(name: str, context: dict) -> dict:
     else:
         raise SystemExit(f"unknown task {name}")
     seconds = time.perf_counter() - started
-    return {"seconds": round(seconds, 3), "s3_requests": counts["calls"] - before, "peak_mb": peak_mb(),
-            "result": result}
+    return {
+        "seconds": round(seconds, 3),
+        "s3_requests": counts["calls"] - before,
+        "peak_mb": peak_mb(),
+        "result": result,
+    }
 
 
 def peak_mb() -> float:
@@ -270,8 +322,13 @@ def task_process(name: str, context: dict, env: dict) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(context, handle)
     try:
-        proc = subprocess.run([sys.executable, str(Path(__file__)), "--task", name, "--context", handle.name],
-                              capture_output=True, text=True, env=env, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__)), "--task", name, "--context", handle.name],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
     finally:
         os.unlink(handle.name)
     if proc.returncode:
@@ -280,6 +337,7 @@ def task_process(name: str, context: dict, env: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- one history
+
 
 def measure_history(committed: int, args, work: Path) -> dict:
     from fruits import layout
@@ -292,15 +350,21 @@ def measure_history(committed: int, args, work: Path) -> dict:
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
         s3 = s3_server.client(endpoint)
         s3_server.ensure_bucket(s3, BUCKET)
-        env = {**os.environ, "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
-               "AIRFLOW_HOME": str(work / "airflow"), "AWS_ACCESS_KEY_ID": "testing",
-               "AWS_SECRET_ACCESS_KEY": "testing"}
+        env = {
+            **os.environ,
+            "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
+            "AIRFLOW_HOME": str(work / "airflow"),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
         os.environ.update({k: env[k] for k in ("AIRFLOW_CONN_AWS_DEFAULT", "AIRFLOW_HOME")})
         started = time.perf_counter()
         seed_history(s3, committed, args.batch_size)
         land(s3, args.new)
-        log(f"{committed:,} committed images: state seeded, {args.new} new images landed "
-            f"in {time.perf_counter() - started:.1f} s")
+        log(
+            f"{committed:,} committed images: state seeded, {args.new} new images landed "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
         context = {"run_id": "manual__scale"}
         tasks = {}
         tasks["sense"] = task_process("sense", context, env)
@@ -315,27 +379,38 @@ def measure_history(committed: int, args, work: Path) -> dict:
         context["validation"] = tasks["validate"]["result"]
         tasks["commit"] = task_process("commit", context, env)
         for name, rec in tasks.items():
-            log(f"  {name:8s} {rec['s3_requests']:6d} S3 requests  {rec['seconds']:7.2f} s  peak {rec['peak_mb']:.0f} MB")
+            log(
+                f"  {name:8s} {rec['s3_requests']:6d} S3 requests  {rec['seconds']:7.2f} s  "
+                f"peak {rec['peak_mb']:.0f} MB"
+            )
         # its inputs: everything it read but its own outputs (it reads back a sample of the vectors it wrote)
         own = layout.pca_prefix(context["run_id"])
         input_bytes = sum(r["bytes"] for prefix, r in pca["reads"].items() if prefix != own)
         new_features = layout.features_prefix(context["batch"]["batch_id"])
         committed_features = [p for p in pca["reads"] if p.startswith("features/") and p != new_features]
-        log(f"  pca stage: read {input_bytes:,} bytes ({pca['mode']}: {pca['decision']['reason']}, "
-            f"{pca['pca_seconds']} s)")
+        log(
+            f"  pca stage: read {input_bytes:,} bytes ({pca['mode']}: {pca['decision']['reason']}, "
+            f"{pca['pca_seconds']} s)"
+        )
         for prefix, read in pca["reads"].items():
             log(f"    {prefix:40s} {read['requests']:4d} GETs {read['bytes']:12,d} bytes")
         for rec in tasks.values():
             rec.pop("result", None)
-        return {"committed_images": committed,
-                "s3_requests": sum(t["s3_requests"] for t in tasks.values()),
-                "seconds": round(sum(t["seconds"] for t in tasks.values()), 3),
-                "worker_peak_mb": max(t["peak_mb"] for t in tasks.values()),
-                "pca_input_bytes": input_bytes, "pca_reads": pca["reads"], "pca_batch_features": new_features,
-                "pca_committed_features_read": committed_features,
-                "pca_refit": pca["mode"] == "refit", "pca_decision": pca["decision"],
-                "pca_history_datasets": pca["history_datasets"], "pca_seconds": pca["pca_seconds"],
-                "tasks": tasks}
+        return {
+            "committed_images": committed,
+            "s3_requests": sum(t["s3_requests"] for t in tasks.values()),
+            "seconds": round(sum(t["seconds"] for t in tasks.values()), 3),
+            "worker_peak_mb": max(t["peak_mb"] for t in tasks.values()),
+            "pca_input_bytes": input_bytes,
+            "pca_reads": pca["reads"],
+            "pca_batch_features": new_features,
+            "pca_committed_features_read": committed_features,
+            "pca_refit": pca["mode"] == "refit",
+            "pca_decision": pca["decision"],
+            "pca_history_datasets": pca["history_datasets"],
+            "pca_seconds": pca["pca_seconds"],
+            "tasks": tasks,
+        }
 
 
 def growth(histories: list[dict], field: str) -> float | None:
@@ -344,17 +419,24 @@ def growth(histories: list[dict], field: str) -> float | None:
 
 
 def table(result: dict) -> str:
-    rows = ["| committed images | S3 requests | seconds | worker peak MB | PCA input bytes | PCA |",
-            "|---:|---:|---:|---:|---:|---|"]
+    rows = [
+        "| committed images | S3 requests | seconds | worker peak MB | PCA input bytes | PCA |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
     for h in result["histories"]:
-        rows.append(f"| {h['committed_images']:,} | {h['s3_requests']:,} | {h['seconds']:.2f} | "
-                    f"{h['worker_peak_mb']:.0f} | {h['pca_input_bytes']:,} | "
-                    f"{'refit' if h['pca_refit'] else 'new batch projected'} |")
+        rows.append(
+            f"| {h['committed_images']:,} | {h['s3_requests']:,} | {h['seconds']:.2f} | "
+            f"{h['worker_peak_mb']:.0f} | {h['pca_input_bytes']:,} | "
+            f"{'refit' if h['pca_refit'] else 'new batch projected'} |"
+        )
     t = result["targets"]
-    rows += ["", f"growth from {result['histories'][0]['committed_images']:,} to "
-                 f"{result['histories'][-1]['committed_images']:,}: S3 requests x{t['s3_requests_growth']}, "
-                 f"seconds x{t['seconds_growth']} (target <= 1.5 each); peak {t['worker_peak_mb_max']:.0f} MB "
-                 f"(target < 300)"]
+    rows += [
+        "",
+        f"growth from {result['histories'][0]['committed_images']:,} to "
+        f"{result['histories'][-1]['committed_images']:,}: S3 requests x{t['s3_requests_growth']}, "
+        f"seconds x{t['seconds_growth']} (target <= 1.5 each); peak {t['worker_peak_mb_max']:.0f} MB "
+        f"(target < 300)",
+    ]
     return "\n".join(rows)
 
 
@@ -381,13 +463,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"started": started.isoformat(timespec="seconds"), "new_images": args.new,
-              "batch_size": args.batch_size, "histories": measured}
-    result["targets"] = {"s3_requests_growth": growth(measured, "s3_requests"),
-                         "seconds_growth": growth(measured, "seconds"),
-                         "worker_peak_mb_max": max(h["worker_peak_mb"] for h in measured),
-                         "pca_reads_new_batch_only": all(not h["pca_refit"] and not h["pca_committed_features_read"]
-                                                         for h in measured)}
+    result = {
+        "started": started.isoformat(timespec="seconds"),
+        "new_images": args.new,
+        "batch_size": args.batch_size,
+        "histories": measured,
+    }
+    result["targets"] = {
+        "s3_requests_growth": growth(measured, "s3_requests"),
+        "seconds_growth": growth(measured, "seconds"),
+        "worker_peak_mb_max": max(h["worker_peak_mb"] for h in measured),
+        "pca_reads_new_batch_only": all(not h["pca_refit"] and not h["pca_committed_features_read"] for h in measured),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"scale-{started.strftime('%Y%m%d-%H%M%S')}.json"

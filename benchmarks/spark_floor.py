@@ -59,9 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.perf_counter()
     projected_writer(frame.mapInArrow(keep_keys, "path string, label string")).parquet(args.output)  # as the job writes
     t3 = time.perf_counter()
-    print(json.dumps({"rows": rows, "import_seconds": round(t0 - STARTED, 3), "session_seconds": round(t1 - t0, 3),
-                      "first_pass_seconds": round(t2 - t1, 3), "second_pass_seconds": round(t3 - t2, 3),
-                      "seconds": round(t3 - STARTED, 3)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "import_seconds": round(t0 - STARTED, 3),
+                "session_seconds": round(t1 - t0, 3),
+                "first_pass_seconds": round(t2 - t1, 3),
+                "second_pass_seconds": round(t3 - t2, 3),
+                "seconds": round(t3 - STARTED, 3),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

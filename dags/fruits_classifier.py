@@ -6,9 +6,10 @@
   and the Asset event says which bucket and PCA run. Triggered by hand, the `pca_run_id` Param
   picks a run (empty: the latest committed one).
 * classify.py reads the vectors of every committed batch of the run's PCA space (the datasets
-  its vectors_list.txt names, docs/pca.md), splits the images by a hash of their path (a path's side never changes when images
-  are added), picks the regularisation on a validation share, and writes the model, the test
-  predictions, metrics.json and a confusion-matrix plot under classifier/run=<run_id>/.
+  its vectors_list.txt names, docs/pca.md), splits the images by a hash of their path (a path's
+  side never changes when images are added), picks the regularisation on a validation share,
+  and writes the model, the test predictions, metrics.json and a confusion-matrix plot under
+  classifier/run=<run_id>/.
 * The compute backend is the pipeline's (FRUITS_COMPUTE): local Spark, or a small EMR cluster of
   the classifier's own, created and always terminated.
 
@@ -29,6 +30,7 @@ BACKEND = backends.load(SETTINGS.compute)
 # Consumers of the classifier (the app's model registry, ...) can schedule on this.
 CLASSIFIER_ASSET = Asset(name="fruits_classifier", uri="fruits://classifier")
 
+
 def _bucket(name: str):
     from fruits.storage import Bucket
 
@@ -42,9 +44,13 @@ def _bucket(name: str):
     catchup=False,
     max_active_runs=1,
     params=params.for_classifier(SETTINGS, BACKEND),
-    default_args={"owner": "fruits", "retries": SETTINGS.task_retries, "retry_delay": timedelta(minutes=1),
-                  "retry_policy": errors.retry_policy(),  # a fruits.errors.PermanentError fails at once
-                  "execution_timeout": timedelta(minutes=30)},
+    default_args={
+        "owner": "fruits",
+        "retries": SETTINGS.task_retries,
+        "retry_delay": timedelta(minutes=1),
+        "retry_policy": errors.retry_policy(),  # a fruits.errors.PermanentError fails at once
+        "execution_timeout": timedelta(minutes=30),
+    },
     dagrun_timeout=timedelta(seconds=SETTINGS.classifier_run_timeout),  # FRUITS_CLASSIFIER_RUN_TIMEOUT
     tags=["fruits", "spark", "classifier", SETTINGS.compute],
     doc_md=__doc__,
@@ -60,8 +66,10 @@ def fruits_classifier():
         bucket = classification.pick_bucket(params["bucket"], params["pca_run_id"], events)
         run_params.check_bucket_name(bucket)  # an Asset event's bucket, too
         chosen = classification.resolve_pca_run(_bucket(bucket), params["pca_run_id"], events)
-        print(f"training on PCA run {chosen.run_id} ({chosen.source}): {chosen.rows} rows, k={chosen.k}, "
-              f"vectors: {chosen.vectors_list or chosen.vectors_key()}")
+        print(
+            f"training on PCA run {chosen.run_id} ({chosen.source}): {chosen.rows} rows, k={chosen.k}, "
+            f"vectors: {chosen.vectors_list or chosen.vectors_key()}"
+        )
         return chosen.to_xcom()
 
     @task(retries=0)
@@ -80,8 +88,11 @@ def fruits_classifier():
         from fruits.core import classification
 
         print(classification.render(result))
-        outlet_events[CLASSIFIER_ASSET].extra = {"pca_run": result["pca_run"], "accuracy": result["accuracy"],
-                                                 "classifier": result["outputs"]["classifier"]}
+        outlet_events[CLASSIFIER_ASSET].extra = {
+            "pca_run": result["pca_run"],
+            "accuracy": result["accuracy"],
+            "classifier": result["outputs"]["classifier"],
+        }
         return {**result, "stage_seconds": computed["stage_seconds"]}
 
     chosen = choose_pca_run()

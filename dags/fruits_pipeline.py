@@ -29,14 +29,19 @@ from fruits import assets, backends, errors, events, params, settings
 SETTINGS = settings.load()
 BACKEND = backends.load(SETTINGS.compute)
 
+
 def _report_task_failure(context) -> None:
     """A task failed for good (no retry left): the run's report says which, and why."""
     from fruits.core import pipeline
 
     ti = context["ti"]
-    pipeline.publish_failure(_bucket(context["params"]["bucket"]), run_id=context["run_id"],
-                             failed_task=ti.task_id, error=str(context.get("exception") or "unknown error"),
-                             reason="task failed")
+    pipeline.publish_failure(
+        _bucket(context["params"]["bucket"]),
+        run_id=context["run_id"],
+        failed_task=ti.task_id,
+        error=str(context.get("exception") or "unknown error"),
+        reason="task failed",
+    )
 
 
 def _report_run_failure(context) -> None:
@@ -45,10 +50,14 @@ def _report_run_failure(context) -> None:
 
     params = context.get("params") or {}
     ti = context.get("ti")
-    pipeline.publish_failure(_bucket(params.get("bucket") or SETTINGS.bucket), run_id=context["run_id"],
-                             failed_task=getattr(ti, "task_id", None), error=str(context.get("reason") or ""),
-                             reason=str(context.get("reason") or "run failed"),
-                             keep_existing="timed_out" not in str(context.get("reason") or ""))
+    pipeline.publish_failure(
+        _bucket(params.get("bucket") or SETTINGS.bucket),
+        run_id=context["run_id"],
+        failed_task=getattr(ti, "task_id", None),
+        error=str(context.get("reason") or ""),
+        reason=str(context.get("reason") or "run failed"),
+        keep_existing="timed_out" not in str(context.get("reason") or ""),
+    )
 
 
 def _check_params(values: dict) -> None:
@@ -89,8 +98,7 @@ def _bucket(name: str):
     doc_md=__doc__,
 )
 def fruits_pipeline():
-    @task.sensor(poke_interval=SETTINGS.sensor_poke_interval, timeout=86400, mode="reschedule",
-                 retries=0)
+    @task.sensor(poke_interval=SETTINGS.sensor_poke_interval, timeout=86400, mode="reschedule", retries=0)
     def wait_for_new_images(params: dict | None = None, dag_run=None) -> PokeReturnValue:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -104,7 +112,8 @@ def fruits_pipeline():
         if waited >= params["sensor_timeout"]:
             raise AirflowSkipException(
                 f"no new images under s3://{params['bucket']}/{params['landing_prefix']} "
-                f"after {waited:.0f}s (sensor_timeout {params['sensor_timeout']}s)")
+                f"after {waited:.0f}s (sensor_timeout {params['sensor_timeout']}s)"
+            )
         return PokeReturnValue(is_done=False)
 
     @task
@@ -133,20 +142,41 @@ def fruits_pipeline():
     # Downstream DAGs (fruits_classifier) schedule on these Assets; each event says where this
     # run's outputs are (the bucket is a Param, so no Asset URI could).
     @task(outlets=[assets.FEATURES, assets.PCA_VECTORS])
-    def publish_report(batch: dict, computed: dict, validation: dict, committed: dict,
-                       params: dict | None = None, run_id: str | None = None, outlet_events=None) -> dict:
+    def publish_report(
+        batch: dict,
+        computed: dict,
+        validation: dict,
+        committed: dict,
+        params: dict | None = None,
+        run_id: str | None = None,
+        outlet_events=None,
+    ) -> dict:
         from fruits.contract import Batch, ComputeResult
         from fruits.core import pipeline
 
         planned, result = Batch.from_xcom(batch), ComputeResult.from_xcom(computed)
-        extra = assets.pca_event_extra(bucket=planned.bucket, run_id=run_id, pca_prefix=result.pca_prefix,
-                                       k=validation["pca_k"], rows=validation["pca_rows"], batch_id=planned.batch_id,
-                                       pca_mode=validation.get("pca_mode"), space_id=validation.get("pca_space_id"))
+        extra = assets.pca_event_extra(
+            bucket=planned.bucket,
+            run_id=run_id,
+            pca_prefix=result.pca_prefix,
+            k=validation["pca_k"],
+            rows=validation["pca_rows"],
+            batch_id=planned.batch_id,
+            pca_mode=validation.get("pca_mode"),
+            space_id=validation.get("pca_space_id"),
+        )
         outlet_events[assets.PCA_VECTORS].extra = extra
         outlet_events[assets.FEATURES].extra = {**extra, "features": result.outputs["features"]}
-        return pipeline.publish_report(_bucket(planned.bucket), run_id=run_id, batch=planned, computed=result,
-                                       validation=validation, compute=SETTINGS.compute, params=params,
-                                       committed=committed)
+        return pipeline.publish_report(
+            _bucket(planned.bucket),
+            run_id=run_id,
+            batch=planned,
+            computed=result,
+            validation=validation,
+            compute=SETTINGS.compute,
+            params=params,
+            committed=committed,
+        )
 
     sensed = wait_for_new_images()
     batch = plan_batch()

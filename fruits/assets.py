@@ -20,13 +20,28 @@ def landing(*watchers) -> Asset:
     return Asset(name="fruits_landing", uri="fruits://landing", watchers=list(watchers))
 
 
-def pca_event_extra(*, bucket: str, run_id: str, pca_prefix: str, k: int, rows: int, batch_id: str,
-                    pca_mode: str | None = None, space_id: str | None = None) -> dict:
+def pca_event_extra(
+    *,
+    bucket: str,
+    run_id: str,
+    pca_prefix: str,
+    k: int,
+    rows: int,
+    batch_id: str,
+    pca_mode: str | None = None,
+    space_id: str | None = None,
+) -> dict:
     """Where the run's vectors are. With incremental PCA they are the datasets named in
     `<pca_prefix>vectors_list.txt` (every committed batch of the space `space_id`); `pca_mode`
     says whether the run refitted (all vectors new) or projected its batch only."""
-    extra = {"bucket": bucket, "run_id": run_id, "pca_prefix": pca_prefix, "k": int(k), "rows": int(rows),
-             "batch_id": batch_id}
+    extra = {
+        "bucket": bucket,
+        "run_id": run_id,
+        "pca_prefix": pca_prefix,
+        "k": int(k),
+        "rows": int(rows),
+        "batch_id": batch_id,
+    }
     if pca_mode:
         extra.update(pca_mode=pca_mode, space_id=space_id, vectors_list=f"{pca_prefix}vectors_list.txt")
     return extra

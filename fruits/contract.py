@@ -37,6 +37,7 @@ CLASSIFY_SCRIPT = "classify.py"
 
 # ----------------------------------------------------------------------------- outputs
 
+
 @dataclass(frozen=True)
 class _OutputFolder:
     """A job's outputs under one folder or prefix (a local path, file:// or s3:// URI)."""
@@ -87,13 +88,24 @@ class PcaOutputs(_OutputFolder):
         return self.root + PCA_VECTORS_LIST
 
     def state_files(self) -> dict[str, str]:
-        return {"report": self.report, "moments": self.moments, "basis": self.basis, "contents": self.contents,
-                "vectors_list": self.vectors_list}
+        return {
+            "report": self.report,
+            "moments": self.moments,
+            "basis": self.basis,
+            "contents": self.contents,
+            "vectors_list": self.vectors_list,
+        }
 
     def uris(self) -> dict[str, str]:
         """Every output by name, for run reports and the demo."""
-        return {"pca": self.root, "vectors": self.vectors + "/", "model": self.model + "/",
-                "pca_report": self.report, "vectors_list": self.vectors_list, **self.plots}
+        return {
+            "pca": self.root,
+            "vectors": self.vectors + "/",
+            "model": self.model + "/",
+            "pca_report": self.report,
+            "vectors_list": self.vectors_list,
+            **self.plots,
+        }
 
 
 @dataclass(frozen=True)
@@ -117,8 +129,13 @@ class ClassifierOutputs(_OutputFolder):
         return self.root + interface.CLASSIFIER_CONFUSION_PNG
 
     def uris(self) -> dict[str, str]:
-        return {"classifier": self.root, "model": self.model + "/", "predictions": self.predictions + "/",
-                "metrics": self.metrics, "confusion_matrix": self.confusion_matrix}
+        return {
+            "classifier": self.root,
+            "model": self.model + "/",
+            "predictions": self.predictions + "/",
+            "metrics": self.metrics,
+            "confusion_matrix": self.confusion_matrix,
+        }
 
 
 @dataclass(frozen=True)
@@ -129,12 +146,24 @@ class FeaturizeOutputs:
 
 # ----------------------------------------------------------------------------- arguments
 
-def featurize_args(*, manifest: str, outputs: FeaturizeOutputs, weights: str, image_size: int,
-                   model_cache: str | None = None) -> list[str]:
+
+def featurize_args(
+    *, manifest: str, outputs: FeaturizeOutputs, weights: str, image_size: int, model_cache: str | None = None
+) -> list[str]:
     """`model_cache`: where converted models are kept between jobs (only the first job converts)."""
-    return ["--manifest", manifest, "--output", outputs.features, "--rejects", outputs.rejects,
-            "--weights", str(weights), "--image-size", str(int(image_size)),
-            *(["--model-cache", model_cache] if model_cache else [])]
+    return [
+        "--manifest",
+        manifest,
+        "--output",
+        outputs.features,
+        "--rejects",
+        outputs.rejects,
+        "--weights",
+        str(weights),
+        "--image-size",
+        str(int(image_size)),
+        *(["--model-cache", model_cache] if model_cache else []),
+    ]
 
 
 def pca_size_args(pca_k: int | None, pca_variance: float) -> list[str]:
@@ -142,27 +171,52 @@ def pca_size_args(pca_k: int | None, pca_variance: float) -> list[str]:
     return ["--k", str(int(pca_k))] if pca_k else ["--variance", str(float(pca_variance))]
 
 
-def pca_args(*, features: str, outputs: PcaOutputs, pca_k: int | None, pca_variance: float,
-             previous: str | None = None, history_list: str | None = None, refit: str = "auto",
-             refit_angle: float | None = None, space_id: str | None = None) -> list[str]:
+def pca_args(
+    *,
+    features: str,
+    outputs: PcaOutputs,
+    pca_k: int | None,
+    pca_variance: float,
+    previous: str | None = None,
+    history_list: str | None = None,
+    refit: str = "auto",
+    refit_angle: float | None = None,
+    space_id: str | None = None,
+) -> list[str]:
     """pca.py on one new batch's features (`features`), merged with the `previous` run's state
     (its PCA folder; None: fit from scratch on `history_list` + the batch). `history_list` (the
     features of every committed batch, one a line) is read only if the job refits."""
     if refit not in PCA_REFIT_CHOICES:
         raise ValueError(f"refit must be one of {', '.join(PCA_REFIT_CHOICES)}, not {refit!r}")
     # --allow-empty: a pipeline whose images were all rejected so far still gets a (k=0) report.
-    args = ["--features", features, "--output", outputs.vectors, "--model", outputs.model,
-            "--report", outputs.report, "--allow-empty", *pca_size_args(pca_k, pca_variance), "--refit", refit]
-    for option, value in (("--previous", previous), ("--history-list", history_list),
-                          ("--refit-angle", None if refit_angle is None else str(float(refit_angle))),
-                          ("--space-id", space_id)):
+    args = [
+        "--features",
+        features,
+        "--output",
+        outputs.vectors,
+        "--model",
+        outputs.model,
+        "--report",
+        outputs.report,
+        "--allow-empty",
+        *pca_size_args(pca_k, pca_variance),
+        "--refit",
+        refit,
+    ]
+    for option, value in (
+        ("--previous", previous),
+        ("--history-list", history_list),
+        ("--refit-angle", None if refit_angle is None else str(float(refit_angle))),
+        ("--space-id", space_id),
+    ):
         if value:
             args += [option, value]
     return args
 
 
-def classify_args(*, vectors: str, pca_run: str, outputs: ClassifierOutputs,
-                  vectors_list: str | None = None) -> list[str]:
+def classify_args(
+    *, vectors: str, pca_run: str, outputs: ClassifierOutputs, vectors_list: str | None = None
+) -> list[str]:
     """classify.py on the datasets named in `vectors_list` (a PCA run's space), else on `vectors`."""
     source = ["--vectors-list", vectors_list] if vectors_list else ["--vectors", vectors]
     return [*source, "--pca-run", pca_run, "--output", outputs.root]
@@ -177,6 +231,7 @@ def features_list_text(uris: list[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- records
+
 
 class _Record:
     def to_xcom(self) -> dict:

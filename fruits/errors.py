@@ -25,5 +25,10 @@ def retry_policy():
     retries; any other exception falls through to the task's own retries."""
     from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule  # Airflow only where tasks are defined
 
-    return ExceptionRetryPolicy(rules=[RetryRule(exception=PermanentError, action=RetryAction.FAIL,
-                                                 reason="a permanent error: no retry can fix it")])
+    return ExceptionRetryPolicy(
+        rules=[
+            RetryRule(
+                exception=PermanentError, action=RetryAction.FAIL, reason="a permanent error: no retry can fix it"
+            )
+        ]
+    )

@@ -50,12 +50,16 @@ def parse_queue_url(url: str, region: str | None = None) -> Queue:
     parts = urlsplit(url.strip())
     path = _QUEUE_PATH.match(parts.path)
     if parts.scheme not in ("http", "https") or not parts.hostname or not path:
-        raise ValueError(f"FRUITS_SQS_QUEUE_URL must be an SQS queue URL such as "
-                         f"https://sqs.eu-west-3.amazonaws.com/123456789012/fruits-landing, got {url!r}")
+        raise ValueError(
+            f"FRUITS_SQS_QUEUE_URL must be an SQS queue URL such as "
+            f"https://sqs.eu-west-3.amazonaws.com/123456789012/fruits-landing, got {url!r}"
+        )
     account_id, name, fifo = path.groups()
     if fifo:
-        raise ValueError(f"FRUITS_SQS_QUEUE_URL names a FIFO queue ({name}): S3 event notifications "
-                         f"can only be sent to standard queues")
+        raise ValueError(
+            f"FRUITS_SQS_QUEUE_URL names a FIFO queue ({name}): S3 event notifications "
+            f"can only be sent to standard queues"
+        )
     host = _AWS_QUEUE_HOST.match(parts.hostname)
     return Queue(url=url.strip(), account_id=account_id, name=name, region=region or (host.group(1) if host else None))
 
@@ -65,10 +69,16 @@ def parse_queue_url(url: str, region: str | None = None) -> Queue:
 
 def bucket_notification(*, queue_arn: str, landing_prefix: str) -> dict:
     """PutBucketNotificationConfiguration body: objects created under the landing prefix -> the queue."""
-    return {"QueueConfigurations": [{
-        "Id": NOTIFICATION_ID, "QueueArn": queue_arn, "Events": list(LANDING_EVENTS),
-        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": landing_prefix}]}},
-    }]}
+    return {
+        "QueueConfigurations": [
+            {
+                "Id": NOTIFICATION_ID,
+                "QueueArn": queue_arn,
+                "Events": list(LANDING_EVENTS),
+                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": landing_prefix}]}},
+            }
+        ]
+    }
 
 
 def queue_policy(*, queue_arn: str, bucket: str, bucket_account_id: str) -> dict:
@@ -77,24 +87,33 @@ def queue_policy(*, queue_arn: str, bucket: str, bucket_account_id: str) -> dict
     return {
         "Version": "2012-10-17",
         "Id": "fruits-landing-events",
-        "Statement": [{
-            "Sid": "S3SendsLandingEvents", "Effect": "Allow",
-            "Principal": {"Service": "s3.amazonaws.com"},
-            "Action": "sqs:SendMessage", "Resource": queue_arn,
-            "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"},
-                          "StringEquals": {"aws:SourceAccount": bucket_account_id}},
-        }],
+        "Statement": [
+            {
+                "Sid": "S3SendsLandingEvents",
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {
+                    "ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"},
+                    "StringEquals": {"aws:SourceAccount": bucket_account_id},
+                },
+            }
+        ],
     }
 
 
 def airflow_role_statements(*, queue_arn: str) -> list[dict]:
     """What the triggerer's role needs on the queue (DeleteMessageBatch is authorised as
     sqs:DeleteMessage). To be appended to the Statement list of the Airflow role's policy."""
-    return [{
-        "Sid": "ReceiveLandingEvents", "Effect": "Allow",
-        "Action": ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
-        "Resource": queue_arn,
-    }]
+    return [
+        {
+            "Sid": "ReceiveLandingEvents",
+            "Effect": "Allow",
+            "Action": ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+            "Resource": queue_arn,
+        }
+    ]
 
 
 # ------------------------------------------------------------------------------ Airflow side
@@ -107,8 +126,12 @@ def landing_trigger(settings):
 
     queue = parse_queue_url(settings.sqs_queue_url)
     return MessageQueueTrigger(
-        scheme="sqs", sqs_queue=queue.url, aws_conn_id=settings.aws_conn_id, region_name=queue.region,
-        max_messages=MAX_MESSAGES, wait_time_seconds=LONG_POLL_SECONDS,
+        scheme="sqs",
+        sqs_queue=queue.url,
+        aws_conn_id=settings.aws_conn_id,
+        region_name=queue.region,
+        max_messages=MAX_MESSAGES,
+        wait_time_seconds=LONG_POLL_SECONDS,
         waiter_delay=settings.sqs_poll_seconds,  # the pause between two receives that found nothing
     )
 
@@ -166,13 +189,18 @@ def configure(s3, sqs, *, bucket: str, queue_url: str, landing_prefix: str, drai
 
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     account_id = queue_arn.split(":")[4]
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(
-        queue_policy(queue_arn=queue_arn, bucket=bucket, bucket_account_id=account_id))})
+    sqs.set_queue_attributes(
+        QueueUrl=queue_url,
+        Attributes={
+            "Policy": json.dumps(queue_policy(queue_arn=queue_arn, bucket=bucket, bucket_account_id=account_id))
+        },
+    )
     current = s3.get_bucket_notification_configuration(Bucket=bucket)
     current.pop("ResponseMetadata", None)
     ours = bucket_notification(queue_arn=queue_arn, landing_prefix=landing_prefix)
-    current["QueueConfigurations"] = [c for c in current.get("QueueConfigurations", [])
-                                      if c.get("Id") != NOTIFICATION_ID] + ours["QueueConfigurations"]
+    current["QueueConfigurations"] = [
+        c for c in current.get("QueueConfigurations", []) if c.get("Id") != NOTIFICATION_ID
+    ] + ours["QueueConfigurations"]
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=current)
     deadline = time.monotonic() + drain_seconds
     while time.monotonic() < deadline:
@@ -181,19 +209,22 @@ def configure(s3, sqs, *, bucket: str, queue_url: str, landing_prefix: str, drai
             if json.loads(message["Body"]).get("Event") == "s3:TestEvent":
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
                 return current
-            sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"],
-                                          VisibilityTimeout=0)
+            sqs.change_message_visibility(
+                QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
     return current
 
 
-def documents(*, bucket: str, queue_url: str, landing_prefix: str = "landing/",
-              bucket_account_id: str | None = None) -> dict:
+def documents(
+    *, bucket: str, queue_url: str, landing_prefix: str = "landing/", bucket_account_id: str | None = None
+) -> dict:
     """The three documents for a bucket and an AWS queue URL (what docs/events.md shows)."""
     queue = parse_queue_url(queue_url)
     return {
         "bucket-notification": bucket_notification(queue_arn=queue.arn, landing_prefix=landing_prefix),
-        "queue-policy": queue_policy(queue_arn=queue.arn, bucket=bucket,
-                                     bucket_account_id=bucket_account_id or queue.account_id),
+        "queue-policy": queue_policy(
+            queue_arn=queue.arn, bucket=bucket, bucket_account_id=bucket_account_id or queue.account_id
+        ),
         "airflow-role-statements": airflow_role_statements(queue_arn=queue.arn),
     }
 
@@ -205,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--queue-url", required=True, help="https://sqs.<region>.amazonaws.com/<account>/<name>")
     parser.add_argument("--landing-prefix", default="landing/")
-    parser.add_argument("--apply", action="store_true",
-                        help="set the queue policy and the bucket notification with the default AWS credentials")
+    parser.add_argument(
+        "--apply",
+        action="store_true",
+        help="set the queue policy and the bucket notification with the default AWS credentials",
+    )
     args = parser.parse_args(argv)
     docs = documents(bucket=args.bucket, queue_url=args.queue_url, landing_prefix=args.landing_prefix)
     print(json.dumps(docs, indent=2))
@@ -214,8 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         import boto3
 
         region = parse_queue_url(args.queue_url).region
-        configure(boto3.client("s3", region_name=region), boto3.client("sqs", region_name=region),
-                  bucket=args.bucket, queue_url=args.queue_url, landing_prefix=args.landing_prefix)
+        configure(
+            boto3.client("s3", region_name=region),
+            boto3.client("sqs", region_name=region),
+            bucket=args.bucket,
+            queue_url=args.queue_url,
+            landing_prefix=args.landing_prefix,
+        )
         print(f"configured: s3://{args.bucket}/{args.landing_prefix} -> {args.queue_url}")
     return 0
 

@@ -51,5 +51,3 @@ def error_line(text: str) -> str | None:
         if match:
             return match.group(0).strip()
     return _last_traceback_error(lines)
-
-

@@ -1,27 +1,27 @@
 """Where everything lives in the bucket (the README draws this tree).
 
-    landing/<Label>/<image>                 input images, as uploaded; they leave once committed
-    batches/<batch_id>/manifest.jsonl       the batch's images: source URI, staged copy, label, size, ETag
-    batches/<batch_id>/images/<n>.<ext>     the staged copies (safe names): what the jobs read, kept
-    batches/<batch_id>/planning_rejects.jsonl  landing objects rejected before any job ran, with reasons
-    batches/<batch_id>/pca_inputs.txt       the features datasets its PCA reads (EMR; one per line)
-    features/batch=<batch_id>/              features parquet of that batch
-    rejects/batch=<batch_id>/               rejects parquet of that batch (path, label, reason)
-    classifier/run=<run_id>/                classify.py's outputs (model/, predictions/, metrics.json,
-                                            confusion_matrix.png; names in fruits.contract.ClassifierOutputs)
-    pca/run=<run_id>/                       pca.py's outputs (names in fruits.contract.PcaOutputs):
-                     vectors/               PCA vectors of every committed image
-                     model/                 fitted Spark ML PipelineModel (centring + PCA)
-                     report.json            PCA report, with report_scree.png, report_scatter.png
-    reports/<run_id>.json                   run report
-    state/ledger.json                       committed batches (the only thing a run commits)
-    state/keys/<hh>/<sha256(key)>.json      the last committed content of each landing key (re-landings)
-    code/<version>/                         Spark jobs and bootstrap for EMR (content-addressed)
-    wheelhouse/<key>/<arch>/                the wheels EMR nodes install at boot (one folder per
-                                            requirements-emr.txt version and node architecture)
-    models/converted/                       EMR: converted MobileNetV2 models kept between jobs (featurize.py
-                                            --model-cache; users keep weights files under models/ too)
-    emr-logs/                               EMR cluster and step logs (LogUri)
+landing/<Label>/<image>                 input images, as uploaded; they leave once committed
+batches/<batch_id>/manifest.jsonl       the batch's images: source URI, staged copy, label, size, ETag
+batches/<batch_id>/images/<n>.<ext>     the staged copies (safe names): what the jobs read, kept
+batches/<batch_id>/planning_rejects.jsonl  landing objects rejected before any job ran, with reasons
+batches/<batch_id>/pca_inputs.txt       the features datasets its PCA reads (EMR; one per line)
+features/batch=<batch_id>/              features parquet of that batch
+rejects/batch=<batch_id>/               rejects parquet of that batch (path, label, reason)
+classifier/run=<run_id>/                classify.py's outputs (model/, predictions/, metrics.json,
+                                        confusion_matrix.png; names in fruits.contract.ClassifierOutputs)
+pca/run=<run_id>/                       pca.py's outputs (names in fruits.contract.PcaOutputs):
+                 vectors/               PCA vectors of every committed image
+                 model/                 fitted Spark ML PipelineModel (centring + PCA)
+                 report.json            PCA report, with report_scree.png, report_scatter.png
+reports/<run_id>.json                   run report
+state/ledger.json                       committed batches (the only thing a run commits)
+state/keys/<hh>/<sha256(key)>.json      the last committed content of each landing key (re-landings)
+code/<version>/                         Spark jobs and bootstrap for EMR (content-addressed)
+wheelhouse/<key>/<arch>/                the wheels EMR nodes install at boot (one folder per
+                                        requirements-emr.txt version and node architecture)
+models/converted/                       EMR: converted MobileNetV2 models kept between jobs (featurize.py
+                                        --model-cache; users keep weights files under models/ too)
+emr-logs/                               EMR cluster and step logs (LogUri)
 """
 
 from __future__ import annotations
@@ -50,8 +50,19 @@ def batch_id_for(keys: list[str]) -> str:
 
 
 # Prefixes the pipeline writes: a landing prefix may not overlap any of them.
-OUTPUT_PREFIXES = ("batches/", "features/", "rejects/", "pca/", CLASSIFIER_PREFIX, REPORTS_PREFIX, "state/",
-                   "code/", "wheelhouse/", "emr-logs/", MODEL_CACHE_PREFIX)
+OUTPUT_PREFIXES = (
+    "batches/",
+    "features/",
+    "rejects/",
+    "pca/",
+    CLASSIFIER_PREFIX,
+    REPORTS_PREFIX,
+    "state/",
+    "code/",
+    "wheelhouse/",
+    "emr-logs/",
+    MODEL_CACHE_PREFIX,
+)
 
 
 def manifest_key(batch_id: str) -> str:
@@ -86,8 +97,9 @@ def rejects_prefix(batch_id: str) -> str:
 
 
 def featurize_outputs(bucket: str, batch_id: str) -> FeaturizeOutputs:
-    return FeaturizeOutputs(features=s3_uri(bucket, features_prefix(batch_id)),
-                            rejects=s3_uri(bucket, rejects_prefix(batch_id)))
+    return FeaturizeOutputs(
+        features=s3_uri(bucket, features_prefix(batch_id)), rejects=s3_uri(bucket, rejects_prefix(batch_id))
+    )
 
 
 def pca_prefix(run_id: str) -> str:
@@ -117,5 +129,5 @@ def s3_uri(bucket: str, key: str) -> str:
 def split_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise ValueError(f"not an s3:// URI: {uri}")
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     return bucket, key

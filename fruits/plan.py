@@ -51,10 +51,19 @@ def featurize_job(batch: Batch, *, weights: str, image_size: int) -> Job:
     models are kept under models/converted/ in the bucket: only a run's first job converts."""
     manifest = layout.s3_uri(batch.bucket, layout.manifest_key(batch.batch_id))
     outputs = layout.featurize_outputs(batch.bucket, batch.batch_id)
-    return Job(FEATURIZE, batch.batch_id,
-               contract.featurize_args(manifest=manifest, outputs=outputs, weights=weights, image_size=image_size,
-                                       model_cache=layout.s3_uri(batch.bucket, layout.MODEL_CACHE_PREFIX)),
-               reads=[manifest], writes={"features": outputs.features, "rejects": outputs.rejects})
+    return Job(
+        FEATURIZE,
+        batch.batch_id,
+        contract.featurize_args(
+            manifest=manifest,
+            outputs=outputs,
+            weights=weights,
+            image_size=image_size,
+            model_cache=layout.s3_uri(batch.bucket, layout.MODEL_CACHE_PREFIX),
+        ),
+        reads=[manifest],
+        writes={"features": outputs.features, "rejects": outputs.rejects},
+    )
 
 
 def pca_inputs_uri(batch: Batch) -> str:
@@ -66,7 +75,8 @@ def pca_inputs_text(batch: Batch) -> str:
     """The body of `pca_inputs_uri`: every committed batch's features plus this one's, one a line
     (a list file, not arguments: EMR caps a step argument at 10,280 characters)."""
     return contract.features_list_text(
-        [layout.s3_uri(batch.bucket, layout.features_prefix(b)) for b in batch.pca_batches()])
+        [layout.s3_uri(batch.bucket, layout.features_prefix(b)) for b in batch.pca_batches()]
+    )
 
 
 def write_pca_inputs(bucket, batch: Batch) -> str:
@@ -77,8 +87,15 @@ def write_pca_inputs(bucket, batch: Batch) -> str:
     return uri
 
 
-def pca_job(batch: Batch, run_id: str, *, pca_k: int | None, pca_variance: float, refit: str = "auto",
-            refit_angle: float | None = None) -> Job:
+def pca_job(
+    batch: Batch,
+    run_id: str,
+    *,
+    pca_k: int | None,
+    pca_variance: float,
+    refit: str = "auto",
+    refit_angle: float | None = None,
+) -> Job:
     """pca.py on the batch's features, merged with the previous committed run's state; with
     `refit` auto it decides itself whether to refit, and only then reads the committed features
     listed in `pca_inputs_uri(batch)`. Writes pca/run=<run_id>/."""
@@ -86,18 +103,34 @@ def pca_job(batch: Batch, run_id: str, *, pca_k: int | None, pca_variance: float
     previous = pca_policy.previous_prefix(batch.pca_state)
     previous_uri = layout.s3_uri(batch.bucket, previous) if previous else None
     outputs = layout.pca_outputs(batch.bucket, run_id)
-    args = contract.pca_args(features=features, outputs=outputs, pca_k=pca_k, pca_variance=pca_variance,
-                             previous=previous_uri, history_list=pca_inputs_uri(batch), refit=refit,
-                             refit_angle=refit_angle, space_id=layout.safe_run_id(run_id))
+    args = contract.pca_args(
+        features=features,
+        outputs=outputs,
+        pca_k=pca_k,
+        pca_variance=pca_variance,
+        previous=previous_uri,
+        history_list=pca_inputs_uri(batch),
+        refit=refit,
+        refit_angle=refit_angle,
+        space_id=layout.safe_run_id(run_id),
+    )
     reads = [features, *([previous_uri] if previous_uri else []), pca_inputs_uri(batch)]
     return Job(PCA, layout.safe_run_id(run_id), args, reads=reads, writes=outputs.uris())
 
 
 def pipeline_jobs(batch: Batch, run_id: str, params: dict) -> list[Job]:
     """The pipeline run's two jobs, from its Params (the trigger form's names)."""
-    return [featurize_job(batch, weights=params["weights"], image_size=int(params["image_size"])),
-            pca_job(batch, run_id, pca_k=params["pca_k"], pca_variance=params["pca_variance"],
-                    refit=params.get("pca_refit") or "auto", refit_angle=params.get("pca_refit_angle"))]
+    return [
+        featurize_job(batch, weights=params["weights"], image_size=int(params["image_size"])),
+        pca_job(
+            batch,
+            run_id,
+            pca_k=params["pca_k"],
+            pca_variance=params["pca_variance"],
+            refit=params.get("pca_refit") or "auto",
+            refit_angle=params.get("pca_refit_angle"),
+        ),
+    ]
 
 
 def classify_job(pca_run: PcaRun, run_id: str) -> Job:
@@ -106,10 +139,13 @@ def classify_job(pca_run: PcaRun, run_id: str) -> Job:
     vectors = layout.pca_outputs(pca_run.bucket, pca_run.run_id).vectors
     vectors_list = layout.s3_uri(pca_run.bucket, pca_run.vectors_list) if pca_run.vectors_list else None
     outputs = layout.classifier_outputs(pca_run.bucket, run_id)
-    return Job(CLASSIFY, layout.safe_run_id(run_id),
-               contract.classify_args(vectors=vectors, pca_run=pca_run.run_id, outputs=outputs,
-                                      vectors_list=vectors_list),
-               reads=[vectors_list or vectors + "/"], writes=outputs.uris())
+    return Job(
+        CLASSIFY,
+        layout.safe_run_id(run_id),
+        contract.classify_args(vectors=vectors, pca_run=pca_run.run_id, outputs=outputs, vectors_list=vectors_list),
+        reads=[vectors_list or vectors + "/"],
+        writes=outputs.uris(),
+    )
 
 
 def by_name(jobs: list) -> dict[str, Job]:
@@ -117,12 +153,22 @@ def by_name(jobs: list) -> dict[str, Job]:
     return {job.name: job for job in map(Job.from_xcom, jobs)}
 
 
-def compute_result(jobs: list, *, pca_prefix: str, stage_seconds: dict[str, float | None],
-                   extra_outputs: dict[str, str] | None = None, details: dict | None = None) -> ComputeResult:
+def compute_result(
+    jobs: list,
+    *,
+    pca_prefix: str,
+    stage_seconds: dict[str, float | None],
+    extra_outputs: dict[str, str] | None = None,
+    details: dict | None = None,
+) -> ComputeResult:
     """What a backend hands validation and the report: every output its jobs wrote, by name, plus
     what the backend adds (`extra_outputs`: EMR's logs), and the stages' seconds."""
     outputs: dict[str, str] = {}
     for job in by_name(jobs).values():
         outputs.update(job.writes)
-    return ComputeResult(pca_prefix=pca_prefix, outputs={**outputs, **(extra_outputs or {})},
-                         stage_seconds=stage_seconds, details=details or {})
+    return ComputeResult(
+        pca_prefix=pca_prefix,
+        outputs={**outputs, **(extra_outputs or {})},
+        stage_seconds=stage_seconds,
+        details=details or {},
+    )

@@ -19,9 +19,25 @@ DEFAULT_REGION = "eu-west-3"  # Paris
 EU_MEMBER_STATE_REGIONS = ("eu-west-3", "eu-west-1", "eu-central-1", "eu-north-1", "eu-south-1", "eu-south-2")
 # Instance types a run may ask for unless FRUITS_EMR_ALLOWED_INSTANCE_TYPES says otherwise: general
 # purpose and compute optimised, x86_64 and Graviton, up to 4xlarge.
-DEFAULT_EMR_INSTANCE_TYPES = ("m5.xlarge", "m5.2xlarge", "m6i.xlarge", "m6i.2xlarge", "m7i.xlarge", "m7i.2xlarge",
-                              "c6i.xlarge", "c6i.2xlarge", "c6i.4xlarge", "c7i.xlarge", "c7i.2xlarge", "c7i.4xlarge",
-                              "m7g.xlarge", "m7g.2xlarge", "c7g.xlarge", "c7g.2xlarge", "c7g.4xlarge")
+DEFAULT_EMR_INSTANCE_TYPES = (
+    "m5.xlarge",
+    "m5.2xlarge",
+    "m6i.xlarge",
+    "m6i.2xlarge",
+    "m7i.xlarge",
+    "m7i.2xlarge",
+    "c6i.xlarge",
+    "c6i.2xlarge",
+    "c6i.4xlarge",
+    "c7i.xlarge",
+    "c7i.2xlarge",
+    "c7i.4xlarge",
+    "m7g.xlarge",
+    "m7g.2xlarge",
+    "c7g.xlarge",
+    "c7g.2xlarge",
+    "c7g.4xlarge",
+)
 # The instance profile of the cluster nodes: the least-privilege role of docs/emr.md
 # (fruits/backends/emr/iam.py:instance_role_policy), not EMR_EC2_DefaultRole (s3:* on every bucket).
 DEFAULT_EMR_JOB_FLOW_ROLE = "fruits-pipeline-emr-ec2"
@@ -120,7 +136,8 @@ class Settings:
     spark_conn_id: str = field(default_factory=lambda: _env("FRUITS_SPARK_CONN_ID", "spark_default"))
     task_retries: int = field(default_factory=lambda: _env_int("FRUITS_TASK_RETRIES", 2))
     spark_jobs_dir: Path = field(
-        default_factory=lambda: Path(_env("FRUITS_SPARK_JOBS_DIR", str(PROJECT_ROOT / "spark_jobs"))))
+        default_factory=lambda: Path(_env("FRUITS_SPARK_JOBS_DIR", str(PROJECT_ROOT / "spark_jobs")))
+    )
     # Local backend: the memory of spark-submit's driver, which runs the local[*] jobs (a JVM size: 4g, 2048m).
     spark_driver_memory: str = field(default_factory=lambda: _env("FRUITS_SPARK_DRIVER_MEMORY", "4g"))
     # Hadoop's S3A jars for a Spark outside EMR (fruits/spark_s3a.py), resolved by `make venv`.
@@ -137,9 +154,11 @@ class Settings:
     # ... and deployment configuration that is never a run parameter (limits, roles, network, connection).
     # The limits: a run's region, instance types and node counts must be within them.
     emr_allowed_regions: tuple[str, ...] = field(
-        default_factory=lambda: _env_list("FRUITS_EMR_ALLOWED_REGIONS", EU_MEMBER_STATE_REGIONS))
+        default_factory=lambda: _env_list("FRUITS_EMR_ALLOWED_REGIONS", EU_MEMBER_STATE_REGIONS)
+    )
     emr_allowed_instance_types: tuple[str, ...] = field(
-        default_factory=lambda: _env_list("FRUITS_EMR_ALLOWED_INSTANCE_TYPES", DEFAULT_EMR_INSTANCE_TYPES))
+        default_factory=lambda: _env_list("FRUITS_EMR_ALLOWED_INSTANCE_TYPES", DEFAULT_EMR_INSTANCE_TYPES)
+    )
     emr_max_core_nodes: int = field(default_factory=lambda: _env_int("FRUITS_EMR_MAX_CORE_NODES", 10))
     emr_subnet_id: str | None = field(default_factory=lambda: _env_optional("FRUITS_EMR_SUBNET_ID"))
     emr_job_flow_role: str = field(default_factory=lambda: _env("FRUITS_EMR_JOB_FLOW_ROLE", DEFAULT_EMR_JOB_FLOW_ROLE))
@@ -173,11 +192,14 @@ class Settings:
         if self.run_timeout < 3600:
             raise ValueError(f"FRUITS_RUN_TIMEOUT must be at least 3600 seconds, got {self.run_timeout}")
         if self.classifier_run_timeout < 3600:
-            raise ValueError(f"FRUITS_CLASSIFIER_RUN_TIMEOUT must be at least 3600 seconds, "
-                             f"got {self.classifier_run_timeout}")
+            raise ValueError(
+                f"FRUITS_CLASSIFIER_RUN_TIMEOUT must be at least 3600 seconds, got {self.classifier_run_timeout}"
+            )
         if not re.fullmatch(JVM_MEMORY_PATTERN, self.spark_driver_memory, re.IGNORECASE):
-            raise ValueError(f"FRUITS_SPARK_DRIVER_MEMORY must be a JVM memory size such as 4g or 2048m, "
-                             f"got {self.spark_driver_memory!r}")
+            raise ValueError(
+                f"FRUITS_SPARK_DRIVER_MEMORY must be a JVM memory size such as 4g or 2048m, "
+                f"got {self.spark_driver_memory!r}"
+            )
         if self.emr_max_core_nodes < 0:
             raise ValueError(f"FRUITS_EMR_MAX_CORE_NODES cannot be negative, got {self.emr_max_core_nodes}")
 
@@ -187,8 +209,10 @@ class Settings:
         if self.trigger not in events.TRIGGERS:
             raise ValueError(f"FRUITS_TRIGGER must be one of {events.TRIGGERS}, got {self.trigger!r}")
         if self.trigger == "sqs" and not self.sqs_queue_url:
-            raise ValueError("FRUITS_TRIGGER=sqs needs FRUITS_SQS_QUEUE_URL, the queue the landing prefix's "
-                             "S3 event notifications go to (docs/events.md)")
+            raise ValueError(
+                "FRUITS_TRIGGER=sqs needs FRUITS_SQS_QUEUE_URL, the queue the landing prefix's "
+                "S3 event notifications go to (docs/events.md)"
+            )
         if self.sqs_queue_url:
             events.parse_queue_url(self.sqs_queue_url)
         if self.sqs_poll_seconds < 1:

@@ -42,8 +42,10 @@ def spark_minor(version: str) -> str:
 def packages(spark_version: str) -> tuple[str, ...]:
     minor = spark_minor(spark_version)
     if minor not in S3A_PACKAGES:
-        raise S3AJarsMissing(f"no S3A connector pinned for Spark {spark_version} "
-                             f"(fruits/spark_s3a.py knows {', '.join(sorted(S3A_PACKAGES))})")
+        raise S3AJarsMissing(
+            f"no S3A connector pinned for Spark {spark_version} "
+            f"(fruits/spark_s3a.py knows {', '.join(sorted(S3A_PACKAGES))})"
+        )
     return S3A_PACKAGES[minor]
 
 
@@ -70,8 +72,10 @@ def resolved_jars(spark_version: str) -> list[str]:
         header, jars = (lines[0], lines[1:]) if lines else ("", [])
         if header == "# " + " ".join(wanted) and jars and all(Path(jar).is_file() for jar in jars):
             return jars
-    raise S3AJarsMissing(f"the S3A jars of Spark {spark_minor(spark_version)} are not installed "
-                         f"({', '.join(wanted)}): run `make venv` (or `make emr-stack` for EMR's Spark)")
+    raise S3AJarsMissing(
+        f"the S3A jars of Spark {spark_minor(spark_version)} are not installed "
+        f"({', '.join(wanted)}): run `make venv` (or `make emr-stack` for EMR's Spark)"
+    )
 
 
 def write_jars_list(spark_version: str, jars: list[str]) -> Path:
@@ -81,8 +85,14 @@ def write_jars_list(spark_version: str, jars: list[str]) -> Path:
     return listing
 
 
-def s3a_conf(*, endpoint_url: str | None, region: str, access_key: str | None = None,
-             secret_key: str | None = None, session_token: str | None = None) -> dict[str, str]:
+def s3a_conf(
+    *,
+    endpoint_url: str | None,
+    region: str,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    session_token: str | None = None,
+) -> dict[str, str]:
     """Spark settings for S3A on `endpoint_url` (None: AWS itself) with these credentials (None:
     the SDK's default chain, e.g. an instance role). `s3://` and `s3a://` both go through S3A."""
     hadoop = {
@@ -121,8 +131,10 @@ def s3a_for_connection(aws_conn_id: str | None, region: str | None = None) -> tu
 
     hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
     credentials = hook.get_credentials()
-    conf = s3a_conf(endpoint_url=hook.conn_config.get_service_endpoint_url("s3"),  # service_config's, else global
-                    region=region or hook.region_name or "us-east-1")
+    conf = s3a_conf(
+        endpoint_url=hook.conn_config.get_service_endpoint_url("s3"),  # service_config's, else global
+        region=region or hook.region_name or "us-east-1",
+    )
     env = {}
     if credentials.access_key and credentials.secret_key:
         env = {"AWS_ACCESS_KEY_ID": credentials.access_key, "AWS_SECRET_ACCESS_KEY": credentials.secret_key}

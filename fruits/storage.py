@@ -56,7 +56,7 @@ class Bucket:
         self.name = name
 
     @classmethod
-    def connect(cls, conn_id: str | None, name: str) -> "Bucket":
+    def connect(cls, conn_id: str | None, name: str) -> Bucket:
         return cls(s3_hook(conn_id), name)
 
     def __repr__(self) -> str:
@@ -70,7 +70,7 @@ class Bucket:
         head = f"s3://{self.name}/"
         if not uri.startswith(head):
             raise ValueError(f"{uri} is not in bucket {self.name}")
-        return uri[len(head):]
+        return uri[len(head) :]
 
     # ------------------------------------------------------------------ reads
 
@@ -198,12 +198,14 @@ class Bucket:
         body = (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
-            answer = self.client().put_object(Bucket=self.name, Key=key, Body=body,
-                                              ContentType="application/json", **condition)
+            answer = self.client().put_object(
+                Bucket=self.name, Key=key, Body=body, ContentType="application/json", **condition
+            )
         except Exception as exc:
             if _precondition_failed(exc):
                 raise ConcurrentWriteError(
-                    f"{self.uri(key)} changed since it was read (another writer?); nothing was written") from None
+                    f"{self.uri(key)} changed since it was read (another writer?); nothing was written"
+                ) from None
             raise
         return answer["ETag"]
 
@@ -214,8 +216,12 @@ class Bucket:
         for a later run instead of processing content it never saw.
         """
         try:
-            self.client().copy_object(Bucket=self.name, Key=target_key, CopySourceIfMatch=etag,
-                                      CopySource={"Bucket": self.name, "Key": source_key})
+            self.client().copy_object(
+                Bucket=self.name,
+                Key=target_key,
+                CopySourceIfMatch=etag,
+                CopySource={"Bucket": self.name, "Key": source_key},
+            )
         except Exception as exc:
             if _precondition_failed(exc) or _error_code(exc) in ("404", "NoSuchKey"):
                 return False
@@ -243,5 +249,5 @@ class Bucket:
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list_keys(prefix)
         for start in range(0, len(keys), DELETE_BATCH):
-            self.hook.delete_objects(bucket=self.name, keys=keys[start:start + DELETE_BATCH])
+            self.hook.delete_objects(bucket=self.name, keys=keys[start : start + DELETE_BATCH])
         return len(keys)

@@ -16,10 +16,11 @@ everything in memory), so runs, ledger and reports survive a restart.
 Settings (environment): FRUITS_AIRFLOW_PORT (8080), FRUITS_S3_PORT (9000),
 FRUITS_AIRFLOW_PASSWORD (`admin`: local development only), FRUITS_AIRFLOW_HOME (the folder),
 FRUITS_AIRFLOW_DB_URL, FRUITS_AIRFLOW_UNPAUSE_ALL (true: every DAG is unpaused at start, so
-fruits_classifier runs on fruits_pipeline's assets; false: fruits_pipeline only); any FRUITS_* pipeline setting (README, "Configuration") passes through,
-with local defaults: FRUITS_SCHEDULE none (manual runs), FRUITS_WEIGHTS none (offline),
-FRUITS_SENSOR_TIMEOUT 600, FRUITS_SENSOR_POKE_INTERVAL 30. FRUITS_TRIGGER=sqs starts runs on S3 events
-instead (docs/events.md): an SQS queue on the embedded server gets the landing prefix's notifications
+fruits_classifier runs on fruits_pipeline's assets; false: fruits_pipeline only); any FRUITS_*
+pipeline setting (README, "Settings") passes through, with local defaults: FRUITS_SCHEDULE none
+(manual runs), FRUITS_WEIGHTS none (offline), FRUITS_SENSOR_TIMEOUT 600,
+FRUITS_SENSOR_POKE_INTERVAL 30. FRUITS_TRIGGER=sqs starts runs on S3 events instead
+(docs/events.md): an SQS queue on the embedded server gets the landing prefix's notifications
 and the triggerer's AssetWatcher starts fruits_pipeline when images land.
 
 Tests start the same stack on free ports through `AirflowStack` (a context manager).
@@ -39,6 +40,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 from fruits.settings import PROJECT_ROOT
@@ -103,21 +105,24 @@ class StackConfig:
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every process
 
     @classmethod
-    def from_environment(cls) -> "StackConfig":
+    def from_environment(cls) -> StackConfig:
         def port(name: str, default: int) -> int:
             raw = os.environ.get(name, "").strip() or str(default)
             if not raw.isdigit() or not 0 < int(raw) < 65536:
                 raise StackError(f"{name} must be a TCP port, got {raw!r}")
             return int(raw)
 
-        return cls(home=Path(os.environ.get("FRUITS_AIRFLOW_HOME") or DEFAULT_HOME).resolve(),
-                   api_port=port("FRUITS_AIRFLOW_PORT", 8080), s3_port=port("FRUITS_S3_PORT", 9000),
-                   password=os.environ.get("FRUITS_AIRFLOW_PASSWORD") or "admin",
-                   db_url=os.environ.get("FRUITS_AIRFLOW_DB_URL") or None,
-                   s3_endpoint=os.environ.get("FRUITS_S3_ENDPOINT") or None,
-                   bucket=os.environ.get("FRUITS_BUCKET") or "fruits",
-                   unpause_all=os.environ.get("FRUITS_AIRFLOW_UNPAUSE_ALL", "true").lower() in ("1", "true", "yes"),
-                   trigger=(os.environ.get("FRUITS_TRIGGER") or "poll").strip().lower())
+        return cls(
+            home=Path(os.environ.get("FRUITS_AIRFLOW_HOME") or DEFAULT_HOME).resolve(),
+            api_port=port("FRUITS_AIRFLOW_PORT", 8080),
+            s3_port=port("FRUITS_S3_PORT", 9000),
+            password=os.environ.get("FRUITS_AIRFLOW_PASSWORD") or "admin",
+            db_url=os.environ.get("FRUITS_AIRFLOW_DB_URL") or None,
+            s3_endpoint=os.environ.get("FRUITS_S3_ENDPOINT") or None,
+            bucket=os.environ.get("FRUITS_BUCKET") or "fruits",
+            unpause_all=os.environ.get("FRUITS_AIRFLOW_UNPAUSE_ALL", "true").lower() in ("1", "true", "yes"),
+            trigger=(os.environ.get("FRUITS_TRIGGER") or "poll").strip().lower(),
+        )
 
 
 class Api:
@@ -148,10 +153,13 @@ class Api:
         return response.json()
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        response = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
-                                json={"conf": conf or {}, "logical_date": datetime.now(timezone.utc).isoformat()})
+        response = self.request(
+            "POST",
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            json={"conf": conf or {}, "logical_date": datetime.now(UTC).isoformat()},
+        )
         if response.status_code >= 400:
             raise StackError(f"trigger {dag_id}: {response.status_code} {response.text}")
         return response.json()["dag_run_id"]
@@ -171,8 +179,9 @@ class Api:
             if state in ("success", "failed"):
                 return state
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{dag_id} {run_id} still {state} after {timeout:.0f}s: "
-                                   f"{self.task_states(dag_id, run_id)}")
+                raise TimeoutError(
+                    f"{dag_id} {run_id} still {state} after {timeout:.0f}s: {self.task_states(dag_id, run_id)}"
+                )
             time.sleep(poll)
 
     def close(self) -> None:
@@ -208,7 +217,7 @@ class AirflowStack:
 
     # ------------------------------------------------------------------ start
 
-    def __enter__(self) -> "AirflowStack":
+    def __enter__(self) -> AirflowStack:
         try:
             self.start()
         except BaseException:
@@ -245,8 +254,10 @@ class AirflowStack:
             recorded = {}
         supervisor = recorded.get("supervisor")
         if supervisor and supervisor != os.getpid() and pid_alive(supervisor):
-            raise StackError(f"an Airflow stack is already running from {self.home} (pid {supervisor}): "
-                             f"stop it first (Ctrl-C in its terminal, or `kill {supervisor}`)")
+            raise StackError(
+                f"an Airflow stack is already running from {self.home} (pid {supervisor}): "
+                f"stop it first (Ctrl-C in its terminal, or `kill {supervisor}`)"
+            )
         leftovers = [pid for pid in recorded.get("children", {}).values() if pid_alive(pid)]
         for pid in leftovers:  # processes this stack started before it crashed (own process groups)
             self.echo(f"stopping pid {pid} left over by a previous stack that did not stop cleanly")
@@ -271,9 +282,11 @@ class AirflowStack:
             wanted["FRUITS_S3_PORT (embedded S3)"] = self.config.s3_port
         busy = [f"127.0.0.1:{port} ({name})" for name, port in wanted.items() if port_in_use(port)]
         if busy:
-            raise StackError("port in use: " + ", ".join(busy) + ". Another Airflow or S3 server is running "
-                             "there; stop it, or choose other ports, e.g. FRUITS_AIRFLOW_PORT=8081 "
-                             "FRUITS_S3_PORT=9001 make airflow")
+            raise StackError(
+                "port in use: " + ", ".join(busy) + ". Another Airflow or S3 server is running "
+                "there; stop it, or choose other ports, e.g. FRUITS_AIRFLOW_PORT=8081 "
+                "FRUITS_S3_PORT=9001 make airflow"
+            )
 
     def _start_s3(self) -> None:
         if self.config.s3_endpoint:
@@ -310,19 +323,31 @@ class AirflowStack:
         if self.config.trigger != "sqs":
             raise StackError(f"FRUITS_TRIGGER must be poll or sqs, got {self.config.trigger!r}")
         if not self._s3_server:
-            raise StackError("FRUITS_TRIGGER=sqs needs the embedded S3 server (unset FRUITS_S3_ENDPOINT): "
-                             "MinIO cannot publish S3 events to SQS")
+            raise StackError(
+                "FRUITS_TRIGGER=sqs needs the embedded S3 server (unset FRUITS_S3_ENDPOINT): "
+                "MinIO cannot publish S3 events to SQS"
+            )
         import boto3
 
         from fruits import events
         from fruits.settings import DEFAULT_REGION
 
-        sqs = boto3.client("sqs", endpoint_url=self.endpoint, region_name=DEFAULT_REGION,
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=self.endpoint,
+            region_name=DEFAULT_REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         self.queue_url = sqs.create_queue(QueueName=f"{self.config.bucket}-landing")["QueueUrl"]
         landing = self.config.env.get("FRUITS_LANDING_PREFIX") or os.environ.get("FRUITS_LANDING_PREFIX") or "landing/"
-        events.configure(s3_server.client(self.endpoint), sqs, bucket=self.config.bucket, queue_url=self.queue_url,
-                         landing_prefix=landing)
+        events.configure(
+            s3_server.client(self.endpoint),
+            sqs,
+            bucket=self.config.bucket,
+            queue_url=self.queue_url,
+            landing_prefix=landing,
+        )
         self.echo(f"S3 events of s3://{self.config.bucket}/{landing} go to {self.queue_url}")
 
     def _secrets(self) -> dict[str, str]:
@@ -332,8 +357,11 @@ class AirflowStack:
             return json.loads(path.read_text())
         from cryptography.fernet import Fernet
 
-        values = {"jwt_secret": secrets.token_urlsafe(64), "api_secret_key": secrets.token_urlsafe(32),
-                  "fernet_key": Fernet.generate_key().decode()}
+        values = {
+            "jwt_secret": secrets.token_urlsafe(64),
+            "api_secret_key": secrets.token_urlsafe(32),
+            "fernet_key": Fernet.generate_key().decode(),
+        }
         path.write_text(json.dumps(values))
         path.chmod(0o600)
         return values
@@ -345,34 +373,41 @@ class AirflowStack:
         passwords.write_text(json.dumps({USER: cfg.password}))
         passwords.chmod(0o600)
         db_url = cfg.db_url or f"sqlite:///{self.home / 'airflow.db'}"
-        pipeline_defaults = {"FRUITS_SCHEDULE": "none", "FRUITS_WEIGHTS": "none", "FRUITS_SENSOR_TIMEOUT": "600",
-                             "FRUITS_SENSOR_POKE_INTERVAL": "30"}
+        pipeline_defaults = {
+            "FRUITS_SCHEDULE": "none",
+            "FRUITS_WEIGHTS": "none",
+            "FRUITS_SENSOR_TIMEOUT": "600",
+            "FRUITS_SENSOR_POKE_INTERVAL": "30",
+        }
         extra = {key: os.environ.get(key) or value for key, value in pipeline_defaults.items()}
-        extra.update({
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # fruits_pipeline is unpaused once parsed
-            "AIRFLOW__CORE__AUTH_MANAGER":
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(cfg.api_port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
-            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
-            "AIRFLOW__API_AUTH__JWT_ISSUER": "fruits-pipeline-local",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(cfg.dag_refresh_seconds),
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
-            "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(self.logs / "dag-processor-files"),
-            "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint),
-            "FRUITS_BUCKET": cfg.bucket,
-        })
+        extra.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # fruits_pipeline is unpaused once parsed
+                "AIRFLOW__CORE__AUTH_MANAGER": (
+                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+                ),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+                "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(cfg.api_port),
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+                "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+                "AIRFLOW__API_AUTH__JWT_ISSUER": "fruits-pipeline-local",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(cfg.dag_refresh_seconds),
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
+                "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(self.logs / "dag-processor-files"),
+                "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint),
+                "FRUITS_BUCKET": cfg.bucket,
+            }
+        )
         if self.queue_url:
             extra.update({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": self.queue_url})
         extra.update(cfg.env)
@@ -392,8 +427,9 @@ class AirflowStack:
         lines = [f"export {k}={shlex.quote(v)}" for k, v in self.exported_env().items()]
         lines.append(f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"')
         path = self.home / "env.sh"
-        path.write_text("# source this file to use the `airflow` CLI against the running stack\n"
-                        + "\n".join(lines) + "\n")
+        path.write_text(
+            "# source this file to use the `airflow` CLI against the running stack\n" + "\n".join(lines) + "\n"
+        )
         path.chmod(0o600)
 
     def _migrate_db(self) -> None:
@@ -403,8 +439,13 @@ class AirflowStack:
             return
         self.echo("migrating the metadata DB (first start only)")
         with open(self.log_file("db-migrate"), "a") as log:
-            done = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=self.env, stdout=log,
-                                  stderr=subprocess.STDOUT, cwd=self.home)
+            done = subprocess.run(
+                [sys.executable, "-m", "airflow", "db", "migrate"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.home,
+            )
         if done.returncode != 0:
             raise StackError(f"`airflow db migrate` failed; see {self.log_file('db-migrate')}")
         marker.touch()
@@ -422,13 +463,21 @@ class AirflowStack:
         log.flush()
         # A session of its own: Ctrl-C reaches this supervisor only, which then stops each
         # process group (the component and the task and Spark processes it started) in order.
-        self.procs[component] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                 stdin=subprocess.DEVNULL, cwd=self.home, start_new_session=True)
+        self.procs[component] = subprocess.Popen(
+            command,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.home,
+            start_new_session=True,
+        )
         log.close()
 
     def _record_pids(self) -> None:
-        self.pid_file.write_text(json.dumps({"supervisor": os.getpid(),
-                                             "children": {n: p.pid for n, p in self.procs.items()}}))
+        self.pid_file.write_text(
+            json.dumps({"supervisor": os.getpid(), "children": {n: p.pid for n, p in self.procs.items()}})
+        )
 
     def dead_components(self) -> dict[str, int]:
         return {name: proc.returncode for name, proc in self.procs.items() if proc.poll() is not None}
@@ -449,12 +498,17 @@ class AirflowStack:
             dead = self.dead_components()
             if dead:
                 name, code = next(iter(dead.items()))
-                raise StackError(f"airflow {name} exited with status {code} while starting; "
-                                 f"{self.log_file(name)} ends with:\n{self.tail(name)}")
+                raise StackError(
+                    f"airflow {name} exited with status {code} while starting; "
+                    f"{self.log_file(name)} ends with:\n{self.tail(name)}"
+                )
             try:
                 health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
-                unhealthy = [c for c in ("metadatabase", *HEALTH_KEYS.values())
-                             if (health.get(c) or {}).get("status") != "healthy"]
+                unhealthy = [
+                    c
+                    for c in ("metadatabase", *HEALTH_KEYS.values())
+                    if (health.get(c) or {}).get("status") != "healthy"
+                ]
                 if unhealthy:
                     status = f"waiting for {', '.join(unhealthy)}"
                 elif self.api.request("GET", f"/api/v2/dags/{DAG_ID}").status_code != 200:
@@ -462,10 +516,15 @@ class AirflowStack:
                 else:
                     dags = [DAG_ID]
                     if self.config.unpause_all:  # e.g. fruits_classifier, which fruits_pipeline's assets trigger
-                        dags += [d["dag_id"] for d in self.api.get("/api/v2/dags", params={"limit": 100})["dags"]
-                                 if d["dag_id"] != DAG_ID]
+                        dags += [
+                            d["dag_id"]
+                            for d in self.api.get("/api/v2/dags", params={"limit": 100})["dags"]
+                            if d["dag_id"] != DAG_ID
+                        ]
                     for dag_id in dags:
-                        self.api.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+                        self.api.request(
+                            "PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}
+                        ).raise_for_status()
                     return
             except (httpx.HTTPError, ValueError) as exc:
                 status = f"api-server not answering ({type(exc).__name__})"
@@ -517,20 +576,25 @@ class AirflowStack:
     # ------------------------------------------------------------------ foreground
 
     def banner(self) -> str:
-        return "\n".join([
-            "",
-            f"  Airflow UI     {self.url}   user {USER}, password {self.config.password}"
-            + ("   (default password: local development only)" if self.config.password == "admin" else ""),
-            f"  Fruits view    {self.url}/plugin/fruits   (or {self.url}/fruits/)",
-            f"  S3 endpoint    {self.endpoint}   bucket {self.config.bucket}, key/secret testing/testing",
-            *([f"  S3 events      SQS queue {self.queue_url}: images landing start fruits_pipeline"]
-              if self.queue_url else []),
-            f"  metadata DB    {self.env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'].split('@')[-1]}",
-            f"  logs           {self.logs}/<component>.log, tasks under {self.logs}/tasks",
-            f"  airflow CLI    source {self.home / 'env.sh'} && airflow dags list",
-            "  Ctrl-C stops every process of the stack.",
-            "",
-        ])
+        return "\n".join(
+            [
+                "",
+                f"  Airflow UI     {self.url}   user {USER}, password {self.config.password}"
+                + ("   (default password: local development only)" if self.config.password == "admin" else ""),
+                f"  Fruits view    {self.url}/plugin/fruits   (or {self.url}/fruits/)",
+                f"  S3 endpoint    {self.endpoint}   bucket {self.config.bucket}, key/secret testing/testing",
+                *(
+                    [f"  S3 events      SQS queue {self.queue_url}: images landing start fruits_pipeline"]
+                    if self.queue_url
+                    else []
+                ),
+                f"  metadata DB    {self.env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'].split('@')[-1]}",
+                f"  logs           {self.logs}/<component>.log, tasks under {self.logs}/tasks",
+                f"  airflow CLI    source {self.home / 'env.sh'} && airflow dags list",
+                "  Ctrl-C stops every process of the stack.",
+                "",
+            ]
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -573,8 +637,12 @@ def main(argv: list[str] | None = None) -> int:
         dead = stack.dead_components()
         if dead:
             name, status = next(iter(dead.items()))
-            print(f"[airflow] airflow {name} exited with status {status}; {stack.log_file(name)} ends with:\n"
-                  f"{stack.tail(name)}\n[airflow] stopping the stack", file=sys.stderr, flush=True)
+            print(
+                f"[airflow] airflow {name} exited with status {status}; {stack.log_file(name)} ends with:\n"
+                f"{stack.tail(name)}\n[airflow] stopping the stack",
+                file=sys.stderr,
+                flush=True,
+            )
             code = 1
             break
     print("[airflow] stopping ...", flush=True)

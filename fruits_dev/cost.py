@@ -100,8 +100,7 @@ class Cluster:
 #                 PutObject  the key marker;  GetObject + PutObject  the content marker (record)
 #                 HeadObject + DeleteObject  the landing object, only if its ETag is unchanged
 #   sense + plan: ListObjectsV2 one page per 1,000 objects waiting under the landing prefix
-ORCHESTRATION_REQUESTS_PER_IMAGE = {"GetObject": 3, "CopyObject": 1, "PutObject": 2, "HeadObject": 1,
-                                    "DeleteObject": 1}
+ORCHESTRATION_REQUESTS_PER_IMAGE = {"GetObject": 3, "CopyObject": 1, "PutObject": 2, "HeadObject": 1, "DeleteObject": 1}
 LIST_PAGE = 1000
 # Per run whatever its size (ledger, manifest, planning rejects, features listing), measured.
 ORCHESTRATION_REQUESTS_PER_RUN = {"GetObject": 7, "PutObject": 4, "HeadObject": 5, "ListObjectsV2": 3}
@@ -126,8 +125,10 @@ def request_cost(counts: dict[str, float], prices: Prices) -> float:
 
 def monthly_requests(images: int, runs: int) -> dict[str, float]:
     counts: dict[str, float] = {}
-    for per_image, per_run in ((ORCHESTRATION_REQUESTS_PER_IMAGE, ORCHESTRATION_REQUESTS_PER_RUN),
-                               (SPARK_REQUESTS_PER_IMAGE, SPARK_REQUESTS_PER_RUN)):
+    for per_image, per_run in (
+        (ORCHESTRATION_REQUESTS_PER_IMAGE, ORCHESTRATION_REQUESTS_PER_RUN),
+        (SPARK_REQUESTS_PER_IMAGE, SPARK_REQUESTS_PER_RUN),
+    ):
         for operation, n in per_image.items():
             counts[operation] = counts.get(operation, 0) + n * images
         for operation, n in per_run.items():
@@ -137,6 +138,7 @@ def monthly_requests(images: int, runs: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------ storage
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -157,6 +159,7 @@ class Sizes:
 
 
 # ------------------------------------------------------------------------------ the month
+
 
 @dataclass(frozen=True)
 class Month:
@@ -191,18 +194,29 @@ def node_hour_price(prices: Prices, cluster: Cluster) -> float:
     return prices.ec2_m5_xlarge_hour + prices.emr_m5_xlarge_hour + cluster.ebs_gb_per_node * prices.ebs_gb_month / 730
 
 
-def estimate(month: Month, prices: Prices = Prices(), throughput: Throughput = Throughput(),
-             cluster: Cluster = Cluster(), sizes: Sizes = Sizes()) -> Estimate:
+def estimate(
+    month: Month,
+    prices: Prices = Prices(),
+    throughput: Throughput = Throughput(),
+    cluster: Cluster = Cluster(),
+    sizes: Sizes = Sizes(),
+) -> Estimate:
     work = featurize_seconds(month.images, throughput, cluster, month.phone_photos)
     cluster_seconds = work + month.runs * cluster.fixed_seconds_per_run
     node_hours = cluster_seconds * cluster.nodes / 3600
     requests = monthly_requests(month.images, month.runs)
     image_bytes = sizes.phone_photo if month.phone_photos else sizes.fruits_360_jpeg
     stored_gb = month.images * month.months_kept * sizes.kept(image_bytes) / GB
-    return Estimate(month=month, featurize_hours=work / 3600, node_hours=node_hours,
-                    compute_usd=node_hours * node_hour_price(prices, cluster),
-                    requests=requests, requests_usd=request_cost(requests, prices),
-                    stored_gb=stored_gb, storage_usd=stored_gb * prices.s3_standard_gb_month)
+    return Estimate(
+        month=month,
+        featurize_hours=work / 3600,
+        node_hours=node_hours,
+        compute_usd=node_hours * node_hour_price(prices, cluster),
+        requests=requests,
+        requests_usd=request_cost(requests, prices),
+        stored_gb=stored_gb,
+        storage_usd=stored_gb * prices.s3_standard_gb_month,
+    )
 
 
 def run_fixed_usd(prices: Prices = Prices(), cluster: Cluster = Cluster()) -> float:
@@ -210,15 +224,21 @@ def run_fixed_usd(prices: Prices = Prices(), cluster: Cluster = Cluster()) -> fl
     return cluster.fixed_seconds_per_run * cluster.nodes / 3600 * node_hour_price(prices, cluster)
 
 
-def featurize_usd(images: int, prices: Prices = Prices(), throughput: Throughput = Throughput(),
-                  cluster: Cluster = Cluster(), phone_photos: bool = False) -> float:
+def featurize_usd(
+    images: int,
+    prices: Prices = Prices(),
+    throughput: Throughput = Throughput(),
+    cluster: Cluster = Cluster(),
+    phone_photos: bool = False,
+) -> float:
     """The cluster's cost of featurizing alone (all nodes are billed while the core nodes work)."""
     seconds = featurize_seconds(images, throughput, cluster, phone_photos)
     return seconds * cluster.nodes / 3600 * node_hour_price(prices, cluster)
 
 
-def back_to_back_runs(images: int, throughput: Throughput = Throughput(), cluster: Cluster = Cluster(),
-                      phone_photos: bool = False) -> int:
+def back_to_back_runs(
+    images: int, throughput: Throughput = Throughput(), cluster: Cluster = Cluster(), phone_photos: bool = False
+) -> int:
     """Runs a month when images trickle in all the time and each run starts as the last one ends
     (the event-driven start, max_active_runs=1): the month minus the featurizing, in fixed run times."""
     free = SECONDS_PER_MONTH - featurize_seconds(images, throughput, cluster, phone_photos)
@@ -227,10 +247,12 @@ def back_to_back_runs(images: int, throughput: Throughput = Throughput(), cluste
 
 # ------------------------------------------------------------------------------ starting runs
 
+
 def start_cost(images: int, prices: Prices = Prices(), poke_interval: int = 60, sqs_poll_seconds: int = 60) -> dict:
     """Polling against the event-driven start (fruits.events.monthly_start_requests, docs/events.md)."""
-    counts = events.monthly_start_requests(poke_interval=poke_interval, sqs_poll_seconds=sqs_poll_seconds,
-                                           images=images)
+    counts = events.monthly_start_requests(
+        poke_interval=poke_interval, sqs_poll_seconds=sqs_poll_seconds, images=images
+    )
     sqs_requests = counts["sqs_idle_receives"] + counts["sqs_image_requests"]
     return {
         **counts,
@@ -244,8 +266,11 @@ def start_cost(images: int, prices: Prices = Prices(), poke_interval: int = 60, 
 # ------------------------------------------------------------------------------ the tables
 
 # (name, runs a month); None: as many runs as fit back to back (back_to_back_runs)
-SCENARIOS = (("daily runs (30)", 30), ("hourly runs, polling (720)", 720),
-             ("events, steady trickle: back to back", None))
+SCENARIOS = (
+    ("daily runs (30)", 30),
+    ("hourly runs, polling (720)", 720),
+    ("events, steady trickle: back to back", None),
+)
 
 
 def table(phone_photos: bool, images: int = 1_000_000) -> list[dict]:
@@ -254,8 +279,15 @@ def table(phone_photos: bool, images: int = 1_000_000) -> list[dict]:
         runs = runs if runs is not None else back_to_back_runs(images, phone_photos=phone_photos)
         first = estimate(Month(images=images, runs=runs, phone_photos=phone_photos))
         year = estimate(Month(images=images, runs=runs, phone_photos=phone_photos, months_kept=12))
-        rows.append({"scenario": name, "runs": runs, "estimate": first, "storage_12_usd": year.storage_usd,
-                     "stored_12_gb": year.stored_gb})
+        rows.append(
+            {
+                "scenario": name,
+                "runs": runs,
+                "estimate": first,
+                "storage_12_usd": year.storage_usd,
+                "stored_12_gb": year.stored_gb,
+            }
+        )
     return rows
 
 
@@ -282,24 +314,34 @@ def markdown(images: int = 1_000_000) -> str:
     for phone_photos in (False, True):
         kind = "phone photos (3.5 MB)" if phone_photos else "Fruits-360 JPEGs (5 KB)"
         rate = throughput.per_core(phone_photos)
-        lines += [f"**{images:,} {kind} a month** ({rate:.1f} images/s per core):", "",
-                  "| runs a month | featurize h | node-hours | EMR + EC2 | S3 requests | storage, month 1 "
-                  "| storage after 12 months | total, month 1 |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**{images:,} {kind} a month** ({rate:.1f} images/s per core):",
+            "",
+            "| runs a month | featurize h | node-hours | EMR + EC2 | S3 requests | storage, month 1 "
+            "| storage after 12 months | total, month 1 |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for row in table(phone_photos, images):
             e: Estimate = row["estimate"]
-            lines.append(f"| {row['scenario']}: {row['runs']:,} | {e.featurize_hours:.2f} | {e.node_hours:,.0f} "
-                         f"| ${e.compute_usd:,.2f} | ${e.requests_usd:,.2f} | ${e.storage_usd:,.2f} "
-                         f"({e.stored_gb:,.0f} GB) | ${row['storage_12_usd']:,.2f} ({row['stored_12_gb']:,.0f} GB) "
-                         f"| ${e.total_usd:,.2f} |")
+            lines.append(
+                f"| {row['scenario']}: {row['runs']:,} | {e.featurize_hours:.2f} | {e.node_hours:,.0f} "
+                f"| ${e.compute_usd:,.2f} | ${e.requests_usd:,.2f} | ${e.storage_usd:,.2f} "
+                f"({e.stored_gb:,.0f} GB) | ${row['storage_12_usd']:,.2f} ({row['stored_12_gb']:,.0f} GB) "
+                f"| ${e.total_usd:,.2f} |"
+            )
         lines.append("")
     start = start_cost(images, prices)
-    lines += ["**Noticing new images** (poke and SQS poll every 60 s; docs/events.md, \"Cost\"):", "",
-              "| | requests a month | cost | Airflow task tries |", "|---|---|---|---|",
-              f"| polling | {start['poll_list_requests']:,} LIST | ${start['poll_usd']:.2f} "
-              f"| {start['poll_sensor_tries']:,} |",
-              f"| events (SQS) | {start['sqs_requests']:,} SQS | ${start['sqs_usd']:.2f} "
-              f"(${start['sqs_usd_without_free_tier']:.2f} without the free tier) | 0 |", ""]
+    lines += [
+        '**Noticing new images** (poke and SQS poll every 60 s; docs/events.md, "Cost"):',
+        "",
+        "| | requests a month | cost | Airflow task tries |",
+        "|---|---|---|---|",
+        f"| polling | {start['poll_list_requests']:,} LIST | ${start['poll_usd']:.2f} "
+        f"| {start['poll_sensor_tries']:,} |",
+        f"| events (SQS) | {start['sqs_requests']:,} SQS | ${start['sqs_usd']:.2f} "
+        f"(${start['sqs_usd_without_free_tier']:.2f} without the free tier) | 0 |",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -42,26 +42,44 @@ def say(message: str) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--add-images", type=int, default=0, metavar="N",
-                        help="keep the previous demo's bucket and land N new images before running")
+    parser.add_argument(
+        "--add-images",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the previous demo's bucket and land N new images before running",
+    )
     parser.add_argument("--classes", type=int, default=6, help="fruit classes in the first batch (default 6)")
     parser.add_argument("--per-class", type=int, default=12, help="images per class in the first batch (default 12)")
-    parser.add_argument("--weights", default="none",
-                        help="none (default: seeded random weights, works offline) or imagenet (needs internet)")
+    parser.add_argument(
+        "--weights",
+        default="none",
+        help="none (default: seeded random weights, works offline) or imagenet (needs internet)",
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--bucket", default="fruits")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="local folder for outputs (default demo-output/)")
     parser.add_argument("--endpoint", help="S3 endpoint to use instead of an embedded server (or FRUITS_S3_ENDPOINT)")
-    parser.add_argument("--images", type=Path, metavar="DIR",
-                        help="land your own images instead of generated ones (label: the folder holding each image)")
-    parser.add_argument("--compute", choices=("local", "emr"), default="local",
-                        help="local Spark (default) or the EMR backend on the local EMR (`make demo-emr`)")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="land your own images instead of generated ones (label: the folder holding each image)",
+    )
+    parser.add_argument(
+        "--compute",
+        choices=("local", "emr"),
+        default="local",
+        help="local Spark (default) or the EMR backend on the local EMR (`make demo-emr`)",
+    )
     args = parser.parse_args(argv)
     if args.images and not args.images.is_dir():
         parser.error(f"--images {args.images}: not a folder")
     if args.compute == "emr" and (args.endpoint or os.environ.get("FRUITS_S3_ENDPOINT")):
-        parser.error("--compute emr runs on the embedded S3 + EMR server (its local EMR runs the steps): "
-                     "drop --endpoint / FRUITS_S3_ENDPOINT")
+        parser.error(
+            "--compute emr runs on the embedded S3 + EMR server (its local EMR runs the steps): "
+            "drop --endpoint / FRUITS_S3_ENDPOINT"
+        )
     return args
 
 
@@ -87,8 +105,10 @@ def land_images(s3, args, out: Path) -> int:
     runs = len(list((out / "bucket" / "reports").glob("*.json"))) if args.add_images else 0
     if args.images:
         uploaded = s3_server.upload_tree(s3, args.bucket, args.images, "landing/")
-        say(f"landed {uploaded} files of {args.images} under s3://{args.bucket}/landing/ "
-            f"(label: the folder holding each image)")
+        say(
+            f"landed {uploaded} files of {args.images} under s3://{args.bucket}/landing/ "
+            f"(label: the folder holding each image)"
+        )
         return uploaded
     root = out / "samples" / f"set-{runs}"
     if root.exists():
@@ -96,14 +116,18 @@ def land_images(s3, args, out: Path) -> int:
     if args.add_images:
         # Exactly N images: as many classes as divide N evenly (at most --classes).
         classes = max(c for c in range(1, min(args.classes, args.add_images) + 1) if args.add_images % c == 0)
-        samples = generate_samples(root, n_classes=classes, per_class=args.add_images // classes,
-                                   start_index=1000 * (runs + 1), seed=runs + 1)
+        samples = generate_samples(
+            root, n_classes=classes, per_class=args.add_images // classes, start_index=1000 * (runs + 1), seed=runs + 1
+        )
     else:
-        samples = generate_samples(root, n_classes=args.classes, per_class=args.per_class, awkward=True,
-                                   broken=True, original_size=1, seed=0)
+        samples = generate_samples(
+            root, n_classes=args.classes, per_class=args.per_class, awkward=True, broken=True, original_size=1, seed=0
+        )
     uploaded = s3_server.upload_tree(s3, args.bucket, root, "landing/")
-    say(f"landed {len(samples.images)} images, {len(samples.broken)} broken files and "
-        f"{len(samples.ignored)} non-image files under s3://{args.bucket}/landing/ ({uploaded} objects)")
+    say(
+        f"landed {len(samples.images)} images, {len(samples.broken)} broken files and "
+        f"{len(samples.ignored)} non-image files under s3://{args.bucket}/landing/ ({uploaded} objects)"
+    )
     return uploaded
 
 
@@ -128,23 +152,31 @@ def main(argv=None) -> int:
             say(f"restored {restore_bucket(s3, args.bucket, snapshot)} objects of the previous demo")
         land_images(s3, args, out)
 
-        env = runner.airflow_env(out / "airflow-home", extra={
-            "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
-            "FRUITS_BUCKET": args.bucket,
-            "FRUITS_COMPUTE": args.compute,
-            **(local_emr.dag_settings(poll_seconds=2) if args.compute == "emr" else {}),
-        })
+        env = runner.airflow_env(
+            out / "airflow-home",
+            extra={
+                "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
+                "FRUITS_BUCKET": args.bucket,
+                "FRUITS_COMPUTE": args.compute,
+                **(local_emr.dag_settings(poll_seconds=2) if args.compute == "emr" else {}),
+            },
+        )
         emr = start_local_emr(s3, endpoint, args.bucket, out) if args.compute == "emr" else None
         where = "the local EMR on EMR's Spark stack" if emr else "local Spark"
         try:
-            pipeline = run_dag(env, "fruits_pipeline", {"bucket": args.bucket, "weights": args.weights,
-                                                        "image_size": args.image_size, "sensor_timeout": 0}, out,
-                               f"{where}, weights={args.weights}, {args.image_size}px")
+            pipeline = run_dag(
+                env,
+                "fruits_pipeline",
+                {"bucket": args.bucket, "weights": args.weights, "image_size": args.image_size, "sensor_timeout": 0},
+                out,
+                f"{where}, weights={args.weights}, {args.image_size}px",
+            )
             classifier = None
             if pipeline["state"] == "success":
                 # What the Asset event would trigger under a scheduler, run here by hand on the same PCA run.
-                classifier = run_dag(env, "fruits_classifier", {"bucket": args.bucket,
-                                                                "pca_run_id": pipeline["run_id"]}, out, where)
+                classifier = run_dag(
+                    env, "fruits_classifier", {"bucket": args.bucket, "pca_run_id": pipeline["run_id"]}, out, where
+                )
         finally:
             if emr:
                 emr.stop()
@@ -170,14 +202,25 @@ def start_local_emr(s3, endpoint: str, bucket: str, out: Path):
     from fruits_dev import emr_stack
 
     def report_step(step) -> None:
-        say(f"EMR step {step.step_id} {step.name!r} {step.state} in {step.seconds:.0f}s "
-            f"(exit {step.exit_code}); logs {step.log_dir}")
+        say(
+            f"EMR step {step.step_id} {step.name!r} {step.state} in {step.seconds:.0f}s "
+            f"(exit {step.exit_code}); logs {step.log_dir}"
+        )
 
     stack = emr_stack.locate()
-    say(f"local EMR: steps run by spark-submit of {stack.root} (Spark {stack.spark_version}), "
-        f"work files in {out / 'emr'}")
-    return local_emr.LocalEmr(s3=s3, endpoint_url=endpoint, bucket=bucket, stack=stack, work_dir=out / "emr",
-                    region=DEFAULT_REGION, on_step=report_step).start()
+    say(
+        f"local EMR: steps run by spark-submit of {stack.root} (Spark {stack.spark_version}), "
+        f"work files in {out / 'emr'}"
+    )
+    return local_emr.LocalEmr(
+        s3=s3,
+        endpoint_url=endpoint,
+        bucket=bucket,
+        stack=stack,
+        work_dir=out / "emr",
+        region=DEFAULT_REGION,
+        on_step=report_step,
+    ).start()
 
 
 def run_dag(env: dict, dag_id: str, conf: dict, out: Path, what: str) -> dict:
@@ -202,23 +245,33 @@ def show_pipeline_outputs(snapshot: Path, run_id: str, bucket: str) -> None:
     print(report_mod.render(report))
     outputs = report["outputs"]
     say("outputs (local copies):")
-    for label, path in (("run report", report_path), ("scree plot", local_copy(snapshot, outputs["scree"])),
-                        ("PCA scatter", local_copy(snapshot, outputs["scatter"])),
-                        ("PCA vectors", local_copy(snapshot, outputs["vectors"])), ("features", snapshot / "features"),
-                        ("rejects", snapshot / "rejects"), ("ledger", snapshot / "state" / "ledger.json")):
+    for label, path in (
+        ("run report", report_path),
+        ("scree plot", local_copy(snapshot, outputs["scree"])),
+        ("PCA scatter", local_copy(snapshot, outputs["scatter"])),
+        ("PCA vectors", local_copy(snapshot, outputs["vectors"])),
+        ("features", snapshot / "features"),
+        ("rejects", snapshot / "rejects"),
+        ("ledger", snapshot / "state" / "ledger.json"),
+    ):
         print(f"    {label:<18} {path}")
 
 
 def show_classifier(snapshot: Path, run_id: str) -> None:
     outputs = ClassifierOutputs(str(snapshot / classifier_prefix(run_id)))
     metrics = json.loads(Path(outputs.metrics).read_text())
-    say(f"classifier: accuracy {metrics['accuracy']:.3f} on {metrics['test_rows']} test images, majority "
+    say(
+        f"classifier: accuracy {metrics['accuracy']:.3f} on {metrics['test_rows']} test images, majority "
         f"baseline {metrics['majority_baseline']:.3f}, macro F1 {metrics['macro_f1']:.3f} "
-        f"({len(metrics['labels'])} labels, {metrics['train_rows']} training images)")
+        f"({len(metrics['labels'])} labels, {metrics['train_rows']} training images)"
+    )
     for warning in metrics.get("warnings", []):
         say(f"classifier warning: {warning}")
-    for label, path in (("confusion matrix", outputs.confusion_matrix), ("classifier metrics", outputs.metrics),
-                        ("classifier model", outputs.model)):
+    for label, path in (
+        ("confusion matrix", outputs.confusion_matrix),
+        ("classifier metrics", outputs.metrics),
+        ("classifier model", outputs.model),
+    ):
         print(f"    {label:<18} {path}")
 
 

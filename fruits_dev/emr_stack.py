@@ -75,7 +75,9 @@ def locate(root: Path | None = None) -> EmrStack:
     stack = EmrStack(root or default_root())
     stamp = stack.root / STAMP
     if not stamp.is_file() or stamp.read_text(encoding="utf-8").strip() != fingerprint():
-        raise EmrStackMissing(f"EMR's stack is not built in {stack.root} for today's requirements: run `make emr-stack`")
+        raise EmrStackMissing(
+            f"EMR's stack is not built in {stack.root} for today's requirements: run `make emr-stack`"
+        )
     return stack
 
 
@@ -89,9 +91,24 @@ def base_python() -> str:
 def pip_install_requirements(python: Path, requirements: Path, wheels: Path) -> list[str]:
     """bootstrap.sh's install command: every wheel from the wheelhouse, pinned and hash-checked,
     no index, nothing resolved."""
-    return [str(python), "-m", "pip", "install", "--quiet", "--no-cache-dir", "--disable-pip-version-check",
-            "--no-index", "--find-links", str(wheels),
-            "--require-hashes", "--no-deps", "--only-binary", ":all:", "-r", str(requirements)]
+    return [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--no-index",
+        "--find-links",
+        str(wheels),
+        "--require-hashes",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "-r",
+        str(requirements),
+    ]
 
 
 def build(root: Path | None = None) -> EmrStack:
@@ -104,13 +121,25 @@ def build(root: Path | None = None) -> EmrStack:
     except EmrStackMissing:
         if stack.root.exists():
             shutil.rmtree(stack.root)
-        print(f"building EMR's stack in {stack.root} (Python {PYTHON_VERSION}, pyspark {EMR_SPARK_VERSION})", flush=True)
+        print(
+            f"building EMR's stack in {stack.root} (Python {PYTHON_VERSION}, pyspark {EMR_SPARK_VERSION})", flush=True
+        )
         wheels = wheelhouse.build(REQUIREMENTS, architectures=(NODE_ARCH,))[NODE_ARCH]
         subprocess.run([base_python(), "-m", "venv", str(stack.root)], check=True)
         subprocess.run(pip_install_requirements(stack.python, REQUIREMENTS, wheels), check=True)
         # On a node PySpark is EMR's own; here the PyPI release of the same Spark version plays it.
-        subprocess.run([str(stack.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        f"pyspark=={EMR_SPARK_VERSION}"], check=True)
+        subprocess.run(
+            [
+                str(stack.python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"pyspark=={EMR_SPARK_VERSION}",
+            ],
+            check=True,
+        )
         (stack.root / STAMP).write_text(fingerprint() + "\n", encoding="utf-8")
     spark_jars.install(str(stack.python))
     return stack

@@ -33,10 +33,10 @@ import subprocess
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from fruits import layout, spark_s3a
 from fruits.backends.emr import cluster as emr_cluster
@@ -58,8 +58,12 @@ def all_clusters() -> list:
     """Every cluster moto holds in this process, whatever account or region it landed in."""
     from moto.emr.models import emr_backends
 
-    return [cluster for account in list(dict.values(emr_backends)) for backend in list(dict.values(account))
-            for cluster in list(backend.clusters.values())]
+    return [
+        cluster
+        for account in list(dict.values(emr_backends))
+        for backend in list(dict.values(account))
+        for cluster in list(backend.clusters.values())
+    ]
 
 
 def _failed_step_class():
@@ -85,7 +89,7 @@ class SparkSubmit:
     job_args: list[str]
 
     @classmethod
-    def parse(cls, args: list[str]) -> "SparkSubmit":
+    def parse(cls, args: list[str]) -> SparkSubmit:
         if args[:1] != ["spark-submit"]:
             raise ValueError(f"not a spark-submit step: {shlex.join(args[:3])}")
         options, i = [], 1
@@ -98,7 +102,7 @@ class SparkSubmit:
                 i += 2
         if i >= len(args):
             raise ValueError("spark-submit step without an application")
-        return cls(options=options, script=args[i], job_args=list(args[i + 1:]))
+        return cls(options=options, script=args[i], job_args=list(args[i + 1 :]))
 
     def option(self, name: str) -> str | None:
         return next((value for key, value in self.options if key == name), None)
@@ -144,7 +148,7 @@ class LocalEmr:
         self._applications = 0
 
     # -- the cluster's life ------------------------------------------------------------------
-    def start(self) -> "LocalEmr":
+    def start(self) -> LocalEmr:
         self._thread.start()
         return self
 
@@ -172,9 +176,10 @@ class LocalEmr:
                 self.errors.append(traceback.format_exc())
 
     def _execute(self, cluster, step) -> None:
-        record = ExecutedStep(cluster_id=cluster.id, step_id=step.id, name=step.name, jar=step.jar,
-                              args=list(step.args))
-        step.state, step.start_date_time = "RUNNING", datetime.now(timezone.utc)
+        record = ExecutedStep(
+            cluster_id=cluster.id, step_id=step.id, name=step.name, jar=step.jar, args=list(step.args)
+        )
+        step.state, step.start_date_time = "RUNNING", datetime.now(UTC)
         cluster.state = "RUNNING"
         started = time.monotonic()
         try:
@@ -184,11 +189,14 @@ class LocalEmr:
             self.errors.append(traceback.format_exc())
         record.seconds = round(time.monotonic() - started, 1)
         record.state = "COMPLETED" if record.exit_code == 0 else "FAILED"
-        step.end_date_time = datetime.now(timezone.utc)
+        step.end_date_time = datetime.now(UTC)
         if record.state == "FAILED":
             step.__class__ = _failed_step_class()
-            step.failure_details = {"Reason": "Unknown Error.", "Message": record.problem or "",
-                                    "LogFile": f"{record.log_dir}stderr.gz"}
+            step.failure_details = {
+                "Reason": "Unknown Error.",
+                "Message": record.problem or "",
+                "LogFile": f"{record.log_dir}stderr.gz",
+            }
             step.last_state_change_reason = record.problem
         step.state = record.state
         self.executed.append(record)
@@ -203,11 +211,18 @@ class LocalEmr:
         record.log_dir = f"{log_uri}{cluster.id}/steps/{step.id}/"
         workdir = self.work_dir / cluster.id / step.id
         workdir.mkdir(parents=True, exist_ok=True)
-        controller = [f"{_now()} INFO startExec 'hadoop jar /var/lib/aws/emr/step-runner/hadoop-jars/"
-                      f"{step.jar} {shlex.join(step.args)}'"]
+        controller = [
+            f"{_now()} INFO startExec 'hadoop jar /var/lib/aws/emr/step-runner/hadoop-jars/"
+            f"{step.jar} {shlex.join(step.args)}'"
+        ]
         if step.jar != COMMAND_RUNNER:
-            return self._finish(record, controller, 1, f"cannot run jar {step.jar}: the local EMR runs "
-                                f"{COMMAND_RUNNER} steps only\n", None)
+            return self._finish(
+                record,
+                controller,
+                1,
+                f"cannot run jar {step.jar}: the local EMR runs {COMMAND_RUNNER} steps only\n",
+                None,
+            )
         try:
             submit = SparkSubmit.parse(list(step.args))
         except ValueError as exc:
@@ -233,8 +248,9 @@ class LocalEmr:
         client_log = _yarn_client_log(record.application_id, proc.returncode)
         return self._finish(record, controller, proc.returncode, client_log, container_dir)
 
-    def _finish(self, record: ExecutedStep, controller: list[str], returncode: int, stderr: str,
-                container_dir: str | None) -> None:
+    def _finish(
+        self, record: ExecutedStep, controller: list[str], returncode: int, stderr: str, container_dir: str | None
+    ) -> None:
         """The step's own logs, and its outcome (spark-submit's YARN client exits 1 on a failed app).
         In cluster deploy mode the client prints nothing on stdout: the driver's output is the container's."""
         record.exit_code = 0 if returncode == 0 else 1
@@ -265,8 +281,12 @@ class LocalEmr:
             "spark.ui.enabled": "false",
             "spark.executor.memory": f"{max(self.executor_memory_mb - 300, 512)}m",
             "spark.jars": ",".join(spark_s3a.resolved_jars(self.stack.spark_version)),
-            **spark_s3a.s3a_conf(endpoint_url=self.endpoint_url, region=self.region,
-                                 access_key=self.access_key, secret_key=self.secret_key),
+            **spark_s3a.s3a_conf(
+                endpoint_url=self.endpoint_url,
+                region=self.region,
+                access_key=self.access_key,
+                secret_key=self.secret_key,
+            ),
             **self._on_this_node(_classification(cluster, "spark-defaults")),
         }
         for key, value in conf.items():
@@ -274,19 +294,29 @@ class LocalEmr:
         return command + [str(script), *submit.job_args]
 
     def environment(self, cluster) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items()
-               if not key.startswith(("PYSPARK_", "SPARK_", "AWS_", "AIRFLOW", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS"))}
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("PYSPARK_", "SPARK_", "AWS_", "AIRFLOW", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS"))
+        }
         env["SPARK_HOME"] = str(self.stack.spark_home)
         env["PATH"] = f"{self.stack.root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        exports = next((c.get("Properties", {}) for c in _classification(cluster, "spark-env", nested=True)
-                        if c.get("Classification") == "export"), {})
+        exports = next(
+            (
+                c.get("Properties", {})
+                for c in _classification(cluster, "spark-env", nested=True)
+                if c.get("Classification") == "export"
+            ),
+            {},
+        )
         env.update(self._on_this_node(exports))
         return env
 
     def _on_this_node(self, properties: dict) -> dict[str, str]:
         """Configuration values with the bootstrap's virtualenv path pointing at EMR's stack."""
-        return {key: str(value).replace(emr_cluster.VENV_DIR, str(self.stack.root))
-                for key, value in properties.items()}
+        return {
+            key: str(value).replace(emr_cluster.VENV_DIR, str(self.stack.root)) for key, value in properties.items()
+        }
 
     def _fetch(self, uri: str, workdir: Path) -> Path:
         """What EMR does with an s3:// application or --py-files entry: a local copy."""
@@ -314,22 +344,26 @@ def _classification(cluster, name: str, nested: bool = False) -> dict | list:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
 def _yarn_client_log(application_id: str, returncode: int) -> str:
     """What spark-submit's YARN client prints in cluster deploy mode: the application and its end."""
     state, final = ("FINISHED", "SUCCEEDED") if returncode == 0 else ("FINISHED", "FAILED")
-    lines = [f"{_now()} INFO Client: Submitting application {application_id} to ResourceManager",
-             f"{_now()} INFO YarnClientImpl: Submitted application {application_id}",
-             f"{_now()} INFO Client: Application report for {application_id} (state: ACCEPTED)",
-             f"{_now()} INFO Client: Application report for {application_id} (state: RUNNING)",
-             f"{_now()} INFO Client: Application report for {application_id} (state: {state})",
-             f"{_now()} INFO Client: ",
-             f"\t client token: N/A",
-             f"\t diagnostics: {'N/A' if returncode == 0 else f'User application exited with status {returncode}'}",
-             f"\t final status: {final}"]
+    lines = [
+        f"{_now()} INFO Client: Submitting application {application_id} to ResourceManager",
+        f"{_now()} INFO YarnClientImpl: Submitted application {application_id}",
+        f"{_now()} INFO Client: Application report for {application_id} (state: ACCEPTED)",
+        f"{_now()} INFO Client: Application report for {application_id} (state: RUNNING)",
+        f"{_now()} INFO Client: Application report for {application_id} (state: {state})",
+        f"{_now()} INFO Client: ",
+        "\t client token: N/A",
+        f"\t diagnostics: {'N/A' if returncode == 0 else f'User application exited with status {returncode}'}",
+        f"\t final status: {final}",
+    ]
     if returncode != 0:
-        lines.append(f'Exception in thread "main" org.apache.spark.SparkException: Application {application_id} '
-                     f"finished with failed status")
+        lines.append(
+            f'Exception in thread "main" org.apache.spark.SparkException: Application {application_id} '
+            f"finished with failed status"
+        )
     return "\n".join(lines) + "\n"

@@ -16,15 +16,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fruits_dev import spark_cds
 from fruits.settings import DEFAULT_REGION, PROJECT_ROOT
+from fruits_dev import spark_cds
 
 DAG_ID = "fruits_pipeline"  # the default; fruits_classifier runs the same way
 RESULT_MARKER = "FRUITS_RUN_RESULT "
 
 
-def aws_connection(endpoint_url: str | None, region: str = DEFAULT_REGION,
-                   key: str = "testing", secret: str = "testing") -> str:
+def aws_connection(
+    endpoint_url: str | None, region: str = DEFAULT_REGION, key: str = "testing", secret: str = "testing"
+) -> str:
     extra = {"region_name": region}
     if endpoint_url:
         extra["endpoint_url"] = endpoint_url
@@ -35,21 +36,24 @@ def airflow_env(home: Path, *, extra: dict[str, str] | None = None) -> dict[str,
     """Environment for an isolated Airflow home that sees this repository's DAG and plugins."""
     bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
-        "AIRFLOW_CONN_SPARK_DEFAULT": env.get("AIRFLOW_CONN_SPARK_DEFAULT",
-                                              json.dumps({"conn_type": "spark", "host": "local[*]"})),
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "PATH": bin_dir + os.pathsep + env.get("PATH", ""),  # spark-submit and airflow of this venv
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "FRUITS_SCHEDULE": "none",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+            "AIRFLOW_CONN_SPARK_DEFAULT": env.get(
+                "AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "local[*]"})
+            ),
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "PATH": bin_dir + os.pathsep + env.get("PATH", ""),  # spark-submit and airflow of this venv
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "FRUITS_SCHEDULE": "none",
+        }
+    )
     env.update(extra or {})
     return spark_cds.with_startup_options(env)  # the jobs' spark-submit start their JVM faster with it
 
@@ -60,18 +64,26 @@ def ensure_metadata_db(env: dict[str, str]) -> None:
     if marker.exists():
         return
     home.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     marker.touch()
 
 
-def run_once(env: dict[str, str], conf: dict, *, log_file: Path | None = None, echo: bool = False,
-             dag_id: str = DAG_ID) -> dict:
+def run_once(
+    env: dict[str, str], conf: dict, *, log_file: Path | None = None, echo: bool = False, dag_id: str = DAG_ID
+) -> dict:
     """Run the DAG once in a child process; return {"state": ..., "tasks": {task_id: state}}."""
     ensure_metadata_db(env)
     command = [sys.executable, "-m", "fruits_dev.runner", "--child", "--dag-id", dag_id, "--conf", json.dumps(conf)]
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1) as proc:
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
         lines = []
         log = open(log_file, "a", encoding="utf-8") if log_file else None
         try:
@@ -84,7 +96,7 @@ def run_once(env: dict[str, str], conf: dict, *, log_file: Path | None = None, e
         finally:
             if log:
                 log.close()
-    results = [line[len(RESULT_MARKER):] for line in lines if line.startswith(RESULT_MARKER)]
+    results = [line[len(RESULT_MARKER) :] for line in lines if line.startswith(RESULT_MARKER)]
     if not results:
         tail = "".join(lines[-80:])
         raise RuntimeError(f"the DAG run did not report a result (exit {proc.returncode}):\n{tail}")
@@ -104,8 +116,9 @@ def _child(conf: dict, dag_id: str) -> None:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     dag = bag.dags[dag_id]
     run = dag.test(run_conf=conf)
-    tasks = {ti.task_id: (ti.state.value if hasattr(ti.state, "value") else ti.state)
-             for ti in run.get_task_instances()}
+    tasks = {
+        ti.task_id: (ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in run.get_task_instances()
+    }
     state = run.state.value if hasattr(run.state, "value") else str(run.state)
     print(RESULT_MARKER + json.dumps({"state": state, "run_id": run.run_id, "tasks": tasks}), flush=True)
 

@@ -45,8 +45,9 @@ def embedded_endpoint(wrap=None):
 def client(endpoint_url: str | None, region: str = DEFAULT_REGION, key: str = "testing", secret: str = "testing"):
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region,
-                        aws_access_key_id=key, aws_secret_access_key=secret)
+    return boto3.client(
+        "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=key, aws_secret_access_key=secret
+    )
 
 
 def ensure_bucket(s3, bucket: str, region: str = DEFAULT_REGION) -> None:

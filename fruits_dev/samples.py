@@ -47,10 +47,10 @@ import os
 import struct
 import sys
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -372,7 +372,7 @@ class SampleSet:
         """Every file with an image extension (good + broken), i.e. what a job lists."""
         return sorted([*self.images, *self.broken])
 
-    def merge(self, other: "SampleSet") -> "SampleSet":
+    def merge(self, other: SampleSet) -> SampleSet:
         """Combine two calls on the same root (e.g. initial run + "add more images")."""
         if Path(other.root) != Path(self.root):
             raise ValueError(f"cannot merge sample sets of {self.root} and {other.root}")
@@ -400,14 +400,19 @@ def _resolve_labels(n_classes: int, labels: Sequence[str] | None) -> list[str]:
     if len(set(chosen)) != len(chosen):
         raise ValueError(f"duplicate labels: {chosen}")
     for label in chosen:
-        if not label or label in (".", "..") or "/" in label or "\\" in label or "\0" in label or label.strip() != label:
+        if (
+            not label
+            or label in (".", "..")
+            or "/" in label
+            or "\\" in label
+            or "\0" in label
+            or label.strip() != label
+        ):
             raise ValueError(f"label {label!r} is not usable as a folder name")
     return chosen
 
 
-def _awkward_files(
-    root: Path, labels: list[str], seed: int, n: int, image_size: int
-) -> tuple[list[Path], list[Path]]:
+def _awkward_files(root: Path, labels: list[str], seed: int, n: int, image_size: int) -> tuple[list[Path], list[Path]]:
     """Write decodable-but-unusual images and non-image files; return (images, ignored)."""
     images: list[Path] = []
 

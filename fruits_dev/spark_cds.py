@@ -110,8 +110,18 @@ def build(spark_submit: str, *, directory: Path | None = None, force: bool = Fal
     env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fruits-cds-") as work:
-        command = [spark_submit, "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-                   "--conf", "spark.log.level=ERROR", __file__, "--workload", work]
+        command = [
+            spark_submit,
+            "--master",
+            "local[2]",
+            "--conf",
+            "spark.ui.enabled=false",
+            "--conf",
+            "spark.log.level=ERROR",
+            __file__,
+            "--workload",
+            work,
+        ]
         try:
             proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
             failure = None if proc.returncode == 0 else f"exit {proc.returncode}\n{proc.stderr[-2000:]}"
@@ -119,12 +129,16 @@ def build(spark_submit: str, *, directory: Path | None = None, force: bool = Fal
             failure = str(exc)
     if failure or not partial.is_file():
         partial.unlink(missing_ok=True)
-        print(f"spark_cds: could not build the archive ({failure or 'no archive written'}); Spark jobs "
-              "start without it.", file=sys.stderr)
+        print(
+            f"spark_cds: could not build the archive ({failure or 'no archive written'}); Spark jobs start without it.",
+            file=sys.stderr,
+        )
         return None
     os.replace(partial, target)
-    print(f"spark_cds: built {target} ({target.stat().st_size / 1e6:.0f} MB) in "
-          f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(
+        f"spark_cds: built {target} ({target.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s",
+        file=sys.stderr,
+    )
     return target
 
 
@@ -151,8 +165,9 @@ def workload(work: str) -> None:
         for batch in batches:
             lengths = batch.column("length").to_pylist()
             values = [[float(n + j) for j in range(4)] for n in lengths]
-            yield pa.RecordBatch.from_arrays([batch.column("path"), pa.array(values, pa.list_(pa.float32()))],
-                                             names=["path", "features"])
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("path"), pa.array(values, pa.list_(pa.float32()))], names=["path", "features"]
+            )
 
     def make_predict():  # predict_batch_udf with a struct result, as featurize.py's model call
         import numpy as np
@@ -165,19 +180,25 @@ def workload(work: str) -> None:
 
     result = StructType([StructField("features", ArrayType(FloatType())), StructField("error", StringType())])
     predict = predict_batch_udf(make_predict, return_type=result, batch_size=2)
-    files.select("path", predict("content").alias("result")).select("path", "result.*") \
-        .write.mode("overwrite").parquet(str(root / "predicted"))
-    files.select("path", "length").mapInArrow(features, "path string, features array<float>") \
-        .withColumn("label", F.element_at(F.split("path", "/"), -2)) \
-        .write.mode("overwrite").parquet(str(root / "features"))
+    files.select("path", predict("content").alias("result")).select("path", "result.*").write.mode("overwrite").parquet(
+        str(root / "predicted")
+    )
+    files.select("path", "length").mapInArrow(features, "path string, features array<float>").withColumn(
+        "label", F.element_at(F.split("path", "/"), -2)
+    ).write.mode("overwrite").parquet(str(root / "features"))
 
     frame = spark.read.parquet(str(root / "features"))
     vectors = frame.select(array_to_vector("features").alias("vector"))
-    model = Pipeline(stages=[StandardScaler(withMean=True, withStd=False, inputCol="vector", outputCol="centred"),
-                             PCA(k=2, inputCol="centred", outputCol="pca")]).fit(vectors)
+    model = Pipeline(
+        stages=[
+            StandardScaler(withMean=True, withStd=False, inputCol="vector", outputCol="centred"),
+            PCA(k=2, inputCol="centred", outputCol="pca"),
+        ]
+    ).fit(vectors)
     model.write().overwrite().save(str(root / "model"))
-    PipelineModel.load(str(root / "model")).transform(vectors) \
-        .select(vector_to_array("pca").alias("pca_features")).write.mode("overwrite").parquet(str(root / "pca"))
+    PipelineModel.load(str(root / "model")).transform(vectors).select(
+        vector_to_array("pca").alias("pca_features")
+    ).write.mode("overwrite").parquet(str(root / "pca"))
     spark.read.parquet(str(root / "pca")).sample(fraction=1.0, seed=1).collect()
     spark.stop()
 

@@ -29,8 +29,12 @@ spark.stop()
 
 def pyspark_home(python: str) -> Path:
     """SPARK_HOME of the pyspark installed for `python` (a pip-installed pyspark is its own home)."""
-    out = subprocess.run([python, "-c", "import pyspark, os; print(os.path.dirname(pyspark.__file__))"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [python, "-c", "import pyspark, os; print(os.path.dirname(pyspark.__file__))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return Path(out.stdout.strip())
 
 
@@ -44,7 +48,7 @@ def spark_version_of(spark_home: Path) -> str:
 def shipped_hadoop(spark_home: Path) -> str | None:
     """The Hadoop version whose client jars this Spark ships (hadoop-client-api-<version>.jar)."""
     for jar in (spark_home / "jars").glob("hadoop-client-api-*.jar"):
-        return jar.name[len("hadoop-client-api-"):-len(".jar")]
+        return jar.name[len("hadoop-client-api-") : -len(".jar")]
     return None
 
 
@@ -54,25 +58,42 @@ def install(python: str) -> list[str]:
     version = spark_version_of(home)
     shipped, pinned = shipped_hadoop(home), spark_s3a.hadoop_version(version)
     if shipped != pinned:
-        raise SystemExit(f"pyspark {version} ships Hadoop {shipped}, but fruits/spark_s3a.py pins hadoop-aws "
-                         f"{pinned} for Spark {spark_s3a.spark_minor(version)}: align the pin")
+        raise SystemExit(
+            f"pyspark {version} ships Hadoop {shipped}, but fruits/spark_s3a.py pins hadoop-aws "
+            f"{pinned} for Spark {spark_s3a.spark_minor(version)}: align the pin"
+        )
     try:
         jars = spark_s3a.resolved_jars(version)
         print(f"S3A jars of Spark {version} already installed ({len(jars)} in {spark_s3a.cache_dir()})")
         return jars
     except spark_s3a.S3AJarsMissing:
         pass
-    print(f"resolving {', '.join(spark_s3a.packages(version))} for Spark {version} into {spark_s3a.cache_dir()}",
-          flush=True)
+    print(
+        f"resolving {', '.join(spark_s3a.packages(version))} for Spark {version} into {spark_s3a.cache_dir()}",
+        flush=True,
+    )
     env = {**os.environ, "SPARK_HOME": str(home), "PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "print_jars.py"
         script.write_text(_PRINT_JARS, encoding="utf-8")
         proc = subprocess.run(
-            [str(home / "bin" / "spark-submit"), "--master", "local[1]",
-             "--conf", f"spark.jars.ivy={spark_s3a.cache_dir()}", "--conf", "spark.ui.enabled=false",
-             "--packages", ",".join(spark_s3a.packages(version)), str(script)],
-            capture_output=True, text=True, env=env, cwd=tmp)
+            [
+                str(home / "bin" / "spark-submit"),
+                "--master",
+                "local[1]",
+                "--conf",
+                f"spark.jars.ivy={spark_s3a.cache_dir()}",
+                "--conf",
+                "spark.ui.enabled=false",
+                "--packages",
+                ",".join(spark_s3a.packages(version)),
+                str(script),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp,
+        )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("FRUITS_JARS ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"resolving the S3A jars failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -33,14 +33,36 @@ def pip_download_command(requirements_file: Path, directory: Path, arch: str, pi
     python = ".".join(map(str, wheelhouse.PYTHON_VERSION))
     interpreter = "cp" + python.replace(".", "")
     platforms = [arg for name in wheelhouse.platforms(arch) for arg in ("--platform", name)]
-    return [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-cache-dir",
-            "--dest", str(directory), "--require-hashes", "--no-deps", "--only-binary", ":all:",
-            "--python-version", python, "--implementation", "cp", "--abi", interpreter, *platforms,
-            *pip_args, "-r", str(requirements_file)]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-cache-dir",
+        "--dest",
+        str(directory),
+        "--require-hashes",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        interpreter,
+        *platforms,
+        *pip_args,
+        "-r",
+        str(requirements_file),
+    ]
 
 
-def build(requirements: Path = REQUIREMENTS, dest: Path | None = None, architectures=wheelhouse.ARCHITECTURES,
-          pip_args=()) -> dict[str, Path]:
+def build(
+    requirements: Path = REQUIREMENTS, dest: Path | None = None, architectures=wheelhouse.ARCHITECTURES, pip_args=()
+) -> dict[str, Path]:
     """The wheelhouse folder of each architecture, downloaded unless already complete.
 
     `pip_args`: extra pip options (a mirror: --index-url; offline: --no-index --find-links DIR).
@@ -68,8 +90,11 @@ def build(requirements: Path = REQUIREMENTS, dest: Path | None = None, architect
             subprocess.run(pip_download_command(arch_requirements, directory, arch, pip_args), check=True)
         digests = wheelhouse.mark_complete(directory, text, arch)
         size = sum((directory / name).stat().st_size for name in digests)
-        print(f"wheelhouse: {directory}: {len(digests)} wheels, {size / 1e6:.0f} MB in "
-              f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+        print(
+            f"wheelhouse: {directory}: {len(digests)} wheels, {size / 1e6:.0f} MB in "
+            f"{time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
         built[arch] = directory
     return built
 
@@ -92,8 +117,12 @@ def status(requirements: Path = REQUIREMENTS, dest: Path | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fruits_dev.wheelhouse", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["build", "status"])
-    parser.add_argument("--arch", action="append", choices=wheelhouse.ARCHITECTURES,
-                        help="node architecture (repeatable; default: all of them)")
+    parser.add_argument(
+        "--arch",
+        action="append",
+        choices=wheelhouse.ARCHITECTURES,
+        help="node architecture (repeatable; default: all of them)",
+    )
     parser.add_argument("--dest", type=Path, help=f"wheelhouse root (default {emr_wheelhouse_dir()})")
     parser.add_argument("--requirements", type=Path, default=REQUIREMENTS, help=argparse.SUPPRESS)
     parser.add_argument("--find-links", type=Path, help="take the wheels from this folder, not from an index")

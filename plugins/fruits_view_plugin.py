@@ -9,17 +9,18 @@ which .airflowignore keeps away from the plugin manager).
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
-
 from fruits_view import URL_PREFIX, create_app
 
 
 class FruitsViewPlugin(AirflowPlugin):
     name = "fruits_view"
     fastapi_apps = [{"name": "fruits_view", "app": create_app(), "url_prefix": URL_PREFIX}]
-    external_views = [{
-        "name": "Fruits",
-        "href": URL_PREFIX.lstrip("/") + "/",  # relative to the UI's base URL
-        "url_route": "fruits",  # shown in an iframe at /plugin/fruits
-        "destination": "nav",
-        "category": "browse",
-    }]
+    external_views = [
+        {
+            "name": "Fruits",
+            "href": URL_PREFIX.lstrip("/") + "/",  # relative to the UI's base URL
+            "url_route": "fruits",  # shown in an iframe at /plugin/fruits
+            "destination": "nav",
+            "category": "browse",
+        }
+    ]

@@ -42,18 +42,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="classify.py", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--vectors", help="PCA vectors parquet URI (pca.py's --output)")
-    source.add_argument("--vectors-list", help="text file naming the vector datasets to read, one a line "
-                                               "(pca.py's vectors_list.txt)")
+    source.add_argument(
+        "--vectors-list", help="text file naming the vector datasets to read, one a line (pca.py's vectors_list.txt)"
+    )
     parser.add_argument("--pca-run", required=True, help="identifier of the PCA run, recorded in the metrics")
     parser.add_argument("--output", required=True, help="folder URI for the model, predictions, metrics and plot")
-    parser.add_argument("--test-percent", type=int, default=20,
-                        help="share of the images (by path hash) held out for the test (default 20)")
-    parser.add_argument("--validation-percent", type=int, default=25,
-                        help="share of the training part (by path hash) that scores the grid (default 25)")
-    parser.add_argument("--reg-params", default="0.001,0.01,0.1",
-                        help="regularisation strengths to try, comma-separated (default 0.001,0.01,0.1)")
-    parser.add_argument("--elastic-net-params", default="0.0,0.5",
-                        help="L1 shares to try (0 = L2, 1 = L1), comma-separated (default 0.0,0.5)")
+    parser.add_argument(
+        "--test-percent",
+        type=int,
+        default=20,
+        help="share of the images (by path hash) held out for the test (default 20)",
+    )
+    parser.add_argument(
+        "--validation-percent",
+        type=int,
+        default=25,
+        help="share of the training part (by path hash) that scores the grid (default 25)",
+    )
+    parser.add_argument(
+        "--reg-params",
+        default="0.001,0.01,0.1",
+        help="regularisation strengths to try, comma-separated (default 0.001,0.01,0.1)",
+    )
+    parser.add_argument(
+        "--elastic-net-params",
+        default="0.0,0.5",
+        help="L1 shares to try (0 = L2, 1 = L1), comma-separated (default 0.0,0.5)",
+    )
     parser.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations at most (default 100)")
     parser.add_argument("--parallelism", type=int, default=2, help="grid fits run at once (default 2)")
     args = parser.parse_args(argv)
@@ -89,8 +104,7 @@ def read_and_split(spark, args) -> Split:
     if args.vectors_list:
         if not hadoop_fs.exists(spark, args.vectors_list):
             raise JobError(f"vectors list not found: {args.vectors_list}")
-        datasets = [line.strip() for line in hadoop_fs.read_text(spark, args.vectors_list).splitlines()
-                    if line.strip()]
+        datasets = [line.strip() for line in hadoop_fs.read_text(spark, args.vectors_list).splitlines() if line.strip()]
         args.vectors = args.vectors_list  # what the metrics and messages name
     else:
         datasets = [args.vectors]
@@ -107,21 +121,26 @@ def read_and_split(spark, args) -> Split:
     warnings += label_warnings(train, test)
     for warning in warnings:
         log.warning("%s", warning)
-    log.info("split: %d training images (%d fit, %d validation), %d test images, %d labels",
-             sum(train.values()), sum(counts[FIT].values()), sum(counts[VALIDATION].values()),
-             sum(test.values()), len(set(train) | set(test)))
+    log.info(
+        "split: %d training images (%d fit, %d validation), %d test images, %d labels",
+        sum(train.values()),
+        sum(counts[FIT].values()),
+        sum(counts[VALIDATION].values()),
+        sum(test.values()),
+        len(set(train) | set(test)),
+    )
     return Split(stats, dim, rows, counts, train, test, warnings)
 
 
 def score_test_part(spark, model, split: Split, paths: dict[str, str]) -> dict[tuple[str, str], int]:
     """Write the test rows' predictions, read them back and check them: {(label, prediction): rows}."""
-    classifier.scored(model, split.rows.where(split.rows.part == TEST)).write.mode("overwrite") \
-        .parquet(paths["predictions"])
+    classifier.scored(model, split.rows.where(split.rows.part == TEST)).write.mode("overwrite").parquet(
+        paths["predictions"]
+    )
     return classifier.verify_predictions(spark.read.parquet(paths["predictions"]), sum(split.test.values()))
 
 
-def build_metrics(args, split: Split, trained: dict, pairs: dict[tuple[str, str], int],
-                  paths: dict[str, str]) -> dict:
+def build_metrics(args, split: Split, trained: dict, pairs: dict[tuple[str, str], int], paths: dict[str, str]) -> dict:
     stats, counts, train, test = split.stats, split.counts, split.train, split.test
     labels = sorted(set(train) | set(test))
     matrix = classifier_report.confusion_matrix(pairs, labels)
@@ -138,10 +157,13 @@ def build_metrics(args, split: Split, trained: dict, pairs: dict[tuple[str, str]
         "fit_rows": sum(counts[FIT].values()),
         "validation_rows": sum(counts[VALIDATION].values()),
         "test_rows": sum(test.values()),
-        "split": {"test_percent": args.test_percent, "validation_percent": args.validation_percent,
-                  "rule": f"pmod(xxhash64('{classifier.TEST_SALT}', path), 100) < test_percent -> test, then "
-                          f"pmod(xxhash64('{classifier.VALIDATION_SALT}', path), 100) < validation_percent "
-                          "-> validation, else fit"},
+        "split": {
+            "test_percent": args.test_percent,
+            "validation_percent": args.validation_percent,
+            "rule": f"pmod(xxhash64('{classifier.TEST_SALT}', path), 100) < test_percent -> test, then "
+            f"pmod(xxhash64('{classifier.VALIDATION_SALT}', path), 100) < validation_percent "
+            "-> validation, else fit",
+        },
         "labels": labels,
         "accuracy": measured["accuracy"],
         "macro_f1": measured["macro_f1"],
@@ -173,10 +195,15 @@ def run(args: argparse.Namespace) -> dict:
 
     metrics = build_metrics(args, split, trained, pairs, paths)
     classifier_report.check_consistency(metrics)
-    title = (f"{metrics['test_rows']} test images: accuracy {metrics['accuracy']:.1%}, "
-             f"macro F1 {metrics['macro_f1']:.3f} (baseline {metrics['majority_baseline']:.1%})")
-    hadoop_fs.write_bytes(spark, paths["confusion_matrix"],
-                          classifier_report.confusion_png(metrics["confusion_matrix"], metrics["labels"], title))
+    title = (
+        f"{metrics['test_rows']} test images: accuracy {metrics['accuracy']:.1%}, "
+        f"macro F1 {metrics['macro_f1']:.3f} (baseline {metrics['majority_baseline']:.1%})"
+    )
+    hadoop_fs.write_bytes(
+        spark,
+        paths["confusion_matrix"],
+        classifier_report.confusion_png(metrics["confusion_matrix"], metrics["labels"], title),
+    )
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     hadoop_fs.write_bytes(spark, paths["metrics"], classifier_report.metrics_json(metrics))
     print_summary(metrics)
@@ -185,12 +212,15 @@ def run(args: argparse.Namespace) -> dict:
 
 def print_summary(metrics: dict) -> None:
     regularisation = metrics["regularisation"]
-    print(f"{JOB}: input_rows={metrics['input_rows']} unlabelled_rows={metrics['unlabelled_rows']} "
-          f"train_rows={metrics['train_rows']} test_rows={metrics['test_rows']} labels={len(metrics['labels'])} "
-          f"accuracy={metrics['accuracy']:.4f} macro_f1={metrics['macro_f1']:.4f} "
-          f"majority_baseline={metrics['majority_baseline']:.4f} reg_param={regularisation['reg_param']} "
-          f"elastic_net_param={regularisation['elastic_net_param']} warnings={len(metrics['warnings'])} "
-          f"seconds={metrics['seconds']}", flush=True)
+    print(
+        f"{JOB}: input_rows={metrics['input_rows']} unlabelled_rows={metrics['unlabelled_rows']} "
+        f"train_rows={metrics['train_rows']} test_rows={metrics['test_rows']} labels={len(metrics['labels'])} "
+        f"accuracy={metrics['accuracy']:.4f} macro_f1={metrics['macro_f1']:.4f} "
+        f"majority_baseline={metrics['majority_baseline']:.4f} reg_param={regularisation['reg_param']} "
+        f"elastic_net_param={regularisation['elastic_net_param']} warnings={len(metrics['warnings'])} "
+        f"seconds={metrics['seconds']}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

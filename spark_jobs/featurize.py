@@ -18,8 +18,9 @@ batches (`predict_batch_udf`'s model cache). Workers of the ONNX Runtime and Ope
 never import TensorFlow.
 
 With `--model-cache FOLDER` (the DAG passes `s3://<bucket>/models/converted/` on both backends)
-a converted model is kept between jobs under a key of everything that shapes it (`fruits_spark.model_cache`): only the first job of a deployment, or of
-new weights, size, runtime or library versions, pays for TensorFlow and the conversion.
+a converted model is kept between jobs under a key of everything that shapes it
+(`fruits_spark.model_cache`): only the first job of a deployment, or of new weights, size,
+runtime or library versions, pays for TensorFlow and the conversion.
 
 Start-up work runs side by side: the driver builds and converts the model in a child process
 (`fruits_spark.model_loader`; TensorFlow never enters the driver itself) while Spark lists the
@@ -53,8 +54,18 @@ from fruits_spark.image_inputs import Inputs
 from fruits_spark.images import DEFAULT_MAX_PIXELS
 from fruits_spark.model import MIN_IMAGE_SIZE
 from fruits_spark.model_loader import DriverModel
-from fruits_spark.runtime import (JobError, create_session, executor_cores, exit_on_job_error, local_frame,
-                                  setup_logging, ship_package, submitted_conf, task_slots, warm_up_python_workers)
+from fruits_spark.runtime import (
+    JobError,
+    create_session,
+    executor_cores,
+    exit_on_job_error,
+    local_frame,
+    setup_logging,
+    ship_package,
+    submitted_conf,
+    task_slots,
+    warm_up_python_workers,
+)
 
 JOB = "featurize"
 # Cores (= inference threads) per featurize task when spark.task.cpus is not set.
@@ -68,28 +79,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="featurize.py", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder or prefix, read recursively")
-    source.add_argument("--manifest", help="*.jsonl: one {source, read, label} object per line; "
-                                              "any other name: one image URI per line")
+    source.add_argument(
+        "--manifest", help="*.jsonl: one {source, read, label} object per line; any other name: one image URI per line"
+    )
     parser.add_argument("--output", required=True, help="features parquet URI")
     parser.add_argument("--rejects", required=True, help="rejects parquet URI")
     parser.add_argument("--weights", default="imagenet", help="imagenet | none | URI of a Keras weights file")
     parser.add_argument("--image-size", type=int, default=224, help="model input size in pixels (default 224)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS:,})",
+    )
     parser.add_argument("--seed", type=int, default=42, help="seed of --weights none (default 42)")
-    parser.add_argument("--model-cache", default=None,
-                        help="folder (local, file:// or s3://) keeping converted models between jobs: "
-                             "only a job whose weights, size, runtime or library versions are new converts")
-    parser.add_argument("--runtime", choices=list(inference.RUNTIMES), default=inference.DEFAULT_RUNTIME,
-                        help=f"inference runtime of the executors (default {inference.DEFAULT_RUNTIME}; "
-                             "all compute in float32 and give the Keras model's features)")
+    parser.add_argument(
+        "--model-cache",
+        default=None,
+        help="folder (local, file:// or s3://) keeping converted models between jobs: "
+        "only a job whose weights, size, runtime or library versions are new converts",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=list(inference.RUNTIMES),
+        default=inference.DEFAULT_RUNTIME,
+        help=f"inference runtime of the executors (default {inference.DEFAULT_RUNTIME}; "
+        "all compute in float32 and give the Keras model's features)",
+    )
     args = parser.parse_args(argv)
     if args.image_size < MIN_IMAGE_SIZE:
         parser.error(f"--image-size must be at least {MIN_IMAGE_SIZE} (MobileNetV2's smallest input)")
     if args.batch_size < 1:
         parser.error("--batch-size must be positive")
     return args
+
 
 def session_conf(batch_size: int) -> dict[str, str]:
     """Settings of the featurize session, spark.task.cpus only where spark-submit did not set it."""
@@ -123,9 +147,12 @@ def start(args: argparse.Namespace) -> tuple[object, DriverModel]:
     spark = create_session("fruits-featurize", session_conf(args.batch_size))
     ship_package(spark)
     model.check_remote_cache(spark)
-    warm_up_python_workers(spark, functools.partial(inference.prepare_worker, args.runtime, args.image_size),
-                           hold=1.0, started=f"are importing runtime {args.runtime} while the driver "
-                                             "prepares the model")
+    warm_up_python_workers(
+        spark,
+        functools.partial(inference.prepare_worker, args.runtime, args.image_size),
+        hold=1.0,
+        started=f"are importing runtime {args.runtime} while the driver prepares the model",
+    )
     return spark, model
 
 
@@ -136,11 +163,19 @@ def featurize_and_write(spark, args: argparse.Namespace, inputs: Inputs, bc_mode
         local_frame(spark, [], FEATURES_SCHEMA).write.mode("overwrite").parquet(args.output)
         return []
     slots = task_slots(spark)
-    log.info("featurizing %d images in ~%d partitions (%d task slots of %s core(s)) on %s, batch %d, %dpx",
-             inputs.readable, partition_count(inputs.readable, slots), slots,
-             spark.conf.get("spark.task.cpus", "1"), args.runtime, args.batch_size, args.image_size)
-    rows, undecodable = write_features(inputs.images, featurize_udf(bc_model, args.batch_size, args.max_pixels),
-                                       args.output)
+    log.info(
+        "featurizing %d images in ~%d partitions (%d task slots of %s core(s)) on %s, batch %d, %dpx",
+        inputs.readable,
+        partition_count(inputs.readable, slots),
+        slots,
+        spark.conf.get("spark.task.cpus", "1"),
+        args.runtime,
+        args.batch_size,
+        args.image_size,
+    )
+    rows, undecodable = write_features(
+        inputs.images, featurize_udf(bc_model, args.batch_size, args.max_pixels), args.output
+    )
     log.info("features written")
     if rows >= inputs.readable:  # more would be a bug: `account` stops the job on it
         return undecodable
@@ -172,8 +207,9 @@ def account(spark, args: argparse.Namespace, inputs: Inputs, started: float) -> 
         "images_per_s": round(featured_rows / seconds, 2) if seconds else 0.0,
     }
     if featured_rows + rejected_rows != inputs.files:  # never lose a file silently
-        raise JobError(f"accounting mismatch: {featured_rows} featurized + {rejected_rows} rejected "
-                       f"!= {inputs.files} input files")
+        raise JobError(
+            f"accounting mismatch: {featured_rows} featurized + {rejected_rows} rejected != {inputs.files} input files"
+        )
     print(f"{JOB}: " + " ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
     return summary
 

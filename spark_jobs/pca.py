@@ -39,8 +39,14 @@ import numpy as np
 
 from fruits_spark import hadoop_fs, interface, pca_fit, pca_model, pca_outputs, pca_report, pca_state
 from fruits_spark.pca_inputs import Previous, read_features, read_list, read_previous
-from fruits_spark.runtime import (JobError, create_session, exit_on_job_error, setup_logging, ship_package,
-                                  unless_submitted)
+from fruits_spark.runtime import (
+    JobError,
+    create_session,
+    exit_on_job_error,
+    setup_logging,
+    ship_package,
+    unless_submitted,
+)
 
 JOB = "pca"
 
@@ -55,25 +61,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="PCA vectors parquet URI (partitioned by batch)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--k", type=int, help="number of components")
-    size.add_argument("--variance", type=float,
-                      help="smallest k reaching this cumulative explained variance (default 0.95)")
+    size.add_argument(
+        "--variance", type=float, help="smallest k reaching this cumulative explained variance (default 0.95)"
+    )
     parser.add_argument("--report", required=True, help="report JSON path or URI (the state files go beside it)")
     parser.add_argument("--model", help="where to save the space's model (default <output>_model)")
-    parser.add_argument("--solver", choices=["batched", "spark-ml"], default="batched",
-                        help="batched: covariance from one matrix product per Arrow batch (default); "
-                             "spark-ml: Spark ML's PCA.fit, slower, same result (fits from scratch only)")
+    parser.add_argument(
+        "--solver",
+        choices=["batched", "spark-ml"],
+        default="batched",
+        help="batched: covariance from one matrix product per Arrow batch (default); "
+        "spark-ml: Spark ML's PCA.fit, slower, same result (fits from scratch only)",
+    )
     parser.add_argument("--previous", help="folder of the previous run's state (its report's folder)")
-    parser.add_argument("--history-list",
-                        help="text file listing every committed batch's features URI; read only to refit")
-    parser.add_argument("--refit", choices=pca_state.REFIT_CHOICES, default="auto",
-                        help="auto: refit when the policy says so (default); always; never")
-    parser.add_argument("--refit-angle", type=float, default=pca_state.DEFAULT_REFIT_ANGLE,
-                        help="refit when the top-k subspace moved more than this many degrees (default 10)")
+    parser.add_argument(
+        "--history-list", help="text file listing every committed batch's features URI; read only to refit"
+    )
+    parser.add_argument(
+        "--refit",
+        choices=pca_state.REFIT_CHOICES,
+        default="auto",
+        help="auto: refit when the policy says so (default); always; never",
+    )
+    parser.add_argument(
+        "--refit-angle",
+        type=float,
+        default=pca_state.DEFAULT_REFIT_ANGLE,
+        help="refit when the top-k subspace moved more than this many degrees (default 10)",
+    )
     parser.add_argument("--space-id", help="the id of the new space if this run refits (default: random)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the scatter-plot sample")
-    parser.add_argument("--allow-empty", action="store_true",
-                        help="with 0 rows fitted so far, write empty outputs and a k=0 report instead of failing "
-                             "(a pipeline whose images were all rejected so far)")
+    parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="with 0 rows fitted so far, write empty outputs and a k=0 report instead of failing "
+        "(a pipeline whose images were all rejected so far)",
+    )
     args = parser.parse_args(argv)
     if args.k is None and args.variance is None:
         args.variance = 0.95
@@ -93,6 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.state_dir = args.report.rsplit("/", 1)[0] if "/" in args.report else "."
     return args
 
+
 def read_inputs(spark, args) -> tuple[Previous | None, list[str], object, object]:
     """(previous state, history datasets, the new data, what the scan reads): without a previous
     state the history is fitted too (from scratch); with one, only the new data."""
@@ -108,15 +132,23 @@ def read_inputs(spark, args) -> tuple[Previous | None, list[str], object, object
     return previous, history, new, scanned
 
 
-def choose_space(spark, args, previous: Previous | None, history: list[str], new, scanned, merged, spectrum,
-                 components) -> tuple[pca_state.Decision, pca_state.Basis, object, list[str]]:
+def choose_space(
+    spark, args, previous: Previous | None, history: list[str], new, scanned, merged, spectrum, components
+) -> tuple[pca_state.Decision, pca_state.Basis, object, list[str]]:
     """(decision, basis, rows to project, vector datasets kept): a new space re-projects every
     batch, the current one only the new batch, listed after the committed ones."""
     current = previous.basis if previous is not None else None
     try:
-        decision = pca_state.decide(current=current, covariance=merged.covariance(), ratios=spectrum,
-                                    components=components, k_requested=args.k, variance_target=args.variance,
-                                    requested=args.refit, threshold_degrees=args.refit_angle)
+        decision = pca_state.decide(
+            current=current,
+            covariance=merged.covariance(),
+            ratios=spectrum,
+            components=components,
+            k_requested=args.k,
+            variance_target=args.variance,
+            requested=args.refit,
+            threshold_degrees=args.refit_angle,
+        )
     except pca_state.PolicyError as exc:
         raise JobError(str(exc)) from None
     log.info("%s: %s", "refit" if decision.refit else "project only", decision.reason)
@@ -124,7 +156,7 @@ def choose_space(spark, args, previous: Previous | None, history: list[str], new
         raise JobError(f"a refit re-projects every committed batch ({decision.reason}): --history-list is needed")
     if not decision.refit:
         return decision, current, new, list(previous.vectors)
-    basis = pca_state.Basis(args.space_id, merged.mean, np.ascontiguousarray(components[:, :decision.k]))
+    basis = pca_state.Basis(args.space_id, merged.mean, np.ascontiguousarray(components[:, : decision.k]))
     # every batch re-projected, read again only when not just scanned
     return decision, basis, scanned if previous is None else read_features(spark, history + args.features), []
 
@@ -141,13 +173,17 @@ def write(spark, args, frame, basis: pca_state.Basis, ratios: list[float], spect
         written = side.submit(pca_outputs.write_vectors, frame, bc_basis, args.output, order)
         saved = side.submit(pca_outputs.save_model, spark, args.model, basis.mean, basis.components, ratios)
         plots = interface.plot_uris(args.report)
-        hadoop_fs.write_bytes(spark, plots["scree"],
-                              pca_report.scree_png(spectrum.tolist(), target=args.variance, shown=basis.k))
+        hadoop_fs.write_bytes(
+            spark, plots["scree"], pca_report.scree_png(spectrum.tolist(), target=args.variance, shown=basis.k)
+        )
         batches = written.result()
         projected_rows = sum(batches.values())
-        points, labels = pca_outputs.scatter_sample(spark, args.output, projected_rows, args.seed) \
-            if projected_rows else (np.zeros((0, 2)), [])  # a batch whose images were all rejected: nothing new
-        hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[:basis.k]))
+        points, labels = (
+            pca_outputs.scatter_sample(spark, args.output, projected_rows, args.seed)
+            if projected_rows
+            else (np.zeros((0, 2)), [])
+        )  # a batch whose images were all rejected: nothing new
+        hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[: basis.k]))
         saved.result()
     bc_basis.unpersist()
     return batches, plots
@@ -158,13 +194,33 @@ def write_empty(spark, args, started: float, merged, contents: np.ndarray) -> di
     spark.createDataFrame([], pca_model.PROJECTED_SCHEMA).write.mode("overwrite").parquet(args.output)
     pca_outputs.write_state(spark, args.state_dir, merged, None, contents, [])
     report = pca_report.build_report(
-        rows=0, input_dim=0, k=0, ratios=[], inputs=args.features, output=args.output, model=None,
-        target_variance=args.variance, labels=0, seconds=time.perf_counter() - started, plots={})
-    report.update(mode="refit", space_id=None, vectors_list=f"{args.state_dir}/{pca_state.VECTORS_LIST}",
-                  new_rows=0, fitted_rows=0, duplicates_skipped=0, projected_batches={}, refit=None)
+        rows=0,
+        input_dim=0,
+        k=0,
+        ratios=[],
+        inputs=args.features,
+        output=args.output,
+        model=None,
+        target_variance=args.variance,
+        labels=0,
+        seconds=time.perf_counter() - started,
+        plots={},
+    )
+    report.update(
+        mode="refit",
+        space_id=None,
+        vectors_list=f"{args.state_dir}/{pca_state.VECTORS_LIST}",
+        new_rows=0,
+        fitted_rows=0,
+        duplicates_skipped=0,
+        projected_batches={},
+        refit=None,
+    )
     hadoop_fs.write_bytes(spark, args.report, pca_report.report_json(report))
-    print(f"{JOB}: rows=0 input_dim=0 k=0 explained_variance_total=0.0000 mode=refit seconds={report['seconds']}",
-          flush=True)
+    print(
+        f"{JOB}: rows=0 input_dim=0 k=0 explained_variance_total=0.0000 mode=refit seconds={report['seconds']}",
+        flush=True,
+    )
     return report
 
 
@@ -177,8 +233,9 @@ def run(args: argparse.Namespace) -> dict:
     previous, history, new, scanned = read_inputs(spark, args)
 
     index = previous.contents if previous is not None else pca_state.empty_digests()
-    scan = pca_fit.scan(spark, scanned, index, len(args.features) if previous is not None
-                        else len(history) + len(args.features))
+    scan = pca_fit.scan(
+        spark, scanned, index, len(args.features) if previous is not None else len(history) + len(args.features)
+    )
     if scan.stats.rows:
         pca_fit.check(scan.stats)
     merged = previous.moments.merge(scan.stats) if previous is not None else scan.stats
@@ -191,8 +248,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.k is not None and args.k > dim:
         raise JobError(f"--k {args.k} is larger than the feature dimension {dim}")
     spectrum, components = pca_fit.fit(scan.frame, merged, args.solver)
-    decision, basis, projected_frame, kept_lists = choose_space(spark, args, previous, history, new, scanned,
-                                                                merged, spectrum, components)
+    decision, basis, projected_frame, kept_lists = choose_space(
+        spark, args, previous, history, new, scanned, merged, spectrum, components
+    )
     k = basis.k
     ratios = pca_state.captured_ratios(basis.components, merged.covariance()).tolist()
     log.info("%d components keep %.4f of the variance", k, sum(ratios))
@@ -205,19 +263,39 @@ def run(args: argparse.Namespace) -> dict:
     state_files = pca_outputs.write_state(spark, args.state_dir, merged, basis, contents, vectors)
     rows = projected_rows if decision.refit else previous.rows + projected_rows
     report = pca_report.build_report(
-        rows=rows, input_dim=dim, k=k, ratios=ratios, inputs=args.features, output=args.output,
-        model=args.model, target_variance=args.variance, labels=len(scan.stats.labels),
-        seconds=time.perf_counter() - started, plots=plots)
-    report.update(mode="refit" if decision.refit else "project", space_id=basis.space_id,
-                  refit=decision.to_dict(), new_rows=int(new.count()), fitted_rows=merged.rows,
-                  new_contents=len(scan.new_contents), duplicates_skipped=scan.skipped, projected_batches=batches,
-                  projected_rows=projected_rows, vectors_list=state_files[pca_state.VECTORS_LIST],
-                  history_datasets=len(history) if decision.refit or previous is None else 0)
+        rows=rows,
+        input_dim=dim,
+        k=k,
+        ratios=ratios,
+        inputs=args.features,
+        output=args.output,
+        model=args.model,
+        target_variance=args.variance,
+        labels=len(scan.stats.labels),
+        seconds=time.perf_counter() - started,
+        plots=plots,
+    )
+    report.update(
+        mode="refit" if decision.refit else "project",
+        space_id=basis.space_id,
+        refit=decision.to_dict(),
+        new_rows=int(new.count()),
+        fitted_rows=merged.rows,
+        new_contents=len(scan.new_contents),
+        duplicates_skipped=scan.skipped,
+        projected_batches=batches,
+        projected_rows=projected_rows,
+        vectors_list=state_files[pca_state.VECTORS_LIST],
+        history_datasets=len(history) if decision.refit or previous is None else 0,
+    )
     hadoop_fs.write_bytes(spark, args.report, pca_report.report_json(report))
     angle = "none" if decision.max_angle_degrees is None else f"{decision.max_angle_degrees:.2f}"
-    print(f"{JOB}: rows={rows} input_dim={dim} k={k} explained_variance_total="
-          f"{report['explained_variance_total']:.4f} mode={report['mode']} angle={angle} "
-          f"projected={projected_rows} seconds={report['seconds']}", flush=True)
+    print(
+        f"{JOB}: rows={rows} input_dim={dim} k={k} explained_variance_total="
+        f"{report['explained_variance_total']:.4f} mode={report['mode']} angle={angle} "
+        f"projected={projected_rows} seconds={report['seconds']}",
+        flush=True,
+    )
     return report
 
 

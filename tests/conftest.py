@@ -51,9 +51,17 @@ def job_env() -> dict[str, str]:
 def spark_submit(script: str, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `spark-submit spark_jobs/<script> args...` in local mode; return the finished process."""
     command = [
-        str(SPARK_SUBMIT), "--master", "local[2]", "--driver-memory", "2g",
-        "--conf", "spark.log.level=WARN", "--conf", "spark.ui.enabled=false",
-        str(SPARK_JOBS / script), *args,
+        str(SPARK_SUBMIT),
+        "--master",
+        "local[2]",
+        "--driver-memory",
+        "2g",
+        "--conf",
+        "spark.log.level=WARN",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(SPARK_JOBS / script),
+        *args,
     ]
     proc = subprocess.run(command, capture_output=True, text=True, env=job_env(), timeout=timeout, cwd=ROOT)
     if check and proc.returncode != 0:
@@ -65,7 +73,7 @@ def summary_of(proc: subprocess.CompletedProcess, job: str) -> dict[str, str]:
     """Parse the `<job>: key=value ...` summary line a job prints at the end."""
     lines = [line for line in proc.stdout.splitlines() if line.startswith(f"{job}: ")]
     assert lines, f"no summary line from {job}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    return dict(item.split("=", 1) for item in lines[-1][len(job) + 2:].split())
+    return dict(item.split("=", 1) for item in lines[-1][len(job) + 2 :].split())
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +92,12 @@ def local_spark(monkeypatch):
     from fruits_spark.runtime import ship_package
 
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
-    spark = (SparkSession.builder.master("local[2]").appName("fruits-tests")
-             .config("spark.ui.enabled", "false").getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("fruits-tests")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
     ship_package(spark)
     yield spark
     spark.stop()
@@ -94,8 +106,11 @@ def local_spark(monkeypatch):
 @pytest.fixture
 def aws_credentials(monkeypatch):
     """Fake credentials for moto; nothing from the machine's AWS set-up leaks in."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": DEFAULT_REGION}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": DEFAULT_REGION,
+    }.items():
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -109,7 +124,8 @@ def bucket(aws_credentials) -> Bucket:
 
     with mock_aws():
         boto3.client("s3", region_name=DEFAULT_REGION).create_bucket(
-            Bucket="fruits-unit", CreateBucketConfiguration={"LocationConstraint": DEFAULT_REGION})
+            Bucket="fruits-unit", CreateBucketConfiguration={"LocationConstraint": DEFAULT_REGION}
+        )
         yield Bucket.connect(None, "fruits-unit")
 
 
@@ -122,12 +138,17 @@ def make_wheel(folder: Path, name: str, version: str, tag: str = "py3-none-any",
 
     dist = name.replace("-", "_")
     info = f"{dist}-{version}.dist-info"
-    files = {f"{dist}.py": f"VERSION = {version!r}\n{payload}",
-             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-             f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: fruits-tests\n"
-                              f"Root-Is-Purelib: {'true' if tag.endswith('-any') else 'false'}\nTag: {tag}\n"}
-    record = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},"
-              f"{len(t.encode())}" for n, t in files.items()]
+    files = {
+        f"{dist}.py": f"VERSION = {version!r}\n{payload}",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: fruits-tests\n"
+        f"Root-Is-Purelib: {'true' if tag.endswith('-any') else 'false'}\nTag: {tag}\n",
+    }
+    record = [
+        f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},"
+        f"{len(t.encode())}"
+        for n, t in files.items()
+    ]
     files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{dist}-{version}-{tag}.whl"
@@ -139,9 +160,11 @@ def make_wheel(folder: Path, name: str, version: str, tag: str = "py3-none-any",
 
 # One wheel every node installs, and one per architecture behind a platform_machine marker, as
 # requirements-emr.txt pins tensorflow-cpu (x86_64) and tensorflow (aarch64).
-SYNTHETIC_WHEELS = (("fruit-common", None, "py3-none-any"),
-                    ("fruit-x86", "x86_64", "cp311-cp311-manylinux_2_17_x86_64"),
-                    ("fruit-arm", "aarch64", "cp311-cp311-manylinux_2_28_aarch64"))
+SYNTHETIC_WHEELS = (
+    ("fruit-common", None, "py3-none-any"),
+    ("fruit-x86", "x86_64", "cp311-cp311-manylinux_2_17_x86_64"),
+    ("fruit-arm", "aarch64", "cp311-cp311-manylinux_2_28_aarch64"),
+)
 
 
 def synthetic_requirements(index: Path) -> str:
@@ -174,5 +197,10 @@ def synthetic_wheelhouse(tmp: Path) -> dict[str, Path]:
     requirements = jobs / "emr" / "requirements-emr.txt"
     requirements.write_text(synthetic_requirements(index))
     folders = builder.build(requirements, tmp / "wheelhouse", pip_args=["--no-index", "--find-links", str(index)])
-    return {"spark_jobs": jobs, "wheelhouse": tmp / "wheelhouse", "requirements": requirements, "index": index,
-            **{f"folder_{arch}": folder for arch, folder in folders.items()}}
+    return {
+        "spark_jobs": jobs,
+        "wheelhouse": tmp / "wheelhouse",
+        "requirements": requirements,
+        "index": index,
+        **{f"folder_{arch}": folder for arch, folder in folders.items()},
+    }

@@ -42,9 +42,16 @@ def _pca_run(bucket: Bucket, state: dict, run_id: str, source: str) -> PcaRun:
     # Incremental PCA: the run's vectors are the datasets of its list (every committed batch of
     # its space, some written by earlier runs); a run from before has one vectors folder.
     listing = PcaOutputs(prefix).vectors_list
-    return PcaRun(bucket=bucket.name, run_id=run_id, pca_prefix=prefix, k=int(report["k"]),
-                  rows=int(report["rows"]), batch_id=batches[run_id]["batch_id"], source=source,
-                  vectors_list=listing if "vectors_list" in report and bucket.exists(listing) else None)
+    return PcaRun(
+        bucket=bucket.name,
+        run_id=run_id,
+        pca_prefix=prefix,
+        k=int(report["k"]),
+        rows=int(report["rows"]),
+        batch_id=batches[run_id]["batch_id"],
+        source=source,
+        vectors_list=listing if "vectors_list" in report and bucket.exists(listing) else None,
+    )
 
 
 def pick_bucket(default: str, requested: str | None, events: list[dict]) -> str:
@@ -72,8 +79,9 @@ def resolve_pca_run(bucket: Bucket, requested: str | None, events: list[dict]) -
         return _pca_run(bucket, state, from_event, "asset event")
     runs = committed_runs(state)
     if not runs:
-        raise ClassifierError(f"no committed pipeline run in {bucket.uri(layout.LEDGER_KEY)}: "
-                              "run fruits_pipeline first")
+        raise ClassifierError(
+            f"no committed pipeline run in {bucket.uri(layout.LEDGER_KEY)}: run fruits_pipeline first"
+        )
     return _pca_run(bucket, state, runs[-1]["run_id"], "latest committed")
 
 
@@ -87,8 +95,9 @@ def validate_metrics(bucket: Bucket, outputs: ClassifierOutputs, pca_run: PcaRun
     if len(matrix) != len(labels) or any(len(row) != len(labels) for row in matrix):
         problems.append(f"the confusion matrix is not {len(labels)} x {len(labels)} (one row and column a label)")
     if sum(map(sum, matrix)) != metrics["test_rows"]:
-        problems.append(f"the confusion matrix sums to {sum(map(sum, matrix))}, "
-                        f"not the {metrics['test_rows']} test rows")
+        problems.append(
+            f"the confusion matrix sums to {sum(map(sum, matrix))}, not the {metrics['test_rows']} test rows"
+        )
     for name in ("accuracy", "macro_f1", "majority_baseline"):
         value = metrics[name]
         if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -109,17 +118,28 @@ def validate_metrics(bucket: Bucket, outputs: ClassifierOutputs, pca_run: PcaRun
 def summary(metrics: dict, outputs: ClassifierOutputs) -> dict:
     """What the run report and the demo show of a classifier run."""
     return {
-        "pca_run": metrics["pca_run"], "labels": len(metrics["labels"]), "train_rows": metrics["train_rows"],
-        "test_rows": metrics["test_rows"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-        "majority_baseline": metrics["majority_baseline"], "warnings": metrics.get("warnings", []),
+        "pca_run": metrics["pca_run"],
+        "labels": len(metrics["labels"]),
+        "train_rows": metrics["train_rows"],
+        "test_rows": metrics["test_rows"],
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "majority_baseline": metrics["majority_baseline"],
+        "warnings": metrics.get("warnings", []),
         "outputs": outputs.uris(),
     }
 
 
 def render(result: dict) -> str:
-    rows = [("PCA run", result["pca_run"]), ("labels", result["labels"]), ("train rows", result["train_rows"]),
-            ("test rows", result["test_rows"]), ("accuracy", f"{result['accuracy']:.3f}"),
-            ("majority baseline", f"{result['majority_baseline']:.3f}"), ("macro F1", f"{result['macro_f1']:.3f}")]
+    rows = [
+        ("PCA run", result["pca_run"]),
+        ("labels", result["labels"]),
+        ("train rows", result["train_rows"]),
+        ("test rows", result["test_rows"]),
+        ("accuracy", f"{result['accuracy']:.3f}"),
+        ("majority baseline", f"{result['majority_baseline']:.3f}"),
+        ("macro F1", f"{result['macro_f1']:.3f}"),
+    ]
     rows += [("warning", w) for w in result["warnings"]]
     rows += [(f"output: {name}", uri) for name, uri in result["outputs"].items()]
     width = max(len(k) for k, _ in rows)

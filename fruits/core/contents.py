@@ -40,13 +40,20 @@ def count_duplicates(bucket: Bucket, batch_id: str, parallel) -> dict[str, int]:
         return {"within_batch": 0, "of_earlier_batches": 0}
     counts = Counter(sha for sha in table.column("sha256").to_pylist() if sha)
     earlier = parallel(lambda sha: bucket.read_json_versioned(marker_key(sha))[0], list(counts))
-    return {"within_batch": sum(n - 1 for n in counts.values()),
-            "of_earlier_batches": sum(1 for found in earlier if found and found.get("batch_id") != batch_id)}
+    return {
+        "within_batch": sum(n - 1 for n in counts.values()),
+        "of_earlier_batches": sum(1 for found in earlier if found and found.get("batch_id") != batch_id),
+    }
 
 
 def record(bucket: Bucket, batch_id: str, parallel) -> int:
     """Add the batch's contents to the index (the first path wins; idempotent for a retry)."""
     contents = batch_contents(bucket, batch_id)
-    parallel(lambda item: bucket.read_json_versioned(marker_key(item[0]))[0] or bucket.write_json(
-        marker_key(item[0]), {"sha256": item[0], "path": item[1], "batch_id": batch_id}), list(contents.items()))
+    parallel(
+        lambda item: (
+            bucket.read_json_versioned(marker_key(item[0]))[0]
+            or bucket.write_json(marker_key(item[0]), {"sha256": item[0], "path": item[1], "batch_id": batch_id})
+        ),
+        list(contents.items()),
+    )
     return len(contents)

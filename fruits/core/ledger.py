@@ -16,7 +16,7 @@ version 2 and keeps every committed batch (planning calls it, under the same con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fruits import layout
 from fruits.errors import PermanentError
@@ -60,8 +60,10 @@ class Ledger:
 
 def validate_schema(data, where: str = layout.LEDGER_KEY) -> None:
     def fail(problem: str):
-        raise LedgerError(f"{where} does not match the ledger schema ({problem}); the run stops rather "
-                          f"than reprocess everything: restore the previous version (S3 versioning) or fix it")
+        raise LedgerError(
+            f"{where} does not match the ledger schema ({problem}); the run stops rather "
+            f"than reprocess everything: restore the previous version (S3 versioning) or fix it"
+        )
 
     if not isinstance(data, dict):
         fail(f"expected a JSON object, found {type(data).__name__}")
@@ -75,8 +77,9 @@ def validate_schema(data, where: str = layout.LEDGER_KEY) -> None:
         for name, kind in _BATCH_FIELDS.items():
             if not isinstance(batch.get(name), kind) or isinstance(batch.get(name), bool):
                 fail(f"batch {i} has no valid {name!r}")
-        if data["version"] == 1 and not (isinstance(batch.get("keys"), list)
-                                         and all(isinstance(k, str) for k in batch["keys"])):
+        if data["version"] == 1 and not (
+            isinstance(batch.get("keys"), list) and all(isinstance(k, str) for k in batch["keys"])
+        ):
             fail(f"batch {i} has no valid 'keys' list")
     ids = [b["batch_id"] for b in data["batches"]]
     if len(ids) != len(set(ids)):
@@ -106,12 +109,20 @@ def save(bucket: Bucket, ledger: Ledger) -> Ledger:
     return ledger
 
 
-def batch_record(*, batch_id: str, run_id: str, images: int, features_rows: int, rejects_rows: int,
-                 planning_rejects: int, relandings: int = 0) -> dict:
+def batch_record(
+    *,
+    batch_id: str,
+    run_id: str,
+    images: int,
+    features_rows: int,
+    rejects_rows: int,
+    planning_rejects: int,
+    relandings: int = 0,
+) -> dict:
     return {
         "batch_id": batch_id,
         "run_id": run_id,
-        "committed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "images": images,
         "features_rows": features_rows,
         "rejects_rows": rejects_rows,
@@ -136,9 +147,11 @@ def add_batch(ledger: Ledger, record: dict, *, planned_after: list[str], pca: di
         return False
     newer = [b for b in ledger.batch_ids() if b not in set(planned_after)]
     if newer:
-        raise LedgerError(f"batch(es) {', '.join(newer)} were committed by another run since batch "
-                          f"{record['batch_id']} was planned; their images may overlap, so this batch is "
-                          f"not committed (the next run plans what is left)")
+        raise LedgerError(
+            f"batch(es) {', '.join(newer)} were committed by another run since batch "
+            f"{record['batch_id']} was planned; their images may overlap, so this batch is "
+            f"not committed (the next run plans what is left)"
+        )
     ledger.batches.append(record)
     if pca is not None:
         ledger.data["pca"] = pca

@@ -46,7 +46,7 @@ class RangedObject(io.RawIOBase):
         data = body.read()
         self.requests += 1
         view = memoryview(buffer).cast("B")
-        view[:len(data)] = data
+        view[: len(data)] = data
         self.position += len(data)
         return len(data)
 

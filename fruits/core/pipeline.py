@@ -9,12 +9,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fruits import layout
 from fruits.contract import FEATURE_DIM, Batch, ComputeResult, PcaOutputs
-from fruits.core import contents, ledger, planning, report
-from fruits.core import pca_policy, validation
+from fruits.core import contents, ledger, pca_policy, planning, report, validation
 from fruits.core.validation import Findings, ValidationError, check_batch
 from fruits.storage import Bucket
 
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 def seconds_waited(dag_run_start: datetime | None) -> float:
     if dag_run_start is None:
         return 0.0
-    return (datetime.now(timezone.utc) - dag_run_start).total_seconds()
+    return (datetime.now(UTC) - dag_run_start).total_seconds()
 
 
 def count_new_images(bucket: Bucket, landing_prefix: str) -> int:
@@ -35,9 +34,16 @@ def plan(bucket: Bucket, landing_prefix: str) -> Batch:
     started = time.perf_counter()
     batch = planning.plan_batch(bucket, landing_prefix)
     batch = dataclasses.replace(batch, seconds=round(time.perf_counter() - started, 2))
-    log.info("batch %s: %d new image(s), %d rejected at planning, %d re-landing(s); %d committed batch(es) "
-             "with %d features rows so far", batch.batch_id, batch.images, batch.planning_rejects,
-             batch.relandings, len(batch.committed_batches), batch.committed_features_rows)
+    log.info(
+        "batch %s: %d new image(s), %d rejected at planning, %d re-landing(s); %d committed batch(es) "
+        "with %d features rows so far",
+        batch.batch_id,
+        batch.images,
+        batch.planning_rejects,
+        batch.relandings,
+        len(batch.committed_batches),
+        batch.committed_features_rows,
+    )
     return batch
 
 
@@ -67,9 +73,16 @@ def validate(bucket: Bucket, batch: Batch, pca_prefix: str, features_dim: int = 
     if pca_report is None:
         raise ValidationError(f"validation failed: no PCA report at {outputs.report}")
     previous = getattr(batch, "pca_state", None)
-    pca = validation.check_pca(bucket, outputs, pca_report, batch_id=batch.batch_id,
-                               committed_rows=batch.committed_features_rows, featured=features.paths,
-                               previous=previous, findings=findings)
+    pca = validation.check_pca(
+        bucket,
+        outputs,
+        pca_report,
+        batch_id=batch.batch_id,
+        committed_rows=batch.committed_features_rows,
+        featured=features.paths,
+        previous=previous,
+        findings=findings,
+    )
     findings.raise_if_any()
     refit = pca_report.get("refit") or {}
     result = {
@@ -98,13 +111,23 @@ def commit(bucket: Bucket, batch: Batch, validation: dict, run_id: str) -> dict:
     prefix. A crash between the two is finished by the next run's planning."""
     duplicates = contents.count_duplicates(bucket, batch.batch_id, planning.parallel)
     state = ledger.load(bucket)
-    record = ledger.batch_record(batch_id=batch.batch_id, run_id=run_id, images=batch.images,
-                                 features_rows=validation["features_rows"], rejects_rows=validation["rejects_rows"],
-                                 planning_rejects=batch.planning_rejects, relandings=batch.relandings)
+    record = ledger.batch_record(
+        batch_id=batch.batch_id,
+        run_id=run_id,
+        images=batch.images,
+        features_rows=validation["features_rows"],
+        rejects_rows=validation["rejects_rows"],
+        planning_rejects=batch.planning_rejects,
+        relandings=batch.relandings,
+    )
     if ledger.add_batch(state, record, planned_after=batch.committed_batches, pca=validation.get("pca_state")):
         ledger.save(bucket, state)
-        log.info("committed batch %s (%d images); the ledger holds %d batch(es)",
-                 batch.batch_id, batch.images, len(state.batches))
+        log.info(
+            "committed batch %s (%d images); the ledger holds %d batch(es)",
+            batch.batch_id,
+            batch.images,
+            len(state.batches),
+        )
     else:
         log.info("batch %s was already committed (a retried task)", batch.batch_id)
     cleared = planning.clear_landing(bucket, batch.batch_id)
@@ -113,21 +136,38 @@ def commit(bucket: Bucket, batch: Batch, validation: dict, run_id: str) -> dict:
     return {"batches": len(state.batches), **cleared, "duplicate_contents": duplicates}
 
 
-def publish_report(bucket: Bucket, *, run_id: str, batch: Batch, computed: ComputeResult, validation: dict,
-                   compute: str, params: dict, committed: dict | None = None) -> dict:
+def publish_report(
+    bucket: Bucket,
+    *,
+    run_id: str,
+    batch: Batch,
+    computed: ComputeResult,
+    validation: dict,
+    compute: str,
+    params: dict,
+    committed: dict | None = None,
+) -> dict:
     """Write `reports/<run_id>.json` and log its table."""
     stage_seconds = {"plan_batch": batch.seconds, **computed.stage_seconds, "validate": validation["seconds"]}
     outputs = {**computed.outputs, "report": bucket.uri(layout.report_key(run_id))}
-    run_report = report.build(run_id=run_id, batch=batch, validation=validation, outputs=outputs,
-                              stage_seconds=stage_seconds, compute=compute, params=params,
-                              committed=committed or {})
+    run_report = report.build(
+        run_id=run_id,
+        batch=batch,
+        validation=validation,
+        outputs=outputs,
+        stage_seconds=stage_seconds,
+        compute=compute,
+        params=params,
+        committed=committed or {},
+    )
     bucket.write_json(layout.report_key(run_id), run_report)
     log.info("run report %s\n%s", outputs["report"], report.render(run_report))
     return run_report
 
 
-def publish_failure(bucket: Bucket, *, run_id: str, failed_task: str | None, error: str, reason: str,
-                    keep_existing: bool = False) -> dict:
+def publish_failure(
+    bucket: Bucket, *, run_id: str, failed_task: str | None, error: str, reason: str, keep_existing: bool = False
+) -> dict:
     """Write `reports/<run_id>.json` for a failed or timed-out run.
 
     Never over a success report; with `keep_existing` (the run-level callback, which knows less
@@ -138,8 +178,13 @@ def publish_failure(bucket: Bucket, *, run_id: str, failed_task: str | None, err
     if existing and (existing.get("status") == "success" or keep_existing):
         return existing
     committed = [b["batch_id"] for b in ledger.load(bucket).batches if b.get("run_id") == run_id]
-    run_report = report.build_failed(run_id=run_id, failed_task=failed_task, error=error, reason=reason,
-                                     committed_batch=committed[0] if committed else None)
+    run_report = report.build_failed(
+        run_id=run_id,
+        failed_task=failed_task,
+        error=error,
+        reason=reason,
+        committed_batch=committed[0] if committed else None,
+    )
     bucket.write_json(key, run_report)
     log.error("run report %s\n%s", bucket.uri(key), report.render(run_report))
     return run_report

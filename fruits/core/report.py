@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fruits.contract import Batch
 
-def build(*, run_id: str, batch: Batch, validation: dict, outputs: dict, stage_seconds: dict,
-          compute: str, params: dict, committed: dict | None = None) -> dict:
+
+def build(
+    *,
+    run_id: str,
+    batch: Batch,
+    validation: dict,
+    outputs: dict,
+    stage_seconds: dict,
+    compute: str,
+    params: dict,
+    committed: dict | None = None,
+) -> dict:
     report = {
         "run_id": run_id,
         "batch_id": batch.batch_id,
@@ -37,14 +47,13 @@ def build(*, run_id: str, batch: Batch, validation: dict, outputs: dict, stage_s
         "relandings": batch.relandings,
         "unlabelled": batch.unlabelled,
         "duplicate_contents": (committed or {}).get("duplicate_contents", {}),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     report["stage_seconds"]["total"] = round(sum(report["stage_seconds"].values()), 2)
     return report
 
 
-def build_failed(*, run_id: str, failed_task: str | None, error: str, reason: str,
-                 committed_batch: str | None) -> dict:
+def build_failed(*, run_id: str, failed_task: str | None, error: str, reason: str, committed_batch: str | None) -> dict:
     """The report of a run that failed or timed out: what failed, why, and what it committed."""
     return {
         "run_id": run_id,
@@ -53,20 +62,19 @@ def build_failed(*, run_id: str, failed_task: str | None, error: str, reason: st
         "failed_task": failed_task,
         "error": first_line(error),
         "committed": committed_batch,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
 def first_line(error: str, limit: int = 500) -> str:
     line = next((part.strip() for part in str(error).splitlines() if part.strip()), "")
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def render(report: dict) -> str:
     """A plain-text table of a run report, for logs and the terminal."""
     if report["status"] != "success":
-        return _table([(k, report.get(k)) for k in ("run_id", "status", "reason", "failed_task", "error",
-                                                      "committed")])
+        return _table([(k, report.get(k)) for k in ("run_id", "status", "reason", "failed_task", "error", "committed")])
     rows = [
         ("run", report["run_id"]),
         ("status", report["status"]),

@@ -78,8 +78,11 @@ class VectorChecks:
         findings.check(self.nulls == 0, f"{what}: {self.nulls} row(s) have no vector")
         if self.wrong_length:
             found = sorted(self.lengths_found)[:5]
-            findings.check(False, f"{what}: {self.wrong_length} of {self.rows} vectors do not have {self.dim} "
-                                  f"values (found lengths {found})")
+            findings.check(
+                False,
+                f"{what}: {self.wrong_length} of {self.rows} vectors do not have {self.dim} "
+                f"values (found lengths {found})",
+            )
         findings.check(self.not_finite == 0, f"{what}: {self.not_finite} non-finite value(s) (NaN or infinity)")
 
 
@@ -118,9 +121,11 @@ def _reason_kind(reason: str | None) -> str:
 def check_batch(manifest_uris: list[str], featured: list[str], rejected: list[str], findings: Findings) -> None:
     """features + rejects hold every manifest entry exactly once, and nothing else."""
     total = len(featured) + len(rejected)
-    findings.check(total == len(manifest_uris),
-                   f"features rows ({len(featured)}) + rejects rows ({len(rejected)}) = {total}, but the "
-                   f"manifest lists {len(manifest_uris)} images (difference {total - len(manifest_uris):+d})")
+    findings.check(
+        total == len(manifest_uris),
+        f"features rows ({len(featured)}) + rejects rows ({len(rejected)}) = {total}, but the "
+        f"manifest lists {len(manifest_uris)} images (difference {total - len(manifest_uris):+d})",
+    )
     seen = Counter(featured) + Counter(rejected)
     duplicated = {p for p, n in seen.items() if n > 1}
     expected = set(manifest_uris)
@@ -132,6 +137,7 @@ def check_batch(manifest_uris: list[str], featured: list[str], rejected: list[st
 
 
 # ----------------------------------------------------------------------------- PCA
+
 
 @dataclass
 class PcaCheck:
@@ -150,8 +156,17 @@ def _read_list(bucket, uri: str) -> list[str] | None:
     return [line.strip() for line in bucket.read_text(key).splitlines() if line.strip()]
 
 
-def check_pca(bucket, outputs: PcaOutputs, report: dict, *, batch_id: str, committed_rows: int,
-              featured: list[str], previous: dict | None, findings: Findings) -> PcaCheck:
+def check_pca(
+    bucket,
+    outputs: PcaOutputs,
+    report: dict,
+    *,
+    batch_id: str,
+    committed_rows: int,
+    featured: list[str],
+    previous: dict | None,
+    findings: Findings,
+) -> PcaCheck:
     """The run's vectors against the batch and the committed state, streamed.
 
     Project mode: the list is the previous one plus this batch's dataset, and only that dataset
@@ -162,9 +177,10 @@ def check_pca(bucket, outputs: PcaOutputs, report: dict, *, batch_id: str, commi
     k = int(report["k"])
     expected_rows = committed_rows + len(featured)
     mode = report.get("mode")
-    findings.check(int(report["rows"]) == expected_rows,
-                   f"PCA report says {report['rows']} rows, committed features rows + this batch make "
-                   f"{expected_rows}")
+    findings.check(
+        int(report["rows"]) == expected_rows,
+        f"PCA report says {report['rows']} rows, committed features rows + this batch make {expected_rows}",
+    )
     own = outputs.vectors + f"/batch={batch_id}/"
     if mode is None:
         datasets = [outputs.vectors + "/"]
@@ -175,15 +191,21 @@ def check_pca(bucket, outputs: PcaOutputs, report: dict, *, batch_id: str, commi
             return PcaCheck(0, 0, 0, 0)
     if mode == "project":
         previous_list = _read_list(bucket, previous["vectors_list"]) if previous else None
-        findings.check(previous is not None and previous_list is not None,
-                       "the PCA run projected into the previous space, but the ledger has no previous PCA state")
-        findings.check(previous is None or report.get("space_id") == previous.get("space_id"),
-                       f"the PCA run projected into space {report.get('space_id')!r}, the committed space is "
-                       f"{(previous or {}).get('space_id')!r}")
+        findings.check(
+            previous is not None and previous_list is not None,
+            "the PCA run projected into the previous space, but the ledger has no previous PCA state",
+        )
+        findings.check(
+            previous is None or report.get("space_id") == previous.get("space_id"),
+            f"the PCA run projected into space {report.get('space_id')!r}, the committed space is "
+            f"{(previous or {}).get('space_id')!r}",
+        )
         expected_list = (previous_list or []) + ([own] if featured else [])
-        findings.check(datasets == expected_list,
-                       f"the vectors list {outputs.vectors_list} is not the previous list plus {own} "
-                       f"({len(datasets)} dataset(s), expected {len(expected_list)})")
+        findings.check(
+            datasets == expected_list,
+            f"the vectors list {outputs.vectors_list} is not the previous list plus {own} "
+            f"({len(datasets)} dataset(s), expected {len(expected_list)})",
+        )
         to_read = [own] if featured else []
     else:
         foreign = [uri for uri in datasets if not uri.startswith(outputs.vectors + "/")]
@@ -206,18 +228,24 @@ def check_pca(bucket, outputs: PcaOutputs, report: dict, *, batch_id: str, commi
         duplicated = part.rows - len(set(part.paths))
         findings.check(duplicated == 0, f"PCA dataset {uri} has {duplicated} duplicated path(s)")
         if uri in (own, outputs.vectors + "/") and mode is not None:
-            findings.check(set(part.paths) == set(featured),
-                           f"PCA dataset {uri} does not hold exactly the batch's {len(featured)} featurized "
-                           f"images ({len(set(part.paths) - set(featured))} extra, "
-                           f"{len(set(featured) - set(part.paths))} missing)")
+            findings.check(
+                set(part.paths) == set(featured),
+                f"PCA dataset {uri} does not hold exactly the batch's {len(featured)} featurized "
+                f"images ({len(set(part.paths) - set(featured))} extra, "
+                f"{len(set(featured) - set(part.paths))} missing)",
+            )
     total = rows_read if mode != "project" else int(report["rows"])
     if mode != "project":
-        findings.check(rows_read == expected_rows,
-                       f"PCA rows ({rows_read}) != committed features rows + this batch ({expected_rows}) "
-                       f"(difference {rows_read - expected_rows:+d})")
+        findings.check(
+            rows_read == expected_rows,
+            f"PCA rows ({rows_read}) != committed features rows + this batch ({expected_rows}) "
+            f"(difference {rows_read - expected_rows:+d})",
+        )
     else:
-        findings.check(rows_read == len(featured),
-                       f"PCA rows of this batch ({rows_read}) != its features rows ({len(featured)}) "
-                       f"(difference {rows_read - len(featured):+d})")
+        findings.check(
+            rows_read == len(featured),
+            f"PCA rows of this batch ({rows_read}) != its features rows ({len(featured)}) "
+            f"(difference {rows_read - len(featured):+d})",
+        )
     vectors.report(f"PCA (k={k})", findings)
     return PcaCheck(total, rows_read, len(to_read), largest)

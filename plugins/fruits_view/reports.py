@@ -33,7 +33,7 @@ class Reports:
     bucket: object  # fruits.storage.Bucket
 
     @classmethod
-    def from_settings(cls) -> "Reports":
+    def from_settings(cls) -> Reports:
         from fruits import settings
         from fruits.storage import Bucket
 
@@ -49,7 +49,9 @@ class Reports:
         client = self.bucket.hook.get_conn()
         objects = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=layout.REPORTS_PREFIX):
-            objects.extend(o for o in page.get("Contents", []) if re.fullmatch(r"reports/[A-Za-z0-9._=-]+\.json", o["Key"]))
+            objects.extend(
+                o for o in page.get("Contents", []) if re.fullmatch(r"reports/[A-Za-z0-9._=-]+\.json", o["Key"])
+            )
         objects.sort(key=lambda o: o["LastModified"], reverse=True)
         return objects[:MAX_RUNS]
 
@@ -92,8 +94,12 @@ class Reports:
         key, metrics = found[-1]
         folder = key.rsplit("/", 1)[0] + "/"
         png = ClassifierOutputs(folder).confusion_matrix
-        return {"key": key, "uri": self.bucket.uri(folder), "metrics": metrics,
-                "confusion_matrix": png if self.bucket.exists(png) else None}
+        return {
+            "key": key,
+            "uri": self.bucket.uri(folder),
+            "metrics": metrics,
+            "confusion_matrix": png if self.bucket.exists(png) else None,
+        }
 
     def plot_key(self, run_id: str, name: str) -> str:
         """The key of one plot of a known run, confined to that run's own outputs."""
@@ -107,10 +113,15 @@ class Reports:
             return classifier["confusion_matrix"]
         uri = (report.get("outputs") or {}).get(name)
         head = self.bucket.uri(layout.pca_prefix(run_id))
-        if not isinstance(uri, str) or not uri.startswith(head) or not uri.endswith(".png") or "/../" in uri \
-                or not re.fullmatch(r"[A-Za-z0-9._/=-]+", uri[len(head):]):
+        if (
+            not isinstance(uri, str)
+            or not uri.startswith(head)
+            or not uri.endswith(".png")
+            or "/../" in uri
+            or not re.fullmatch(r"[A-Za-z0-9._/=-]+", uri[len(head) :])
+        ):
             raise NotFound("no such plot")
-        return uri[len(f"s3://{self.name}/"):]
+        return uri[len(f"s3://{self.name}/") :]
 
     def plot(self, run_id: str, name: str) -> bytes:
         key = self.plot_key(run_id, name)

@@ -60,8 +60,10 @@ def stage_hidden(spark, reads: list[str]) -> tuple[dict[str, str], str | None]:
     if not hidden:
         return load_path, None
     scratch = hadoop_fs.scratch_folder(spark)
-    copies = {uri: f"{scratch}/{index:06d}{os.path.splitext(paths.file_name(uri))[1].lower()}"
-              for index, uri in enumerate(hidden)}
+    copies = {
+        uri: f"{scratch}/{index:06d}{os.path.splitext(paths.file_name(uri))[1].lower()}"
+        for index, uri in enumerate(hidden)
+    }
     log.info("copying %d file(s) whose names Spark hides (leading _ or .) to %s", len(hidden), scratch)
 
     def copy(item: tuple[str, str]) -> tuple[str, str] | None:
@@ -94,10 +96,10 @@ def folders_to_load(wanted: list[str], listed: dict[str, int]) -> tuple[list[str
 
     def files_under(folder: str) -> list[str]:
         # "0" sorts right after "/": the range is every path starting with folder + "/"
-        return ordered[bisect.bisect_left(ordered, folder + "/"):bisect.bisect_left(ordered, folder + "0")]
+        return ordered[bisect.bisect_left(ordered, folder + "/") : bisect.bisect_left(ordered, folder + "0")]
 
     def hidden_below(folder: str, path: str) -> bool:
-        return any(part.startswith(("_", ".")) for part in path[len(folder) + 1:].split("/"))
+        return any(part.startswith(("_", ".")) for part in path[len(folder) + 1 :].split("/"))
 
     def ancestors(path: str):
         while "/" in path:
@@ -109,8 +111,9 @@ def folders_to_load(wanted: list[str], listed: dict[str, int]) -> tuple[list[str
         if any(parent in chosen for parent in ancestors(folder)) or paths.hidden_from_spark(folder):
             continue
         under = [f for f in files_under(folder) if listed[f] > 0 or f in wanted_set]
-        if all(f in wanted_set or hidden_below(folder, f) for f in under) and \
-                not any(hidden_below(folder, f) for f in under if f in wanted_set):
+        if all(f in wanted_set or hidden_below(folder, f) for f in under) and not any(
+            hidden_below(folder, f) for f in under if f in wanted_set
+        ):
             chosen.add(folder)
     files = [f for f in wanted if not any(parent in chosen for parent in ancestors(f))]
     return sorted(chosen), files
@@ -125,8 +128,9 @@ def load_binary(spark, wanted: list[str], listed: dict[str, int]):
         parts.append(reader.option("recursiveFileLookup", "true").load([paths.escape_glob(f) for f in folders]))
     if files:
         parts.append(spark.read.format("binaryFile").load([paths.escape_glob(f) for f in files]))
-    log.info("reading %d image file(s): %d folder(s) listed whole, %d file(s) by name", len(wanted), len(folders),
-             len(files))
+    log.info(
+        "reading %d image file(s): %d folder(s) listed whole, %d file(s) by name", len(wanted), len(folders), len(files)
+    )
     return parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
 
 

@@ -68,9 +68,11 @@ def hash_bucket(path: Column, salt: str) -> Column:
 def split_part(path: Column, test_percent: int, validation_percent: int) -> Column:
     """The part of each path, "test", "validation" or "fit": test first, then validation inside
     the training part (its own hash, so the two splits are independent)."""
-    return (F.when(hash_bucket(path, TEST_SALT) < test_percent, F.lit(TEST))
-            .when(hash_bucket(path, VALIDATION_SALT) < validation_percent, F.lit(VALIDATION))
-            .otherwise(F.lit(FIT)))
+    return (
+        F.when(hash_bucket(path, TEST_SALT) < test_percent, F.lit(TEST))
+        .when(hash_bucket(path, VALIDATION_SALT) < validation_percent, F.lit(VALIDATION))
+        .otherwise(F.lit(FIT))
+    )
 
 
 def read_vectors(spark, uri: str | list[str]) -> DataFrame:
@@ -119,9 +121,15 @@ def inspect(frame: DataFrame) -> InputStats:
         F.min(F.size(vector)).alias("min_dim"),
         F.max(F.size(vector)).alias("max_dim"),
     ).first()
-    return InputStats(rows=row.rows, unlabelled=row.unlabelled or 0, distinct_paths=row.distinct_paths,
-                      null_vectors=row.null_vectors or 0, bad_vectors=row.bad_vectors or 0,
-                      min_dim=row.min_dim, max_dim=row.max_dim)
+    return InputStats(
+        rows=row.rows,
+        unlabelled=row.unlabelled or 0,
+        distinct_paths=row.distinct_paths,
+        null_vectors=row.null_vectors or 0,
+        bad_vectors=row.bad_vectors or 0,
+        min_dim=row.min_dim,
+        max_dim=row.max_dim,
+    )
 
 
 def check(stats: InputStats, uri: str) -> int:
@@ -131,8 +139,10 @@ def check(stats: InputStats, uri: str) -> int:
     if stats.unlabelled == stats.rows:
         raise JobError(f"none of the {stats.rows} vectors has a label: nothing to learn from")
     if stats.distinct_paths != stats.rows:
-        raise JobError(f"{stats.rows - stats.distinct_paths} duplicate path(s) among {stats.rows} vectors: "
-                       "each image must appear once")
+        raise JobError(
+            f"{stats.rows - stats.distinct_paths} duplicate path(s) among {stats.rows} vectors: "
+            "each image must appear once"
+        )
     if stats.null_vectors:
         raise JobError(f"{stats.null_vectors} of {stats.rows} rows have no pca_features vector")
     if stats.min_dim != stats.max_dim:
@@ -140,8 +150,7 @@ def check(stats: InputStats, uri: str) -> int:
     if not stats.max_dim:
         raise JobError("pca_features vectors are empty (0 values)")
     if stats.bad_vectors:
-        raise JobError(f"{stats.bad_vectors} of {stats.rows} pca_features vectors contain NaN, infinite or "
-                       "null values")
+        raise JobError(f"{stats.bad_vectors} of {stats.rows} pca_features vectors contain NaN, infinite or null values")
     return stats.max_dim
 
 
@@ -152,8 +161,11 @@ def prepare(frame: DataFrame, test_percent: int, validation_percent: int, rows: 
 
     partitions = max(1, min(slots, -(-rows // ROWS_PER_PARTITION)))
     labelled = frame.where(F.col("label").isNotNull()).select(
-        "path", "label", array_to_vector("pca_features").alias("features"),
-        split_part(F.col("path"), test_percent, validation_percent).alias("part"))
+        "path",
+        "label",
+        array_to_vector("pca_features").alias("features"),
+        split_part(F.col("path"), test_percent, validation_percent).alias("part"),
+    )
     return labelled.repartition(partitions).cache()
 
 
@@ -178,8 +190,9 @@ def fit_indexer(training: DataFrame):
     instead of failing (a label only in the test part is reported, not a crash)."""
     from pyspark.ml.feature import StringIndexer
 
-    return StringIndexer(inputCol="label", outputCol="label_index", stringOrderType="alphabetAsc",
-                         handleInvalid="keep").fit(training)
+    return StringIndexer(
+        inputCol="label", outputCol="label_index", stringOrderType="alphabetAsc", handleInvalid="keep"
+    ).fit(training)
 
 
 def with_weights(frame: DataFrame, weights: dict[str, float]) -> DataFrame:
@@ -193,9 +206,15 @@ def fit_logistic_regression(frame: DataFrame, setting: Setting, max_iter: int):
     from pyspark.ml.classification import LogisticRegression
 
     return LogisticRegression(
-        family="multinomial", featuresCol="features", labelCol="label_index", weightCol="weight",
-        predictionCol="prediction_index", regParam=setting.reg_param,
-        elasticNetParam=setting.elastic_net_param, maxIter=max_iter, standardization=True,
+        family="multinomial",
+        featuresCol="features",
+        labelCol="label_index",
+        weightCol="weight",
+        predictionCol="prediction_index",
+        regParam=setting.reg_param,
+        elasticNetParam=setting.elastic_net_param,
+        maxIter=max_iter,
+        standardization=True,
     ).fit(frame)
 
 
@@ -205,8 +224,14 @@ def predicted_pairs(model, frame: DataFrame, labels: list[str]) -> dict[tuple[st
     return {(row.label, labels[int(row.prediction_index)]): row["count"] for row in rows}
 
 
-def evaluate_grid(fit_part: DataFrame, validation_part: DataFrame, grid: list[Setting], max_iter: int,
-                  labels: list[str], parallelism: int) -> list[dict]:
+def evaluate_grid(
+    fit_part: DataFrame,
+    validation_part: DataFrame,
+    grid: list[Setting],
+    max_iter: int,
+    labels: list[str],
+    parallelism: int,
+) -> list[dict]:
     """Each setting fitted on the fit part and scored on the validation part, in grid order.
 
     Up to `parallelism` fits run at once from driver threads (as Spark ML's TrainValidationSplit
@@ -220,19 +245,26 @@ def evaluate_grid(fit_part: DataFrame, validation_part: DataFrame, grid: list[Se
         model = fit_logistic_regression(fit_part, setting, max_iter)
         pairs = predicted_pairs(model, validation_part, labels)
         result = classifier_report.scores(classifier_report.confusion_matrix(pairs, labels), labels)
-        return {**setting.as_dict(), "validation_accuracy": result["accuracy"],
-                "validation_macro_f1": result["macro_f1"], "iterations": model.summary.totalIterations}
+        return {
+            **setting.as_dict(),
+            "validation_accuracy": result["accuracy"],
+            "validation_macro_f1": result["macro_f1"],
+            "iterations": model.summary.totalIterations,
+        }
 
-    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(grid))),
-                            thread_name_prefix="fruits-classify-grid") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(parallelism, len(grid))), thread_name_prefix="fruits-classify-grid"
+    ) as pool:
         return list(pool.map(score, grid))
 
 
 def best_setting(results: list[dict]) -> Setting:
     """The best validation macro F1, then accuracy; ties go to the stronger regularisation
     (larger regParam, then the smaller L1 share): the simpler model when the data cannot tell."""
-    best = max(results, key=lambda r: (r["validation_macro_f1"], r["validation_accuracy"],
-                                       r["reg_param"], -r["elastic_net_param"]))
+    best = max(
+        results,
+        key=lambda r: (r["validation_macro_f1"], r["validation_accuracy"], r["reg_param"], -r["elastic_net_param"]),
+    )
     return Setting(best["reg_param"], best["elastic_net_param"])
 
 
@@ -256,18 +288,22 @@ def scored(model, frame: DataFrame) -> DataFrame:
     from pyspark.ml.functions import vector_to_array
 
     return model.transform(frame).select(
-        "path", "label", "prediction",
-        F.array_max(vector_to_array("probability")).alias("confidence"))
+        "path", "label", "prediction", F.array_max(vector_to_array("probability")).alias("confidence")
+    )
 
 
 def verify_predictions(written: DataFrame, test_rows: int) -> dict[tuple[str, str], int]:
     """{(label, prediction): rows} of the written predictions, once every test row is there
     exactly once with a prediction; a JobError otherwise."""
     totals = written.agg(
-        F.count(F.lit(1)).alias("rows"), F.countDistinct("path").alias("paths"),
-        F.sum(F.when(F.col("prediction").isNull(), 1).otherwise(0)).alias("unpredicted")).first()
+        F.count(F.lit(1)).alias("rows"),
+        F.countDistinct("path").alias("paths"),
+        F.sum(F.when(F.col("prediction").isNull(), 1).otherwise(0)).alias("unpredicted"),
+    ).first()
     if totals.rows != test_rows or totals.paths != test_rows or totals.unpredicted:
-        raise JobError(f"consistency check failed: {test_rows} test rows but {totals.rows} predictions for "
-                       f"{totals.paths} distinct paths, {totals.unpredicted or 0} without a prediction")
+        raise JobError(
+            f"consistency check failed: {test_rows} test rows but {totals.rows} predictions for "
+            f"{totals.paths} distinct paths, {totals.unpredicted or 0} without a prediction"
+        )
     rows = written.groupBy("label", "prediction").count().collect()
     return {(row.label, row.prediction): row["count"] for row in rows}

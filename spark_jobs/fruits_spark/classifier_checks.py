@@ -15,8 +15,10 @@ def check_parts(train: dict[str, int], test: dict[str, int], labelled: int, test
     """A JobError when either side of the split is empty: too few images to train or to test."""
     for name, counts, percent in (("training", train, 100 - test_percent), ("test", test, test_percent)):
         if not counts:
-            raise JobError(f"the {name} part is empty: none of the {labelled} labelled images hashes into "
-                           f"its {percent}% share; add images (or change --test-percent)")
+            raise JobError(
+                f"the {name} part is empty: none of the {labelled} labelled images hashes into "
+                f"its {percent}% share; add images (or change --test-percent)"
+            )
 
 
 def label_warnings(train: dict[str, int], test: dict[str, int]) -> list[str]:
@@ -24,16 +26,22 @@ def label_warnings(train: dict[str, int], test: dict[str, int]) -> list[str]:
     warnings = []
     if len(train) == 1:
         [only] = train
-        warnings.append(f"only one label in the training part ({only}): the classifier predicts it for every "
-                        "image; add images of other labels")
+        warnings.append(
+            f"only one label in the training part ({only}): the classifier predicts it for every "
+            "image; add images of other labels"
+        )
     untested = sorted(set(train) - set(test))
     if untested:
-        warnings.append(f"label(s) {', '.join(untested)} have no image in the test part: their precision "
-                        "and recall are not measured (not in macro_f1)")
+        warnings.append(
+            f"label(s) {', '.join(untested)} have no image in the test part: their precision "
+            "and recall are not measured (not in macro_f1)"
+        )
     unseen = sorted(set(test) - set(train))
     if unseen:
-        warnings.append(f"label(s) {', '.join(unseen)} appear only in the test part "
-                        f"({sum(test[label] for label in unseen)} images): the classifier cannot predict them")
+        warnings.append(
+            f"label(s) {', '.join(unseen)} appear only in the test part "
+            f"({sum(test[label] for label in unseen)} images): the classifier cannot predict them"
+        )
     return warnings
 
 

@@ -90,12 +90,18 @@ def check_consistency(metrics: dict) -> None:
         problems.append(f"the confusion matrix sums to {sum(map(sum, matrix))}, not to the {test_rows} test rows")
     if metrics["train_rows"] + metrics["test_rows"] != metrics["labelled_rows"]:
         problems.append("train_rows + test_rows != labelled_rows")
-    values = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-              "majority_baseline": metrics["majority_baseline"]}
+    values = {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "majority_baseline": metrics["majority_baseline"],
+    }
     for label, entry in metrics["per_class"].items():
         values.update({f"{label} {key}": entry[key] for key in ("precision", "recall", "f1")})
-    problems += [f"{name} = {value} is not in [0, 1]" for name, value in values.items()
-                 if not (math.isfinite(value) and 0.0 <= value <= 1.0)]
+    problems += [
+        f"{name} = {value} is not in [0, 1]"
+        for name, value in values.items()
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0)
+    ]
     supports = [metrics["per_class"][label]["support"] for label in labels]
     if not problems and supports != [sum(row) for row in matrix]:
         problems.append("per-class supports differ from the confusion matrix's rows")
@@ -133,8 +139,15 @@ def confusion_png(matrix: list[list[int]], labels: list[str], title: str) -> byt
     if len(labels) <= 30:
         for (row, column), count in np.ndenumerate(counts):
             if count:
-                ax.text(column, row, f"{int(count)}", ha="center", va="center", fontsize=8,
-                        color="white" if shares[row, column] > 0.5 else "black")
+                ax.text(
+                    column,
+                    row,
+                    f"{int(count)}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if shares[row, column] > 0.5 else "black",
+                )
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")

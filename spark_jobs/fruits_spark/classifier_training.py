@@ -27,28 +27,45 @@ class Split:
     warnings: list[str]
 
 
-def choose_setting(indexed, counts: dict[str, dict[str, int]], labels: list[str], grid: list[Setting],
-                   max_iter: int, parallelism: int) -> tuple[Setting, str, list[dict]]:
+def choose_setting(
+    indexed, counts: dict[str, dict[str, int]], labels: list[str], grid: list[Setting], max_iter: int, parallelism: int
+) -> tuple[Setting, str, list[dict]]:
     """(setting, how it was chosen, the grid's validation scores): the grid's best on the
     validation share, or the fallback when that share cannot score it."""
     reason = grid_obstacle(counts, labels)
     if reason:
         fallback = classifier.fallback_setting(grid)
-        log.warning("grid not evaluated (%s): regParam=%s elasticNetParam=%s", reason,
-                    fallback.reg_param, fallback.elastic_net_param)
+        log.warning(
+            "grid not evaluated (%s): regParam=%s elasticNetParam=%s",
+            reason,
+            fallback.reg_param,
+            fallback.elastic_net_param,
+        )
         return fallback, f"fallback (strongest regularisation of the grid): {reason}", []
-    fit_part = classifier.with_weights(indexed.where(indexed.part == FIT),
-                                       classifier_report.balanced_weights(counts[FIT]))
+    fit_part = classifier.with_weights(
+        indexed.where(indexed.part == FIT), classifier_report.balanced_weights(counts[FIT])
+    )
     phase = time.perf_counter()
-    results = classifier.evaluate_grid(fit_part, indexed.where(indexed.part == VALIDATION), grid,
-                                       max_iter, labels, parallelism)
+    results = classifier.evaluate_grid(
+        fit_part, indexed.where(indexed.part == VALIDATION), grid, max_iter, labels, parallelism
+    )
     for r in results:
-        log.info("regParam=%s elasticNetParam=%s: validation macro F1 %.4f, accuracy %.4f (%d iterations)",
-                 r["reg_param"], r["elastic_net_param"], r["validation_macro_f1"], r["validation_accuracy"],
-                 r["iterations"])
+        log.info(
+            "regParam=%s elasticNetParam=%s: validation macro F1 %.4f, accuracy %.4f (%d iterations)",
+            r["reg_param"],
+            r["elastic_net_param"],
+            r["validation_macro_f1"],
+            r["validation_accuracy"],
+            r["iterations"],
+        )
     best = classifier.best_setting(results)
-    log.info("grid of %d settings scored in %.1f s: regParam=%s elasticNetParam=%s", len(results),
-             time.perf_counter() - phase, best.reg_param, best.elastic_net_param)
+    log.info(
+        "grid of %d settings scored in %.1f s: regParam=%s elasticNetParam=%s",
+        len(results),
+        time.perf_counter() - phase,
+        best.reg_param,
+        best.elastic_net_param,
+    )
     return best, "best validation macro F1 (ties: stronger regularisation)", results
 
 
@@ -70,5 +87,11 @@ def train(split: Split, grid: list[Setting], max_iter: int, parallelism: int) ->
     fitted = classifier.fit_logistic_regression(classifier.with_weights(indexed, weights), setting, max_iter)
     iterations = fitted.summary.totalIterations if fitted.hasSummary else 0
     log.info("fitted on the training part in %.1f s (%d iterations)", time.perf_counter() - phase, iterations)
-    return {"model": classifier.pipeline_model(indexer, fitted), "setting": setting, "chosen_by": chosen_by,
-            "grid": scores, "weights": weights, "iterations": iterations}
+    return {
+        "model": classifier.pipeline_model(indexer, fitted),
+        "setting": setting,
+        "chosen_by": chosen_by,
+        "grid": scores,
+        "weights": weights,
+        "iterations": iterations,
+    }

@@ -14,8 +14,15 @@ import json
 from fruits_spark.interface import FEATURE_DIM
 
 # The features parquet, as the job writes it (also when no image is readable).
-FEATURES_SCHEMA = [("path", "string"), ("label", "string"), ("features", "array<float>"), ("width", "int"),
-                   ("height", "int"), ("size_bytes", "bigint"), ("sha256", "string")]
+FEATURES_SCHEMA = [
+    ("path", "string"),
+    ("label", "string"),
+    ("features", "array<float>"),
+    ("width", "int"),
+    ("height", "int"),
+    ("size_bytes", "bigint"),
+    ("sha256", "string"),
+]
 
 
 def featurize_udf(bc_model, batch_size: int, max_pixels: int):
@@ -43,9 +50,13 @@ def featurize_udf(bc_model, batch_size: int, max_pixels: int):
         model = bc_model.value
         predictor = make_batch_predictor(model, threads)
         # Once per Python worker: predict_batch_udf caches this function for later tasks.
-        print(f"featurize worker pid={os.getpid()}: built MobileNetV2 for {model.runtime} ({model.image_size}px, "
-              f"{threads} thread(s)) in {time.perf_counter() - built:.1f}s; TensorFlow loaded: "
-              f"{'yes' if 'tensorflow' in sys.modules else 'no'}", file=sys.stderr, flush=True)
+        print(
+            f"featurize worker pid={os.getpid()}: built MobileNetV2 for {model.runtime} ({model.image_size}px, "
+            f"{threads} thread(s)) in {time.perf_counter() - built:.1f}s; TensorFlow loaded: "
+            f"{'yes' if 'tensorflow' in sys.modules else 'no'}",
+            file=sys.stderr,
+            flush=True,
+        )
 
         def predict(contents: np.ndarray) -> dict:
             n, size = len(contents), model.image_size
@@ -67,12 +78,14 @@ def featurize_udf(bc_model, batch_size: int, max_pixels: int):
 
         return predict
 
-    return_type = StructType([
-        StructField("features", ArrayType(FloatType())),
-        StructField("error", StringType()),
-        StructField("width", IntegerType()),
-        StructField("height", IntegerType()),
-    ])
+    return_type = StructType(
+        [
+            StructField("features", ArrayType(FloatType())),
+            StructField("error", StringType()),
+            StructField("width", IntegerType()),
+            StructField("height", IntegerType()),
+        ]
+    )
     return predict_batch_udf(make_predict_fn, return_type=return_type, batch_size=batch_size)
 
 
@@ -97,11 +110,15 @@ def write_features(images, udf, output: str) -> tuple[int, list[tuple]]:
     reject = F.struct("path", "label", F.col("error").alias("reason"), "size_bytes")
     # The rejects travel as one JSON string: Spark 3.5's Observation hands nested values (a list of
     # structs) to Python as raw Java objects, Spark 4 as rows; a string is a string on both.
-    featurized.observe(failed, F.count(F.lit(1)).alias("rows"),
-                       F.to_json(F.collect_list(F.when(F.col("error").isNotNull(), reject))).alias("rejects")) \
-        .where(F.col("error").isNull()) \
-        .select(*[name for name, _ in FEATURES_SCHEMA]) \
-        .write.mode("overwrite").parquet(output)
+    featurized.observe(
+        failed,
+        F.count(F.lit(1)).alias("rows"),
+        F.to_json(F.collect_list(F.when(F.col("error").isNotNull(), reject))).alias("rejects"),
+    ).where(F.col("error").isNull()).select(*[name for name, _ in FEATURES_SCHEMA]).write.mode("overwrite").parquet(
+        output
+    )
     metrics = failed.get
-    undecodable = [(r["path"], r.get("label"), r["reason"], r.get("size_bytes")) for r in json.loads(metrics["rejects"])]
+    undecodable = [
+        (r["path"], r.get("label"), r["reason"], r.get("size_bytes")) for r in json.loads(metrics["rejects"])
+    ]
     return metrics["rows"], undecodable

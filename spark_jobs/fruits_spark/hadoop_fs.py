@@ -148,8 +148,9 @@ def copy(spark: SparkSession, source: str, target: str) -> None:
     source_fs, source_path = _fs_and_path(spark, source)
     target_fs, target_path = _fs_and_path(spark, target)
     jvm = spark.sparkContext._jvm
-    jvm.org.apache.hadoop.fs.FileUtil.copy(source_fs, source_path, target_fs, target_path, False, True,
-                                           spark.sparkContext._jsc.hadoopConfiguration())
+    jvm.org.apache.hadoop.fs.FileUtil.copy(
+        source_fs, source_path, target_fs, target_path, False, True, spark.sparkContext._jsc.hadoopConfiguration()
+    )
 
 
 def delete(spark: SparkSession, uri: str) -> None:

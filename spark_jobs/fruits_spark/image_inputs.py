@@ -48,8 +48,7 @@ def plan(spark, *, manifest_uri: str | None, images_uri: str | None) -> Inputs:
     else:
         entries, lengths = list_images(spark, images_uri)
     to_read, rejects = triage(entries, lengths)
-    log.info("%d input files: %d images to read, %d rejected before reading", len(entries), len(to_read),
-             len(rejects))
+    log.info("%d input files: %d images to read, %d rejected before reading", len(entries), len(to_read), len(rejects))
     binary_files.set_partitioning(spark, len(to_read))
     load_path, scratch = binary_files.stage_hidden(spark, sorted({entry.read for entry in to_read}))
     expected = [entry for entry in to_read if entry.read in load_path]

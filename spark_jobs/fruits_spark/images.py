@@ -87,8 +87,7 @@ def register_heif_opener() -> str | None:
     try:
         import pillow_heif
     except ImportError:
-        return (f"HEIC/HEIF image but its decoder is not installed (Python package {HEIF_PLUGIN} "
-                "on the executors)")
+        return f"HEIC/HEIF image but its decoder is not installed (Python package {HEIF_PLUGIN} on the executors)"
     pillow_heif.register_heif_opener()
     return None
 

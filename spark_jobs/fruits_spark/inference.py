@@ -27,9 +27,9 @@ import platform
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -50,8 +50,14 @@ RUNTIMES: dict[str, Runtime] = {
     "onnx": Runtime("onnx", "onnxruntime", "onnxruntime==1.32.0", (("tf2onnx", "tf2onnx==1.17.0"),)),
     "openvino": Runtime("openvino", "openvino", "openvino==2026.4.1", ()),
     # requirements.txt: the CPU build where that wheel exists (Linux x86_64), `tensorflow` elsewhere.
-    "tensorflow": Runtime("tensorflow", "tensorflow", "tensorflow-cpu==2.21.0" if sys.platform == "linux"
-                          and platform.machine() == "x86_64" else "tensorflow==2.21.0", ()),
+    "tensorflow": Runtime(
+        "tensorflow",
+        "tensorflow",
+        "tensorflow-cpu==2.21.0"
+        if sys.platform == "linux" and platform.machine() == "x86_64"
+        else "tensorflow==2.21.0",
+        (),
+    ),
 }
 # The fastest runtime that passes the parity test on both kinds of EMR nodes (README,
 # "Featurization runtimes"): OpenVINO was as fast on x86_64 but has no wheel for Amazon Linux
@@ -115,8 +121,9 @@ def require(name: str, *, converting: bool = False) -> None:
     """Raise RuntimeUnavailable, naming what to install, if `name` cannot run here."""
     missing = missing_packages(name, converting=converting)
     if missing:
-        raise RuntimeUnavailable(f"runtime {name!r} needs the Python package(s) {', '.join(missing)} "
-                                 f"(pip install {' '.join(missing)})")
+        raise RuntimeUnavailable(
+            f"runtime {name!r} needs the Python package(s) {', '.join(missing)} (pip install {' '.join(missing)})"
+        )
 
 
 def _import_runtime(name: str):
@@ -124,8 +131,10 @@ def _import_runtime(name: str):
     try:
         return importlib.import_module(runtime.module)
     except ImportError as exc:
-        raise RuntimeUnavailable(f"runtime {name!r} needs the Python package {runtime.requirement} "
-                                 f"(pip install {runtime.requirement}): {exc}") from exc
+        raise RuntimeUnavailable(
+            f"runtime {name!r} needs the Python package {runtime.requirement} "
+            f"(pip install {runtime.requirement}): {exc}"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- driver: conversion
@@ -145,8 +154,9 @@ def convert(model, runtime: str, image_size: int) -> PortableModel:
     try:
         payload = _to_onnx(function) if runtime == "onnx" else _to_openvino(function)
     except Exception as exc:  # noqa: BLE001 - every converter failure becomes one readable line
-        raise ConversionError(f"cannot convert the Keras model for runtime {runtime!r}: "
-                              f"{type(exc).__name__}: {reason(exc)}") from exc
+        raise ConversionError(
+            f"cannot convert the Keras model for runtime {runtime!r}: {type(exc).__name__}: {reason(exc)}"
+        ) from exc
     converted = PortableModel(runtime, image_size, payload)
     log.info("converted MobileNetV2 for %s: %.1f MB", runtime, converted.nbytes / 1e6)
     return converted
@@ -166,14 +176,12 @@ def _to_onnx(function) -> tuple[bytes]:
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
-                                             opset=ONNX_OPSET)
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=ONNX_OPSET)
     # tf2onnx only logs the TensorFlow operations it cannot translate and leaves them in the graph,
     # where ONNX Runtime would refuse them on every executor: refuse them here, once.
     import onnx
 
-    unknown = sorted({node.op_type for node in proto.graph.node
-                      if not onnx.defs.has(node.op_type, node.domain or "")})
+    unknown = sorted({node.op_type for node in proto.graph.node if not onnx.defs.has(node.op_type, node.domain or "")})
     if unknown:
         raise ValueError(f"operation(s) not supported by ONNX: {', '.join(unknown)}")
     return (proto.SerializeToString(),)
@@ -229,11 +237,15 @@ def openvino_compiled(model: PortableModel, threads: int):
     core = ov.Core()
     xml, weights = model.payload
     network = core.read_model(xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, dtype=np.uint8)))
-    return core.compile_model(network, "CPU", {
-        "INFERENCE_PRECISION_HINT": "f32",  # never bf16/f16 behind the user's back
-        "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY",  # one stream: the task's cores work on one batch
-    })
+    return core.compile_model(
+        network,
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": "f32",  # never bf16/f16 behind the user's back
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",  # one stream: the task's cores work on one batch
+        },
+    )
 
 
 def _openvino_predictor(model: PortableModel, threads: int) -> Predictor:

@@ -39,5 +39,5 @@ CLASSIFIER_CONFUSION_PNG = "confusion_matrix.png"
 
 def plot_uris(report: str) -> dict[str, str]:
     """pca.py draws the scree plot and the scatter of the first two components beside its report."""
-    stem = report[:-len(".json")] if report.endswith(".json") else report
+    stem = report[: -len(".json")] if report.endswith(".json") else report
     return {"scree": f"{stem}_scree.png", "scatter": f"{stem}_scatter.png"}

@@ -77,8 +77,10 @@ def parse_jsonl(text: str) -> list[Entry]:
         entry = _entry(number, line)
         first = entries.setdefault(entry.source, (number, entry))
         if first[1] != entry:
-            raise ManifestError(f"line {number}: source {entry.source} is already on line {first[0]} "
-                                "with another read location, label, size or ETag")
+            raise ManifestError(
+                f"line {number}: source {entry.source} is already on line {first[0]} "
+                "with another read location, label, size or ETag"
+            )
     return [entry for _, entry in entries.values()]
 
 

@@ -64,8 +64,12 @@ def load_model(spec: str, image_size: int, seed: int, name: str | None = None):
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise WeightsError(f"cannot load the weights file {name or spec}: {detail}") from exc
     weights = model.weights
-    log.info("weights %s: %d arrays, %.1f MB", name or spec, len(weights),
-             sum(int(np.prod(w.shape)) * 4 for w in weights) / 1e6)
+    log.info(
+        "weights %s: %d arrays, %.1f MB",
+        name or spec,
+        len(weights),
+        sum(int(np.prod(w.shape)) * 4 for w in weights) / 1e6,
+    )
     return model
 
 

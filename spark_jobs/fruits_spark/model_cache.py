@@ -68,8 +68,9 @@ def weights_identity(spec: str, seed: int, weights_file: str | None = None) -> s
     return f"file/sha256={sha.hexdigest()}"
 
 
-def entry_name(folder: str | None, *, weights: str, seed: int, image_size: int, runtime: str,
-               weights_file: str | None = None) -> str | None:
+def entry_name(
+    folder: str | None, *, weights: str, seed: int, image_size: int, runtime: str, weights_file: str | None = None
+) -> str | None:
     """The cache entry of a model (None without a cache folder); a weights file needs its local copy."""
     if not folder:
         return None
@@ -82,9 +83,18 @@ def dumps(model: inference.PortableModel) -> bytes:
     cache entry can never run code in the driver that loads it."""
     import numpy as np
 
-    parts = {"meta": np.frombuffer(json.dumps({
-        "runtime": model.runtime, "image_size": model.image_size,
-        "kinds": ["bytes" if isinstance(p, bytes) else "array" for p in model.payload]}).encode(), dtype=np.uint8)}
+    parts = {
+        "meta": np.frombuffer(
+            json.dumps(
+                {
+                    "runtime": model.runtime,
+                    "image_size": model.image_size,
+                    "kinds": ["bytes" if isinstance(p, bytes) else "array" for p in model.payload],
+                }
+            ).encode(),
+            dtype=np.uint8,
+        )
+    }
     for i, part in enumerate(model.payload):
         parts[f"p{i}"] = np.frombuffer(part, dtype=np.uint8) if isinstance(part, bytes) else part
     sink = io.BytesIO()
@@ -99,8 +109,10 @@ def loads(data: bytes, runtime: str, image_size: int) -> inference.PortableModel
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             meta = json.loads(archive["meta"].tobytes().decode())
-            payload = tuple(archive[f"p{i}"].tobytes() if kind == "bytes" else archive[f"p{i}"].copy()
-                            for i, kind in enumerate(meta["kinds"]))
+            payload = tuple(
+                archive[f"p{i}"].tobytes() if kind == "bytes" else archive[f"p{i}"].copy()
+                for i, kind in enumerate(meta["kinds"])
+            )
     except Exception as exc:  # noqa: BLE001 - a damaged entry is a miss, never a failure
         log.warning("ignoring an unreadable model cache entry: %s", exc)
         return None
@@ -115,7 +127,7 @@ def is_local(folder: str) -> bool:
 
 
 def local_path(folder: str, name: str) -> Path:
-    root = folder[len("file://"):] if folder.startswith("file://") else folder
+    root = folder[len("file://") :] if folder.startswith("file://") else folder
     return Path(root) / name
 
 
@@ -139,4 +151,3 @@ def join(folder: str, name: str) -> str:
 
 def describe(model: inference.PortableModel) -> str:
     return f"{model.runtime} model, {model.nbytes / 1e6:.1f} MB"
-

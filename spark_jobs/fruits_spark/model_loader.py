@@ -35,8 +35,7 @@ def _load_model_child(conn, spec: str, image_size: int, seed: int, runtime: str,
             conn.send(("error", str(exc), ""))
     except BaseException as exc:  # noqa: BLE001 - reported by the parent
         message = next((line.strip() for line in str(exc).splitlines() if line.strip()), "(no message)")
-        conn.send(("error", f"loading the model failed: {type(exc).__name__}: {message[:300]}",
-                   traceback.format_exc()))
+        conn.send(("error", f"loading the model failed: {type(exc).__name__}: {message[:300]}", traceback.format_exc()))
     finally:
         conn.close()
         sys.stdout.flush()
@@ -58,8 +57,12 @@ class ModelLoader:
         self.spec = spec
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=False)
-        self._process = context.Process(target=_load_model_child, name="fruits-model", daemon=True,
-                                        args=(child_conn, spec, image_size, seed, runtime, name or spec))
+        self._process = context.Process(
+            target=_load_model_child,
+            name="fruits-model",
+            daemon=True,
+            args=(child_conn, spec, image_size, seed, runtime, name or spec),
+        )
         self._process.start()
         child_conn.close()
 
@@ -143,13 +146,22 @@ class DriverModel:
         self.name = self._entry_name() if named else None
         self.loader = self._cached(None) if self.name and model_cache.is_local(cache) else None
         if self.loader is None and named:
-            log.info("starting Spark; building MobileNetV2 (weights %r) for runtime %s in a child process meanwhile",
-                     weights, runtime)
+            log.info(
+                "starting Spark; building MobileNetV2 (weights %r) for runtime %s in a child process meanwhile",
+                weights,
+                runtime,
+            )
             self.loader = ModelLoader(weights, image_size, seed, runtime)
 
     def _entry_name(self, weights_file: str | None = None) -> str | None:
-        return model_cache.entry_name(self.cache, weights=self.weights, seed=self.seed, image_size=self.image_size,
-                                      runtime=self.runtime, weights_file=weights_file)
+        return model_cache.entry_name(
+            self.cache,
+            weights=self.weights,
+            seed=self.seed,
+            image_size=self.image_size,
+            runtime=self.runtime,
+            weights_file=weights_file,
+        )
 
     def _cached(self, spark) -> CachedModel | None:
         return read_cached(spark, self.cache, self.name, self.runtime, self.image_size)
@@ -167,8 +179,9 @@ class DriverModel:
         if self.loader is None:  # a weights file: copy it from any storage, then load it beside Spark
             local_weights = hadoop_fs.copy_to_local(spark, self.weights)
             self.name = self._entry_name(local_weights)
-            self.loader = self._cached(spark) or ModelLoader(local_weights, self.image_size, self.seed, self.runtime,
-                                                             name=self.weights)
+            self.loader = self._cached(spark) or ModelLoader(
+                local_weights, self.image_size, self.seed, self.runtime, name=self.weights
+            )
         model = self.loader.result()
         if isinstance(self.loader, ModelLoader):
             store(spark, self.cache, self.name, model)

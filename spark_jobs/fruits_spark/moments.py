@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # mapInArrow output: one row per partition, the matrices as raw float64 bytes.
-SCHEMA = ("rows long, null_vectors long, bad_vectors long, min_dim long, max_dim long, "
-          "labels array<string>, mean binary, scatter binary")
+SCHEMA = (
+    "rows long, null_vectors long, bad_vectors long, min_dim long, max_dim long, "
+    "labels array<string>, mean binary, scatter binary"
+)
 
 
 MAX_PARTIALS = 16  # partial results the driver merges itself (see `compute`)
@@ -33,9 +35,18 @@ def arrow_schema():
     """`SCHEMA` for pyarrow (explicit: a column of None alone would be inferred as type null)."""
     import pyarrow as pa
 
-    return pa.schema([("rows", pa.int64()), ("null_vectors", pa.int64()), ("bad_vectors", pa.int64()),
-                      ("min_dim", pa.int64()), ("max_dim", pa.int64()), ("labels", pa.list_(pa.string())),
-                      ("mean", pa.binary()), ("scatter", pa.binary())])
+    return pa.schema(
+        [
+            ("rows", pa.int64()),
+            ("null_vectors", pa.int64()),
+            ("bad_vectors", pa.int64()),
+            ("min_dim", pa.int64()),
+            ("max_dim", pa.int64()),
+            ("labels", pa.list_(pa.string())),
+            ("mean", pa.binary()),
+            ("scatter", pa.binary()),
+        ]
+    )
 
 
 @dataclass
@@ -114,8 +125,12 @@ class Moments:
 
     def to_record(self) -> dict:
         return {
-            "rows": [self.rows], "null_vectors": [self.null_vectors], "bad_vectors": [self.bad_vectors],
-            "min_dim": [self.min_dim], "max_dim": [self.max_dim], "labels": [sorted(self.labels)],
+            "rows": [self.rows],
+            "null_vectors": [self.null_vectors],
+            "bad_vectors": [self.bad_vectors],
+            "min_dim": [self.min_dim],
+            "max_dim": [self.max_dim],
+            "labels": [sorted(self.labels)],
             "mean": [None if self.mean is None else self.mean.tobytes()],
             "scatter": [None if self.scatter is None else self.scatter.tobytes()],
         }
@@ -127,9 +142,16 @@ class Moments:
         if row["mean"] is not None and row["scatter"] is not None:
             mean = np.frombuffer(row["mean"], dtype=np.float64).copy()
             scatter = np.frombuffer(row["scatter"], dtype=np.float64).reshape(len(mean), len(mean)).copy()
-        return cls(rows=row["rows"], null_vectors=row["null_vectors"], bad_vectors=row["bad_vectors"],
-                   min_dim=row["min_dim"], max_dim=row["max_dim"], labels=set(row["labels"] or ()),
-                   mean=mean, scatter=scatter)
+        return cls(
+            rows=row["rows"],
+            null_vectors=row["null_vectors"],
+            bad_vectors=row["bad_vectors"],
+            min_dim=row["min_dim"],
+            max_dim=row["max_dim"],
+            labels=set(row["labels"] or ()),
+            mean=mean,
+            scatter=scatter,
+        )
 
 
 def _optional(pick, a, b):

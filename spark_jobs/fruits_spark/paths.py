@@ -55,12 +55,12 @@ def canonical_uri(uri: str, *, encoded: bool = False) -> str:
     if encoded:
         uri = unquote(uri)
     if uri.startswith("file://"):
-        rest = uri[len("file://"):]
+        rest = uri[len("file://") :]
         if rest.startswith("/"):  # file:///x -> file:/x (empty authority)
             return "file:" + posixpath.normpath(rest)
         return uri
     if uri.startswith("file:"):
-        return "file:" + posixpath.normpath(uri[len("file:"):])
+        return "file:" + posixpath.normpath(uri[len("file:") :])
     if _SCHEME.match(uri):
         return uri
     return "file:" + os.path.abspath(uri)
@@ -85,4 +85,3 @@ def parent_of(uri: str) -> str:
 def escape_glob(uri: str) -> str:
     """Escape Hadoop glob characters so a file named `a[1].jpg` is read literally."""
     return _GLOB_CHARS.sub(r"\\\1", uri)
-

@@ -32,8 +32,11 @@ class Scan:
 def scan(spark, frame, index: np.ndarray, datasets: int) -> Scan:
     """The moments of the rows of `frame` whose contents are not in `index` (`datasets` is logged)."""
     fitted, new_contents, skipped = contents_to_fit(spark, frame, index)
-    log.info("scanning %d dataset(s): checks, row count, mean and covariance (%d known or repeated "
-             "content(s) skipped)", datasets, skipped)
+    log.info(
+        "scanning %d dataset(s): checks, row count, mean and covariance (%d known or repeated content(s) skipped)",
+        datasets,
+        skipped,
+    )
     phase = time.perf_counter()
     stats = moments.compute(fitted)
     log.info("scanned in %.1f s", time.perf_counter() - phase)
@@ -61,9 +64,14 @@ def contents_to_fit(spark, frame, index: np.ndarray):
         return frame, new, 0
     keep = spark.createDataFrame([(digest,) for digest in pca_state.to_hex(new)], "digest string")
     first = F.row_number().over(Window.partitionBy("digest").orderBy("path"))
-    hashed = frame.where(F.col("sha256").isNotNull()).withColumn("digest", digest) \
-        .join(F.broadcast(keep), "digest", "left_semi").withColumn("first", first) \
-        .where(F.col("first") == 1).drop("digest", "first")
+    hashed = (
+        frame.where(F.col("sha256").isNotNull())
+        .withColumn("digest", digest)
+        .join(F.broadcast(keep), "digest", "left_semi")
+        .withColumn("first", first)
+        .where(F.col("first") == 1)
+        .drop("digest", "first")
+    )
     fitted = hashed.unionByName(frame.where(F.col("sha256").isNull()))
     skipped = sum(r["count"] for r in seen) - len(new)
     return fitted, new, skipped
@@ -78,8 +86,7 @@ def check(stats: moments.Moments) -> tuple[int, int]:
     if stats.min_dim != stats.max_dim:
         raise JobError(f"features vectors have mixed lengths: from {stats.min_dim} to {stats.max_dim} values")
     if stats.bad_vectors:
-        raise JobError(f"{stats.bad_vectors} of {stats.rows} features vectors contain NaN, infinite or "
-                       "null values")
+        raise JobError(f"{stats.bad_vectors} of {stats.rows} features vectors contain NaN, infinite or null values")
     if stats.max_dim < 1:
         raise JobError("features vectors are empty (0 values)")
     if not stats.clean:  # every check above passed, so this would be a bug

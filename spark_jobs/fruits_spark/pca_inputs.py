@@ -17,8 +17,11 @@ def read_list(spark, uri: str, what: str, *, allow_empty: bool = False) -> list[
     """The URIs a text file lists, one a line (blank lines and `#` comments left out)."""
     if not hadoop_fs.exists(spark, uri):
         raise JobError(f"{what} not found: {uri}")
-    uris = [line.strip() for line in hadoop_fs.read_text(spark, uri).splitlines()
-            if line.strip() and not line.startswith("#")]
+    uris = [
+        line.strip()
+        for line in hadoop_fs.read_text(spark, uri).splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     if not uris and not allow_empty:
         raise JobError(f"{what} is empty: {uri}")
     return uris
@@ -38,8 +41,13 @@ def read_features(spark, uris: list[str]):
         raise JobError(f"features input lacks column(s) {sorted(missing)}: {', '.join(uris)}")
     sha256 = F.col("sha256") if "sha256" in frame.columns else F.lit(None).cast("string")
     batch = F.regexp_extract(F.col("_metadata.file_path"), BATCH_OF_FILE, 1)
-    return frame.select("path", "label", "features", sha256.alias("sha256"),
-                        F.when(batch == "", F.lit("input")).otherwise(batch).alias("batch"))
+    return frame.select(
+        "path",
+        "label",
+        "features",
+        sha256.alias("sha256"),
+        F.when(batch == "", F.lit("input")).otherwise(batch).alias("batch"),
+    )
 
 
 @dataclass
@@ -66,8 +74,10 @@ def read_previous(spark, folder: str | None) -> Previous | None:
         return hadoop_fs.read_bytes(spark, uri)
 
     report = json.loads(read(interface.PCA_REPORT))
-    return Previous(moments=pca_state.moments_from_bytes(read(pca_state.MOMENTS)),
-                    basis=pca_state.basis_from_bytes(read(pca_state.BASIS)),
-                    contents=pca_state.digests_from_bytes(read(pca_state.CONTENTS)),
-                    vectors=pca_state.vectors_list_lines(read(pca_state.VECTORS_LIST).decode("utf-8")),
-                    rows=int(report["rows"]))
+    return Previous(
+        moments=pca_state.moments_from_bytes(read(pca_state.MOMENTS)),
+        basis=pca_state.basis_from_bytes(read(pca_state.BASIS)),
+        contents=pca_state.digests_from_bytes(read(pca_state.CONTENTS)),
+        vectors=pca_state.vectors_list_lines(read(pca_state.VECTORS_LIST).decode("utf-8")),
+        rows=int(report["rows"]),
+    )

@@ -64,8 +64,9 @@ def fit_with_spark_ml(centred_vectors, dim: int) -> tuple[np.ndarray, np.ndarray
     return np.asarray(model.explainedVariance.toArray()), orient(components)
 
 
-def spark_ml_pipeline(spark, mean: np.ndarray, components: np.ndarray, ratios,
-                      *, input_col: str = "vector", output_col: str = "pca"):
+def spark_ml_pipeline(
+    spark, mean: np.ndarray, components: np.ndarray, ratios, *, input_col: str = "vector", output_col: str = "pca"
+):
     """A Spark ML PipelineModel (centring, then projection on `components`' k columns);
     `ratios` (a sequence, at least k long) become the PCAModel's explained variance.
 
@@ -85,13 +86,17 @@ def spark_ml_pipeline(spark, mean: np.ndarray, components: np.ndarray, ratios,
     def java(value):
         return _py2java(sc, value)
 
-    scaler = StandardScalerModel(jvm.StandardScalerModel(
-        StandardScalerModel._randomUID(),
-        java(DenseVector(np.ones(dim))), java(DenseVector(mean))))
+    scaler = StandardScalerModel(
+        jvm.StandardScalerModel(
+            StandardScalerModel._randomUID(), java(DenseVector(np.ones(dim))), java(DenseVector(mean))
+        )
+    )
     scaler._set(withMean=True, withStd=False, inputCol=input_col, outputCol="centred")
-    pca = PCAModel(jvm.PCAModel(
-        PCAModel._randomUID(), java(DenseMatrix(dim, k, components.ravel(order="F"))),
-        java(DenseVector(ratios[:k]))))
+    pca = PCAModel(
+        jvm.PCAModel(
+            PCAModel._randomUID(), java(DenseMatrix(dim, k, components.ravel(order="F"))), java(DenseVector(ratios[:k]))
+        )
+    )
     pca._set(k=k, inputCol="centred", outputCol=output_col)
     return PipelineModel([scaler, pca])
 
@@ -102,6 +107,7 @@ def projector(bc_basis):
     `bc_basis` is a broadcast (mean, components d x k): each batch is one matrix product. A
     `batch` column (which dataset the row came from) is passed through.
     """
+
     def project(batches):
         import pyarrow as pa
 
@@ -113,8 +119,11 @@ def projector(bc_basis):
             matrix = np.asarray(features.flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
             projected = (matrix.reshape(rows, len(mean)) - mean) @ components  # rows may be 0
             offsets = pa.array(np.arange(0, rows * k + 1, k, dtype=np.int32))
-            columns = [batch.column("path"), batch.column("label"),
-                       pa.ListArray.from_arrays(offsets, pa.array(projected.ravel()))]
+            columns = [
+                batch.column("path"),
+                batch.column("label"),
+                pa.ListArray.from_arrays(offsets, pa.array(projected.ravel())),
+            ]
             names = ["path", "label", "pca_features"]
             if "batch" in batch.schema.names:
                 columns.append(batch.column("batch"))

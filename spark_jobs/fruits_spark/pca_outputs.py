@@ -22,8 +22,9 @@ def write_vectors(frame, bc_basis, output: str, order: list[str]) -> dict[str, i
     from pyspark.sql import functions as F
 
     phase = time.perf_counter()
-    projected = frame.select("path", "label", "features", "batch") \
-        .mapInArrow(pca_model.projector(bc_basis), pca_model.PROJECTED_BATCH_SCHEMA)
+    projected = frame.select("path", "label", "features", "batch").mapInArrow(
+        pca_model.projector(bc_basis), pca_model.PROJECTED_BATCH_SCHEMA
+    )
     pca_model.projected_writer(projected).partitionBy("batch").parquet(output)
     counts = {r["batch"]: r["count"] for r in frame.groupBy("batch").agg(F.count(F.lit(1)).alias("count")).collect()}
     log.info("wrote %s in %.1f s", output, time.perf_counter() - phase)
@@ -46,23 +47,32 @@ def scatter_sample(spark, output: str, rows: int, seed: int) -> tuple[np.ndarray
     from pyspark.sql import functions as F
 
     fraction = min(1.0, SCATTER_POINTS / max(rows, 1))
-    sample = spark.read.parquet(output).sample(fraction=fraction, seed=seed).limit(SCATTER_POINTS) \
-        .select("label", F.slice("pca_features", 1, 2).alias("xy")).collect()
+    sample = (
+        spark.read.parquet(output)
+        .sample(fraction=fraction, seed=seed)
+        .limit(SCATTER_POINTS)
+        .select("label", F.slice("pca_features", 1, 2).alias("xy"))
+        .collect()
+    )
     points = np.array([r.xy for r in sample], dtype=float).reshape(len(sample), -1)
     return points, [r.label for r in sample]
 
 
-def state_files(merged: moments.Moments, basis: pca_state.Basis | None, contents: np.ndarray,
-                vectors: list[str]) -> dict[str, bytes]:
+def state_files(
+    merged: moments.Moments, basis: pca_state.Basis | None, contents: np.ndarray, vectors: list[str]
+) -> dict[str, bytes]:
     """The files the next run starts from (`pca_state`), by name; no basis is an empty one."""
-    return {pca_state.MOMENTS: pca_state.moments_to_bytes(merged),
-            pca_state.BASIS: pca_state.basis_to_bytes(basis or pca_state.Basis("", np.zeros(0), np.zeros((0, 0)))),
-            pca_state.CONTENTS: pca_state.digests_to_bytes(contents),
-            pca_state.VECTORS_LIST: pca_state.vectors_list_text(vectors).encode("utf-8")}
+    return {
+        pca_state.MOMENTS: pca_state.moments_to_bytes(merged),
+        pca_state.BASIS: pca_state.basis_to_bytes(basis or pca_state.Basis("", np.zeros(0), np.zeros((0, 0)))),
+        pca_state.CONTENTS: pca_state.digests_to_bytes(contents),
+        pca_state.VECTORS_LIST: pca_state.vectors_list_text(vectors).encode("utf-8"),
+    }
 
 
-def write_state(spark, folder: str, merged: moments.Moments, basis: pca_state.Basis | None, contents: np.ndarray,
-                vectors: list[str]) -> dict[str, str]:
+def write_state(
+    spark, folder: str, merged: moments.Moments, basis: pca_state.Basis | None, contents: np.ndarray, vectors: list[str]
+) -> dict[str, str]:
     """Write the state files into `folder` (beside the report); returns their URIs by name."""
     uris = {}
     for name, data in state_files(merged, basis, contents, vectors).items():

@@ -15,9 +15,20 @@ def smallest_k_for_variance(ratios: list[float], target: float) -> int:
     return int(reached[0]) + 1 if len(reached) else len(ratios)
 
 
-def build_report(*, rows: int, input_dim: int, k: int, ratios: list[float], inputs: list[str],
-                 output: str, model: str, target_variance: float | None, labels: int,
-                 seconds: float, plots: dict[str, str]) -> dict:
+def build_report(
+    *,
+    rows: int,
+    input_dim: int,
+    k: int,
+    ratios: list[float],
+    inputs: list[str],
+    output: str,
+    model: str,
+    target_variance: float | None,
+    labels: int,
+    seconds: float,
+    plots: dict[str, str],
+) -> dict:
     ratios = [float(r) for r in ratios[:k]]
     cumulative = [float(c) for c in np.cumsum(ratios)]
     return {

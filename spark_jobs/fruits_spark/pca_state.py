@@ -40,6 +40,7 @@ DIGEST_BYTES = 16  # 128 bits of the sha256: collisions are out of reach at any 
 
 # ----------------------------------------------------------------------------- contents
 
+
 def digests(hex_hashes) -> np.ndarray:
     """Sorted distinct 16-byte digests (dtype S16) of sha256 hex strings (None left out)."""
     values = [bytes.fromhex(h[: 2 * DIGEST_BYTES]) for h in hex_hashes if h]
@@ -79,12 +80,16 @@ def union(index: np.ndarray, new: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- files
 
+
 def moments_to_bytes(stats: Moments) -> bytes:
     buffer = io.BytesIO()
     dim = 0 if stats.mean is None else len(stats.mean)
-    np.savez(buffer, rows=np.int64(stats.rows),
-             mean=np.zeros(dim) if stats.mean is None else stats.mean,
-             scatter=np.zeros((dim, dim)) if stats.scatter is None else stats.scatter)
+    np.savez(
+        buffer,
+        rows=np.int64(stats.rows),
+        mean=np.zeros(dim) if stats.mean is None else stats.mean,
+        scatter=np.zeros((dim, dim)) if stats.scatter is None else stats.scatter,
+    )
     return buffer.getvalue()
 
 
@@ -138,10 +143,11 @@ def vectors_list_lines(text: str) -> list[str]:
 def batch_id_of(uri: str, fallback: str) -> str:
     """`<id>` of a dataset folder named `batch=<id>` (the layout's), else `fallback`."""
     name = uri.rstrip("/").rsplit("/", 1)[-1]
-    return name[len("batch="):] if name.startswith("batch=") and len(name) > len("batch=") else fallback
+    return name[len("batch=") :] if name.startswith("batch=") and len(name) > len("batch=") else fallback
 
 
 # ----------------------------------------------------------------------------- policy
+
 
 def max_principal_angle_degrees(current: np.ndarray, other: np.ndarray) -> float:
     """Largest principal angle between the column spaces of two orthonormal d x k matrices.
@@ -182,9 +188,17 @@ class PolicyError(ValueError):
     """A request the previous state cannot honour (`never` without a model, another dimension)."""
 
 
-def decide(*, current: Basis | None, covariance: np.ndarray, ratios, components: np.ndarray,
-           k_requested: int | None, variance_target: float | None, requested: str = "auto",
-           threshold_degrees: float = DEFAULT_REFIT_ANGLE) -> Decision:
+def decide(
+    *,
+    current: Basis | None,
+    covariance: np.ndarray,
+    ratios,
+    components: np.ndarray,
+    k_requested: int | None,
+    variance_target: float | None,
+    requested: str = "auto",
+    threshold_degrees: float = DEFAULT_REFIT_ANGLE,
+) -> Decision:
     """Refit or project only, from the merged moments' eigendecomposition (`ratios`, `components`).
 
     Refit when: there is no model yet; it is requested; `k_requested` differs from the current
@@ -203,26 +217,38 @@ def decide(*, current: Basis | None, covariance: np.ndarray, ratios, components:
     elif current.dim != covariance.shape[0]:
         raise PolicyError(f"the features have {covariance.shape[0]} values, the current model {current.dim}")
     else:
-        angle = max_principal_angle_degrees(current.components, components[:, :current.k])
+        angle = max_principal_angle_degrees(current.components, components[:, : current.k])
         kept = float(np.sum(captured_ratios(current.components, covariance)))
         if k_requested and int(k_requested) != current.k:
             reasons.append(f"k changed from {current.k} to {int(k_requested)}")
         if not k_requested and variance_target is not None and kept < variance_target - 1e-12:
-            reasons.append(f"the current {current.k} components keep {kept:.4f} of the variance, "
-                           f"under the target {variance_target}")
+            reasons.append(
+                f"the current {current.k} components keep {kept:.4f} of the variance, "
+                f"under the target {variance_target}"
+            )
         if angle > threshold_degrees:
             reasons.append(f"the top-{current.k} subspace moved {angle:.2f} degrees (threshold {threshold_degrees})")
     if requested == "never":
         if current is None:
             raise PolicyError("--refit never, but there is no current model to project with")
-        why = (f"a refit is due ({'; '.join(reasons)}) but --refit never" if reasons else
-               f"the top-{current.k} subspace moved {angle:.2f} degrees (threshold {threshold_degrees}): "
-               "projecting the new batch only (--refit never)")
+        why = (
+            f"a refit is due ({'; '.join(reasons)}) but --refit never"
+            if reasons
+            else f"the top-{current.k} subspace moved {angle:.2f} degrees (threshold {threshold_degrees}): "
+            "projecting the new batch only (--refit never)"
+        )
         return Decision(False, why, requested, current.k, angle, threshold_degrees, kept)
     if requested == "always" and not reasons:
         reasons.append("requested (--refit always)")
     if reasons:
         return Decision(True, "; ".join(reasons), requested, new_k, angle, threshold_degrees, kept)
-    return Decision(False, f"the top-{current.k} subspace moved {angle:.2f} degrees (threshold "
-                           f"{threshold_degrees}): projecting the new batch only", requested, current.k,
-                    angle, threshold_degrees, kept)
+    return Decision(
+        False,
+        f"the top-{current.k} subspace moved {angle:.2f} degrees (threshold "
+        f"{threshold_degrees}): projecting the new batch only",
+        requested,
+        current.k,
+        angle,
+        threshold_degrees,
+        kept,
+    )

@@ -83,8 +83,11 @@ def executor_cores(conf) -> int | None:
         count = local.group(1)
         if count is None:
             return 1
-        return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) \
-            if count == "*" else int(count)
+        return (
+            (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+            if count == "*"
+            else int(count)
+        )
     if master.startswith("local-cluster"):
         return None
     cores = conf.get("spark.executor.cores", None)

@@ -36,8 +36,14 @@ def test_the_classifier_runs_on_every_committed_pca_run(monkeypatch, compute):
 
 def test_the_local_classifier_plans_classify_then_spark_submits_it(monkeypatch):
     dag, _ = load(monkeypatch, "local")
-    assert set(dag.task_dict) == {"choose_pca_run", "local_spark.plan_classify", "local_spark.classify",
-                                  "local_spark.local_outputs", "validate_classifier", "publish_classifier"}
+    assert set(dag.task_dict) == {
+        "choose_pca_run",
+        "local_spark.plan_classify",
+        "local_spark.classify",
+        "local_spark.local_outputs",
+        "validate_classifier",
+        "publish_classifier",
+    }
     classify = dag.task_dict["local_spark.classify"]
     assert classify.job.operator.task_id == "local_spark.plan_classify"
     assert "local_spark.local_outputs" in dag.task_dict["validate_classifier"].upstream_task_ids
@@ -46,9 +52,19 @@ def test_the_local_classifier_plans_classify_then_spark_submits_it(monkeypatch):
 def test_the_emr_classifier_has_a_cluster_of_its_own_always_terminated(monkeypatch):
     dag, _ = load(monkeypatch, "emr")
     tasks = dag.task_dict
-    assert {t for t in tasks if t.startswith("emr.")} == {f"emr.{t}" for t in (
-        "check_region", "upload_code", "classifier_spec", "create_cluster", "add_classify_step", "wait_classify",
-        "terminate_cluster", "emr_outputs")}
+    assert {t for t in tasks if t.startswith("emr.")} == {
+        f"emr.{t}"
+        for t in (
+            "check_region",
+            "upload_code",
+            "classifier_spec",
+            "create_cluster",
+            "add_classify_step",
+            "wait_classify",
+            "terminate_cluster",
+            "emr_outputs",
+        )
+    }
     create, terminate = tasks["emr.create_cluster"], tasks["emr.terminate_cluster"]
     assert create.is_setup and terminate.is_teardown and terminate.on_failure_fail_dagrun
     assert "emr.wait_classify" in terminate.upstream_task_ids
@@ -95,4 +111,5 @@ def test_the_classifier_params_are_checked_like_the_pipelines(monkeypatch, compu
     if compute == "emr":  # checked again right before a cluster is requested
         with pytest.raises(InvalidParams, match="pca_run_id '../other run'"):
             dag.task_dict["emr.classifier_spec"].python_callable(
-                pca_run={}, code={}, checked={}, params={**dag.params.dump(), "pca_run_id": "../other run"})
+                pca_run={}, code={}, checked={}, params={**dag.params.dump(), "pca_run_id": "../other run"}
+            )

@@ -36,8 +36,15 @@ def downstream(dag, task_id: str) -> set[str]:
 def test_local_dag_has_the_expected_flow(local_dag):
     dag = local_dag
     assert set(dag.task_dict) == {
-        "wait_for_new_images", "plan_batch", "local_spark.plan_jobs", "local_spark.featurize", "local_spark.pca",
-        "local_spark.local_outputs", "validate", "commit_batch", "publish_report",
+        "wait_for_new_images",
+        "plan_batch",
+        "local_spark.plan_jobs",
+        "local_spark.featurize",
+        "local_spark.pca",
+        "local_spark.local_outputs",
+        "validate",
+        "commit_batch",
+        "publish_report",
     }
     assert downstream(dag, "wait_for_new_images") == {"plan_batch"}
     assert "local_spark.plan_jobs" in downstream(dag, "plan_batch")

@@ -7,8 +7,15 @@ from datetime import timedelta
 from conftest import DAGS
 from fruits.backends.emr.sensors import EmrStepSensorWithLogs
 
-CLUSTER_CHAIN = ("emr.create_cluster", "emr.add_featurize_step", "emr.wait_featurize", "emr.add_pca_step",
-                 "emr.wait_pca", "emr.terminate_cluster")
+CLUSTER_CHAIN = (
+    "emr.create_cluster",
+    "emr.add_featurize_step",
+    "emr.wait_featurize",
+    "emr.add_pca_step",
+    "emr.wait_pca",
+    "emr.terminate_cluster",
+)
+
 
 def load_emr_dag(monkeypatch, **env):
     monkeypatch.setenv("FRUITS_COMPUTE", "emr")
@@ -25,9 +32,22 @@ def test_emr_dag_parses_with_the_expected_flow(monkeypatch):
     dag = load_emr_dag(monkeypatch)
     tasks = dag.task_dict
     emr_tasks = {t for t in tasks if t.startswith("emr.")}
-    assert emr_tasks == {f"emr.{t}" for t in (
-        "check_region", "upload_code", "list_pca_inputs", "cluster_spec", "create_cluster", "add_featurize_step",
-        "wait_featurize", "add_pca_step", "wait_pca", "terminate_cluster", "emr_outputs")}
+    assert emr_tasks == {
+        f"emr.{t}"
+        for t in (
+            "check_region",
+            "upload_code",
+            "list_pca_inputs",
+            "cluster_spec",
+            "create_cluster",
+            "add_featurize_step",
+            "wait_featurize",
+            "add_pca_step",
+            "wait_pca",
+            "terminate_cluster",
+            "emr_outputs",
+        )
+    }
 
     def upstream(task_id):
         return tasks[task_id].get_flat_relative_ids(upstream=True)
@@ -59,8 +79,13 @@ def test_emr_dag_parses_with_the_expected_flow(monkeypatch):
 
 
 def test_emr_params_take_defaults_from_the_environment(monkeypatch):
-    dag = load_emr_dag(monkeypatch, FRUITS_EMR_REGION="eu-central-1", FRUITS_EMR_CORE_SPOT="true",
-                       FRUITS_EMR_CORE_INSTANCE_COUNT="5", FRUITS_EMR_SUBNET_ID="subnet-1")
+    dag = load_emr_dag(
+        monkeypatch,
+        FRUITS_EMR_REGION="eu-central-1",
+        FRUITS_EMR_CORE_SPOT="true",
+        FRUITS_EMR_CORE_INSTANCE_COUNT="5",
+        FRUITS_EMR_SUBNET_ID="subnet-1",
+    )
     params = dag.params
     assert params["region"] == "eu-central-1" and params["core_spot"] is True
     assert params["core_instance_count"] == 5 and "allow_non_eu_region" not in params
@@ -106,10 +131,16 @@ def test_timeouts_the_run_cannot_afford_are_an_import_error(monkeypatch):
 
 
 def test_the_form_offers_only_what_the_deployment_allows(monkeypatch):
-    dag = load_emr_dag(monkeypatch, FRUITS_EMR_ALLOWED_REGIONS="eu-west-3,eu-central-1",
-                       FRUITS_EMR_ALLOWED_INSTANCE_TYPES="m5.xlarge,c6i.2xlarge", FRUITS_EMR_MAX_CORE_NODES="4")
+    dag = load_emr_dag(
+        monkeypatch,
+        FRUITS_EMR_ALLOWED_REGIONS="eu-west-3,eu-central-1",
+        FRUITS_EMR_ALLOWED_INSTANCE_TYPES="m5.xlarge,c6i.2xlarge",
+        FRUITS_EMR_MAX_CORE_NODES="4",
+    )
     schema = {name: dag.params.get_param(name).schema for name in dag.params}
     assert schema["region"]["examples"] == ["eu-west-3", "eu-central-1"]  # check_region refuses the others
-    assert schema["core_instance_type"]["enum"] == schema["master_instance_type"]["enum"] == ["m5.xlarge", "c6i.2xlarge"]
+    assert (
+        schema["core_instance_type"]["enum"] == schema["master_instance_type"]["enum"] == ["m5.xlarge", "c6i.2xlarge"]
+    )
     assert schema["core_instance_count"]["maximum"] == schema["core_max_instance_count"]["maximum"] == 4
     assert "allow_non_eu_region" not in dag.params

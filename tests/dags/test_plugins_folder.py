@@ -14,8 +14,13 @@ PLUGINS = ROOT / "plugins"
 
 
 def airflow_env(tmp_path) -> dict[str, str]:
-    return {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    }
 
 
 def test_the_plugin_manager_imports_no_pipeline_or_dev_module(tmp_path):
@@ -31,8 +36,14 @@ print(json.dumps({
                       ("fruits_dev", "samples", "demo", "runner", "s3_server", "spark_cds", "settings", "pipeline")),
 }))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=airflow_env(tmp_path),
-                         timeout=180, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=airflow_env(tmp_path),
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded["errors"] == {}
@@ -41,15 +52,24 @@ print(json.dumps({
 
 
 def test_airflow_plugins_lists_no_pipeline_code(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "airflow", "plugins", "-o", "json"], capture_output=True, text=True,
-                         env=airflow_env(tmp_path), timeout=180, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow", "plugins", "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=airflow_env(tmp_path),
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "fruits_dev" not in out.stdout and "fruits/core" not in out.stdout and "fruits/backends" not in out.stdout
 
 
 def test_every_python_file_in_plugins_defines_an_airflow_plugin():
-    ignored = [line for line in (PLUGINS / ".airflowignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
+    ignored = [
+        line
+        for line in (PLUGINS / ".airflowignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert ignored, "plugins/.airflowignore keeps tests and helpers out of the plugin manager"
     import re
 

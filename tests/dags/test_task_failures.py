@@ -26,9 +26,15 @@ def load(monkeypatch, compute: str) -> list:
 def outcome(task, exc: Exception) -> str:
     """The state the task runner gives a task whose first try raised `exc` (the API server says a
     retry is due when the task has retries)."""
-    ti = SimpleNamespace(task=task, try_number=1, end_date=None, rendered_map_index=None, stats_tags={},
-                         _failure_metrics_emitted=False,
-                         _ti_context_from_server=SimpleNamespace(max_tries=task.retries, should_retry=task.retries > 0))
+    ti = SimpleNamespace(
+        task=task,
+        try_number=1,
+        end_date=None,
+        rendered_map_index=None,
+        stats_tags={},
+        _failure_metrics_emitted=False,
+        _ti_context_from_server=SimpleNamespace(max_tries=task.retries, should_retry=task.retries > 0),
+    )
     _, state = task_runner._handle_current_task_failed(ti, exc, structlog.get_logger())
     return state.value
 

@@ -43,8 +43,10 @@ class Stack:
             if state in ("success", "failed"):
                 return state
             if time.monotonic() > deadline:
-                raise AssertionError(f"{run_id} still {state} after {timeout}s: "
-                                     f"{self.api.task_states(DAG_ID, run_id)}\n{self.stack.tail('scheduler')}")
+                raise AssertionError(
+                    f"{run_id} still {state} after {timeout}s: "
+                    f"{self.api.task_states(DAG_ID, run_id)}\n{self.stack.tail('scheduler')}"
+                )
             time.sleep(1)
 
     def tasks(self, run_id: str) -> dict:
@@ -64,18 +66,26 @@ class Stack:
 def _later_modules_use_it(request) -> bool:
     items = request.session.items
     mine = [i for i, item in enumerate(items) if item.module is request.module]
-    return any("airflow_stack" in item.fixturenames for item in items[mine[-1] + 1:]) if mine else False
+    return any("airflow_stack" in item.fixturenames for item in items[mine[-1] + 1 :]) if mine else False
 
 
 def start_stack(home) -> AirflowStack:
-    config = StackConfig(home=home, api_port=free_port(), s3_port=free_port(), bucket=BUCKET, samples=SAMPLES,
-                         persist_s3=False, dag_refresh_seconds=10, env={
-                             "FRUITS_SENSOR_POKE_INTERVAL": "15",  # > the ~5 s a task's supervisor takes to exit: apache/airflow#71172
-                             "FRUITS_TASK_RETRIES": "0",
-                             "FRUITS_IMAGE_SIZE": str(TEST_IMAGE_SIZE),
-                             "FRUITS_SPARK_DRIVER_MEMORY": "2g",
-                             "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
-                         })
+    config = StackConfig(
+        home=home,
+        api_port=free_port(),
+        s3_port=free_port(),
+        bucket=BUCKET,
+        samples=SAMPLES,
+        persist_s3=False,
+        dag_refresh_seconds=10,
+        env={
+            "FRUITS_SENSOR_POKE_INTERVAL": "15",  # > the ~5 s a task's supervisor takes to exit: apache/airflow#71172
+            "FRUITS_TASK_RETRIES": "0",
+            "FRUITS_IMAGE_SIZE": str(TEST_IMAGE_SIZE),
+            "FRUITS_SPARK_DRIVER_MEMORY": "2g",
+            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        },
+    )
     stack = AirflowStack(config, echo=lambda message: print(f"[stack] {message}", flush=True))
     try:
         stack.start()

@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-
 from airflow_stack_support import BUCKET, SAMPLES, Stack, airflow_stack  # noqa: F401 - the fixture
+
 from fruits_dev.airflow_stack import COMPONENTS
 
 pytestmark = pytest.mark.spark
@@ -125,8 +125,13 @@ def run_report(airflow_stack: Stack, first_run):
 
 def _paths(run_id: str) -> list[str]:
     encoded = quote(run_id, safe="")
-    return ["/fruits/", "/fruits/api/runs", f"/fruits/api/runs/{encoded}", f"/fruits/runs/{encoded}",
-            f"/fruits/runs/{encoded}/plots/scatter"]
+    return [
+        "/fruits/",
+        "/fruits/api/runs",
+        f"/fruits/api/runs/{encoded}",
+        f"/fruits/runs/{encoded}",
+        f"/fruits/runs/{encoded}/plots/scatter",
+    ]
 
 
 def test_the_fruits_view_refuses_requests_without_valid_credentials(airflow_stack: Stack, run_report):
@@ -156,12 +161,20 @@ def test_the_fruits_view_serves_reports_and_plots_to_a_signed_in_user(airflow_st
     assert run_report in index
 
 
-@pytest.mark.parametrize("path", [
-    "/fruits/runs/no-such-run", "/fruits/api/runs/no-such-run", "/fruits/runs/..%2Fstate%2Fledger",
-    "/fruits/runs/%2E%2E%2Fstate%2Fledger/plots/scatter", "/fruits/api/runs/state%2Fledger.json",
-    "/fruits/runs/RUN/plots/ledger", "/fruits/runs/RUN/plots/..%2F..%2Fstate%2Fledger.json",
-    "/fruits/runs/RUN/plots/scatter.png", "/fruits/reports/RUN.json",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/fruits/runs/no-such-run",
+        "/fruits/api/runs/no-such-run",
+        "/fruits/runs/..%2Fstate%2Fledger",
+        "/fruits/runs/%2E%2E%2Fstate%2Fledger/plots/scatter",
+        "/fruits/api/runs/state%2Fledger.json",
+        "/fruits/runs/RUN/plots/ledger",
+        "/fruits/runs/RUN/plots/..%2F..%2Fstate%2Fledger.json",
+        "/fruits/runs/RUN/plots/scatter.png",
+        "/fruits/reports/RUN.json",
+    ],
+)
 def test_the_fruits_view_serves_nothing_but_reports_and_plots(airflow_stack: Stack, run_report, path):
     bearer = {"Authorization": f"Bearer {airflow_stack.api.token()}"}
     response = httpx.get(airflow_stack.url + path.replace("RUN", quote(run_report, safe="")), headers=bearer)
@@ -171,8 +184,9 @@ def test_the_fruits_view_serves_nothing_but_reports_and_plots(airflow_stack: Sta
 def test_the_fruits_view_shows_the_classifier_of_a_run(airflow_stack: Stack, run_report, classifier_run):
     assert classifier_run[1] == "success"
     bearer = {"Authorization": f"Bearer {airflow_stack.api.token()}"}
-    response = httpx.get(f"{airflow_stack.url}/fruits/runs/{quote(run_report, safe='')}/plots/confusion_matrix",
-                         headers=bearer)
+    response = httpx.get(
+        f"{airflow_stack.url}/fruits/runs/{quote(run_report, safe='')}/plots/confusion_matrix", headers=bearer
+    )
     assert response.status_code == 200 and response.content.startswith(b"\x89PNG"), response.status_code
 
 

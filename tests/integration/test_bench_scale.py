@@ -17,9 +17,25 @@ pytestmark = pytest.mark.spark
 @pytest.fixture(scope="module")
 def scale_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("scale-results")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--histories", "1000,3000",
-                           "--new", "40", "--batch-size", "500", "--out", str(out)],
-                          capture_output=True, text=True, env=job_env(), cwd=ROOT, timeout=1200)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "scale.py"),
+            "--histories",
+            "1000,3000",
+            "--new",
+            "40",
+            "--batch-size",
+            "500",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=job_env(),
+        cwd=ROOT,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     [path] = list(out.glob("scale-*.json"))
     return proc, json.loads(path.read_text())
@@ -30,8 +46,16 @@ def test_every_history_is_measured_with_the_documented_fields(scale_run):
     histories = result["histories"]
     assert [h["committed_images"] for h in histories] == [1000, 3000] and result["new_images"] == 40
     for h in histories:
-        assert {"committed_images", "s3_requests", "seconds", "worker_peak_mb", "pca_input_bytes",
-                "pca_reads", "pca_refit", "pca_decision"} <= h.keys()
+        assert {
+            "committed_images",
+            "s3_requests",
+            "seconds",
+            "worker_peak_mb",
+            "pca_input_bytes",
+            "pca_reads",
+            "pca_refit",
+            "pca_decision",
+        } <= h.keys()
         assert set(h["tasks"]) == {"sense", "plan", "validate", "commit"}
         assert all(t["s3_requests"] > 0 and t["seconds"] > 0 and t["peak_mb"] > 50 for t in h["tasks"].values())
         assert h["s3_requests"] == sum(t["s3_requests"] for t in h["tasks"].values())
@@ -52,8 +76,12 @@ def test_a_runs_requests_do_not_grow_with_the_history_and_pca_reads_the_new_batc
         # what the S3 server sent pca.py: this batch's features, the committed run's state files, the
         # batch's inputs list (pca.py reads the list, not the features it names), a sample of its own vectors
         batch_id = h["pca_batch_features"].split("=", 1)[1].rstrip("/")
-        assert set(h["pca_reads"]) <= {h["pca_batch_features"], "pca/run=history/", f"batches/{batch_id}/",
-                                       "pca/run=manual__scale/"}
+        assert set(h["pca_reads"]) <= {
+            h["pca_batch_features"],
+            "pca/run=history/",
+            f"batches/{batch_id}/",
+            "pca/run=manual__scale/",
+        }
         assert not h["pca_committed_features_read"] and h["pca_reads"][h["pca_batch_features"]]["bytes"] > 0
         assert h["pca_reads"]["pca/run=history/"]["bytes"] > 16 * h["committed_images"]  # the state, contents included
         own = h["pca_reads"].get("pca/run=manual__scale/", {"bytes": 0})["bytes"]

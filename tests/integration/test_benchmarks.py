@@ -45,9 +45,27 @@ N, N_SMALL, SIZE, PCA_ROWS = 24, 8, 32, 1000
 def bench_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench-work")
     out = tmp_path_factory.mktemp("bench-results")
-    command = [sys.executable, str(BENCH / "run.py"), "--n", str(N), "--n-small", str(N_SMALL),
-               "--image-size", str(SIZE), "--repeat", "1", "--skip-notebook", "--pca-rows", str(PCA_ROWS),
-               "--warm-memory-gib", "0.25", "--out", str(out), "--work-dir", str(work)]
+    command = [
+        sys.executable,
+        str(BENCH / "run.py"),
+        "--n",
+        str(N),
+        "--n-small",
+        str(N_SMALL),
+        "--image-size",
+        str(SIZE),
+        "--repeat",
+        "1",
+        "--skip-notebook",
+        "--pca-rows",
+        str(PCA_ROWS),
+        "--warm-memory-gib",
+        "0.25",
+        "--out",
+        str(out),
+        "--work-dir",
+        str(work),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, env=job_env(), cwd=ROOT, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc, json.loads((out / "latest.json").read_text(encoding="utf-8")), work, out
@@ -60,23 +78,32 @@ def test_report_is_complete_and_consistent(bench_run):
     assert len(stamped) == 1 and json.loads(stamped[0].read_text(encoding="utf-8")) == result
     assert f"2 featurize.py --runtime {DEFAULT_RUNTIME}" in proc.stdout and "PCA 1,000 x 1280" in proc.stdout
     assert all(f"1 ceiling, {runtime} " in proc.stdout for runtime in RUNTIMES)
-    assert result["images"] == {"n": N, "n_small": N_SMALL, "image_size": SIZE, "source_px": 100, "classes": 8,
-                                "batch_size": 64, "weights": "none"}
+    assert result["images"] == {
+        "n": N,
+        "n_small": N_SMALL,
+        "image_size": SIZE,
+        "source_px": 100,
+        "classes": 8,
+        "batch_size": 64,
+        "weights": "none",
+    }
     assert result["machine"]["cores"] >= 1 and result["machine"]["pyspark"]
 
     summaries = {**result["ceilings"], "featurize": result["featurize"]}
     assert list(result["ceilings"]) == list(RUNTIMES)  # every runtime, tensorflow included
-    for step, s in summaries.items():
+    for _step, s in summaries.items():
         assert 0 < s["seconds_small"] and 0 < s["seconds"], s
         assert s["runs_small"] == [s["seconds_small"]] and s["runs"] == [s["seconds"]]
         assert s["end_to_end_images_per_s"] == pytest.approx(N / s["seconds"], abs=1e-3)
         assert s["peak_rss_mb"] > 100 and s["peak_rss_mb_small"] > 100 and s["cpu_seconds"] > 0
         cpu_small, cpu_large = np.median(s["cpu_runs_small"]), np.median(s["cpu_runs"])
         if cpu_large > cpu_small:
-            assert s["marginal_cpu_ms_per_image"] == pytest.approx(1000 * (cpu_large - cpu_small) / (N - N_SMALL),
-                                                                   abs=2e-3)
-            assert s["fixed_cpu_seconds"] == pytest.approx(cpu_large - N * (cpu_large - cpu_small) / (N - N_SMALL),
-                                                           abs=2e-3)
+            assert s["marginal_cpu_ms_per_image"] == pytest.approx(
+                1000 * (cpu_large - cpu_small) / (N - N_SMALL), abs=2e-3
+            )
+            assert s["fixed_cpu_seconds"] == pytest.approx(
+                cpu_large - N * (cpu_large - cpu_small) / (N - N_SMALL), abs=2e-3
+            )
         if s["seconds"] > s["seconds_small"]:  # tiny inputs: the difference may drown in noise
             marginal = (N - N_SMALL) / (s["seconds"] - s["seconds_small"])
             assert s["marginal_images_per_s"] == pytest.approx(marginal, rel=1e-3)
@@ -97,14 +124,16 @@ def test_report_is_complete_and_consistent(bench_run):
     r, t = result["ratios"], result["targets"]
     c = result["ceilings"]["tensorflow"]
     assert r["featurize_vs_tensorflow_ceiling_end_to_end"] == pytest.approx(
-        f["end_to_end_images_per_s"] / c["end_to_end_images_per_s"], abs=2e-3)
+        f["end_to_end_images_per_s"] / c["end_to_end_images_per_s"], abs=2e-3
+    )
     assert r["featurize_peak_rss_growth"] == pytest.approx(f["peak_rss_mb"] / f["peak_rss_mb_small"], abs=2e-3)
     assert t["memory_flat_within_25pct"] == (r["featurize_peak_rss_growth"] <= 1.25)
     assert t["fixed_seconds_le_12"] == (None if f["fixed_seconds"] is None else f["fixed_seconds"] <= 12)
     own = result["ceilings"][DEFAULT_RUNTIME]
     for key, ceiling, target, bound in (
-            ("featurize_vs_tensorflow_ceiling_marginal", c, "marginal_vs_tensorflow_ceiling_ge_1_6", 1.6),
-            ("featurize_vs_runtime_ceiling_marginal", own, "marginal_vs_runtime_ceiling_ge_0_85", 0.85)):
+        ("featurize_vs_tensorflow_ceiling_marginal", c, "marginal_vs_tensorflow_ceiling_ge_1_6", 1.6),
+        ("featurize_vs_runtime_ceiling_marginal", own, "marginal_vs_runtime_ceiling_ge_0_85", 0.85),
+    ):
         if ceiling["marginal_images_per_s"] and f["marginal_images_per_s"]:
             assert r[key] == pytest.approx(f["marginal_images_per_s"] / ceiling["marginal_images_per_s"], abs=2e-3)
             assert t[target] == (r[key] >= bound)
@@ -128,8 +157,7 @@ def test_report_is_complete_and_consistent(bench_run):
 
     floor = p["floor"]
     assert floor["inside"]["rows"] == PCA_ROWS and p["floor_runs"] == [floor["seconds"]]
-    assert all(floor["inside"][phase] > 0 for phase in ("session_seconds", "first_pass_seconds",
-                                                        "second_pass_seconds"))
+    assert all(floor["inside"][phase] > 0 for phase in ("session_seconds", "first_pass_seconds", "second_pass_seconds"))
     assert floor["inside"]["seconds"] < floor["seconds"]  # inside the process, after the JVM started it
     assert p["floor_vs_numpy"] == pytest.approx(floor["seconds"] / p["numpy"]["seconds"], abs=2e-3)
     assert p["spark_above_floor_seconds"] == pytest.approx(p["spark"]["seconds"] - floor["seconds"], abs=1e-3)
@@ -138,7 +166,7 @@ def test_report_is_complete_and_consistent(bench_run):
     steps = [run["step"] for run in result["all_runs"]]
     per_size = ["ceiling"] * len(RUNTIMES) + ["featurize"]
     assert steps == ["featurize_cold"] + per_size + per_size + ["pca_numpy", "pca_spark", "pca_floor"]
-    assert [run.get("runtime") for run in result["all_runs"][1:1 + len(per_size)]] == [*RUNTIMES, DEFAULT_RUNTIME]
+    assert [run.get("runtime") for run in result["all_runs"][1 : 1 + len(per_size)]] == [*RUNTIMES, DEFAULT_RUNTIME]
     # The default: the timed featurize runs find the converted model in the cache the first (cold) job filled.
     featurize_runs = [run for run in result["all_runs"] if run["step"].startswith("featurize")]
     assert [run["model_cache"] for run in featurize_runs] == ["miss", "hit", "hit"]
@@ -172,9 +200,25 @@ def test_the_ceiling_computes_what_the_job_computes(bench_run, tmp_path, runtime
     """Same decoding, network and weights on both sides, whatever the runtime: like for like."""
     _, _, work, _ = bench_run
     saved = tmp_path / "ceiling.npz"
-    proc = subprocess.run([sys.executable, str(BENCH / "ceiling.py"), "--images", str(work / f"images_{N_SMALL}"),
-                           "--image-size", str(SIZE), "--runtime", runtime, "--save-features", str(saved)],
-                          check=True, capture_output=True, text=True, env=job_env(), timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "ceiling.py"),
+            "--images",
+            str(work / f"images_{N_SMALL}"),
+            "--image-size",
+            str(SIZE),
+            "--runtime",
+            runtime,
+            "--save-features",
+            str(saved),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=job_env(),
+        timeout=300,
+    )
     assert json.loads(proc.stdout.strip().splitlines()[-1])["runtime"] == runtime
     ceiling = np.load(saved)
     job = pq.read_table(work / "out_small" / "features").to_pandas().set_index("path")["features"]
@@ -189,9 +233,22 @@ def test_notebook_recipe_writes_one_vector_per_image(tmp_path):
     images = tmp_path / "images"
     assert bench.generate_images(images, 6) == 6
     env = job_env()
-    command = [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-               str(BENCH / "notebook_recipe.py"), "--images", str(images), "--output", str(tmp_path / "out"),
-               "--image-size", str(SIZE), "--partitions", "2"]
+    command = [
+        str(SPARK_SUBMIT),
+        "--master",
+        "local[2]",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(BENCH / "notebook_recipe.py"),
+        "--images",
+        str(images),
+        "--output",
+        str(tmp_path / "out"),
+        "--image-size",
+        str(SIZE),
+        "--partitions",
+        "2",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     assert "notebook_recipe: images=6 " in proc.stdout
@@ -224,8 +281,10 @@ def test_peak_rss_covers_the_whole_process_tree():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PSS is Linux's")
 def test_pages_shared_with_a_forked_child_count_once():
     """A JVM forking a helper shares its pages with it: the tree holds them once, not twice."""
-    script = ("import os, time; b = bytearray(300 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); "
-              "pid = os.fork(); time.sleep(1.5); os._exit(0) if pid == 0 else os.waitpid(pid, 0)")
+    script = (
+        "import os, time; b = bytearray(300 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); "
+        "pid = os.fork(); time.sleep(1.5); os._exit(0) if pid == 0 else os.waitpid(pid, 0)"
+    )
     finished = run_sampled([sys.executable, "-c", script], interval=0.05)
     assert finished.returncode == 0 and finished.peak_processes == 2
     assert 300 * 1024 * 1024 < finished.peak_rss_bytes < 450 * 1024 * 1024
@@ -255,9 +314,12 @@ def test_pss_reads_stay_within_their_time_budget(monkeypatch):
 
 
 def test_native_blas_status_reads_sparks_output():
-    assert bench.native_blas_status(
-        "netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed: libblas.so.3: cannot open shared object file") \
+    assert (
+        bench.native_blas_status(
+            "netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed: libblas.so.3: cannot open shared object file"
+        )
         == "inactive"
+    )
     assert bench.native_blas_status("INFO InstanceBuilder: Using dev.ludovic.netlib.blas.JNIBLAS") == "active"
 
 
@@ -269,8 +331,11 @@ def test_generated_inputs(tmp_path):
     bench.generate_features(tmp_path / "feat", 600, 1280)
     table = pq.read_table(tmp_path / "feat")
     matrix = np.stack(table.column("features").to_numpy(zero_copy_only=False)).astype(np.float64)
-    assert matrix.shape == (600, 1280) and matrix.min() >= 0 and str(table.schema.field("features").type) \
-        == "list<element: float>"
+    assert (
+        matrix.shape == (600, 1280)
+        and matrix.min() >= 0
+        and str(table.schema.field("features").type) == "list<element: float>"
+    )
     eigenvalues = np.linalg.eigvalsh(np.cov(matrix, rowvar=False))[::-1]
     ratios = eigenvalues / eigenvalues.sum()
     assert ratios[0] > ratios[9] > ratios[40] and math.isclose(ratios.sum(), 1.0)

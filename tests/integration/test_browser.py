@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from airflow_stack_support import BUCKET, Stack, airflow_stack  # noqa: F401 - the fixture
+
 from conftest import ROOT
 from fruits_dev import s3_server
 from fruits_dev.airflow_stack import DAG_ID, USER
@@ -116,8 +116,10 @@ def test_trigger_from_the_ui_and_see_the_run_in_the_fruits_view(airflow_stack: S
         frame.get_by_role("link", name=run_id).click()
         # Both plots loaded, decoded and laid out; polled through the frame locator, which finds the
         # iframe again if the UI re-renders it.
-        loaded = ("body => ['scatter', 'scree'].every(id => { const img = document.getElementById(id);"
-                  " return img && img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().height > 100; })")
+        loaded = (
+            "body => ['scatter', 'scree'].every(id => { const img = document.getElementById(id);"
+            " return img && img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().height > 100; })"
+        )
         deadline = time.monotonic() + 60
         while not _evaluate(frame.locator("body"), loaded):
             assert time.monotonic() < deadline, "the plots did not load in the Fruits view"

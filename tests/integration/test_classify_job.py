@@ -17,8 +17,20 @@ pytestmark = pytest.mark.spark
 
 LABELS = ["Apple Red 1", "Banana", "Blueberry"]  # red, yellow, dark blue: separable by colour
 PER_CLASS = 14
-SUMMARY_KEYS = {"input_rows", "unlabelled_rows", "train_rows", "test_rows", "labels", "accuracy", "macro_f1",
-                "majority_baseline", "reg_param", "elastic_net_param", "warnings", "seconds"}
+SUMMARY_KEYS = {
+    "input_rows",
+    "unlabelled_rows",
+    "train_rows",
+    "test_rows",
+    "labels",
+    "accuracy",
+    "macro_f1",
+    "majority_baseline",
+    "reg_param",
+    "elastic_net_param",
+    "warnings",
+    "seconds",
+}
 SMALL_GRID = ("--reg-params", "0.01", "--elastic-net-params", "0.0")
 # Both dimensions of the grid, 4 fits instead of the default 6 (each fit is tens of small jobs).
 GRID = ("--reg-params", "0.01,0.1", "--elastic-net-params", "0.0,0.5")
@@ -29,19 +41,46 @@ def run(tmp_path_factory, spark_submit_cmd):
     """Images -> featurize -> pca -> classify, once for the module."""
     root = tmp_path_factory.mktemp("classify")
     generate_samples(root / "images", labels=LABELS, per_class=PER_CLASS, seed=5)
-    spark_submit_cmd("featurize.py", "--images", str(root / "images"), "--output", str(root / "features"),
-                     "--rejects", str(root / "rejects"), "--weights", "none",
-                     "--image-size", str(TEST_IMAGE_SIZE))
-    spark_submit_cmd("pca.py", "--features", str(root / "features"), "--output", str(root / "pca_vectors"),
-                     "--k", "16", "--report", str(root / "pca_report.json"))
+    spark_submit_cmd(
+        "featurize.py",
+        "--images",
+        str(root / "images"),
+        "--output",
+        str(root / "features"),
+        "--rejects",
+        str(root / "rejects"),
+        "--weights",
+        "none",
+        "--image-size",
+        str(TEST_IMAGE_SIZE),
+    )
+    spark_submit_cmd(
+        "pca.py",
+        "--features",
+        str(root / "features"),
+        "--output",
+        str(root / "pca_vectors"),
+        "--k",
+        "16",
+        "--report",
+        str(root / "pca_report.json"),
+    )
     vectors = as_landing_paths(root / "pca_vectors", root / "vectors")
     output = root / "classifier" / "run=1"
-    proc = spark_submit_cmd("classify.py", "--vectors", str(root / "vectors"), "--pca-run", "pca-run-7",
-                            "--output", f"{output}/", *GRID)
+    proc = spark_submit_cmd(
+        "classify.py", "--vectors", str(root / "vectors"), "--pca-run", "pca-run-7", "--output", f"{output}/", *GRID
+    )
     metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
     predictions = pq.read_table(output / "predictions").to_pylist()
-    return {"output": output, "proc": proc, "metrics": metrics, "predictions": predictions,
-            "vectors": vectors.to_pylist(), "vectors_uri": root / "vectors", "schema": vectors.schema}
+    return {
+        "output": output,
+        "proc": proc,
+        "metrics": metrics,
+        "predictions": predictions,
+        "vectors": vectors.to_pylist(),
+        "vectors_uri": root / "vectors",
+        "schema": vectors.schema,
+    }
 
 
 def as_landing_paths(source, target) -> pa.Table:
@@ -60,18 +99,41 @@ def as_landing_paths(source, target) -> pa.Table:
 
 def test_step_arguments_parse():
     job = load_job("classify")
-    args = job.parse_args(["--vectors", "s3://b/pca/run=1/vectors", "--pca-run", "1",
-                           "--output", "s3://b/classifier/run=2/"])
+    args = job.parse_args(
+        ["--vectors", "s3://b/pca/run=1/vectors", "--pca-run", "1", "--output", "s3://b/classifier/run=2/"]
+    )
     assert args.output == "s3://b/classifier/run=2"
     assert (args.test_percent, args.validation_percent, args.max_iter) == (20, 25, 100)
-    assert [(s.reg_param, s.elastic_net_param) for s in args.grid] == \
-        [(r, e) for r in (0.001, 0.01, 0.1) for e in (0.0, 0.5)]
-    args = job.parse_args(["--vectors", "v", "--pca-run", "1", "--output", "o", "--reg-params", "0.5,0.5,1",
-                           "--elastic-net-params", "1", "--test-percent", "30"])
+    assert [(s.reg_param, s.elastic_net_param) for s in args.grid] == [
+        (r, e) for r in (0.001, 0.01, 0.1) for e in (0.0, 0.5)
+    ]
+    args = job.parse_args(
+        [
+            "--vectors",
+            "v",
+            "--pca-run",
+            "1",
+            "--output",
+            "o",
+            "--reg-params",
+            "0.5,0.5,1",
+            "--elastic-net-params",
+            "1",
+            "--test-percent",
+            "30",
+        ]
+    )
     assert [(s.reg_param, s.elastic_net_param) for s in args.grid] == [(0.5, 1.0), (1.0, 1.0)]
     assert args.test_percent == 30
-    for bad in (["--test-percent", "0"], ["--validation-percent", "100"], ["--elastic-net-params", "1.5"],
-                ["--reg-params", "-1"], ["--reg-params", "x"], ["--reg-params", ","], ["--pca-run", " "]):
+    for bad in (
+        ["--test-percent", "0"],
+        ["--validation-percent", "100"],
+        ["--elastic-net-params", "1.5"],
+        ["--reg-params", "-1"],
+        ["--reg-params", "x"],
+        ["--reg-params", ","],
+        ["--pca-run", " "],
+    ):
         with pytest.raises(SystemExit):
             job.parse_args(["--vectors", "v", "--pca-run", "1", "--output", "o", *bad])
 
@@ -96,20 +158,29 @@ def test_beats_the_majority_baseline_with_consistent_metrics(run):
     assert metrics["accuracy"] == pytest.approx(sum(matrix[i][i] for i in range(len(matrix))) / metrics["test_rows"])
     for label, row in zip(metrics["labels"], matrix):
         assert metrics["per_class"][label]["support"] == sum(row)
-    values = [metrics["accuracy"], metrics["macro_f1"], metrics["majority_baseline"]] + \
-        [entry[key] for entry in metrics["per_class"].values() for key in ("precision", "recall", "f1")]
+    values = [metrics["accuracy"], metrics["macro_f1"], metrics["majority_baseline"]] + [
+        entry[key] for entry in metrics["per_class"].values() for key in ("precision", "recall", "f1")
+    ]
     assert all(0.0 <= value <= 1.0 for value in values)
     assert metrics["accuracy"] >= 2 * metrics["majority_baseline"]
     assert float(summary["accuracy"]) == pytest.approx(metrics["accuracy"], abs=1e-4)
 
     grid = metrics["grid"]
-    assert [(g["reg_param"], g["elastic_net_param"]) for g in grid] == \
-        [(0.01, 0.0), (0.01, 0.5), (0.1, 0.0), (0.1, 0.5)]
+    assert [(g["reg_param"], g["elastic_net_param"]) for g in grid] == [
+        (0.01, 0.0),
+        (0.01, 0.5),
+        (0.1, 0.0),
+        (0.1, 0.5),
+    ]
     assert all(0.0 <= g["validation_macro_f1"] <= 1.0 for g in grid)
     chosen = metrics["regularisation"]
     best = max(g["validation_macro_f1"] for g in grid)
-    assert any(g["reg_param"] == chosen["reg_param"] and g["elastic_net_param"] == chosen["elastic_net_param"]
-               and g["validation_macro_f1"] == best for g in grid)
+    assert any(
+        g["reg_param"] == chosen["reg_param"]
+        and g["elastic_net_param"] == chosen["elastic_net_param"]
+        and g["validation_macro_f1"] == best
+        for g in grid
+    )
     assert set(metrics["class_weights"]) == set(LABELS)
     assert metrics["seconds"] > 0
 
@@ -133,8 +204,11 @@ def test_saved_model_reloads_and_rescores_the_test_rows(run, local_spark):
 
     model = PipelineModel.load(str(run["output"] / "model"))
     tested = [row["path"] for row in run["predictions"]]
-    frame = local_spark.read.parquet(str(run["vectors_uri"])).where(F.col("path").isin(*tested)) \
+    frame = (
+        local_spark.read.parquet(str(run["vectors_uri"]))
+        .where(F.col("path").isin(*tested))
         .withColumn("features", array_to_vector("pca_features"))
+    )
     expected = {row["path"]: row["prediction"] for row in run["predictions"]}
     rescored = {r.path: r.prediction for r in model.transform(frame).select("path", "prediction").collect()}
     assert rescored == expected
@@ -175,8 +249,9 @@ def test_single_label_with_unlabelled_rows_warns_instead_of_failing(run, tmp_pat
     folder.mkdir()
     pq.write_table(pa.Table.from_pylist(banana + unlabelled, schema=run["schema"]), folder / "part-0.parquet")
     output = tmp_path / "classifier"
-    proc = spark_submit_cmd("classify.py", "--vectors", str(folder), "--pca-run", "one", "--output", str(output),
-                            *SMALL_GRID)
+    proc = spark_submit_cmd(
+        "classify.py", "--vectors", str(folder), "--pca-run", "one", "--output", str(output), *SMALL_GRID
+    )
     metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["labels"] == ["Banana"] and metrics["unlabelled_rows"] == 3
     assert metrics["labelled_rows"] == len(banana)
@@ -205,8 +280,9 @@ def test_a_vectors_list_reads_exactly_the_datasets_it_names(run, tmp_path, spark
     listing = tmp_path / "vectors_list.txt"
     listing.write_text("".join(f"{f}/\n" for f in folders), encoding="utf-8")
     output = tmp_path / "out"
-    spark_submit_cmd("classify.py", "--vectors-list", str(listing), "--pca-run", "pca-run-8",
-                     "--output", str(output), *SMALL_GRID)
+    spark_submit_cmd(
+        "classify.py", "--vectors-list", str(listing), "--pca-run", "pca-run-8", "--output", str(output), *SMALL_GRID
+    )
     metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["input_rows"] == len(rows) and metrics["vectors"] == str(listing)
     assert metrics["test_rows"] == run["metrics"]["test_rows"]  # the same rows, split the same way
@@ -217,8 +293,9 @@ def test_empty_input_exits_2_with_one_line(tmp_path, spark_submit_cmd):
     folder.mkdir()
     schema = pa.schema([("path", pa.string()), ("label", pa.string()), ("pca_features", pa.list_(pa.float64()))])
     pq.write_table(schema.empty_table(), folder / "part-0.parquet")
-    proc = spark_submit_cmd("classify.py", "--vectors", str(folder), "--pca-run", "1",
-                            "--output", str(tmp_path / "out"), check=False)
+    proc = spark_submit_cmd(
+        "classify.py", "--vectors", str(folder), "--pca-run", "1", "--output", str(tmp_path / "out"), check=False
+    )
     assert proc.returncode == 2
     # spark-submit merges the Python driver's stderr into its stdout.
     errors = [line for line in proc.stdout.splitlines() if line.startswith("classify: error:")]
@@ -237,8 +314,15 @@ def test_scores_baseline_weights_and_consistency_checks():
     assert measured["macro_f1"] == pytest.approx((6 / 7 + 0.8) / 2)  # "c" has no test row: not averaged
     assert classifier_report.majority_baseline({"a": 5, "b": 5, "c": 1}, {"a": 1, "b": 3}) == ("a", 0.25)
     assert classifier_report.balanced_weights({"a": 30, "b": 10}) == {"a": 40 / 60, "b": 2.0}
-    metrics = {"confusion_matrix": matrix, "labels": labels, "test_rows": 6, "train_rows": 10,
-               "labelled_rows": 16, "majority_baseline": 0.5, **measured}
+    metrics = {
+        "confusion_matrix": matrix,
+        "labels": labels,
+        "test_rows": 6,
+        "train_rows": 10,
+        "labelled_rows": 16,
+        "majority_baseline": 0.5,
+        **measured,
+    }
     classifier_report.check_consistency(metrics)
     with pytest.raises(JobError, match="sums to 6, not to the 7 test rows"):
         classifier_report.check_consistency({**metrics, "test_rows": 7, "labelled_rows": 17})

@@ -33,15 +33,18 @@ class Deployment:
         self.tmp = tmp_path
         self.s3 = s3_server.client(endpoint)
         s3_server.ensure_bucket(self.s3, BUCKET)
-        self.env = runner.airflow_env(tmp_path / "airflow", extra={
-            "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
-            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
-            "FRUITS_TASK_RETRIES": "0",
-            "FRUITS_SPARK_DRIVER_MEMORY": "2g",
-        })
+        self.env = runner.airflow_env(
+            tmp_path / "airflow",
+            extra={
+                "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
+                "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+                "FRUITS_TASK_RETRIES": "0",
+                "FRUITS_SPARK_DRIVER_MEMORY": "2g",
+            },
+        )
         self.runs = 0
 
-    def land(self, **kwargs) -> "object":
+    def land(self, **kwargs) -> object:
         root = self.tmp / f"samples-{self.runs}"
         samples = generate_samples(root, labels=LABELS, n_classes=3, **kwargs)
         s3_server.upload_tree(self.s3, BUCKET, root, "landing/")
@@ -54,8 +57,12 @@ class Deployment:
 
     def classify(self, pca_run_id: str) -> dict:
         self.runs += 1
-        return runner.run_once(self.env, {"bucket": BUCKET, "pca_run_id": pca_run_id}, dag_id="fruits_classifier",
-                               log_file=self.tmp / f"run-{self.runs}-classifier.log")
+        return runner.run_once(
+            self.env,
+            {"bucket": BUCKET, "pca_run_id": pca_run_id},
+            dag_id="fruits_classifier",
+            log_file=self.tmp / f"run-{self.runs}-classifier.log",
+        )
 
     def keys(self, prefix: str) -> list[str]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -71,8 +78,9 @@ class Deployment:
         import pyarrow as pa
 
         parts = [k for k in self.keys(prefix) if k.endswith(".parquet")]
-        return pa.concat_tables([pq.read_table(io.BytesIO(self.s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()))
-                                 for k in parts])
+        return pa.concat_tables(
+            [pq.read_table(io.BytesIO(self.s3.get_object(Bucket=BUCKET, Key=k)["Body"].read())) for k in parts]
+        )
 
     def ledger(self) -> dict:
         return self.json("state/ledger.json")
@@ -120,7 +128,8 @@ def test_first_run_processes_every_landed_image(deployment, first_run):
     assert not any(k.endswith((".txt", ".csv", ".DS_Store")) for k in planned)
     # committed images left the landing prefix (their copies stay under batches/); the rest did not
     assert deployment.keys("landing/") == sorted(
-        "landing/" + p.relative_to(samples.root).as_posix() for p in samples.ignored)
+        "landing/" + p.relative_to(samples.root).as_posix() for p in samples.ignored
+    )
 
     features = deployment.parquet(f"features/batch={batch['batch_id']}/")
     rejects = deployment.parquet(f"rejects/batch={batch['batch_id']}/")
@@ -239,12 +248,22 @@ def test_the_pca_asset_event_says_where_the_vectors_are(deployment, first_run):
 
     samples, result, ledger = first_run
     db = sqlite3.connect(f"{deployment.env['AIRFLOW_HOME']}/airflow.db")
-    rows = db.execute("SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-                      "WHERE a.name = 'fruits_pca_vectors' AND e.source_run_id = ?", (result["run_id"],)).fetchall()
+    rows = db.execute(
+        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+        "WHERE a.name = 'fruits_pca_vectors' AND e.source_run_id = ?",
+        (result["run_id"],),
+    ).fetchall()
     [extra] = [json.loads(row[0]) for row in rows]
     report = deployment.report(result["run_id"])
     pca_prefix = layout.pca_prefix(result["run_id"])
-    assert extra == {"bucket": BUCKET, "run_id": result["run_id"], "pca_prefix": pca_prefix,
-                     "k": report["pca_k"], "rows": report["pca_rows"], "batch_id": ledger["batches"][0]["batch_id"],
-                     "pca_mode": "refit", "space_id": report["pca_space_id"],
-                     "vectors_list": pca_prefix + "vectors_list.txt"}
+    assert extra == {
+        "bucket": BUCKET,
+        "run_id": result["run_id"],
+        "pca_prefix": pca_prefix,
+        "k": report["pca_k"],
+        "rows": report["pca_rows"],
+        "batch_id": ledger["batches"][0]["batch_id"],
+        "pca_mode": "refit",
+        "space_id": report["pca_space_id"],
+        "vectors_list": pca_prefix + "vectors_list.txt",
+    }

@@ -55,8 +55,12 @@ class RecordingMotoServer:
         self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
-        call = {"method": environ["REQUEST_METHOD"], "path": unquote(environ.get("PATH_INFO", "")),
-                "query": environ.get("QUERY_STRING", ""), "target": environ.get("HTTP_X_AMZ_TARGET", "")}
+        call = {
+            "method": environ["REQUEST_METHOD"],
+            "path": unquote(environ.get("PATH_INFO", "")),
+            "query": environ.get("QUERY_STRING", ""),
+            "target": environ.get("HTTP_X_AMZ_TARGET", ""),
+        }
         match = CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
         call["key"], call["region"], call["service"] = match.groups() if match else (None, None, None)
         if call["target"].startswith("ElasticMapReduce."):
@@ -104,32 +108,53 @@ def iam_requests(calls: list[dict]) -> list[tuple[str, str, dict]]:
             body = call["body"]
             if action == "elasticmapreduce:RunJobFlow":
                 tags = {t["Key"]: t["Value"] for t in body.get("Tags", [])}
-                context = {"aws:RequestedRegion": call["region"],
-                           **{f"aws:RequestTag/{k}": v for k, v in tags.items()}}
+                context = {"aws:RequestedRegion": call["region"], **{f"aws:RequestTag/{k}": v for k, v in tags.items()}}
                 out.append((action, "*", context))
                 cluster_arn = f"arn:aws:elasticmapreduce:{call['region']}:{account}:cluster/j-NEW"
-                out.append(("elasticmapreduce:AddTags", cluster_arn,
-                            {f"elasticmapreduce:ResourceTag/{k}": v for k, v in tags.items()}))
-                for role, service in ((body["ServiceRole"], "elasticmapreduce.amazonaws.com"),
-                                      (body["JobFlowRole"], "ec2.amazonaws.com")):
-                    out.append(("iam:PassRole", f"arn:aws:iam::{account}:role/{role}",
-                                {"iam:PassedToService": service}))
+                out.append(
+                    (
+                        "elasticmapreduce:AddTags",
+                        cluster_arn,
+                        {f"elasticmapreduce:ResourceTag/{k}": v for k, v in tags.items()},
+                    )
+                )
+                for role, service in (
+                    (body["ServiceRole"], "elasticmapreduce.amazonaws.com"),
+                    (body["JobFlowRole"], "ec2.amazonaws.com"),
+                ):
+                    out.append(
+                        ("iam:PassRole", f"arn:aws:iam::{account}:role/{role}", {"iam:PassedToService": service})
+                    )
                 continue
             cluster_id = body.get("ClusterId") or body.get("JobFlowId") or body.get("JobFlowIds", [None])[0]
             cluster = next(c for c in all_clusters() if c.id == cluster_id)
-            out.append((action, f"arn:aws:elasticmapreduce:{call['region']}:{account}:cluster/{cluster_id}",
-                        {f"elasticmapreduce:ResourceTag/{k}": v for k, v in cluster._tags.items()}))
+            out.append(
+                (
+                    action,
+                    f"arn:aws:elasticmapreduce:{call['region']}:{account}:cluster/{cluster_id}",
+                    {f"elasticmapreduce:ResourceTag/{k}": v for k, v in cluster._tags.items()},
+                )
+            )
         elif call["service"] == "s3":
             bucket, _, key = call["path"].lstrip("/").partition("/")
             query = parse_qs(call["query"], keep_blank_values=True)
             if not key:
-                action = ("s3:GetBucketLocation" if "location" in query
-                          else "s3:ListBucket" if call["method"] in ("GET", "HEAD")
-                          else f"s3:unexpected {call['method']} ?{call['query']}")
+                action = (
+                    "s3:GetBucketLocation"
+                    if "location" in query
+                    else "s3:ListBucket"
+                    if call["method"] in ("GET", "HEAD")
+                    else f"s3:unexpected {call['method']} ?{call['query']}"
+                )
                 out.append((action, f"arn:aws:s3:::{bucket}", {}))
             else:
-                action = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject",
-                          "POST": "s3:PutObject", "DELETE": "s3:DeleteObject"}[call["method"]]
+                action = {
+                    "GET": "s3:GetObject",
+                    "HEAD": "s3:GetObject",
+                    "PUT": "s3:PutObject",
+                    "POST": "s3:PutObject",
+                    "DELETE": "s3:DeleteObject",
+                }[call["method"]]
                 out.append((action, f"arn:aws:s3:::{bucket}/{key}", {}))
         else:
             out.append((f"{call['service']}:{call['target'] or call['method']}", "*", {}))
@@ -145,9 +170,12 @@ def allowing_statements(policy: dict, action: str, resource: str, context: dict)
         if action not in actions or not any(fnmatch.fnmatchcase(resource, r) for r in resources):
             continue
         conditions = statement.get("Condition", {})
-        ok = all(key in context and (context[key] == value if operator == "StringEquals"
-                                     else fnmatch.fnmatchcase(context[key], value))
-                 for operator, pairs in conditions.items() for key, value in pairs.items())
+        ok = all(
+            key in context
+            and (context[key] == value if operator == "StringEquals" else fnmatch.fnmatchcase(context[key], value))
+            for operator, pairs in conditions.items()
+            for key, value in pairs.items()
+        )
         if ok:
             sids.append(statement["Sid"])
     return sids
@@ -157,11 +185,13 @@ def start_local_emr(bucket: str, work_dir: Path, emr_class=LocalEmr):
     """A recording moto server with `bucket` created and a local EMR running its clusters' steps."""
     server = RecordingMotoServer()
     endpoint = server.start()
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    emr = emr_class(s3=s3, endpoint_url=endpoint, bucket=bucket, stack=emr_stack.locate(), work_dir=work_dir,
-                    region=REGION).start()
+    emr = emr_class(
+        s3=s3, endpoint_url=endpoint, bucket=bucket, stack=emr_stack.locate(), work_dir=work_dir, region=REGION
+    ).start()
     return server, endpoint, s3, emr
 
 
@@ -171,13 +201,16 @@ class EmrDeployment:
     def __init__(self, tmp: Path, bucket: str, compute: str = "emr"):
         self.tmp, self.bucket = tmp, bucket
         self.server, self.endpoint, self.s3, self.emr = start_local_emr(bucket, tmp / "emr")
-        self.env = runner.airflow_env(tmp / "airflow", extra={
-            "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint, region=REGION, key=AIRFLOW_KEY),
-            "FRUITS_COMPUTE": compute,
-            **local_emr.dag_settings(poll_seconds=1),
-            "FRUITS_TASK_RETRIES": "0",
-            "FRUITS_WORK_DIR": str(tmp / "work"),
-        })
+        self.env = runner.airflow_env(
+            tmp / "airflow",
+            extra={
+                "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(self.endpoint, region=REGION, key=AIRFLOW_KEY),
+                "FRUITS_COMPUTE": compute,
+                **local_emr.dag_settings(poll_seconds=1),
+                "FRUITS_TASK_RETRIES": "0",
+                "FRUITS_WORK_DIR": str(tmp / "work"),
+            },
+        )
         self.runs = 0
         self.landed = 0
 
@@ -198,7 +231,9 @@ class EmrDeployment:
         self.runs += 1
         mark = len(self.server.calls)
         executed = len(self.emr.executed)
-        result = runner.run_once(self.env, {**CONF, "bucket": self.bucket, **conf}, log_file=self.tmp / f"run-{self.runs}.log")
+        result = runner.run_once(
+            self.env, {**CONF, "bucket": self.bucket, **conf}, log_file=self.tmp / f"run-{self.runs}.log"
+        )
         result["calls"] = self.server.since(mark)
         result["steps"] = [dataclasses.asdict(step) for step in self.emr.executed[executed:]]
         assert not self.emr.errors, self.emr.errors
@@ -223,8 +258,11 @@ class EmrDeployment:
 
     def table(self, prefix: str) -> pa.Table:
         """A parquet dataset of the bucket, its `path` column made bucket-relative (to compare deployments)."""
-        parts = [pq.read_table(io.BytesIO(self.read(f"s3://{self.bucket}/{key}")))
-                 for key in self.keys(prefix) if key.endswith(".parquet")]
+        parts = [
+            pq.read_table(io.BytesIO(self.read(f"s3://{self.bucket}/{key}")))
+            for key in self.keys(prefix)
+            if key.endswith(".parquet")
+        ]
         table = pa.concat_tables(parts, promote_options="default")
         relative = [p.split(f"s3://{self.bucket}/", 1)[-1] for p in table.column("path").to_pylist()]
         return table.set_column(table.schema.get_field_index("path"), "path", pa.array(relative))
@@ -249,8 +287,9 @@ def refused(tmp_path_factory):
     with emr_deployment(tmp_path_factory, "fruits-emr-refused") as deployment:
         deployment.land(per_class=1, seed=10)
         clusters_before = len(all_clusters())
-        yield SimpleNamespace(deployment=deployment, result=deployment.run(region="us-east-1"),
-                              clusters_before=clusters_before)
+        yield SimpleNamespace(
+            deployment=deployment, result=deployment.run(region="us-east-1"), clusters_before=clusters_before
+        )
 
 
 @pytest.fixture(scope="module")
@@ -262,8 +301,9 @@ def two_runs(tmp_path_factory):
         first_ledger = deployment.ledger()
         deployment.land(per_class=2, start_index=300, seed=12)
         second = deployment.run(pca_k=3)
-        yield SimpleNamespace(deployment=deployment, landed=landed, first=first, first_ledger=first_ledger,
-                              second=second)
+        yield SimpleNamespace(
+            deployment=deployment, landed=landed, first=first, first_ledger=first_ledger, second=second
+        )
 
 
 @pytest.fixture(scope="module")
@@ -296,15 +336,19 @@ def test_a_region_outside_the_eu_is_refused_before_anything_is_created(refused):
     assert "FRUITS_EMR_ALLOWED_REGIONS" in result["output"]  # a deployment setting, not a Param
     assert len(all_clusters()) == clusters_before
     assert not [c for c in result["calls"] if c["service"] == "elasticmapreduce"]
-    assert not [c for c in result["calls"] if c["method"] == "PUT" and c["path"].startswith(f"/{deployment.bucket}/code/")]
+    assert not [
+        c for c in result["calls"] if c["method"] == "PUT" and c["path"].startswith(f"/{deployment.bucket}/code/")
+    ]
     assert deployment.ledger()["batches"] == []
 
 
 def test_success_runs_both_steps_on_a_terminated_cluster_and_commits(two_runs):
     deployment, landed, result = two_runs.deployment, two_runs.landed, two_runs.first
     BUCKET = deployment.bucket
-    assert result["state"] == "success" and not tasks_not_in(result, "success"), \
-        (tasks_not_in(result, "success"), result["output"][-5000:])
+    assert result["state"] == "success" and not tasks_not_in(result, "success"), (
+        tasks_not_in(result, "success"),
+        result["output"][-5000:],
+    )
     run_id = result["run_id"]
     cluster = cluster_of_run(run_id)
     assert cluster.state == "TERMINATED"
@@ -325,8 +369,11 @@ def test_success_runs_both_steps_on_a_terminated_cluster_and_commits(two_runs):
     assert defaults["Properties"]["spark.pyspark.python"] == emr_cluster.PYTHON
     assert {"project": "fruits-pipeline", "run_id": run_id}.items() <= cluster._tags.items()
     # Every EMR call of the run targets this cluster.
-    ids = {c["body"].get("ClusterId") or c["body"].get("JobFlowId") or c["body"].get("JobFlowIds", [None])[0]
-           for c in emr_calls if c["target"] != "ElasticMapReduce.RunJobFlow"}
+    ids = {
+        c["body"].get("ClusterId") or c["body"].get("JobFlowId") or c["body"].get("JobFlowIds", [None])[0]
+        for c in emr_calls
+        if c["target"] != "ElasticMapReduce.RunJobFlow"
+    }
     assert ids == {cluster.id}
     assert "ElasticMapReduce.TerminateJobFlows" in {c["target"] for c in emr_calls}
 
@@ -337,17 +384,43 @@ def test_success_runs_both_steps_on_a_terminated_cluster_and_commits(two_runs):
     featurize_args, pca_args = (s["args"] for s in result["steps"])
     assert featurize_args[featurize_args.index("--py-files") + 1] == code_prefix + "fruits_spark.zip"
     assert featurize_args[7:] == [
-        code_prefix + "featurize.py", "--manifest", f"s3://{BUCKET}/batches/{batch_id}/manifest.jsonl",
-        "--output", f"s3://{BUCKET}/features/batch={batch_id}/",
-        "--rejects", f"s3://{BUCKET}/rejects/batch={batch_id}/",
-        "--weights", "none", "--image-size", "32", "--model-cache", f"s3://{BUCKET}/models/converted/"]
+        code_prefix + "featurize.py",
+        "--manifest",
+        f"s3://{BUCKET}/batches/{batch_id}/manifest.jsonl",
+        "--output",
+        f"s3://{BUCKET}/features/batch={batch_id}/",
+        "--rejects",
+        f"s3://{BUCKET}/rejects/batch={batch_id}/",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--model-cache",
+        f"s3://{BUCKET}/models/converted/",
+    ]
     run_prefix = f"s3://{BUCKET}/{layout.pca_prefix(run_id)}"
     assert pca_args[7:] == [
-        code_prefix + "pca.py", "--features", f"s3://{BUCKET}/features/batch={batch_id}/",
-        "--output", run_prefix + "vectors", "--model", run_prefix + "model", "--report", run_prefix + "report.json",
-        "--allow-empty", "--variance", "0.95", "--refit", "auto",
-        "--history-list", f"s3://{BUCKET}/batches/{batch_id}/pca_inputs.txt", "--refit-angle", "10.0",
-        "--space-id", layout.safe_run_id(run_id)]
+        code_prefix + "pca.py",
+        "--features",
+        f"s3://{BUCKET}/features/batch={batch_id}/",
+        "--output",
+        run_prefix + "vectors",
+        "--model",
+        run_prefix + "model",
+        "--report",
+        run_prefix + "report.json",
+        "--allow-empty",
+        "--variance",
+        "0.95",
+        "--refit",
+        "auto",
+        "--history-list",
+        f"s3://{BUCKET}/batches/{batch_id}/pca_inputs.txt",
+        "--refit-angle",
+        "10.0",
+        "--space-id",
+        layout.safe_run_id(run_id),
+    ]
 
     # Executed for real: EMR's Spark wrote the features through S3A, on a master with two executor JVMs.
     features_keys = [k for k in deployment.keys(f"features/batch={batch_id}/") if k.endswith(".parquet")]
@@ -383,8 +456,10 @@ def test_a_second_run_reuses_the_code_and_fits_pca_on_every_committed_batch(two_
     pca_args = result["steps"][1]["args"]
     list_uri = pca_args[pca_args.index("--history-list") + 1]
     features = deployment.read(list_uri).decode().split()
-    assert features == [f"s3://{BUCKET}/features/batch={first['batch_id']}/",
-                        f"s3://{BUCKET}/features/batch={second['batch_id']}/"]
+    assert features == [
+        f"s3://{BUCKET}/features/batch={first['batch_id']}/",
+        f"s3://{BUCKET}/features/batch={second['batch_id']}/",
+    ]
     assert pca_args[pca_args.index("--k") + 1] == "3"  # the run's Param
     report = deployment.json(layout.report_key(result["run_id"]))
     assert report["pca_k"] == 3 and report["pca_rows"] == first["features_rows"] + second["features_rows"]
@@ -426,8 +501,10 @@ def test_no_cluster_outlives_its_run(refused, two_runs, failed):
 
 def test_the_documented_iam_policy_allows_every_call_and_nothing_unused(two_runs, failed):
     used_statements, denied, used, granted = set(), [], set(), set()
-    for deployment, runs in ((two_runs.deployment, [two_runs.first, two_runs.second]),
-                             (failed.deployment, [failed.result])):
+    for deployment, runs in (
+        (two_runs.deployment, [two_runs.first, two_runs.second]),
+        (failed.deployment, [failed.result]),
+    ):
         policy = iam.airflow_role_policy(bucket=deployment.bucket, region=REGION)
         granted |= {a for s in policy["Statement"] for a in s["Action"]}
         for action, resource, context in iam_requests([call for run in runs for call in run["calls"]]):
@@ -455,9 +532,13 @@ def test_the_emr_path_and_the_local_backend_give_the_same_features_rejects_and_p
     assert a.shape == b.shape and a.shape[1] == 1280
     relative = np.abs(a - b).max(axis=1) / np.abs(b).max(axis=1)
     assert relative.max() <= 1e-4, relative.max()
-    rejects = [sorted(zip(t.column("path").to_pylist(), t.column("reason").to_pylist()))
-               for t in (emr.table(f"rejects/batch={emr_batch['batch_id']}/"),
-                         local.table(f"rejects/batch={local_batch['batch_id']}/"))]
+    rejects = [
+        sorted(zip(t.column("path").to_pylist(), t.column("reason").to_pylist()))
+        for t in (
+            emr.table(f"rejects/batch={emr_batch['batch_id']}/"),
+            local.table(f"rejects/batch={local_batch['batch_id']}/"),
+        )
+    ]
     assert rejects[0] == rejects[1] and rejects[0]
     reports = [d.json(layout.report_key(r["run_id"])) for d, r in ((emr, two_runs.first), (local, local_twin.result))]
     assert reports[0]["pca_k"] == reports[1]["pca_k"] and reports[0]["pca_rows"] == reports[1]["pca_rows"]

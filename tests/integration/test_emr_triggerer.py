@@ -19,12 +19,12 @@ import sys
 import time
 
 import pytest
+from test_emr_runs import cluster_of_run, start_local_emr
 
 from fruits_dev import local_emr
 from fruits_dev.airflow_stack import DAG_ID, USER, Api, free_port, pid_alive
 from fruits_dev.local_emr import LocalEmr
 from fruits_dev.samples import generate_samples
-from test_emr_runs import cluster_of_run, start_local_emr
 
 pytestmark = pytest.mark.spark
 
@@ -71,21 +71,40 @@ class EmrStack:
     def land(self, **kwargs):
         self.landed += 1
         root = self.tmp / f"samples-{self.landed}"
-        generate_samples(root, labels=["Apple Red 1", "Banana"], n_classes=2, start_index=100 * self.landed,
-                         seed=self.landed, **kwargs)
+        generate_samples(
+            root,
+            labels=["Apple Red 1", "Banana"],
+            n_classes=2,
+            start_index=100 * self.landed,
+            seed=self.landed,
+            **kwargs,
+        )
         for path in sorted(root.rglob("*")):
             if path.is_file():
                 self.s3.upload_file(str(path), BUCKET, "landing/" + path.relative_to(root).as_posix())
 
     def start(self, timeout: float = 300) -> None:
-        env = {**os.environ, "FRUITS_AIRFLOW_HOME": str(self.home), "FRUITS_AIRFLOW_PORT": str(self.port),
-               "FRUITS_AIRFLOW_PASSWORD": self.password, "FRUITS_S3_ENDPOINT": self.endpoint,
-               "FRUITS_BUCKET": BUCKET, "FRUITS_COMPUTE": "emr", **local_emr.dag_settings(poll_seconds=1),
-               "FRUITS_TASK_RETRIES": "0", "FRUITS_SENSOR_POKE_INTERVAL": "15",
-               "FRUITS_AIRFLOW_UNPAUSE_ALL": "false"}  # fruits_pipeline only: no classifier runs here
+        env = {
+            **os.environ,
+            "FRUITS_AIRFLOW_HOME": str(self.home),
+            "FRUITS_AIRFLOW_PORT": str(self.port),
+            "FRUITS_AIRFLOW_PASSWORD": self.password,
+            "FRUITS_S3_ENDPOINT": self.endpoint,
+            "FRUITS_BUCKET": BUCKET,
+            "FRUITS_COMPUTE": "emr",
+            **local_emr.dag_settings(poll_seconds=1),
+            "FRUITS_TASK_RETRIES": "0",
+            "FRUITS_SENSOR_POKE_INTERVAL": "15",
+            "FRUITS_AIRFLOW_UNPAUSE_ALL": "false",
+        }  # fruits_pipeline only: no classifier runs here
         self.out = open(self.tmp / "stack.out", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "fruits_dev.airflow_stack"], env=env, stdout=self.out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fruits_dev.airflow_stack"],
+            env=env,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout
         while "Ctrl-C stops every process" not in self.output():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -164,7 +183,11 @@ def test_the_step_sensors_and_the_terminate_task_complete_through_the_triggerer(
     for task_id in DEFERRABLE:  # each paused as deferred, and resumed on its trigger's event
         log = emr_stack.task_log(run_id, task_id)
         assert "Pausing task as DEFERRED" in log and "Trigger fired event" in log, f"{task_id}:\n{log[-2000:]}"
-    report = json.loads(emr_stack.s3.get_object(Bucket=BUCKET, Key=f"reports/{run_id.replace(':', '_').replace('+', '_')}.json")["Body"].read())
+    report = json.loads(
+        emr_stack.s3.get_object(Bucket=BUCKET, Key=f"reports/{run_id.replace(':', '_').replace('+', '_')}.json")[
+            "Body"
+        ].read()
+    )
     assert report["status"] == "success" and report["compute"] == "emr" and report["features_rows"] == 4
 
 
@@ -178,7 +201,9 @@ def test_a_failed_step_still_terminates_the_cluster_and_fails_the_run(emr_stack,
     assert "Trigger fired event" in log and "featurize: error: cannot load the weights file" in log, log[-3000:]
     assert tasks["validate"] == tasks["commit_batch"] == "upstream_failed", tasks
     assert cluster_of_run(run_id).state == "TERMINATED"
-    assert len(json.loads(emr_stack.s3.get_object(Bucket=BUCKET, Key="state/ledger.json")["Body"].read())["batches"]) == 1
+    assert (
+        len(json.loads(emr_stack.s3.get_object(Bucket=BUCKET, Key="state/ledger.json")["Body"].read())["batches"]) == 1
+    )
 
 
 def test_ctrl_c_stops_every_process_of_the_stack(emr_stack, succeeded, failed):

@@ -27,16 +27,25 @@ RUN_TIMEOUT = 420
 
 @pytest.fixture(scope="module")
 def sqs_stack(tmp_path_factory):
-    config = StackConfig(home=tmp_path_factory.mktemp("sqs-stack"), api_port=free_port(), s3_port=free_port(),
-                         bucket=BUCKET, samples=(), persist_s3=False, dag_refresh_seconds=10, trigger="sqs", env={
-                             "FRUITS_SQS_POLL_SECONDS": "2",  # SqsSensorTrigger's waiter_delay (default 60 s)
-                             "FRUITS_SENSOR_POKE_INTERVAL": "15",  # < 15 s in reschedule mode: apache/airflow#71172
-                             "FRUITS_SENSOR_TIMEOUT": str(SENSOR_TIMEOUT),
-                             "FRUITS_TASK_RETRIES": "0",
-                             "FRUITS_IMAGE_SIZE": str(TEST_IMAGE_SIZE),
-                             "FRUITS_SPARK_DRIVER_MEMORY": "2g",
-                             "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
-                         })
+    config = StackConfig(
+        home=tmp_path_factory.mktemp("sqs-stack"),
+        api_port=free_port(),
+        s3_port=free_port(),
+        bucket=BUCKET,
+        samples=(),
+        persist_s3=False,
+        dag_refresh_seconds=10,
+        trigger="sqs",
+        env={
+            "FRUITS_SQS_POLL_SECONDS": "2",  # SqsSensorTrigger's waiter_delay (default 60 s)
+            "FRUITS_SENSOR_POKE_INTERVAL": "15",  # < 15 s in reschedule mode: apache/airflow#71172
+            "FRUITS_SENSOR_TIMEOUT": str(SENSOR_TIMEOUT),
+            "FRUITS_TASK_RETRIES": "0",
+            "FRUITS_IMAGE_SIZE": str(TEST_IMAGE_SIZE),
+            "FRUITS_SPARK_DRIVER_MEMORY": "2g",
+            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        },
+    )
     with AirflowStack(config, echo=lambda message: print(f"[sqs-stack] {message}", flush=True)) as stack:
         yield stack
 
@@ -59,11 +68,17 @@ def wait_for(what: str, check, timeout: float, stack: AirflowStack):
 
 
 def queued_messages(stack: AirflowStack) -> int:
-    sqs = boto3.client("sqs", endpoint_url=stack.endpoint, region_name=DEFAULT_REGION,
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=stack.endpoint,
+        region_name=DEFAULT_REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    return sum(int(v) for v in sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=names)
-               ["Attributes"].values())
+    return sum(
+        int(v) for v in sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=names)["Attributes"].values()
+    )
 
 
 @pytest.fixture(scope="module")

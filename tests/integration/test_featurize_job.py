@@ -31,8 +31,17 @@ def uri(path) -> str:
 def images_run(tmp_path_factory, spark_submit_cmd):
     """One featurize run over a folder with good, awkward, broken and ignored files."""
     root = tmp_path_factory.mktemp("images")
-    samples = generate_samples(root / "Test", labels=LABELS, n_classes=3, per_class=5, awkward=True,
-                               broken=True, original_size=1, seed=3, modern_formats=True)
+    samples = generate_samples(
+        root / "Test",
+        labels=LABELS,
+        n_classes=3,
+        per_class=5,
+        awkward=True,
+        broken=True,
+        original_size=1,
+        seed=3,
+        modern_formats=True,
+    )
     # Camera names Spark's own listing hides (leading _ or .): images all the same. A folder whose
     # name starts with "." (a thumbnail cache) is not part of the input.
     first = samples.images[0]
@@ -44,9 +53,19 @@ def images_run(tmp_path_factory, spark_submit_cmd):
     shutil.copyfile(first, samples.ignored[-1])
     out = tmp_path_factory.mktemp("out")
     proc = spark_submit_cmd(
-        "featurize.py", "--images", str(root / "Test"), "--output", str(out / "features"),
-        "--rejects", str(out / "rejects"), "--weights", "none", "--image-size", str(TEST_IMAGE_SIZE),
-        "--batch-size", "4",
+        "featurize.py",
+        "--images",
+        str(root / "Test"),
+        "--output",
+        str(out / "features"),
+        "--rejects",
+        str(out / "rejects"),
+        "--weights",
+        "none",
+        "--image-size",
+        str(TEST_IMAGE_SIZE),
+        "--batch-size",
+        "4",
     )
     features = pq.read_table(out / "features")
     rejects = pq.read_table(out / "rejects").to_pandas()
@@ -160,9 +179,20 @@ def test_manifest_mode_reads_exactly_the_listed_files(images_run, tmp_path, spar
     cameras = [p for p in samples.images if p.name in CAMERA_NAMES]
     bracketed = chosen[0].parent / "r_[1]_100.jpg"
     shutil.copyfile(chosen[0], bracketed)
-    lines = [str(chosen[0]), "file://" + str(chosen[1]), uri(chosen[2]), str(chosen[2]), "",
-             "# a comment", str(chosen[3]), str(bracketed), str(chosen[0].parent / "missing.jpg"),
-             str(samples.ignored[0]), str(cameras[0]), "file://" + str(cameras[1])]
+    lines = [
+        str(chosen[0]),
+        "file://" + str(chosen[1]),
+        uri(chosen[2]),
+        str(chosen[2]),
+        "",
+        "# a comment",
+        str(chosen[3]),
+        str(bracketed),
+        str(chosen[0].parent / "missing.jpg"),
+        str(samples.ignored[0]),
+        str(cameras[0]),
+        "file://" + str(cameras[1]),
+    ]
     manifest = tmp_path / "manifest.txt"
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -172,15 +202,24 @@ def test_manifest_mode_reads_exactly_the_listed_files(images_run, tmp_path, spar
     model.save_weights(str(weights_file))
 
     proc = spark_submit_cmd(
-        "featurize.py", "--manifest", str(manifest), "--output", str(tmp_path / "f"),
-        "--rejects", str(tmp_path / "r"), "--weights", "file://" + str(weights_file),
-        "--image-size", str(TEST_IMAGE_SIZE),
+        "featurize.py",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(tmp_path / "f"),
+        "--rejects",
+        str(tmp_path / "r"),
+        "--weights",
+        "file://" + str(weights_file),
+        "--image-size",
+        str(TEST_IMAGE_SIZE),
     )
     features = pq.read_table(tmp_path / "f").to_pandas()
     rejects = pq.read_table(tmp_path / "r").to_pandas()
     assert sorted(features["path"]) == sorted([uri(p) for p in chosen + cameras] + [uri(bracketed)])
     assert dict(zip(features["path"], features["label"])) == {
-        uri(p): p.parent.name for p in chosen + cameras + [bracketed]}
+        uri(p): p.parent.name for p in chosen + cameras + [bracketed]
+    }
     reasons = dict(zip(rejects["path"], rejects["reason"]))
     assert reasons == {
         uri(chosen[0].parent / "missing.jpg"): "file not found",
@@ -201,15 +240,16 @@ def assert_scratch_removed(proc) -> None:
     """The copies of hidden-named files were made, and their folder is gone after the job."""
     [copied] = [line for line in (proc.stdout + proc.stderr).splitlines() if "whose names Spark hides" in line]
     scratch = copied.rsplit(" to ", 1)[1]
-    assert scratch.startswith("file:/") and not os.path.exists(scratch[len("file:"):]), scratch
+    assert scratch.startswith("file:/") and not os.path.exists(scratch[len("file:") :]), scratch
 
 
 def test_jsonl_manifest_rows_are_sources_with_the_manifests_labels(images_run, tmp_path, spark_submit_cmd):
     """The DAG's manifest: bytes from `read` (safe copies, or a hidden name), rows named by `source`,
     labels from the manifest (null: unlabelled); every entry in exactly one output; WebP and HEIC of
     a PNG's pixels give the PNG's features (lossless: equal; lossy: nearest)."""
-    from fruits_dev.samples import fruit_spec, heic_bytes, render_fruit, webp_bytes
     from PIL import Image
+
+    from fruits_dev.samples import fruit_spec, heic_bytes, render_fruit, webp_bytes
 
     samples, _, reference, _ = images_run
     images = tmp_path / "work" / "batches" / "b1" / "images"
@@ -221,14 +261,13 @@ def test_jsonl_manifest_rows_are_sources_with_the_manifests_labels(images_run, t
         read = images / (name or f"{len(entries):06d}{os.path.splitext(source)[1].lower()}")
         if data is not None:
             read.write_bytes(data)
-        entries.append({"source": source, "read": str(read), "label": label, "size": len(data or b""),
-                        "etag": '"x"'})
+        entries.append({"source": source, "read": str(read), "label": label, "size": len(data or b""), "etag": '"x"'})
 
     for original in samples.images[:2]:
         originals[f"{landing}/{original.parent.name}/{original.name}"] = original
     originals[f"{landing}/Apple/_DSC0001.JPG"] = samples.images[2]  # a camera name, read from a safe copy
-    originals[f"{landing}/Apple/.hidden.jpg"] = samples.images[3]   # read from a hidden name itself
-    originals[f"{landing}/top.jpg"] = samples.images[4]              # directly under landing: no label
+    originals[f"{landing}/Apple/.hidden.jpg"] = samples.images[3]  # read from a hidden name itself
+    originals[f"{landing}/top.jpg"] = samples.images[4]  # directly under landing: no label
     originals[f"{landing}/Odd/line\u2028sep.jpg"] = samples.images[5]
     for source, original in originals.items():
         label = None if source == f"{landing}/top.jpg" else source.split("/")[-2]
@@ -238,13 +277,17 @@ def test_jsonl_manifest_rows_are_sources_with_the_manifests_labels(images_run, t
     rgb, _ = render_fruit(fruit_spec("Banana"), np.random.default_rng(11), 100, 100)
     png = io.BytesIO()
     Image.fromarray(rgb).save(png, "PNG")
-    parity = {"png": png.getvalue(), "lossless.webp": webp_bytes(rgb, lossless=True),
-              "lossless.heic": heic_bytes(rgb, lossless=True), "lossy.webp": webp_bytes(rgb),
-              "lossy.heic": heic_bytes(rgb)}
+    parity = {
+        "png": png.getvalue(),
+        "lossless.webp": webp_bytes(rgb, lossless=True),
+        "lossless.heic": heic_bytes(rgb, lossless=True),
+        "lossy.webp": webp_bytes(rgb),
+        "lossy.heic": heic_bytes(rgb),
+    }
     for name, data in parity.items():
         stage(f"{landing}/Parity/fruit.{name}", "Parity", data)
 
-    stage(f"{landing}/Apple/gone.jpg", "Apple", None)                          # read does not exist
+    stage(f"{landing}/Apple/gone.jpg", "Apple", None)  # read does not exist
     stage(f"{landing}/Apple/notes.txt", "Apple", b"not an image type")
     stage(f"{landing}/Apple/empty.jpg", "Apple", b"")
     stage(f"{landing}/Apple/text.jpg", "Apple", b"plain text with a .jpg name")
@@ -252,9 +295,19 @@ def test_jsonl_manifest_rows_are_sources_with_the_manifests_labels(images_run, t
     manifest.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
 
     proc = spark_submit_cmd(
-        "featurize.py", "--manifest", str(manifest), "--output", str(tmp_path / "f"),
-        "--rejects", str(tmp_path / "r"), "--weights", "none", "--image-size", str(TEST_IMAGE_SIZE),
-        "--batch-size", "4",
+        "featurize.py",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(tmp_path / "f"),
+        "--rejects",
+        str(tmp_path / "r"),
+        "--weights",
+        "none",
+        "--image-size",
+        str(TEST_IMAGE_SIZE),
+        "--batch-size",
+        "4",
     )
     features = pq.read_table(tmp_path / "f").to_pandas().set_index("path")
     rejects = pq.read_table(tmp_path / "r").to_pandas().set_index("path")
@@ -292,20 +345,40 @@ def test_a_malformed_jsonl_manifest_fails_in_one_line_naming_the_line(tmp_path, 
     manifest = tmp_path / "manifest.jsonl"
     good = json.dumps({"source": "s3://b/landing/A/x.jpg", "read": str(tmp_path / "x.jpg"), "label": "A"})
     manifest.write_text(good + "\n" + '{"source": "s3://b/landing/A/y.jpg", "label": }\n', encoding="utf-8")
-    proc = spark_submit_cmd("featurize.py", "--manifest", str(manifest), "--output", str(tmp_path / "f"),
-                            "--rejects", str(tmp_path / "r"), "--weights", "none", check=False)
+    proc = spark_submit_cmd(
+        "featurize.py",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(tmp_path / "f"),
+        "--rejects",
+        str(tmp_path / "r"),
+        "--weights",
+        "none",
+        check=False,
+    )
     assert proc.returncode == 2, proc.stdout[-3000:]
     errors = [line for line in proc.stdout.splitlines() if line.startswith("featurize: error: ")]
-    assert errors == [f"featurize: error: malformed manifest {manifest}: line 2: not a JSON object "
-                      "(Expecting value at column 47)"], proc.stdout[-3000:]
+    assert errors == [
+        f"featurize: error: malformed manifest {manifest}: line 2: not a JSON object (Expecting value at column 47)"
+    ], proc.stdout[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "f").exists() and not (tmp_path / "r").exists()
 
 
 def test_bad_arguments_fail_with_a_clear_message(tmp_path, spark_submit_cmd):
-    proc = spark_submit_cmd("featurize.py", "--manifest", str(tmp_path / "nope.txt"), "--output",
-                            str(tmp_path / "f"), "--rejects", str(tmp_path / "r"), "--weights", "none",
-                            check=False)
+    proc = spark_submit_cmd(
+        "featurize.py",
+        "--manifest",
+        str(tmp_path / "nope.txt"),
+        "--output",
+        str(tmp_path / "f"),
+        "--rejects",
+        str(tmp_path / "r"),
+        "--weights",
+        "none",
+        check=False,
+    )
     assert proc.returncode == 2
     # spark-submit merges the Python driver's stderr into its stdout.
     assert f"featurize: error: manifest not found: {tmp_path / 'nope.txt'}" in proc.stdout
@@ -326,9 +399,21 @@ def test_every_runtime_gives_the_same_rows_and_features(images_run, tmp_path, sp
     manifest = tmp_path / "manifest.txt"  # the fixture's files (other tests add files to its folder)
     manifest.write_text("".join(f"{path}\n" for path in samples.all_image_files()), encoding="utf-8")
     proc = spark_submit_cmd(
-        "featurize.py", "--manifest", str(manifest), "--output", str(tmp_path / "f"),
-        "--rejects", str(tmp_path / "r"), "--weights", "none", "--image-size", str(TEST_IMAGE_SIZE),
-        "--batch-size", "4", "--runtime", runtime,
+        "featurize.py",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(tmp_path / "f"),
+        "--rejects",
+        str(tmp_path / "r"),
+        "--weights",
+        "none",
+        "--image-size",
+        str(TEST_IMAGE_SIZE),
+        "--batch-size",
+        "4",
+        "--runtime",
+        runtime,
     )
     builds = [line for line in proc.stderr.splitlines() if "built MobileNetV2" in line]
     assert builds and all(f"for {runtime} " in line for line in builds), builds
@@ -346,14 +431,22 @@ def test_every_runtime_gives_the_same_rows_and_features(images_run, tmp_path, sp
     assert rejects.equals(reference_rejects.sort_values("path").reset_index(drop=True))
 
 
-def test_a_corrupt_weights_file_ends_the_job_in_one_line_before_any_featurizing(images_run, tmp_path,
-                                                                               spark_submit_cmd):
+def test_a_corrupt_weights_file_ends_the_job_in_one_line_before_any_featurizing(images_run, tmp_path, spark_submit_cmd):
     samples, _, _, _ = images_run
     corrupt = tmp_path / "mobilenet.weights.h5"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"not really HDF5" * 64)
     proc = spark_submit_cmd(
-        "featurize.py", "--images", str(samples.root), "--output", str(tmp_path / "f"),
-        "--rejects", str(tmp_path / "r"), "--weights", str(corrupt), "--image-size", str(TEST_IMAGE_SIZE),
+        "featurize.py",
+        "--images",
+        str(samples.root),
+        "--output",
+        str(tmp_path / "f"),
+        "--rejects",
+        str(tmp_path / "r"),
+        "--weights",
+        str(corrupt),
+        "--image-size",
+        str(TEST_IMAGE_SIZE),
         check=False,
     )
     assert proc.returncode == 2, proc.stdout[-3000:]
@@ -365,8 +458,7 @@ def test_a_corrupt_weights_file_ends_the_job_in_one_line_before_any_featurizing(
     assert "built MobileNetV2" not in proc.stderr
 
 
-def test_a_converted_model_is_cached_and_the_cached_one_gives_the_same_features(images_run, tmp_path,
-                                                                               spark_submit_cmd):
+def test_a_converted_model_is_cached_and_the_cached_one_gives_the_same_features(images_run, tmp_path, spark_submit_cmd):
     """--model-cache: the first job converts and stores; the next one loads the entry instead (no
     conversion child, no TensorFlow in the driver's family) and gives the same features."""
     samples, _, reference, _ = images_run
@@ -375,9 +467,23 @@ def test_a_converted_model_is_cached_and_the_cached_one_gives_the_same_features(
     cache = tmp_path / "model-cache"
 
     def run(out: str) -> str:
-        proc = spark_submit_cmd("featurize.py", "--manifest", str(manifest), "--output", str(tmp_path / out / "f"),
-                                "--rejects", str(tmp_path / out / "r"), "--weights", "none", "--image-size",
-                                str(TEST_IMAGE_SIZE), "--batch-size", "4", "--model-cache", str(cache))
+        proc = spark_submit_cmd(
+            "featurize.py",
+            "--manifest",
+            str(manifest),
+            "--output",
+            str(tmp_path / out / "f"),
+            "--rejects",
+            str(tmp_path / out / "r"),
+            "--weights",
+            "none",
+            "--image-size",
+            str(TEST_IMAGE_SIZE),
+            "--batch-size",
+            "4",
+            "--model-cache",
+            str(cache),
+        )
         return proc.stdout + proc.stderr  # spark-submit passes the driver's log to its stdout
 
     cold = run("cold")
@@ -406,9 +512,22 @@ def test_a_file_deleted_after_the_listing_is_a_reject_and_the_others_are_featuri
 
     featurize = load_job("featurize")
     samples = generate_samples(tmp_path / "Test", labels=LABELS[:2], n_classes=2, per_class=3, seed=5)
-    args = featurize.parse_args(["--images", str(tmp_path / "Test"), "--output", str(tmp_path / "features"),
-                                 "--rejects", str(tmp_path / "rejects"), "--weights", "none",
-                                 "--image-size", str(TEST_IMAGE_SIZE), "--batch-size", "4"])
+    args = featurize.parse_args(
+        [
+            "--images",
+            str(tmp_path / "Test"),
+            "--output",
+            str(tmp_path / "features"),
+            "--rejects",
+            str(tmp_path / "rejects"),
+            "--weights",
+            "none",
+            "--image-size",
+            str(TEST_IMAGE_SIZE),
+            "--batch-size",
+            "4",
+        ]
+    )
     for key, value in featurize.session_conf(args.batch_size).items():
         if key.startswith("spark.sql."):  # the others are fixed when a session starts
             local_spark.conf.set(key, value)
@@ -417,9 +536,9 @@ def test_a_file_deleted_after_the_listing_is_a_reject_and_the_others_are_featuri
     gone = samples.images[1]
     gone.unlink()
     model = inference.convert(load_model("none", TEST_IMAGE_SIZE, 42), args.runtime, TEST_IMAGE_SIZE)
-    undecodable = featurize.featurize_and_write(local_spark, args, inputs,
-                                                local_spark.sparkContext.broadcast(model))
+    undecodable = featurize.featurize_and_write(local_spark, args, inputs, local_spark.sparkContext.broadcast(model))
     featured = pq.read_table(tmp_path / "features").column("path").to_pylist()
     assert sorted(featured) == sorted(uri(p) for p in samples.images if p != gone)
-    assert undecodable == [(uri(gone), gone.parent.name, "file disappeared before it could be read",
-                            inputs.lengths[uri(gone)])]
+    assert undecodable == [
+        (uri(gone), gone.parent.name, "file disappeared before it could be read", inputs.lengths[uri(gone)])
+    ]

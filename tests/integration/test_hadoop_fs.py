@@ -19,13 +19,13 @@ def listing(request, monkeypatch):
 def make_tree(root):
     files = {
         "Apple/r_1_100.jpg": b"a" * 10,
-        "Apple/_DSC0001.JPG": b"b" * 11,          # Spark hides a leading _
-        "Apple/.hidden.jpg": b"c" * 12,           # ... and a leading .
-        "Apple/empty.jpg": b"",                   # Spark's scans skip 0-byte files
-        "Kiwi/deep/er/r_2_100.jpg": b"d" * 13,    # three levels below the root
-        "_raw/r_3_100.jpg": b"e" * 14,            # a folder starting with _ is listed
-        ".git/objects/x.jpg": b"f" * 15,          # a folder starting with . is not
-        "Apple/.Trash/y.jpg": b"g" * 16,          # ... at any depth
+        "Apple/_DSC0001.JPG": b"b" * 11,  # Spark hides a leading _
+        "Apple/.hidden.jpg": b"c" * 12,  # ... and a leading .
+        "Apple/empty.jpg": b"",  # Spark's scans skip 0-byte files
+        "Kiwi/deep/er/r_2_100.jpg": b"d" * 13,  # three levels below the root
+        "_raw/r_3_100.jpg": b"e" * 14,  # a folder starting with _ is listed
+        ".git/objects/x.jpg": b"f" * 15,  # a folder starting with . is not
+        "Apple/.Trash/y.jpg": b"g" * 16,  # ... at any depth
         "top.png": b"h" * 17,
     }
     for name, data in files.items():
@@ -41,14 +41,19 @@ def make_tree(root):
 def test_list_tree_lists_every_file_with_its_size_and_skips_dot_folders(local_spark, tmp_path, listing):
     files = make_tree(tmp_path)
     found = hadoop_fs.list_tree(local_spark, f"file:{tmp_path}", threads=3)
-    expected = {f"file:{tmp_path}/{name}": len(data) for name, data in files.items()
-                if not name.startswith(".git/") and ".Trash" not in name}
+    expected = {
+        f"file:{tmp_path}/{name}": len(data)
+        for name, data in files.items()
+        if not name.startswith(".git/") and ".Trash" not in name
+    }
     assert found == expected
 
 
 def test_list_tree_takes_a_glob_or_a_file_and_gives_none_when_nothing_matches(local_spark, tmp_path, listing):
     make_tree(tmp_path)
-    assert hadoop_fs.list_tree(local_spark, f"file:{tmp_path}/Kiw*") == {f"file:{tmp_path}/Kiwi/deep/er/r_2_100.jpg": 13}
+    assert hadoop_fs.list_tree(local_spark, f"file:{tmp_path}/Kiw*") == {
+        f"file:{tmp_path}/Kiwi/deep/er/r_2_100.jpg": 13
+    }
     assert hadoop_fs.list_tree(local_spark, f"file:{tmp_path}/top.png") == {f"file:{tmp_path}/top.png": 17}
     assert hadoop_fs.list_tree(local_spark, f"file:{tmp_path}/missing") is None
 
@@ -57,5 +62,6 @@ def test_list_folder_lists_only_its_own_files_every_name_included(local_spark, t
     make_tree(tmp_path)
     assert hadoop_fs.list_folder(local_spark, f"file:{tmp_path}/Apple") == {
         f"file:{tmp_path}/Apple/{name}": size
-        for name, size in {"r_1_100.jpg": 10, "_DSC0001.JPG": 11, ".hidden.jpg": 12, "empty.jpg": 0}.items()}
+        for name, size in {"r_1_100.jpg": 10, "_DSC0001.JPG": 11, ".hidden.jpg": 12, "empty.jpg": 0}.items()
+    }
     assert hadoop_fs.list_folder(local_spark, f"file:{tmp_path}/missing") == {}

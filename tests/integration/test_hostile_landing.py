@@ -113,12 +113,15 @@ class Deployment:
         self.s3 = s3_server.client(endpoint)
         s3_server.ensure_bucket(self.s3, BUCKET)
         s3_server.ensure_bucket(self.s3, OTHER_BUCKET)
-        self.env = runner.airflow_env(tmp / "airflow", extra={
-            "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
-            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
-            "FRUITS_TASK_RETRIES": "0",
-            "FRUITS_SPARK_DRIVER_MEMORY": "2g",
-        })
+        self.env = runner.airflow_env(
+            tmp / "airflow",
+            extra={
+                "AIRFLOW_CONN_AWS_DEFAULT": runner.aws_connection(endpoint),
+                "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+                "FRUITS_TASK_RETRIES": "0",
+                "FRUITS_SPARK_DRIVER_MEMORY": "2g",
+            },
+        )
         self.runs = 0
 
     def run(self) -> dict:
@@ -159,8 +162,9 @@ class Landing:
 
 def land(deployment: Deployment) -> tuple[Landing, bytes]:
     landing = Landing()
-    samples = generate_samples(deployment.tmp / "samples", labels=LABELS, per_class=2, seed=18,
-                               awkward=True, broken=True, modern_formats=True)
+    samples = generate_samples(
+        deployment.tmp / "samples", labels=LABELS, per_class=2, seed=18, awkward=True, broken=True, modern_formats=True
+    )
     for path in samples.images:
         rel = path.relative_to(samples.root).as_posix()
         landing.bytes[rel], landing.good[rel] = path.read_bytes(), rel.split("/", 1)[0]
@@ -182,8 +186,9 @@ def land(deployment: Deployment) -> tuple[Landing, bytes]:
         landing.planning[rel] = reason
     first_sample = sorted(p for p in samples.images if p.suffix == ".jpg")[0]
     landing.bytes[DUPLICATE], landing.good[DUPLICATE] = first_sample.read_bytes(), "Kiwi"
-    assert len(landing.bytes) == len(landing.good) + len(landing.planning) + len(landing.featurize_rejects) \
-        + len(landing.ignored)
+    assert len(landing.bytes) == len(landing.good) + len(landing.planning) + len(landing.featurize_rejects) + len(
+        landing.ignored
+    )
     assert {".webp", ".heic"} <= {Path(k).suffix.lower() for k in landing.good}
     assert "\n" in "".join(landing.bytes) and any(".." in k.split("/") for k in landing.bytes)
 
@@ -236,8 +241,10 @@ def test_the_first_run_is_green(deployment, first_run):
     report = report_of(deployment, result)
     assert report["status"] == "success"
     batch = only_batch(deployment)
-    assert (batch["images"], batch["planning_rejects"]) == (len(landing.good) + len(landing.featurize_rejects),
-                                                             len(landing.planning))
+    assert (batch["images"], batch["planning_rejects"]) == (
+        len(landing.good) + len(landing.featurize_rejects),
+        len(landing.planning),
+    )
 
 
 def test_every_good_image_is_featurized_once_from_its_own_bytes(deployment, first_run):
@@ -282,8 +289,10 @@ def test_every_bad_key_is_rejected_or_ignored_with_a_reason_and_counted(deployme
 
     sources = [e["source"] for e in deployment.jsonl(layout.manifest_key(batch_id))]
     assert sorted(sources) == sorted(landing.uri(k) for k in [*landing.good, *landing.featurize_rejects])
-    assert all(re.fullmatch(rf"s3://{BUCKET}/batches/{batch_id}/images/\d{{6}}\.[a-z]+", e["read"])
-               for e in deployment.jsonl(layout.manifest_key(batch_id)))
+    assert all(
+        re.fullmatch(rf"s3://{BUCKET}/batches/{batch_id}/images/\d{{6}}\.[a-z]+", e["read"])
+        for e in deployment.jsonl(layout.manifest_key(batch_id))
+    )
 
     assert report["features_rows"] == len(landing.good)
     assert report["rejects_rows"] == len(landing.featurize_rejects) == sum(report["reject_reasons"].values())
@@ -294,8 +303,10 @@ def test_every_bad_key_is_rejected_or_ignored_with_a_reason_and_counted(deployme
     assert all(reason.startswith("not an image type") for reason in report["ignored"])
     assert report["duplicate_contents"] == {"within_batch": 1, "of_earlier_batches": 0}
     landed = len(landing.bytes)
-    assert report["features_rows"] + report["rejects_rows"] + report["planning_rejects"] \
-        + sum(report["ignored"].values()) == landed
+    assert (
+        report["features_rows"] + report["rejects_rows"] + report["planning_rejects"] + sum(report["ignored"].values())
+        == landed
+    )
 
 
 def test_the_landing_prefix_keeps_only_the_ignored_files(deployment, first_run):
@@ -311,12 +322,16 @@ def test_a_second_run_finds_nothing_and_is_skipped(deployment, first_run, second
     assert {k: deployment.s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in deployment.keys()} == bucket_before
 
 
-def test_nothing_is_written_outside_the_work_folder_or_the_pipeline_prefixes(deployment, first_run, second_run,
-                                                                           tmp_path_factory):
+def test_nothing_is_written_outside_the_work_folder_or_the_pipeline_prefixes(
+    deployment, first_run, second_run, tmp_path_factory
+):
     landing, secret, result, before = first_run
     allowed = [deployment.tmp / "work", deployment.tmp / "airflow"]
-    new = {p for p in tree(tmp_path_factory.getbasetemp()) - before
-           if not any(p == a or a in p.parents for a in allowed) and not re.fullmatch(r"run-\d+\.log", p.name)}
+    new = {
+        p
+        for p in tree(tmp_path_factory.getbasetemp()) - before
+        if not any(p == a or a in p.parents for a in allowed) and not re.fullmatch(r"run-\d+\.log", p.name)
+    }
     assert not new, sorted(new)
     # where a '..' key joined onto a local path would land: under /tmp (the work folder's tree) or the
     # repository (the jobs' working directory)

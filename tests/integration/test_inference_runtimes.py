@@ -111,8 +111,9 @@ def unconvertible():
 
     inputs = keras.Input((32, 32, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    outputs = keras.layers.Lambda(lambda t: tf.numpy_function(np.sin, [t], tf.float32, stateful=False),
-                                  output_shape=(3,))(pooled)
+    outputs = keras.layers.Lambda(
+        lambda t: tf.numpy_function(np.sin, [t], tf.float32, stateful=False), output_shape=(3,)
+    )(pooled)
     return keras.Model(inputs, outputs)
 
 
@@ -128,8 +129,11 @@ def test_an_unsupported_operation_is_one_readable_line(unconvertible, runtime):
 
 def test_a_runtime_that_is_not_installed_is_named_with_its_package(monkeypatch):
     real = inference.importlib.util.find_spec
-    monkeypatch.setattr(inference.importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("onnxruntime", "tf2onnx") else real(name, *a))
+    monkeypatch.setattr(
+        inference.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("onnxruntime", "tf2onnx") else real(name, *a),
+    )
     assert inference.missing_packages("onnx", converting=False) == ["onnxruntime==1.32.0"]
     with pytest.raises(inference.RuntimeUnavailable, match=r"pip install onnxruntime==1\.32\.0 tf2onnx==1\.17\.0"):
         inference.require("onnx", converting=True)
@@ -139,8 +143,11 @@ def test_a_runtime_that_is_not_installed_is_named_with_its_package(monkeypatch):
 def test_a_worker_without_the_runtime_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
     portable = inference.PortableModel("onnx", 32, (b"",))
-    with pytest.raises(inference.RuntimeUnavailable, match=r"runtime 'onnx' needs the Python package "
-                                                           r"onnxruntime==1\.32\.0 \(pip install"):
+    with pytest.raises(
+        inference.RuntimeUnavailable,
+        match=r"runtime 'onnx' needs the Python package "
+        r"onnxruntime==1\.32\.0 \(pip install",
+    ):
         inference.make_batch_predictor(portable, threads=1)
 
 

@@ -11,8 +11,10 @@ import pytest
 from fruits_spark import moments, pca_model
 from fruits_spark.moments import Moments
 
+FLOAT32 = pa.float32()
 
-def batch_of(matrix, labels=None, type_=pa.float32()):
+
+def batch_of(matrix, labels=None, type_=FLOAT32):
     rows = [None if row is None else list(row) for row in matrix]
     labels = labels or ["Apple Red 1"] * len(rows)
     return pa.array(labels, type=pa.string()), pa.array(rows, type=pa.list_(type_))
@@ -33,8 +35,12 @@ def test_chunked_moments_equal_numpy_mean_and_covariance():
     expected = np.cov(matrix, rowvar=False)
     np.testing.assert_allclose(merged.covariance(), expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
     # The order of the merges does not matter.
-    np.testing.assert_allclose(moments_in_chunks(matrix[::-1], [100, 200]).covariance(), expected,
-                               rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        moments_in_chunks(matrix[::-1], [100, 200]).covariance(),
+        expected,
+        rtol=1e-9,
+        atol=1e-9 * np.abs(expected).max(),
+    )
 
 
 def test_bad_vectors_are_counted_and_leave_no_matrix():
@@ -78,8 +84,9 @@ def test_record_round_trip_and_partial_merge():
     matrix = rng.normal(size=(40, 6))
     parts = [Moments.of_batch(*batch_of(chunk, type_=pa.float64())) for chunk in np.split(matrix, [10, 25])]
     parts.append(Moments.of_batch(*batch_of([None])))  # a part with a null vector travels too
-    records = pa.Table.from_batches([pa.RecordBatch.from_pydict(p.to_record(), schema=moments.arrow_schema())
-                                     for p in parts]).to_batches(max_chunksize=2)
+    records = pa.Table.from_batches(
+        [pa.RecordBatch.from_pydict(p.to_record(), schema=moments.arrow_schema()) for p in parts]
+    ).to_batches(max_chunksize=2)
     [merged_batch] = list(moments.merge_partials(iter(records)))
     merged = Moments.of_row(merged_batch.to_pylist()[0])
     assert (merged.rows, merged.null_vectors, merged.clean) == (41, 1, False)
@@ -89,8 +96,7 @@ def test_record_round_trip_and_partial_merge():
 
 def test_principal_components_match_svd_and_have_a_fixed_sign():
     rng = np.random.default_rng(8)
-    matrix = rng.normal(size=(200, 5)) * np.array([5.0, 3.0, 2.0, 1.0, 0.5]) @ np.linalg.qr(
-        rng.normal(size=(5, 5)))[0]
+    matrix = rng.normal(size=(200, 5)) * np.array([5.0, 3.0, 2.0, 1.0, 0.5]) @ np.linalg.qr(rng.normal(size=(5, 5)))[0]
     ratios, components = pca_model.principal_components(np.cov(matrix, rowvar=False))
     centred = matrix - matrix.mean(axis=0)
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)
@@ -123,8 +129,9 @@ def test_partials_come_back_whole_with_and_without_toArrow(local_spark):
     """Spark 4 fetches the partial matrices with `toArrow`; Spark 3.5 (EMR 7.x) has no `toArrow`
     and gets them through `_collect_as_arrow`: same rows, the matrices' bytes untouched."""
     matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
-    frame = local_spark.createDataFrame([("Kiwi", [float(v) for v in row]) for row in matrix],
-                                        "label string, features array<float>").coalesce(1)
+    frame = local_spark.createDataFrame(
+        [("Kiwi", [float(v) for v in row]) for row in matrix], "label string, features array<float>"
+    ).coalesce(1)
     partials = frame.mapInArrow(moments.partition_moments, moments.SCHEMA)
 
     class Spark35Frame:  # a DataFrame as PySpark 3.5 has it: no toArrow
@@ -151,11 +158,13 @@ def test_projector_centres_and_projects_each_batch_including_empty_ones():
         value = (np.array([1.0, 1.0, 0.0]), np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
 
     def batch(rows):
-        return pa.RecordBatch.from_pydict({
-            "path": pa.array([f"p{i}" for i in range(len(rows))], pa.string()),
-            "label": pa.array(["Kiwi"] * len(rows), pa.string()),
-            "features": pa.array(rows, pa.list_(pa.float32())),
-        })
+        return pa.RecordBatch.from_pydict(
+            {
+                "path": pa.array([f"p{i}" for i in range(len(rows))], pa.string()),
+                "label": pa.array(["Kiwi"] * len(rows), pa.string()),
+                "features": pa.array(rows, pa.list_(pa.float32())),
+            }
+        )
 
     out = list(pca_model.projector(Broadcast())(iter([batch([]), batch([[3.0, 5.0, 9.0], [1.0, 1.0, 1.0]])])))
     assert [b.num_rows for b in out] == [0, 2]

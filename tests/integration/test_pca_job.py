@@ -18,11 +18,13 @@ pytestmark = pytest.mark.spark
 
 def write_features(folder, matrix: np.ndarray, labels: list[str], prefix: str = "img") -> None:
     folder.mkdir(parents=True)
-    table = pa.table({
-        "path": [f"s3://bucket/{labels[i]}/{prefix}_{i}.jpg" for i in range(len(matrix))],
-        "label": labels,
-        "features": pa.array(list(matrix.astype(np.float32)), type=pa.list_(pa.float32())),
-    })
+    table = pa.table(
+        {
+            "path": [f"s3://bucket/{labels[i]}/{prefix}_{i}.jpg" for i in range(len(matrix))],
+            "label": labels,
+            "features": pa.array(list(matrix.astype(np.float32)), type=pa.list_(pa.float32())),
+        }
+    )
     pq.write_table(table, folder / "part-0.parquet")
 
 
@@ -62,15 +64,17 @@ def test_fixed_k_equals_classical_pca_up_to_sign(two_batches, tmp_path, spark_su
     root, matrix = two_batches
     inputs = f"{root / 'batch=1'},{root / 'batch=2'}"
     report_path = tmp_path / "pca" / "report.json"
-    proc = spark_submit_cmd("pca.py", "--features", inputs, "--output", str(tmp_path / "vectors"),
-                            "--k", "5", "--report", str(report_path))
+    proc = spark_submit_cmd(
+        "pca.py", "--features", inputs, "--output", str(tmp_path / "vectors"), "--k", "5", "--report", str(report_path)
+    )
     assert "pca: rows=240 input_dim=48 k=5" in proc.stdout
 
     centred, components, ratios = classical_pca(matrix)
     expected = centred @ components[:5].T
     projected = read_projection(tmp_path / "vectors")
-    paths = [f"s3://bucket/{lab}/a_{i}.jpg" for i, lab in enumerate(synthetic(180, 48, 1)[1])] + \
-            [f"s3://bucket/{lab}/b_{i}.jpg" for i, lab in enumerate(synthetic(60, 48, 2)[1])]
+    paths = [f"s3://bucket/{lab}/a_{i}.jpg" for i, lab in enumerate(synthetic(180, 48, 1)[1])] + [
+        f"s3://bucket/{lab}/b_{i}.jpg" for i, lab in enumerate(synthetic(60, 48, 2)[1])
+    ]
     ours = np.stack([projected[p] for p in paths])
     assert ours.shape == (240, 5)
     signs = np.sign(np.sum(ours * expected, axis=0))
@@ -98,8 +102,9 @@ def test_projection_is_written_without_dictionaries_that_cannot_pay(local_spark,
     def dictionaries(folder):
         [part] = folder.glob("*.parquet")
         chunks = pq.ParquetFile(part).metadata.row_group(0)
-        return {chunks.column(i).path_in_schema: chunks.column(i).has_dictionary_page
-                for i in range(chunks.num_columns)}
+        return {
+            chunks.column(i).path_in_schema: chunks.column(i).has_dictionary_page for i in range(chunks.num_columns)
+        }
 
     frame.write.parquet(str(tmp_path / "default"))
     assert dictionaries(tmp_path / "default") == {"path": True, "label": True, "pca_features.list.element": True}
@@ -115,9 +120,19 @@ def test_variance_target_picks_the_smallest_k(two_batches, tmp_path, spark_submi
     assert 1 < expected_k < 48
     listing = tmp_path / "inputs.txt"  # the form the EMR backend uses
     listing.write_text(f"{root / 'batch=1'}\n\n{root / 'batch=2'}\n", encoding="utf-8")
-    proc = spark_submit_cmd("pca.py", "--features-list", str(listing),
-                            "--output", str(tmp_path / "v"), "--variance", "0.9",
-                            "--report", str(tmp_path / "r.json"), "--model", str(tmp_path / "model"))
+    proc = spark_submit_cmd(
+        "pca.py",
+        "--features-list",
+        str(listing),
+        "--output",
+        str(tmp_path / "v"),
+        "--variance",
+        "0.9",
+        "--report",
+        str(tmp_path / "r.json"),
+        "--model",
+        str(tmp_path / "model"),
+    )
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["k"] == expected_k
     assert report["cumulative_explained_variance"][-1] >= 0.9
@@ -127,8 +142,7 @@ def test_variance_target_picks_the_smallest_k(two_batches, tmp_path, spark_submi
     assert f"k={expected_k}" in proc.stdout
 
 
-def test_spark_ml_solver_and_saved_model_agree_with_the_output(two_batches, tmp_path, spark_submit_cmd,
-                                                               local_spark):
+def test_spark_ml_solver_and_saved_model_agree_with_the_output(two_batches, tmp_path, spark_submit_cmd, local_spark):
     """`--solver spark-ml` (Spark ML's own PCA.fit) gives the same result, and the saved
     PipelineModel, applied by Spark ML to the features, reproduces the written vectors."""
     from pyspark.ml import PipelineModel
@@ -139,8 +153,19 @@ def test_spark_ml_solver_and_saved_model_agree_with_the_output(two_batches, tmp_
     results = {}
     for solver in ("batched", "spark-ml"):
         out = tmp_path / solver
-        spark_submit_cmd("pca.py", "--features", inputs, "--output", str(out / "vectors"), "--k", "4",
-                         "--report", str(out / "report.json"), "--solver", solver)
+        spark_submit_cmd(
+            "pca.py",
+            "--features",
+            inputs,
+            "--output",
+            str(out / "vectors"),
+            "--k",
+            "4",
+            "--report",
+            str(out / "report.json"),
+            "--solver",
+            solver,
+        )
         results[solver] = (read_projection(out / "vectors"), json.loads((out / "report.json").read_text()))
     (ours, our_report), (theirs, their_report) = results["batched"], results["spark-ml"]
     np.testing.assert_allclose(our_report["explained_variance"], their_report["explained_variance"], atol=1e-9)
@@ -152,8 +177,11 @@ def test_spark_ml_solver_and_saved_model_agree_with_the_output(two_batches, tmp_
     assert [type(stage).__name__ for stage in model.stages] == ["StandardScalerModel", "PCAModel"]
     assert model.stages[0].getWithMean() and not model.stages[0].getWithStd()
     frame = local_spark.read.parquet(str(root / "batch=1"), str(root / "batch=2"))
-    applied = model.transform(frame.select("path", array_to_vector("features").alias("vector"))) \
-        .select("path", vector_to_array("pca", "float64").alias("v")).collect()
+    applied = (
+        model.transform(frame.select("path", array_to_vector("features").alias("vector")))
+        .select("path", vector_to_array("pca", "float64").alias("v"))
+        .collect()
+    )
     assert len(applied) == len(ours)
     for row in applied:
         np.testing.assert_allclose(row.v, ours[row.path], rtol=1e-9, atol=1e-9)
@@ -174,28 +202,53 @@ def test_bad_input_fails_with_one_clear_line(case, tmp_path, spark_submit_cmd):
         expected = "pca: error: the features input is empty (0 rows): nothing to fit"
     elif case == "mixed":
         folder.mkdir()
-        pq.write_table(pa.table({
-            "path": ["a/x.jpg", "a/y.jpg"], "label": ["a", "a"],
-            "features": pa.array([[1.0] * 8, [1.0] * 6], type=pa.list_(pa.float32())),
-        }), folder / "part-0.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "path": ["a/x.jpg", "a/y.jpg"],
+                    "label": ["a", "a"],
+                    "features": pa.array([[1.0] * 8, [1.0] * 6], type=pa.list_(pa.float32())),
+                }
+            ),
+            folder / "part-0.parquet",
+        )
         expected = "pca: error: features vectors have mixed lengths: from 6 to 8 values"
     elif case in ("nan", "null_vector"):
         folder.mkdir()
         bad = [1.0, float("nan")] + [1.0] * 6 if case == "nan" else None
-        pq.write_table(pa.table({
-            "path": [f"a/{i}.jpg" for i in range(4)], "label": ["a"] * 4,
-            "features": pa.array([[1.0] * 8, bad, [2.0] * 8, [3.0] * 8], type=pa.list_(pa.float32())),
-        }), folder / "part-0.parquet")
-        expected = ("pca: error: 1 of 4 features vectors contain NaN, infinite or null values" if case == "nan"
-                    else "pca: error: 1 of 4 rows have no features vector")
+        pq.write_table(
+            pa.table(
+                {
+                    "path": [f"a/{i}.jpg" for i in range(4)],
+                    "label": ["a"] * 4,
+                    "features": pa.array([[1.0] * 8, bad, [2.0] * 8, [3.0] * 8], type=pa.list_(pa.float32())),
+                }
+            ),
+            folder / "part-0.parquet",
+        )
+        expected = (
+            "pca: error: 1 of 4 features vectors contain NaN, infinite or null values"
+            if case == "nan"
+            else "pca: error: 1 of 4 rows have no features vector"
+        )
     elif case == "too_large_k":
         write_features(folder, np.random.default_rng(0).random((20, 8)), ["a"] * 20)
         k = "9"
         expected = "pca: error: --k 9 is larger than the feature dimension 8"
     else:
         expected = f"pca: error: features not found: {folder}"
-    proc = spark_submit_cmd("pca.py", "--features", str(folder), "--output", str(tmp_path / "out"),
-                            "--k", k, "--report", str(tmp_path / "r.json"), check=False)
+    proc = spark_submit_cmd(
+        "pca.py",
+        "--features",
+        str(folder),
+        "--output",
+        str(tmp_path / "out"),
+        "--k",
+        k,
+        "--report",
+        str(tmp_path / "r.json"),
+        check=False,
+    )
     assert proc.returncode == 2
     assert expected in proc.stdout.splitlines()
     assert not (tmp_path / "out").exists()
@@ -213,17 +266,32 @@ def test_job_defaults_yield_to_spark_submit_settings(tmp_path):
         "spark = create_session('probe', defaults)\n"
         "print(json.dumps({'defaults': defaults,\n"
         "                  'batch': spark.conf.get('spark.sql.execution.arrow.maxRecordsPerBatch'),\n"
-        "                  'shuffle': spark.conf.get('spark.sql.shuffle.partitions')}))\n")
+        "                  'shuffle': spark.conf.get('spark.sql.shuffle.partitions')}))\n"
+    )
     env = job_env()  # fruits_spark imports from the installed project
-    proc = subprocess.run([str(SPARK_SUBMIT), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-                           "--conf", "spark.sql.execution.arrow.maxRecordsPerBatch=7", str(script)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            str(SPARK_SUBMIT),
+            "--master",
+            "local[1]",
+            "--conf",
+            "spark.ui.enabled=false",
+            "--conf",
+            "spark.sql.execution.arrow.maxRecordsPerBatch=7",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen == {"defaults": {"spark.sql.shuffle.partitions": "3"}, "batch": "7", "shuffle": "3"}
 
 
 # ----------------------------------------------------------------------------- incremental runs
+
 
 def write_batch(folder, matrix: np.ndarray, labels: list[str], prefix: str) -> list[str]:
     """A features dataset like featurize.py's, sha256 included (one content a distinct row)."""
@@ -232,12 +300,17 @@ def write_batch(folder, matrix: np.ndarray, labels: list[str], prefix: str) -> l
     folder.mkdir(parents=True)
     rows = matrix.astype(np.float32)
     digests = [hashlib.sha256(row.tobytes()).hexdigest() for row in rows]
-    pq.write_table(pa.table({
-        "path": [f"s3://bucket/landing/{labels[i]}/{prefix}_{i}.jpg" for i in range(len(rows))],
-        "label": labels,
-        "features": pa.array(list(rows), type=pa.list_(pa.float32())),
-        "sha256": digests,
-    }), folder / "part-0.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "path": [f"s3://bucket/landing/{labels[i]}/{prefix}_{i}.jpg" for i in range(len(rows))],
+                "label": labels,
+                "features": pa.array(list(rows), type=pa.list_(pa.float32())),
+                "sha256": digests,
+            }
+        ),
+        folder / "part-0.parquet",
+    )
     return digests
 
 
@@ -253,9 +326,22 @@ def same_family(rows: int, dim: int, seed: int, mixing_seed: int = 11) -> tuple[
 
 def run_pca(spark_submit_cmd, out, features: list, *extra: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    proc = spark_submit_cmd("pca.py", "--features", ",".join(str(f) for f in features),
-                            "--output", str(out / "vectors"), "--model", str(out / "model"),
-                            "--report", str(out / "report.json"), "--k", "4", "--space-id", out.name, *extra)
+    proc = spark_submit_cmd(
+        "pca.py",
+        "--features",
+        ",".join(str(f) for f in features),
+        "--output",
+        str(out / "vectors"),
+        "--model",
+        str(out / "model"),
+        "--report",
+        str(out / "report.json"),
+        "--k",
+        "4",
+        "--space-id",
+        out.name,
+        *extra,
+    )
     report = json.loads((out / "report.json").read_text())
     report["stdout"] = proc.stdout
     return report
@@ -282,10 +368,20 @@ def test_a_forced_refit_gives_the_vectors_of_a_full_fit(first_run, tmp_path, spa
     second[5] = first[7]  # the same content landed twice: it must weigh once, in both fits
     write_batch(tmp_path / "features" / "batch=b2", second, labels, "b")
     history = history_file(tmp_path / "history.txt", [root / "features" / "batch=b1"])
-    incremental = run_pca(spark_submit_cmd, tmp_path / "run2", [tmp_path / "features" / "batch=b2"],
-                          "--previous", str(root / "run1"), "--history-list", history, "--refit", "always")
-    full = run_pca(spark_submit_cmd, tmp_path / "full", [root / "features" / "batch=b1",
-                                                          tmp_path / "features" / "batch=b2"])
+    incremental = run_pca(
+        spark_submit_cmd,
+        tmp_path / "run2",
+        [tmp_path / "features" / "batch=b2"],
+        "--previous",
+        str(root / "run1"),
+        "--history-list",
+        history,
+        "--refit",
+        "always",
+    )
+    full = run_pca(
+        spark_submit_cmd, tmp_path / "full", [root / "features" / "batch=b1", tmp_path / "features" / "batch=b2"]
+    )
     assert incremental["mode"] == "refit" and incremental["refit"]["reason"] == "requested (--refit always)"
     assert incremental["rows"] == full["rows"] == 380 and incremental["fitted_rows"] == full["fitted_rows"] == 379
     assert incremental["duplicates_skipped"] == 1 and full["duplicates_skipped"] == 1
@@ -309,8 +405,17 @@ def test_without_a_refit_only_the_new_batch_is_read_and_projected(first_run, tmp
     write_batch(tmp_path / "features" / "batch=b2", second, labels, "b")
     # The history names datasets that do not exist: reading any of them would fail the job.
     history = history_file(tmp_path / "history.txt", [tmp_path / "missing" / "batch=b1"])
-    report = run_pca(spark_submit_cmd, tmp_path / "run2", [tmp_path / "features" / "batch=b2"],
-                     "--previous", str(root / "run1"), "--history-list", history, "--refit-angle", "10")
+    report = run_pca(
+        spark_submit_cmd,
+        tmp_path / "run2",
+        [tmp_path / "features" / "batch=b2"],
+        "--previous",
+        str(root / "run1"),
+        "--history-list",
+        history,
+        "--refit-angle",
+        "10",
+    )
     assert report["mode"] == "project", report["refit"]
     assert 0 < report["refit"]["max_angle_degrees"] < 10 and "mode=project" in report["stdout"]
     assert report["space_id"] == first_report["space_id"] == "run1"
@@ -337,8 +442,15 @@ def test_a_moved_subspace_triggers_a_refit_that_reprojects_the_history(first_run
     other, labels = same_family(600, 24, seed=4, mixing_seed=99)  # another distribution, larger
     write_batch(tmp_path / "features" / "batch=b2", other, labels, "b")
     history = history_file(tmp_path / "history.txt", [root / "features" / "batch=b1"])
-    report = run_pca(spark_submit_cmd, tmp_path / "run2", [tmp_path / "features" / "batch=b2"],
-                     "--previous", str(root / "run1"), "--history-list", history)
+    report = run_pca(
+        spark_submit_cmd,
+        tmp_path / "run2",
+        [tmp_path / "features" / "batch=b2"],
+        "--previous",
+        str(root / "run1"),
+        "--history-list",
+        history,
+    )
     assert report["mode"] == "refit"
     assert report["refit"]["max_angle_degrees"] > 10 and "moved" in report["refit"]["reason"]
     assert report["space_id"] == "run2" and report["projected_batches"] == {"b1": 300, "b2": 600}
@@ -349,8 +461,9 @@ def test_a_batch_without_features_keeps_the_space_and_its_list(first_run, tmp_pa
     """Every image of the batch was rejected: nothing to project, the state carries over."""
     root, _, first_report = first_run
     write_batch(tmp_path / "features" / "batch=b2", np.zeros((0, 24)), [], "b")
-    report = run_pca(spark_submit_cmd, tmp_path / "run2", [tmp_path / "features" / "batch=b2"],
-                     "--previous", str(root / "run1"))
+    report = run_pca(
+        spark_submit_cmd, tmp_path / "run2", [tmp_path / "features" / "batch=b2"], "--previous", str(root / "run1")
+    )
     assert report["mode"] == "project" and report["refit"]["max_angle_degrees"] == pytest.approx(0.0, abs=1e-6)
     assert report["rows"] == 300 and report["new_rows"] == 0 and report["projected_batches"] == {}
     assert (tmp_path / "run2" / "vectors_list.txt").read_text() == (root / "run1" / "vectors_list.txt").read_text()

@@ -17,15 +17,16 @@ def test_submit_opts_only_name_an_archive_that_exists(tmp_path):
     assert spark_cds.submit_opts(archive, "-Dkeep=1") == f"-Dkeep=1 {jit}"
     assert spark_cds.submit_opts(None) == jit
     archive.write_bytes(b"\0")
-    assert spark_cds.submit_opts(archive, "-Dkeep=1") == \
-        f"-Dkeep=1 {jit} -XX:SharedArchiveFile={archive} -Xshare:auto"
+    assert spark_cds.submit_opts(archive, "-Dkeep=1") == f"-Dkeep=1 {jit} -XX:SharedArchiveFile={archive} -Xshare:auto"
 
 
 def test_a_jit_setting_of_the_caller_wins(tmp_path):
     mine = "-XX:CompileThresholdScaling=1"
     assert spark_cds.submit_opts(None, mine) == mine
-    assert "CompileThresholdScaling=10" not in spark_cds.with_startup_options({"SPARK_SUBMIT_OPTS": mine},
-                                                                             tmp_path)["SPARK_SUBMIT_OPTS"]
+    assert (
+        "CompileThresholdScaling=10"
+        not in spark_cds.with_startup_options({"SPARK_SUBMIT_OPTS": mine}, tmp_path)["SPARK_SUBMIT_OPTS"]
+    )
 
 
 def test_startup_options_add_to_spark_submit_opts_unless_turned_off(tmp_path):
@@ -36,8 +37,10 @@ def test_startup_options_add_to_spark_submit_opts_unless_turned_off(tmp_path):
     no_archive_yet = spark_cds.with_startup_options(env, tmp_path)
     assert no_archive_yet["SPARK_SUBMIT_OPTS"] == f"-Dkeep=1 {jit}"
     path.write_bytes(b"\0")
-    assert spark_cds.with_startup_options(env, tmp_path)["SPARK_SUBMIT_OPTS"] == \
-        f"-Dkeep=1 {jit} -XX:SharedArchiveFile={path} -Xshare:auto"
+    assert (
+        spark_cds.with_startup_options(env, tmp_path)["SPARK_SUBMIT_OPTS"]
+        == f"-Dkeep=1 {jit} -XX:SharedArchiveFile={path} -Xshare:auto"
+    )
     off = {**env, "FRUITS_SPARK_CDS": "off"}
     assert spark_cds.with_startup_options(off, tmp_path) == off
 
@@ -49,10 +52,16 @@ def test_the_driver_jvm_runs_with_the_jit_setting(tmp_path):
         "from pyspark.sql import SparkSession\n"
         "spark = SparkSession.builder.getOrCreate()\n"
         "print(list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()"
-        ".getInputArguments()))\n")
-    run = subprocess.run([str(SPARK_SUBMIT), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-                          str(script)], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env=spark_cds.with_startup_options(spark_env(), tmp_path))
+        ".getInputArguments()))\n"
+    )
+    run = subprocess.run(
+        [str(SPARK_SUBMIT), "--master", "local[1]", "--conf", "spark.ui.enabled=false", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=spark_cds.with_startup_options(spark_env(), tmp_path),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert spark_cds.JIT_OPTS in run.stdout
 
@@ -71,10 +80,22 @@ def test_archive_name_follows_the_java_build(tmp_path, monkeypatch):
 def test_built_archive_is_mapped_by_spark_driver_jvm(tmp_path):
     """Build into a fresh folder, then run a Spark job and ask the JVM where classes came from."""
     built = subprocess.run(
-        [sys.executable, "-m", "fruits_dev.spark_cds", "build", "--dir", str(tmp_path / "cds"),
-         "--spark-submit", str(SPARK_SUBMIT)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env=spark_env())
+        [
+            sys.executable,
+            "-m",
+            "fruits_dev.spark_cds",
+            "build",
+            "--dir",
+            str(tmp_path / "cds"),
+            "--spark-submit",
+            str(SPARK_SUBMIT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=spark_env(),
+    )
     assert built.returncode == 0, built.stderr
     archive = Path(built.stdout.strip().splitlines()[-1])
     assert archive.parent == tmp_path / "cds" and archive.stat().st_size > 10_000_000, built.stderr
@@ -85,10 +106,24 @@ def test_built_archive_is_mapped_by_spark_driver_jvm(tmp_path):
     env["SPARK_SUBMIT_OPTS"] += f" -Xlog:class+load=info:file={loads}"
     work = tmp_path / "work"
     run = subprocess.run(
-        [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-         "--conf", "spark.log.level=ERROR", str(ROOT / "fruits_dev" / "spark_cds.py"),
-         "--workload", str(work)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        [
+            str(SPARK_SUBMIT),
+            "--master",
+            "local[2]",
+            "--conf",
+            "spark.ui.enabled=false",
+            "--conf",
+            "spark.log.level=ERROR",
+            str(ROOT / "fruits_dev" / "spark_cds.py"),
+            "--workload",
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = loads.read_text().splitlines()
     shared = [line for line in lines if "source: shared objects file (top)" in line]

@@ -21,9 +21,14 @@ RUN_2 = "manual__2026-11-30T10:00:00+00:00"
 
 def commit_run(bucket, run_id: str, batch_id: str, k: int = 4, rows: int = 10) -> None:
     state = ledger.load(bucket)
-    ledger.add_batch(state, ledger.batch_record(batch_id=batch_id, run_id=run_id, images=rows, features_rows=rows,
-                                                rejects_rows=0, planning_rejects=0),
-                     planned_after=state.batch_ids(), pca=None)
+    ledger.add_batch(
+        state,
+        ledger.batch_record(
+            batch_id=batch_id, run_id=run_id, images=rows, features_rows=rows, rejects_rows=0, planning_rejects=0
+        ),
+        planned_after=state.batch_ids(),
+        pca=None,
+    )
     ledger.save(bucket, state)
     bucket.write_json(layout.pca_prefix(run_id) + "report.json", {"k": k, "rows": rows})
 
@@ -32,8 +37,13 @@ def test_the_param_wins_then_the_event_then_the_latest_commit(bucket):
     commit_run(bucket, RUN_1, "b1", k=3)
     commit_run(bucket, RUN_2, "b2", k=5, rows=20)
     latest = classification.resolve_pca_run(bucket, "", [])
-    assert (latest.run_id, latest.source, latest.k, latest.rows, latest.batch_id) == \
-        (RUN_2, "latest committed", 5, 20, "b2")
+    assert (latest.run_id, latest.source, latest.k, latest.rows, latest.batch_id) == (
+        RUN_2,
+        "latest committed",
+        5,
+        20,
+        "b2",
+    )
     assert latest.vectors_key() == "pca/run=manual__2026-11-30T10_00_00_00_00/vectors/"
     events = [{"bucket": bucket.name, "run_id": RUN_1}, {"bucket": "elsewhere", "run_id": RUN_2}]
     from_event = classification.resolve_pca_run(bucket, None, events)
@@ -70,15 +80,30 @@ def write_classifier_outputs(bucket, run_id: str, metrics: dict, predictions: li
 
 
 def metrics_of(**changes) -> dict:
-    metrics = {"pca_run": RUN_1, "labels": ["Apple", "Kiwi"], "confusion_matrix": [[2, 0], [1, 1]],
-               "test_rows": 4, "train_rows": 16, "accuracy": 0.75, "macro_f1": 0.73, "majority_baseline": 0.5,
-               "warnings": []}
+    metrics = {
+        "pca_run": RUN_1,
+        "labels": ["Apple", "Kiwi"],
+        "confusion_matrix": [[2, 0], [1, 1]],
+        "test_rows": 4,
+        "train_rows": 16,
+        "accuracy": 0.75,
+        "macro_f1": 0.73,
+        "majority_baseline": 0.5,
+        "warnings": [],
+    }
     return {**metrics, **changes}
 
 
 def pca_run() -> PcaRun:
-    return PcaRun(bucket="fruits-unit", run_id=RUN_1, pca_prefix=layout.pca_prefix(RUN_1), k=4, rows=20,
-                  batch_id="b1", source="param")
+    return PcaRun(
+        bucket="fruits-unit",
+        run_id=RUN_1,
+        pca_prefix=layout.pca_prefix(RUN_1),
+        k=4,
+        rows=20,
+        batch_id="b1",
+        source="param",
+    )
 
 
 def test_consistent_outputs_pass_and_summarise(bucket):

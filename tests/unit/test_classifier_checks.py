@@ -28,8 +28,11 @@ def test_grid_is_skipped_only_when_the_validation_share_cannot_rank_it():
 
 def test_an_empty_side_of_the_split_ends_the_job_naming_its_share():
     check_parts({"Kiwi": 3}, {"Kiwi": 1}, 4, 20)
-    with pytest.raises(JobError, match=r"^the training part is empty: none of the 2 labelled images hashes "
-                                       r"into its 70% share"):
+    with pytest.raises(
+        JobError,
+        match=r"^the training part is empty: none of the 2 labelled images hashes "
+        r"into its 70% share",
+    ):
         check_parts({}, {"Kiwi": 2}, 2, 30)
     with pytest.raises(JobError, match=r"^the test part is empty: .* its 20% share; add images"):
         check_parts({"Kiwi": 2}, {}, 2, 20)
@@ -37,7 +40,9 @@ def test_an_empty_side_of_the_split_ends_the_job_naming_its_share():
 
 def test_the_outputs_are_named_under_the_output_folder():
     uris = classifier.output_uris("s3://b/classifier/run=2")
-    assert uris == {"model": f"s3://b/classifier/run=2/{classifier.MODEL}",
-                    "predictions": f"s3://b/classifier/run=2/{classifier.PREDICTIONS}",
-                    "metrics": f"s3://b/classifier/run=2/{classifier.METRICS}",
-                    "confusion_matrix": f"s3://b/classifier/run=2/{classifier.CONFUSION_PNG}"}
+    assert uris == {
+        "model": f"s3://b/classifier/run=2/{classifier.MODEL}",
+        "predictions": f"s3://b/classifier/run=2/{classifier.PREDICTIONS}",
+        "metrics": f"s3://b/classifier/run=2/{classifier.METRICS}",
+        "confusion_matrix": f"s3://b/classifier/run=2/{classifier.CONFUSION_PNG}",
+    }

@@ -16,8 +16,13 @@ from fruits.core import ledger, pipeline, planning, report
 from fruits.core.validation import ValidationError
 from fruits.storage import Bucket
 
-LANDED = ["landing/Apple Red 1/r_1_100.jpg", "landing/Banana/r_2_100.JPG", "landing/Banana/r_3_100.png",
-          "landing/Banana/notes.txt", "landing/Kiwi/.DS_Store"]
+LANDED = [
+    "landing/Apple Red 1/r_1_100.jpg",
+    "landing/Banana/r_2_100.JPG",
+    "landing/Banana/r_3_100.png",
+    "landing/Banana/notes.txt",
+    "landing/Kiwi/.DS_Store",
+]
 IMAGES = [k for k in LANDED if k.lower().endswith((".jpg", ".jpeg", ".png"))]
 
 
@@ -32,27 +37,54 @@ def parquet(bucket: Bucket, prefix: str, table: pa.Table) -> None:
     bucket.write_bytes(prefix + "part-00000.parquet", sink.getvalue())
 
 
-def write_job_outputs(bucket: Bucket, batch: Batch, run_id: str, *, rejected: int = 1, dim: int = FEATURE_DIM,
-                      k: int = 2, pca_rows: int | None = None) -> str:
+def write_job_outputs(
+    bucket: Bucket,
+    batch: Batch,
+    run_id: str,
+    *,
+    rejected: int = 1,
+    dim: int = FEATURE_DIM,
+    k: int = 2,
+    pca_rows: int | None = None,
+) -> str:
     """What featurize.py and pca.py leave for a batch: features + rejects, PCA vectors + report."""
     uris = [bucket.uri(key) for key in planning.manifest_keys(bucket, batch.batch_id)]
     featured, refused = uris[rejected:], uris[:rejected]
     rng = np.random.default_rng(0)
-    parquet(bucket, layout.features_prefix(batch.batch_id), pa.table({
-        "path": featured, "features": [rng.random(dim, dtype=np.float32).tolist() for _ in featured],
-        "sha256": [f"{i:064x}" for i in range(len(featured))]}))
-    parquet(bucket, layout.rejects_prefix(batch.batch_id), pa.table({
-        "path": refused, "reason": ["cannot decode image: truncated"] * len(refused)}))
+    parquet(
+        bucket,
+        layout.features_prefix(batch.batch_id),
+        pa.table(
+            {
+                "path": featured,
+                "features": [rng.random(dim, dtype=np.float32).tolist() for _ in featured],
+                "sha256": [f"{i:064x}" for i in range(len(featured))],
+            }
+        ),
+    )
+    parquet(
+        bucket,
+        layout.rejects_prefix(batch.batch_id),
+        pa.table({"path": refused, "reason": ["cannot decode image: truncated"] * len(refused)}),
+    )
     rows = len(featured) + batch.committed_features_rows if pca_rows is None else pca_rows
     pca_prefix = layout.pca_prefix(run_id)
-    parquet(bucket, pca_prefix + "vectors/", pa.table({
-        "path": [f"s3://{bucket.name}/p/{i}.jpg" for i in range(rows)],
-        "pca_features": [rng.random(k).tolist() for _ in range(rows)]}))
+    parquet(
+        bucket,
+        pca_prefix + "vectors/",
+        pa.table(
+            {
+                "path": [f"s3://{bucket.name}/p/{i}.jpg" for i in range(rows)],
+                "pca_features": [rng.random(k).tolist() for _ in range(rows)],
+            }
+        ),
+    )
     bucket.write_json(pca_prefix + "report.json", {"rows": rows, "k": k, "explained_variance_total": 0.97})
     return pca_prefix
 
 
 # ----------------------------------------------------------------------------- planning and ledger
+
 
 def test_a_batch_holds_the_new_images_and_only_those(bucket):
     land(bucket)
@@ -64,8 +96,10 @@ def test_a_batch_holds_the_new_images_and_only_those(bucket):
     entries = planning.read_entries(bucket, batch.batch_id)
     assert [e.label for e in entries] == ["Apple Red 1", "Banana", "Banana"]
     # the jobs read safe copies; the landing objects stay until the commit
-    assert [e.read for e in entries] == [bucket.uri(layout.staged_image_key(batch.batch_id, i, ext))
-                                         for i, ext in ((1, ".jpg"), (2, ".jpg"), (3, ".png"))]
+    assert [e.read for e in entries] == [
+        bucket.uri(layout.staged_image_key(batch.batch_id, i, ext))
+        for i, ext in ((1, ".jpg"), (2, ".jpg"), (3, ".png"))
+    ]
     assert all(bucket.read_bytes(bucket.key_of(e.read)) == b"not decoded here" for e in entries)
     assert all(bucket.exists(k) for k in IMAGES)
     assert pipeline.plan(bucket, "landing/").batch_id == batch.batch_id  # content-addressed: a re-plan
@@ -88,8 +122,10 @@ def test_committed_images_leave_the_landing_prefix_and_are_not_planned_again(buc
     assert planning.manifest_keys(bucket, second.batch_id) == ["landing/Kiwi/r_9_100.jpg"]
     assert second.committed_batches == [first.batch_id] and second.committed_features_rows == 2
     assert second.pca_batches() == [first.batch_id, second.batch_id]
-    assert plan.pca_inputs_text(second).splitlines() == [bucket.uri(layout.features_prefix(first.batch_id)),
-                                                          bucket.uri(layout.features_prefix(second.batch_id))]
+    assert plan.pca_inputs_text(second).splitlines() == [
+        bucket.uri(layout.features_prefix(first.batch_id)),
+        bucket.uri(layout.features_prefix(second.batch_id)),
+    ]
 
 
 def test_a_commit_is_idempotent(bucket):
@@ -104,6 +140,7 @@ def test_a_commit_is_idempotent(bucket):
 
 
 # ----------------------------------------------------------------------------- validation
+
 
 def test_validation_counts_what_the_jobs_wrote(bucket):
     land(bucket)
@@ -139,20 +176,34 @@ def test_validation_fails_clearly_when_an_output_is_missing(bucket):
 
 # ----------------------------------------------------------------------------- commit and report
 
+
 def test_commit_then_report(bucket):
     land(bucket)
     batch = pipeline.plan(bucket, "landing/")
     pca_prefix = write_job_outputs(bucket, batch, "manual__2026-11-30T10:00:00+00:00")
     validation = pipeline.validate(bucket, batch, pca_prefix)
     committed = pipeline.commit(bucket, batch, validation, "manual__2026-11-30T10:00:00+00:00")
-    assert committed == {"batches": 1, "cleared": 3, "changed_since_planning": 0,
-                         "duplicate_contents": {"within_batch": 0, "of_earlier_batches": 0}}
+    assert committed == {
+        "batches": 1,
+        "cleared": 3,
+        "changed_since_planning": 0,
+        "duplicate_contents": {"within_batch": 0, "of_earlier_batches": 0},
+    }
     assert pipeline.count_new_images(bucket, "landing/") == 0
-    computed = ComputeResult(pca_prefix=pca_prefix, outputs={"pca": bucket.uri(pca_prefix)},
-                             stage_seconds={"featurize": 3.25, "pca": 1.5, "emr_startup": None})
-    written = pipeline.publish_report(bucket, run_id="manual__2026-11-30T10:00:00+00:00", batch=batch,
-                                      computed=computed, validation=validation, compute="local",
-                                      params={"weights": "none", "image_size": 32})
+    computed = ComputeResult(
+        pca_prefix=pca_prefix,
+        outputs={"pca": bucket.uri(pca_prefix)},
+        stage_seconds={"featurize": 3.25, "pca": 1.5, "emr_startup": None},
+    )
+    written = pipeline.publish_report(
+        bucket,
+        run_id="manual__2026-11-30T10:00:00+00:00",
+        batch=batch,
+        computed=computed,
+        validation=validation,
+        compute="local",
+        params={"weights": "none", "image_size": 32},
+    )
     key = "reports/manual__2026-11-30T10_00_00_00_00.json"
     assert bucket.read_json(key) == written
     assert written["status"] == "success" and written["images_sensed"] == 3 and written["features_rows"] == 2
@@ -165,18 +216,24 @@ def test_commit_then_report(bucket):
 
 
 def test_a_failed_run_gets_a_report_that_says_what_failed_and_what_was_committed(bucket):
-    written = pipeline.publish_failure(bucket, run_id="manual__x", failed_task="local_spark.featurize",
-                                       error="Spark job featurize.py failed: exit 2\nTraceback ...",
-                                       reason="task failed")
+    written = pipeline.publish_failure(
+        bucket,
+        run_id="manual__x",
+        failed_task="local_spark.featurize",
+        error="Spark job featurize.py failed: exit 2\nTraceback ...",
+        reason="task failed",
+    )
     assert bucket.read_json("reports/manual__x.json") == written
     assert written["status"] == "failed" and written["failed_task"] == "local_spark.featurize"
     assert written["error"] == "Spark job featurize.py failed: exit 2" and written["committed"] is None
     # the run-level callback, which knows less, keeps the task's report; a timeout replaces it
-    kept = pipeline.publish_failure(bucket, run_id="manual__x", failed_task=None, error="", reason="task_failure",
-                                    keep_existing=True)
+    kept = pipeline.publish_failure(
+        bucket, run_id="manual__x", failed_task=None, error="", reason="task_failure", keep_existing=True
+    )
     assert kept == written
-    timed_out = pipeline.publish_failure(bucket, run_id="manual__x", failed_task=None, error="timed_out",
-                                         reason="timed_out")
+    timed_out = pipeline.publish_failure(
+        bucket, run_id="manual__x", failed_task=None, error="timed_out", reason="timed_out"
+    )
     assert timed_out["reason"] == "timed_out"
     assert "| status" in report.render(timed_out) and "failed" in report.render(timed_out)
 
@@ -185,9 +242,11 @@ def test_a_failure_after_the_commit_reports_the_committed_batch_and_never_hides_
     land(bucket)
     batch = pipeline.plan(bucket, "landing/")
     pipeline.commit(bucket, batch, {"features_rows": 2, "rejects_rows": 1}, "run-1")
-    failed = pipeline.publish_failure(bucket, run_id="run-1", failed_task="publish_report", error="boom",
-                                      reason="task failed")
+    failed = pipeline.publish_failure(
+        bucket, run_id="run-1", failed_task="publish_report", error="boom", reason="task failed"
+    )
     assert failed["committed"] == batch.batch_id
     bucket.write_json("reports/run-2.json", {"status": "success"})
-    assert pipeline.publish_failure(bucket, run_id="run-2", failed_task="x", error="late callback",
-                                    reason="task failed") == {"status": "success"}
+    assert pipeline.publish_failure(
+        bucket, run_id="run-2", failed_task="x", error="late callback", reason="task failed"
+    ) == {"status": "success"}

@@ -21,6 +21,7 @@ VALIDATED = {"features_rows": 0, "rejects_rows": 0}
 
 # ------------------------------------------------------------------------------ arithmetic
 
+
 def test_instance_hours_are_images_over_the_measured_rate_plus_each_runs_fixed_time():
     throughput, cluster = cost.Throughput(), cost.Cluster()
     assert throughput.images_per_s_per_core == pytest.approx(195.2 / 2)
@@ -50,10 +51,12 @@ def test_phone_photos_add_their_decode_time_to_each_image():
 
 def test_request_prices_by_class_and_delete_is_free():
     prices = cost.Prices()
-    assert cost.request_cost({"CopyObject": 1000, "PutObject": 1000, "ListObjectsV2": 1000}, prices) == \
-        pytest.approx(3 * 0.0053)
-    assert cost.request_cost({"GetObject": 1000, "HeadObject": 1000, "DeleteObject": 10**9}, prices) == \
-        pytest.approx(2 * 0.00042)
+    assert cost.request_cost({"CopyObject": 1000, "PutObject": 1000, "ListObjectsV2": 1000}, prices) == pytest.approx(
+        3 * 0.0053
+    )
+    assert cost.request_cost({"GetObject": 1000, "HeadObject": 1000, "DeleteObject": 10**9}, prices) == pytest.approx(
+        2 * 0.00042
+    )
 
 
 def test_monthly_requests_add_per_image_and_per_run_counts():
@@ -101,6 +104,7 @@ def test_the_module_prints_both_image_sizes_and_every_scenario(capsys):
 
 
 # ------------------------------------------------------------------------------ against the code
+
 
 @pytest.fixture
 def count_requests(monkeypatch):
@@ -152,8 +156,11 @@ def test_the_models_requests_per_image_and_per_run_are_what_planning_and_commit_
 def test_the_state_kept_per_image_is_about_the_models(bucket, count_requests):
     _run(bucket, count_requests, 20, "state")
     objects = list(bucket.list_objects(""))
-    state = sum(o.size for o in objects
-                if o.key.startswith(("state/keys/", "state/contents/")) or o.key.endswith("/manifest.jsonl"))
+    state = sum(
+        o.size
+        for o in objects
+        if o.key.startswith(("state/keys/", "state/contents/")) or o.key.endswith("/manifest.jsonl")
+    )
     assert state / 20 == pytest.approx(cost.Sizes().state_per_image, rel=0.2)
 
 

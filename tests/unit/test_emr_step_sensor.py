@@ -20,27 +20,41 @@ APP = "application_1765000000000_0001"
 STEP_STDERR = f"emr-logs/{CLUSTER}/steps/{STEP}/stderr.gz"
 DRIVER_STDERR = f"emr-logs/{CLUSTER}/containers/{APP}/container_1765000000000_0001_01_000001/stderr.gz"
 JOB_ERROR = "featurize: error: cannot read weights file s3://fruits-unit/models/w.h5 (NoSuchKey)"
-DRIVER_LOG = "".join(f"25/12/06 10:01:{i:02d} INFO BlockManager: line {i}\n" for i in range(50)) + \
-    f"{JOB_ERROR}\n25/12/06 10:02:00 ERROR ApplicationMaster: User application exited with status 2\n"
+DRIVER_LOG = (
+    "".join(f"25/12/06 10:01:{i:02d} INFO BlockManager: line {i}\n" for i in range(50))
+    + f"{JOB_ERROR}\n25/12/06 10:02:00 ERROR ApplicationMaster: User application exited with status 2\n"
+)
 # What the trigger sends when the step ends FAILED (AwsBaseWaiterTrigger._event_from_exception).
-FAILED_EVENT = {"status": "error", "message": f"Error while waiting for step {STEP} to complete: FAILED",
-                "job_flow_id": None}
+FAILED_EVENT = {
+    "status": "error",
+    "message": f"Error while waiting for step {STEP} to complete: FAILED",
+    "job_flow_id": None,
+}
 
 
 class FakeEmr:
     """The EMR client calls the sensor makes, answered from a step state and a LogUri."""
 
-    def __init__(self, state: str = "FAILED", log_uri: str | None = "s3n://fruits-unit/emr-logs/",
-                 failure_details: dict | None = None):
+    def __init__(
+        self,
+        state: str = "FAILED",
+        log_uri: str | None = "s3n://fruits-unit/emr-logs/",
+        failure_details: dict | None = None,
+    ):
         self.state, self.log_uri, self.failure_details = state, log_uri, failure_details or {}
         self.calls: list[str] = []
 
     def describe_step(self, ClusterId, StepId):  # noqa: N803 - boto3's names
         self.calls.append("DescribeStep")
         assert (ClusterId, StepId) == (CLUSTER, STEP)
-        return {"Step": {"Id": STEP, "Name": "featurize",
-                         "Status": {"State": self.state, "FailureDetails": self.failure_details}},
-                "ResponseMetadata": {"HTTPStatusCode": 200}}
+        return {
+            "Step": {
+                "Id": STEP,
+                "Name": "featurize",
+                "Status": {"State": self.state, "FailureDetails": self.failure_details},
+            },
+            "ResponseMetadata": {"HTTPStatusCode": 200},
+        }
 
     def describe_cluster(self, ClusterId):  # noqa: N803
         self.calls.append("DescribeCluster")
@@ -48,10 +62,21 @@ class FakeEmr:
 
 
 def sensor_with(emr: FakeEmr, **kwargs) -> EmrStepSensorWithLogs:
-    sensor = EmrStepSensorWithLogs(task_id="wait_featurize", job_flow_id=CLUSTER, step_id=STEP, deferrable=True,
-                                   poke_interval=1, max_attempts=3, aws_conn_id=None, region_name="eu-west-3",
-                                   logs_conn_id=None, log_wait_seconds=0, log_poll_seconds=0.01,
-                                   do_xcom_push=False, **kwargs)
+    sensor = EmrStepSensorWithLogs(
+        task_id="wait_featurize",
+        job_flow_id=CLUSTER,
+        step_id=STEP,
+        deferrable=True,
+        poke_interval=1,
+        max_attempts=3,
+        aws_conn_id=None,
+        region_name="eu-west-3",
+        logs_conn_id=None,
+        log_wait_seconds=0,
+        log_poll_seconds=0.01,
+        do_xcom_push=False,
+        **kwargs,
+    )
     sensor.hook = SimpleNamespace(conn=emr, conn_region_name="eu-west-3", conn_partition="aws")
     return sensor
 
@@ -82,8 +107,13 @@ def test_a_failed_step_after_deferral_raises_the_jobs_error_line_first(failed_st
     assert "INFO BlockManager: line 5\n" not in errors  # the tail, not the whole log
     assert f"s3://fruits-unit/{DRIVER_STDERR}" in errors
     # What the failed run's report keeps (dags/fruits_pipeline.py: str(context["exception"])).
-    failed = report.build_failed(run_id="r", failed_task="emr.wait_featurize", error=str(failure.value),
-                                 reason="task failed", committed_batch=None)
+    failed = report.build_failed(
+        run_id="r",
+        failed_task="emr.wait_featurize",
+        error=str(failure.value),
+        reason="task failed",
+        committed_batch=None,
+    )
     assert failed["error"] == JOB_ERROR
 
 
@@ -129,9 +159,11 @@ def test_logs_that_cannot_be_read_fall_back_to_the_providers_message(bucket: Buc
     assert lines[0] == "EMR job failed: None"
     assert lines[1] == f"EMR step {STEP} (featurize) is FAILED on cluster {CLUSTER}"
     assert lines[2].startswith("logs not read (") and "NoSuchBucket" in lines[2]
-    assert lines[2].endswith(f"they are under s3://no-such-bucket-for-logs/emr-logs/{CLUSTER}/steps/{STEP}/ "
-                             f"(spark-submit) and s3://no-such-bucket-for-logs/emr-logs/{CLUSTER}/containers/ "
-                             "(driver)")
+    assert lines[2].endswith(
+        f"they are under s3://no-such-bucket-for-logs/emr-logs/{CLUSTER}/steps/{STEP}/ "
+        f"(spark-submit) and s3://no-such-bucket-for-logs/emr-logs/{CLUSTER}/containers/ "
+        "(driver)"
+    )
 
 
 def test_a_cluster_without_log_uri_says_so(bucket: Bucket):

@@ -27,8 +27,13 @@ def built(tmp_path_factory):
     by the builder (conftest.synthetic_wheelhouse, which the EMR integration tests run on too)."""
     made = synthetic_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
     folders = {arch: made[f"folder_{arch}"] for arch in wheelhouse.ARCHITECTURES}
-    return {"requirements": made["requirements"], "root": made["wheelhouse"], "index": made["index"],
-            "spark_jobs": made["spark_jobs"], "folders": folders}
+    return {
+        "requirements": made["requirements"],
+        "root": made["wheelhouse"],
+        "index": made["index"],
+        "spark_jobs": made["spark_jobs"],
+        "folders": folders,
+    }
 
 
 def copy_of(built, tmp_path: Path) -> tuple[Path, bytes]:
@@ -48,8 +53,10 @@ def wheels_in_names(built, arch: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- one requirements file per architecture
 
-@pytest.mark.parametrize("arch, wanted, unwanted", [("x86_64", "tensorflow-cpu", "tensorflow"),
-                                                    ("aarch64", "tensorflow", "tensorflow-cpu")])
+
+@pytest.mark.parametrize(
+    "arch, wanted, unwanted", [("x86_64", "tensorflow-cpu", "tensorflow"), ("aarch64", "tensorflow", "tensorflow-cpu")]
+)
 def test_each_architecture_gets_its_own_tensorflow_with_the_hashes_kept(arch, wanted, unwanted):
     text = REQUIREMENTS_EMR.read_text()
     for_arch = wheelhouse.requirements_for(text, arch)
@@ -65,8 +72,10 @@ def test_each_architecture_gets_its_own_tensorflow_with_the_hashes_kept(arch, wa
 
 
 def test_markers_are_evaluated_for_the_target_not_this_machine():
-    pin = wheelhouse.pins("x==1 ; platform_machine == 'aarch64' and sys_platform == 'linux' "
-                          "and python_version >= '3.11' --hash=sha256:" + "0" * 64)[0]
+    pin = wheelhouse.pins(
+        "x==1 ; platform_machine == 'aarch64' and sys_platform == 'linux' "
+        "and python_version >= '3.11' --hash=sha256:" + "0" * 64
+    )[0]
     assert pin.applies_to("aarch64") and not pin.applies_to("x86_64")
     with pytest.raises(ValueError, match="unknown node architecture"):
         pin.applies_to("arm64")
@@ -105,6 +114,7 @@ def test_pip_downloads_for_the_nodes_platform_not_this_machines(tmp_path):
 
 # ----------------------------------------------------------------------------- the builder
 
+
 def test_the_builder_downloads_each_architectures_wheels_and_marks_the_folder(built):
     content = built["requirements"].read_bytes()
     for arch, others in (("x86_64", "fruit_arm"), ("aarch64", "fruit_x86")):
@@ -120,8 +130,9 @@ def test_a_complete_folder_is_not_downloaded_again(built, tmp_path):
     root, _ = copy_of(built, tmp_path)
     empty_index = tmp_path / "nothing"
     empty_index.mkdir()
-    again = builder.build(built["requirements"], root, ("x86_64",), pip_args=["--no-index", "--find-links",
-                                                                                str(empty_index)])
+    again = builder.build(
+        built["requirements"], root, ("x86_64",), pip_args=["--no-index", "--find-links", str(empty_index)]
+    )
     assert wheels_in(again["x86_64"]) == ["fruit_common", "fruit_x86"]
 
 
@@ -129,8 +140,9 @@ def test_a_complete_folder_damaged_since_is_downloaded_again(built, tmp_path):
     root, content = copy_of(built, tmp_path)
     folder = wheelhouse.folder(root, content, "aarch64")
     next(folder.glob("fruit_arm-*.whl")).unlink()  # the marker stays
-    builder.build(built["requirements"], root, ("aarch64",), pip_args=["--no-index", "--find-links",
-                                                                       str(built["index"])])
+    builder.build(
+        built["requirements"], root, ("aarch64",), pip_args=["--no-index", "--find-links", str(built["index"])]
+    )
     assert wheels_in(folder) == ["fruit_arm", "fruit_common"]
     wheelhouse.ready(root, content, "aarch64")
 
@@ -142,8 +154,9 @@ def test_an_unfinished_folder_is_completed_not_taken_as_it_is(built, tmp_path):
     with pytest.raises(wheelhouse.WheelhouseNotReady, match=r"unfinished \(no COMPLETE marker\)"):
         wheelhouse.ready(root, content, "x86_64")
     next(folder.glob("fruit_x86-*.whl")).unlink()  # as a download cut short
-    builder.build(built["requirements"], root, ("x86_64",), pip_args=["--no-index", "--find-links",
-                                                                      str(built["index"])])
+    builder.build(
+        built["requirements"], root, ("x86_64",), pip_args=["--no-index", "--find-links", str(built["index"])]
+    )
     assert wheelhouse.ready(root, content, "x86_64")[1].keys() == {p.name for p in folder.glob("*.whl")}
 
 
@@ -152,18 +165,33 @@ def test_the_bootstraps_pip_command_installs_from_the_wheelhouse_without_an_inde
     script = BOOTSTRAP.read_text().replace("\\\n", " ")
     [line] = [line for line in script.splitlines() if "-m pip install" in line]
     options = line.split("-m pip install", 1)[1].split()
-    local = {'"${workdir}/wheels"': str(built["folders"]["x86_64"]),
-             '"${workdir}/requirements.txt"': str(built["requirements"])}
+    local = {
+        '"${workdir}/wheels"': str(built["folders"]["x86_64"]),
+        '"${workdir}/requirements.txt"': str(built["requirements"]),
+    }
     assert set(local) <= set(options)
-    command = [sys.executable, "-m", "pip", "install", *(local.get(o, o) for o in options),
-               "--target", str(tmp_path / "site")]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                         env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"})
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        *(local.get(o, o) for o in options),
+        "--target",
+        str(tmp_path / "site"),
+    ]
+    out = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"},
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert sorted(p.name for p in (tmp_path / "site").glob("fruit_*.py")) == ["fruit_common.py", "fruit_x86.py"]
 
 
 # ----------------------------------------------------------------------------- verification
+
 
 def test_a_missing_wheel_is_refused(built, tmp_path):
     root, content = copy_of(built, tmp_path)
@@ -205,6 +233,7 @@ def test_a_missing_wheelhouse_says_how_to_build_it(tmp_path):
 
 # ----------------------------------------------------------------------------- upload next to the code
 
+
 def jobs_with(built, tmp_path: Path) -> Path:
     """A copy of the synthetic spark_jobs/ a test may edit."""
     return Path(shutil.copytree(built["spark_jobs"], tmp_path / "spark_jobs"))
@@ -228,8 +257,8 @@ def test_reused_wheels_are_verified_and_only_a_new_architecture_is_uploaded(buck
     jobs = jobs_with(built, tmp_path)
     code.upload_code(bucket, jobs, wheelhouse_root=built["root"], architectures=["x86_64"])
     checked = []
-    monkeypatch.setattr(type(bucket), "sha256_of", lambda self, key, real=type(bucket).sha256_of:
-                        checked.append(key) or real(self, key))
+    real = type(bucket).sha256_of
+    monkeypatch.setattr(type(bucket), "sha256_of", lambda self, key: checked.append(key) or real(self, key))
     again = code.upload_code(bucket, jobs, wheelhouse_root=built["root"], architectures=["aarch64", "x86_64"])
     assert sorted(again["wheelhouse"]["skipped"]) == sorted(f"x86_64/{n}" for n in wheels_in_names(built, "x86_64"))
     assert sorted(again["wheelhouse"]["uploaded"]) == sorted(f"aarch64/{n}" for n in wheels_in_names(built, "aarch64"))
@@ -253,9 +282,11 @@ def test_a_changed_wheelhouse_object_is_refused_before_anything_is_uploaded(buck
     with pytest.raises(code.CodeMismatch, match=rf"s3://{bucket.name}/{prefix} holds files that differ") as refused:
         code.upload_code(bucket, jobs, wheelhouse_root=built["root"], architectures=["x86_64"])
     assert "nothing was run" in str(refused.value)
-    expected = {"other bytes": r"fruit_common-\S+ \(sha256 [0-9a-f]{12}\.\.\., local",
-                "other size": rf"fruit_common-\S+ \({len(original) + 1} bytes, local {len(original)}\)",
-                "extra file": r"evil-1\.0-py3-none-any\.whl \(not in this wheelhouse\)"}[change]
+    expected = {
+        "other bytes": r"fruit_common-\S+ \(sha256 [0-9a-f]{12}\.\.\., local",
+        "other size": rf"fruit_common-\S+ \({len(original) + 1} bytes, local {len(original)}\)",
+        "extra file": r"evil-1\.0-py3-none-any\.whl \(not in this wheelhouse\)",
+    }[change]
     assert re.search(expected, str(refused.value)), str(refused.value)
     assert bucket.list_keys("code/") == sorted(f"code/{first['version']}/{n}" for n in first["uploaded"])
 
@@ -269,10 +300,22 @@ def test_no_wheelhouse_for_the_needed_architecture_fails_before_any_upload(bucke
 
 # ----------------------------------------------------------------------------- architectures, bootstrap action
 
-@pytest.mark.parametrize("instance_type, arch", [
-    ("m7g.xlarge", "aarch64"), ("c7g.4xlarge", "aarch64"), ("c7gn.2xlarge", "aarch64"), ("r8gd.xlarge", "aarch64"),
-    ("a1.large", "aarch64"), ("m5.xlarge", "x86_64"), ("c7i.2xlarge", "x86_64"), ("m7i-flex.large", "x86_64"),
-    ("g4dn.xlarge", "x86_64"), ("m7a.xlarge", "x86_64")])
+
+@pytest.mark.parametrize(
+    "instance_type, arch",
+    [
+        ("m7g.xlarge", "aarch64"),
+        ("c7g.4xlarge", "aarch64"),
+        ("c7gn.2xlarge", "aarch64"),
+        ("r8gd.xlarge", "aarch64"),
+        ("a1.large", "aarch64"),
+        ("m5.xlarge", "x86_64"),
+        ("c7i.2xlarge", "x86_64"),
+        ("m7i-flex.large", "x86_64"),
+        ("g4dn.xlarge", "x86_64"),
+        ("m7a.xlarge", "x86_64"),
+    ],
+)
 def test_graviton_instance_types_are_aarch64(instance_type, arch):
     assert cluster.node_architecture(instance_type) == arch
 
@@ -285,9 +328,16 @@ def test_every_default_instance_type_has_an_architecture_the_builder_makes():
 
 
 def params(**changes) -> dict:
-    return {"master_instance_type": "m5.xlarge", "core_instance_type": "c7g.2xlarge", "core_instance_count": 2,
-            "core_max_instance_count": 0, "core_spot": False, "release_label": "emr-7.13.0", "idle_timeout": 1800,
-            **changes}
+    return {
+        "master_instance_type": "m5.xlarge",
+        "core_instance_type": "c7g.2xlarge",
+        "core_instance_count": 2,
+        "core_max_instance_count": 0,
+        "core_spot": False,
+        "release_label": "emr-7.13.0",
+        "idle_timeout": 1800,
+        **changes,
+    }
 
 
 def test_a_run_needs_the_architectures_of_its_nodes():
@@ -296,8 +346,7 @@ def test_a_run_needs_the_architectures_of_its_nodes():
     assert tasks.node_architectures(params(master_instance_type="m7g.xlarge")) == ["aarch64"]
 
 
-def test_a_run_uploads_the_wheelhouse_of_its_nodes_from_the_deployments_folder(bucket, built, tmp_path,
-                                                                               monkeypatch):
+def test_a_run_uploads_the_wheelhouse_of_its_nodes_from_the_deployments_folder(bucket, built, tmp_path, monkeypatch):
     monkeypatch.setenv("FRUITS_SPARK_JOBS_DIR", str(built["spark_jobs"]))
     monkeypatch.setenv("FRUITS_EMR_WHEELHOUSE", str(built["root"]))
     graviton = tasks.upload_run_code(bucket, Settings(), params(master_instance_type="m7g.xlarge"))
@@ -313,19 +362,34 @@ def test_a_run_uploads_the_wheelhouse_of_its_nodes_from_the_deployments_folder(b
 
 def test_the_bootstrap_action_gets_the_requirements_and_the_wheelhouse():
     uris = code.code_uris("fruits", "0123456789abcdef", "fedcba9876543210")
-    request = tasks.job_flow_request(bucket="fruits", batch_id="b1", code={"uris": uris,
-                                     "architectures": ["aarch64", "x86_64"]}, settings=Settings(),
-                                     params=params(), run_id="r", dag_id="fruits_pipeline")
+    request = tasks.job_flow_request(
+        bucket="fruits",
+        batch_id="b1",
+        code={"uris": uris, "architectures": ["aarch64", "x86_64"]},
+        settings=Settings(),
+        params=params(),
+        run_id="r",
+        dag_id="fruits_pipeline",
+    )
     [action] = request["BootstrapActions"]
-    assert action["ScriptBootstrapAction"]["Args"] == ["s3://fruits/code/0123456789abcdef/requirements-emr.txt",
-                                                       "s3://fruits/wheelhouse/fedcba9876543210/"]
+    assert action["ScriptBootstrapAction"]["Args"] == [
+        "s3://fruits/code/0123456789abcdef/requirements-emr.txt",
+        "s3://fruits/wheelhouse/fedcba9876543210/",
+    ]
 
 
 def test_no_cluster_is_requested_without_the_wheels_of_one_of_its_architectures():
     uris = code.code_uris("fruits", "v", "k")
     with pytest.raises(ValueError, match="no aarch64 wheelhouse was uploaded for this run"):
-        tasks.job_flow_request(bucket="fruits", batch_id="b1", code={"uris": uris, "architectures": ["x86_64"]},
-                               settings=Settings(), params=params(), run_id="r", dag_id="fruits_pipeline")
+        tasks.job_flow_request(
+            bucket="fruits",
+            batch_id="b1",
+            code={"uris": uris, "architectures": ["x86_64"]},
+            settings=Settings(),
+            params=params(),
+            run_id="r",
+            dag_id="fruits_pipeline",
+        )
 
 
 def test_the_bootstrap_copies_its_architectures_folder_and_never_reaches_an_index():
@@ -335,15 +399,19 @@ def test_the_bootstrap_copies_its_architectures_folder_and_never_reaches_an_inde
     assert '"${wheelhouse_uri}/${machine}/"' in copy and "machine=$(uname -m)" in script
     [install] = [line for line in commands if "pip install" in line]
     assert "--no-index" in install and '--find-links "${workdir}/wheels"' in install
-    assert 'wheelhouse_uri=${2%/}' in script
+    assert "wheelhouse_uri=${2%/}" in script
 
 
 def test_airflow_uploads_the_wheelhouse_and_the_nodes_only_read_it():
     from fruits.backends.emr import iam
 
     def resources(policy: dict, action: str) -> set[str]:
-        return {r for s in policy["Statement"] if action in s["Action"]
-                for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+        return {
+            r
+            for s in policy["Statement"]
+            if action in s["Action"]
+            for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+        }
 
     wheels = "arn:aws:s3:::fruits/wheelhouse/*"
     airflow, nodes = iam.airflow_role_policy(bucket="fruits"), iam.instance_role_policy(bucket="fruits")

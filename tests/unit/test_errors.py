@@ -46,9 +46,18 @@ def test_every_refusal_guard_and_schema_error_is_permanent_and_keeps_its_old_bas
     assert str(error("the message users match")) == "the message users match"
 
 
-@pytest.mark.parametrize("exc", [ValueError("a bug"), KeyError("bucket"), RuntimeError("boom"),
-                                 ConnectionError("reset by peer"), OSError("no space left"),
-                                 AirflowException("spark-submit failed")], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("a bug"),
+        KeyError("bucket"),
+        RuntimeError("boom"),
+        ConnectionError("reset by peer"),
+        OSError("no space left"),
+        AirflowException("spark-submit failed"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 def test_any_other_error_takes_the_tasks_retries(exc):
     assert decision(exc) is RetryAction.DEFAULT
 
@@ -64,9 +73,17 @@ def test_a_bad_landing_prefix_is_permanent_but_other_planning_value_errors_are_n
 def test_the_mapping_to_airflow_is_in_one_place():
     """No hand-written AirflowFailException left in the pipeline's code: a permanent error is raised
     as itself and mapped by errors.retry_policy (the EMR step sensor's own failure is an operator's)."""
-    found = {str(path.relative_to(ROOT)) for folder in ("fruits", "dags", "plugins")
-             for path in (ROOT / folder).rglob("*.py") if "AirflowFailException" in path.read_text(encoding="utf-8")}
+    found = {
+        str(path.relative_to(ROOT))
+        for folder in ("fruits", "dags", "plugins")
+        for path in (ROOT / folder).rglob("*.py")
+        if "AirflowFailException" in path.read_text(encoding="utf-8")
+    }
     assert found == {"fruits/backends/emr/sensors.py"}
-    users = {str(path.relative_to(ROOT)) for folder in ("fruits", "dags")
-             for path in (ROOT / folder).rglob("*.py") if "errors.retry_policy()" in path.read_text(encoding="utf-8")}
+    users = {
+        str(path.relative_to(ROOT))
+        for folder in ("fruits", "dags")
+        for path in (ROOT / folder).rglob("*.py")
+        if "errors.retry_policy()" in path.read_text(encoding="utf-8")
+    }
     assert users == {"dags/fruits_pipeline.py", "dags/fruits_classifier.py"}

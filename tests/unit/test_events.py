@@ -42,14 +42,21 @@ def test_a_local_queue_url_has_no_region_unless_given():
     queue = events.parse_queue_url(url)
     assert queue.region is None and queue.url == url
     with pytest.raises(ValueError, match="region"):
-        queue.arn
+        _ = queue.arn
     assert events.parse_queue_url(url, region="eu-west-3").arn == "arn:aws:sqs:eu-west-3:123456789012:fruits-landing"
 
 
-@pytest.mark.parametrize("url", ["fruits-landing", "sqs://eu-west-3/fruits", "https://sqs.eu-west-3.amazonaws.com/",
-                                 "https://sqs.eu-west-3.amazonaws.com/fruits-landing",
-                                 "https://sqs.eu-west-3.amazonaws.com/1234/fruits-landing",
-                                 "https://sqs.eu-west-3.amazonaws.com/111122223333/a/b"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "fruits-landing",
+        "sqs://eu-west-3/fruits",
+        "https://sqs.eu-west-3.amazonaws.com/",
+        "https://sqs.eu-west-3.amazonaws.com/fruits-landing",
+        "https://sqs.eu-west-3.amazonaws.com/1234/fruits-landing",
+        "https://sqs.eu-west-3.amazonaws.com/111122223333/a/b",
+    ],
+)
 def test_what_is_not_a_queue_url_is_refused(url):
     with pytest.raises(ValueError, match="must be an SQS queue URL"):
         events.parse_queue_url(url)
@@ -74,15 +81,21 @@ def test_the_queue_policy_lets_only_s3_send_for_this_bucket_of_this_account():
     [statement] = policy["Statement"]
     assert statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "s3.amazonaws.com"}
     assert statement["Action"] == "sqs:SendMessage" and statement["Resource"] == ARN
-    assert statement["Condition"] == {"ArnLike": {"aws:SourceArn": "arn:aws:s3:::fruit-bucket"},
-                                      "StringEquals": {"aws:SourceAccount": "111122223333"}}
+    assert statement["Condition"] == {
+        "ArnLike": {"aws:SourceArn": "arn:aws:s3:::fruit-bucket"},
+        "StringEquals": {"aws:SourceAccount": "111122223333"},
+    }
 
 
 def test_the_airflow_role_may_only_receive_and_delete_on_that_queue():
     [statement] = events.airflow_role_statements(queue_arn=ARN)
     assert statement["Resource"] == ARN and statement["Effect"] == "Allow"
-    assert sorted(statement["Action"]) == ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
-                                           "sqs:ReceiveMessage"]
+    assert sorted(statement["Action"]) == [
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:ReceiveMessage",
+    ]
     assert "Condition" not in statement and all(a.startswith("sqs:") and "*" not in a for a in statement["Action"])
 
 
@@ -100,18 +113,30 @@ def test_docs_show_the_documents_the_code_generates():
 
 
 def test_docs_state_the_request_counts_the_code_computes():
-    counts = events.monthly_start_requests(poke_interval=settings.Settings().sensor_poke_interval,
-                                           sqs_poll_seconds=settings.Settings().sqs_poll_seconds, images=1_000_000)
-    assert counts == {"poll_sensor_tries": 43_200, "poll_list_requests": 43_200, "sqs_idle_receives": 32_400,
-                      "sqs_image_requests": 1_200_000}
+    counts = events.monthly_start_requests(
+        poke_interval=settings.Settings().sensor_poke_interval,
+        sqs_poll_seconds=settings.Settings().sqs_poll_seconds,
+        images=1_000_000,
+    )
+    assert counts == {
+        "poll_sensor_tries": 43_200,
+        "poll_list_requests": 43_200,
+        "sqs_idle_receives": 32_400,
+        "sqs_image_requests": 1_200_000,
+    }
     cost = DOC.read_text().split("## Cost", 1)[1]
     for value in counts.values():
         assert f"{value:,}" in cost, value
 
 
 def test_the_cli_prints_the_documents():
-    out = subprocess.run([sys.executable, "-m", "fruits.events", "--bucket", "YOUR_BUCKET", "--queue-url", AWS_URL],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "fruits.events", "--bucket", "YOUR_BUCKET", "--queue-url", AWS_URL],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     assert json.loads(out.stdout) == events.documents(bucket="YOUR_BUCKET", queue_url=AWS_URL)
 
 
@@ -130,14 +155,17 @@ def test_polling_is_the_default(clean_env):
     assert loaded.trigger == "poll" and loaded.sqs_queue_url is None and loaded.sqs_poll_seconds == 60
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"FRUITS_TRIGGER": "s3"}, "FRUITS_TRIGGER must be one of"),
-    ({"FRUITS_TRIGGER": "sqs"}, "needs FRUITS_SQS_QUEUE_URL"),
-    ({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": "fruits-landing"}, "must be an SQS queue URL"),
-    ({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": AWS_URL + ".fifo"}, "standard queues"),
-    ({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": AWS_URL, "FRUITS_SQS_POLL_SECONDS": "0"}, "at least 1"),
-    ({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": AWS_URL, "FRUITS_SQS_POLL_SECONDS": "soon"}, "integer"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"FRUITS_TRIGGER": "s3"}, "FRUITS_TRIGGER must be one of"),
+        ({"FRUITS_TRIGGER": "sqs"}, "needs FRUITS_SQS_QUEUE_URL"),
+        ({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": "fruits-landing"}, "must be an SQS queue URL"),
+        ({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": AWS_URL + ".fifo"}, "standard queues"),
+        ({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": AWS_URL, "FRUITS_SQS_POLL_SECONDS": "0"}, "at least 1"),
+        ({"FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": AWS_URL, "FRUITS_SQS_POLL_SECONDS": "soon"}, "integer"),
+    ],
+)
 def test_bad_trigger_settings_are_refused_with_a_clear_message(clean_env, env, message):
     for name, value in env.items():
         clean_env.setenv(name, value)
@@ -175,8 +203,13 @@ def test_polling_schedules_on_fruits_schedule(clean_env):
 
 @pytest.mark.parametrize("compute", ["local", "emr"])
 def test_sqs_schedules_on_the_landing_asset_watched_in_the_triggerer(clean_env, compute):
-    dag = load_pipeline(clean_env, FRUITS_COMPUTE=compute, FRUITS_TRIGGER="sqs", FRUITS_SQS_QUEUE_URL=AWS_URL,
-                        FRUITS_SQS_POLL_SECONDS="7")
+    dag = load_pipeline(
+        clean_env,
+        FRUITS_COMPUTE=compute,
+        FRUITS_TRIGGER="sqs",
+        FRUITS_SQS_QUEUE_URL=AWS_URL,
+        FRUITS_SQS_POLL_SECONDS="7",
+    )
     assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
     [asset] = dag.timetable.asset_condition.objects
     assert asset.name == "fruits_landing"
@@ -209,7 +242,8 @@ started = time.perf_counter()
 spec = importlib.util.spec_from_file_location("fruits_pipeline", {str(DAGS / "fruits_pipeline.py")!r})
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-print(json.dumps({{"seconds": time.perf_counter() - started, "schedule": type(module.pipeline_dag.timetable).__name__}}))
+schedule = type(module.pipeline_dag.timetable).__name__
+print(json.dumps({{"seconds": time.perf_counter() - started, "schedule": schedule}}))
 """
     env = {**os.environ, "FRUITS_TRIGGER": "sqs", "FRUITS_SQS_QUEUE_URL": AWS_URL}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -233,7 +267,7 @@ class RecordingServer:
         self.server = make_server("127.0.0.1", 0, self, threaded=True, request_handler=MotoRequestHandler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        self.endpoint = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def __call__(self, environ, start_response):
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -253,8 +287,13 @@ def moto_queue(monkeypatch):
     s3 = s3_server.client(server.endpoint)
     bucket = f"fruits-{uuid.uuid4().hex[:12]}"
     s3_server.ensure_bucket(s3, bucket)
-    sqs = boto3.client("sqs", endpoint_url=server.endpoint, region_name="eu-west-3",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=server.endpoint,
+        region_name="eu-west-3",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     url = sqs.create_queue(QueueName=f"{bucket}-landing")["QueueUrl"]
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", runner.aws_connection(server.endpoint))
     yield server, s3, sqs, bucket, url
@@ -262,8 +301,9 @@ def moto_queue(monkeypatch):
 
 
 def queued(sqs, url) -> int:
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                                                       "ApproximateNumberOfMessagesNotVisible"])
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )
     return sum(int(v) for v in attributes["Attributes"].values())
 
 
@@ -271,8 +311,12 @@ def test_configure_sets_policy_and_notification_keeps_others_and_drains_the_test
     server, s3, sqs, bucket, url = moto_queue
     other = sqs.create_queue(QueueName=f"{bucket}-other")["QueueUrl"]
     other_arn = sqs.get_queue_attributes(QueueUrl=other, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
-        {"Id": "someone-else", "QueueArn": other_arn, "Events": ["s3:ObjectRemoved:*"]}]})
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"Id": "someone-else", "QueueArn": other_arn, "Events": ["s3:ObjectRemoved:*"]}]
+        },
+    )
     for _ in range(2):  # idempotent: a second run replaces its own entry
         events.configure(s3, sqs, bucket=bucket, queue_url=url, landing_prefix="landing/")
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -327,10 +371,13 @@ def test_the_dev_stack_takes_its_trigger_from_the_environment(monkeypatch):
     assert StackConfig.from_environment().trigger == "sqs"
 
 
-@pytest.mark.parametrize("trigger, endpoint, message", [
-    ("kafka", None, "FRUITS_TRIGGER must be poll or sqs"),
-    ("sqs", "http://127.0.0.1:9000", "MinIO cannot publish S3 events to SQS"),
-])
+@pytest.mark.parametrize(
+    "trigger, endpoint, message",
+    [
+        ("kafka", None, "FRUITS_TRIGGER must be poll or sqs"),
+        ("sqs", "http://127.0.0.1:9000", "MinIO cannot publish S3 events to SQS"),
+    ],
+)
 def test_the_dev_stack_refuses_an_sqs_start_it_cannot_serve(tmp_path, trigger, endpoint, message):
     from fruits_dev.airflow_stack import AirflowStack, StackConfig, StackError
 

@@ -22,8 +22,9 @@ def load_view_package():
     """plugins/fruits_view as the package `fruits_view` (the API server finds it on the plugins folder)."""
     if "fruits_view" not in sys.modules:
         folder = ROOT / "plugins" / "fruits_view"
-        spec = importlib.util.spec_from_file_location("fruits_view", folder / "__init__.py",
-                                                      submodule_search_locations=[str(folder)])
+        spec = importlib.util.spec_from_file_location(
+            "fruits_view", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules["fruits_view"] = module
         spec.loader.exec_module(module)
@@ -37,10 +38,18 @@ reports_mod = load_view_package()
 
 def put_report(bucket, run_id: str, **extra) -> dict:
     safe = safe_run_id(run_id)
-    report = {"run_id": run_id, "status": "success", "pca_k": 3, "explained_variance_total": 0.97,
-              "outputs": {"scree": f"s3://{bucket.name}/pca/run={safe}/report_scree.png",
-                          "scatter": f"s3://{bucket.name}/pca/run={safe}/report_scatter.png",
-                          "pca": f"s3://{bucket.name}/pca/run={safe}/"}, **extra}
+    report = {
+        "run_id": run_id,
+        "status": "success",
+        "pca_k": 3,
+        "explained_variance_total": 0.97,
+        "outputs": {
+            "scree": f"s3://{bucket.name}/pca/run={safe}/report_scree.png",
+            "scatter": f"s3://{bucket.name}/pca/run={safe}/report_scatter.png",
+            "pca": f"s3://{bucket.name}/pca/run={safe}/",
+        },
+        **extra,
+    }
     bucket.write_json(f"reports/{safe}.json", report)
     bucket.write_bytes(f"pca/run={safe}/report_scree.png", PNG)
     bucket.write_bytes(f"pca/run={safe}/report_scatter.png", PNG)
@@ -68,10 +77,19 @@ def test_recent_runs_and_one_report(store, bucket):
     assert store.plot(RUN, "scatter") == PNG and store.plot(RUN, "scree") == PNG
 
 
-@pytest.mark.parametrize("run_id", [
-    "no-such-run", "../state/ledger", "state/ledger.json", "", "x" * 300, SAFE + "/../../state/ledger",
-    "manual__2026-11-30T12:00:00.123456+00:00\n", "reports/" + SAFE,
-])
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "no-such-run",
+        "../state/ledger",
+        "state/ledger.json",
+        "",
+        "x" * 300,
+        SAFE + "/../../state/ledger",
+        "manual__2026-11-30T12:00:00.123456+00:00\n",
+        "reports/" + SAFE,
+    ],
+)
 def test_a_run_id_that_is_not_a_report_is_not_found(store, run_id):
     with pytest.raises(reports_mod.NotFound):
         store.report(run_id)
@@ -85,11 +103,18 @@ def test_a_report_whose_run_id_differs_from_its_key_is_not_found(store, bucket):
         store.report("other")
 
 
-@pytest.mark.parametrize("scatter", [
-    "s3://fruits-unit/state/ledger.json", "s3://other-bucket/pca/run=x/report_scatter.png",
-    f"s3://fruits-unit/pca/run={SAFE}/../../state/ledger.png", "s3://fruits-unit/pca/run=another-run/p.png",
-    f"s3://fruits-unit/pca/run={SAFE}/vectors/part-0.parquet", "/etc/passwd", None,
-])
+@pytest.mark.parametrize(
+    "scatter",
+    [
+        "s3://fruits-unit/state/ledger.json",
+        "s3://other-bucket/pca/run=x/report_scatter.png",
+        f"s3://fruits-unit/pca/run={SAFE}/../../state/ledger.png",
+        "s3://fruits-unit/pca/run=another-run/p.png",
+        f"s3://fruits-unit/pca/run={SAFE}/vectors/part-0.parquet",
+        "/etc/passwd",
+        None,
+    ],
+)
 def test_plots_are_confined_to_the_runs_own_png_outputs(bucket, scatter):
     put_report(bucket, RUN, outputs={"scatter": scatter})
     with pytest.raises(reports_mod.NotFound):
@@ -135,8 +160,13 @@ def test_a_failed_run_shows_what_failed_and_what_it_committed(store, bucket):
     from fruits.core import pipeline
 
     bucket.write_json("state/ledger.json", {"version": 2, "batches": [], "pca": None})
-    failed = pipeline.publish_failure(bucket, run_id="manual__failed", failed_task="validate",
-                                      error="validation failed: PCA rows (5) != 6", reason="task failed")
+    failed = pipeline.publish_failure(
+        bucket,
+        run_id="manual__failed",
+        failed_task="validate",
+        error="validation failed: PCA rows (5) != 6",
+        reason="task failed",
+    )
     assert store.report("manual__failed")["status"] == "failed"
     html = app.render_run(failed, None)
     assert "<th>failed task</th><td>validate</td>" in html and "PCA rows (5) != 6" in html

@@ -59,10 +59,13 @@ def test_pixel_limit_refuses_before_decoding():
         decode_rgb(data, 32, max_pixels=100_000)
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty file (0 bytes)"),
-    (b"hello, not an image", "not a decodable image"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file (0 bytes)"),
+        (b"hello, not an image", "not a decodable image"),
+    ],
+)
 def test_undecodable_bytes_are_rejected(data, reason):
     with pytest.raises(ImageRejected, match=re.escape(reason)):
         decode_rgb(data, 32)
@@ -147,11 +150,13 @@ def test_a_missing_heif_plugin_rejects_the_heic_image_and_still_decodes_the_othe
     heic, png = tmp_path / "a.heic", tmp_path / "b.png"
     heic.write_bytes(heic_bytes(rgb))
     png.write_bytes(encode(Image.fromarray(rgb), "PNG"))
-    out = subprocess.run([sys.executable, "-c", script, str(heic), str(png)], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(heic), str(png)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
-    assert ("rejected: HEIC/HEIF image but its decoder is not installed (Python package pillow-heif "
-            "on the executors)") in out.stdout
+    assert (
+        "rejected: HEIC/HEIF image but its decoder is not installed (Python package pillow-heif on the executors)"
+    ) in out.stdout
     assert "png: (32, 32, 3)" in out.stdout
 
 
@@ -176,8 +181,11 @@ def test_accepted_extensions_are_listed_once_and_the_regex_follows_them():
 
     assert IMAGE_EXTENSIONS == (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif")
     java_regex = re.compile(IMAGE_PATH_REGEX.replace("(?i)", ""), re.IGNORECASE)  # same syntax here
-    names = [f"x{ext}" for ext in IMAGE_EXTENSIONS] + [f"X{ext.upper()}" for ext in IMAGE_EXTENSIONS] + [
-        "x.gif", "x.tiff", "x.avif", "x.jpg.txt", "xjpg", "x.hei", "x.webpp", "x.", "README"]
+    names = (
+        [f"x{ext}" for ext in IMAGE_EXTENSIONS]
+        + [f"X{ext.upper()}" for ext in IMAGE_EXTENSIONS]
+        + ["x.gif", "x.tiff", "x.avif", "x.jpg.txt", "xjpg", "x.hei", "x.webpp", "x.", "README"]
+    )
     for name in names:
         assert bool(java_regex.search(name)) == is_image_path(name), name
     assert unsupported_type_reason() == "unsupported file type (expected .jpg, .jpeg, .png, .webp, .heic or .heif)"

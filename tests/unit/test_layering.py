@@ -41,8 +41,9 @@ def modules(*folders: str | Path) -> list[Path]:
 
 
 def test_only_the_allowed_orchestration_modules_import_the_spark_side():
-    importing = {p.relative_to(ROOT).as_posix() for p in modules(*ORCHESTRATION)
-                 if "fruits_spark" in imported_packages(p)}
+    importing = {
+        p.relative_to(ROOT).as_posix() for p in modules(*ORCHESTRATION) if "fruits_spark" in imported_packages(p)
+    }
     assert importing - ALLOWED == set(), "import these definitions through " + ", ".join(sorted(ALLOWED))
     assert importing == ALLOWED  # no stale entry: each allowed module still needs the Spark side
 
@@ -50,13 +51,17 @@ def test_only_the_allowed_orchestration_modules_import_the_spark_side():
 def test_the_spark_side_imports_neither_fruits_nor_airflow():
     found = modules(SPARK)
     assert SPARK / "featurize.py" in found and SPARK / "fruits_spark" / "manifest.py" in found
-    offending = {p.relative_to(ROOT).as_posix(): sorted(imported_packages(p) & {"fruits", "fruits_dev", "airflow"})
-                 for p in found}
+    offending = {
+        p.relative_to(ROOT).as_posix(): sorted(imported_packages(p) & {"fruits", "fruits_dev", "airflow"})
+        for p in found
+    }
     assert {path: names for path, names in offending.items() if names} == {}
 
 
 def test_the_check_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from fruits_spark import pca_state\n    import airflow.sdk\n"
-                      "from . import sibling\n", encoding="utf-8")
+    module.write_text(
+        "def f():\n    from fruits_spark import pca_state\n    import airflow.sdk\nfrom . import sibling\n",
+        encoding="utf-8",
+    )
     assert imported_packages(module) == {"fruits_spark", "airflow"}

@@ -22,8 +22,14 @@ CODE = {"featurize": "s3://b/code/v1/featurize.py", "py_files": "s3://b/code/v1/
 @pytest.fixture
 def emr(tmp_path, monkeypatch):
     monkeypatch.setattr(spark_s3a, "resolved_jars", lambda version: ["/cache/hadoop-aws.jar", "/cache/bundle.jar"])
-    return local_emr.LocalEmr(s3=None, endpoint_url="http://127.0.0.1:5000", bucket="b",
-                              stack=EmrStack(tmp_path / "emr-stack"), work_dir=tmp_path / "work", region="eu-west-3")
+    return local_emr.LocalEmr(
+        s3=None,
+        endpoint_url="http://127.0.0.1:5000",
+        bucket="b",
+        stack=EmrStack(tmp_path / "emr-stack"),
+        work_dir=tmp_path / "work",
+        region="eu-west-3",
+    )
 
 
 def featurize_step() -> dict:
@@ -63,7 +69,7 @@ def test_the_node_runs_the_fetched_code_on_executor_jvms_with_the_clusters_confi
     assert conf["spark.hadoop.fs.s3.impl"] == spark_s3a.S3A_FILESYSTEM
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:5000"
     assert conf["spark.jars"] == "/cache/hadoop-aws.jar,/cache/bundle.jar"
-    assert command[-len(submit.job_args) - 1:] == [str(script), *submit.job_args]
+    assert command[-len(submit.job_args) - 1 :] == [str(script), *submit.job_args]
 
 
 def test_spark_env_exports_reach_the_process_and_the_callers_spark_settings_do_not(emr, monkeypatch):
@@ -96,14 +102,26 @@ def test_a_step_whose_code_is_not_in_s3_fails_as_emr_reports_it(tmp_path, aws_cr
         s3.create_bucket(Bucket="fruits-b", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
         emr_client = boto3.client("emr", region_name="eu-west-3")
         cluster_id = emr_client.run_job_flow(
-            Name="t", ReleaseLabel="emr-7.13.0", LogUri="s3://fruits-b/emr-logs/",
-            Instances={"KeepJobFlowAliveWhenNoSteps": True, "InstanceGroups": [
-                {"InstanceRole": "MASTER", "InstanceType": "m5.xlarge", "InstanceCount": 1}]},
-            JobFlowRole="r", ServiceRole="s")["JobFlowId"]
+            Name="t",
+            ReleaseLabel="emr-7.13.0",
+            LogUri="s3://fruits-b/emr-logs/",
+            Instances={
+                "KeepJobFlowAliveWhenNoSteps": True,
+                "InstanceGroups": [{"InstanceRole": "MASTER", "InstanceType": "m5.xlarge", "InstanceCount": 1}],
+            },
+            JobFlowRole="r",
+            ServiceRole="s",
+        )["JobFlowId"]
         step_request = featurize_step()  # its code URIs name bucket "b": nothing there
         [step_id] = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step_request])["StepIds"]
-        emr = local_emr.LocalEmr(s3=s3, endpoint_url="http://unused", bucket="fruits-b", stack=EmrStack(tmp_path / "stack"),
-                                 work_dir=tmp_path / "work", region="eu-west-3")
+        emr = local_emr.LocalEmr(
+            s3=s3,
+            endpoint_url="http://unused",
+            bucket="fruits-b",
+            stack=EmrStack(tmp_path / "stack"),
+            work_dir=tmp_path / "work",
+            region="eu-west-3",
+        )
         [cluster] = [c for c in local_emr.all_clusters() if c.id == cluster_id]
         assert emr.owns(cluster)
         emr._execute(cluster, cluster.steps[0])
@@ -112,8 +130,9 @@ def test_a_step_whose_code_is_not_in_s3_fails_as_emr_reports_it(tmp_path, aws_cr
         details = step["Status"]["FailureDetails"]
         assert details["LogFile"] == f"s3://fruits-b/emr-logs/{cluster_id}/steps/{step_id}/stderr.gz"
         assert f"File {CODE['featurize']} does not exist" in details["Message"]
-        log = gzip.decompress(s3.get_object(Bucket="fruits-b", Key=f"emr-logs/{cluster_id}/steps/{step_id}/stderr.gz")
-                              ["Body"].read()).decode()
+        log = gzip.decompress(
+            s3.get_object(Bucket="fruits-b", Key=f"emr-logs/{cluster_id}/steps/{step_id}/stderr.gz")["Body"].read()
+        ).decode()
         assert "java.io.FileNotFoundException" in log
         [executed] = emr.executed
         assert (executed.state, executed.exit_code, executed.application_id) == ("FAILED", 1, None)

@@ -18,7 +18,8 @@ PROVIDER_FAILURE = (
     "--weights s3://b/broken.weights.h5. Error code is: 2.\nLast spark-submit output:\n"
     "2026-12-07 16:26:12,320 featurize INFO model cache miss\n"
     "featurize: error: cannot load the weights file s3://b/broken.weights.h5: file signature not found\n"
-    "26/12/07 16:26:16 INFO ShutdownHookManager: Shutdown hook called")
+    "26/12/07 16:26:16 INFO ShutdownHookManager: Shutdown hook called"
+)
 
 
 def operator() -> TimedSparkSubmitOperator:
@@ -50,15 +51,30 @@ def test_a_failure_without_the_jobs_words_is_the_providers_and_success_returns_s
 
 @pytest.fixture
 def s3_connection(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_FRUITS_S3", json.dumps({
-        "conn_type": "aws", "login": "AKIDCONN", "password": "conn-secret",
-        "extra": {"region_name": "eu-west-3", "endpoint_url": "http://127.0.0.1:9000"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FRUITS_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "AKIDCONN",
+                "password": "conn-secret",
+                "extra": {"region_name": "eu-west-3", "endpoint_url": "http://127.0.0.1:9000"},
+            }
+        ),
+    )
     monkeypatch.setattr(spark_s3a, "resolved_jars", lambda version: ["/cache/hadoop-aws.jar", "/cache/bundle.jar"])
 
 
 def test_s3a_settings_carry_the_connection_the_jars_and_the_tasks_own_conf(s3_connection):
-    conf, env = s3a_submit_settings("fruits_s3", {"spark.driver.memory": "2g", "spark.hadoop.fs.s3a.endpoint.region":
-                                                  "eu-west-1", "spark.jars": "/elsewhere.jar"}, {"PYSPARK_PYTHON": "py"})
+    conf, env = s3a_submit_settings(
+        "fruits_s3",
+        {
+            "spark.driver.memory": "2g",
+            "spark.hadoop.fs.s3a.endpoint.region": "eu-west-1",
+            "spark.jars": "/elsewhere.jar",
+        },
+        {"PYSPARK_PYTHON": "py"},
+    )
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000" and conf["spark.driver.memory"] == "2g"
     assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-1"  # the task's conf overrides the connection's
     assert conf["spark.jars"] == "/cache/hadoop-aws.jar,/cache/bundle.jar"  # but never the S3A jars
@@ -70,10 +86,17 @@ def test_a_plan_job_is_submitted_with_its_arguments_and_the_s3a_settings(s3_conn
     job = plan.pca_job(batch, "manual__1", pca_k=5, pca_variance=0.95)
     submitted = {}
     monkeypatch.setattr(SparkSubmitOperator, "execute", lambda self, context: submitted.update(vars(self)))
-    operator = SparkJobOperator(task_id="pca", job=job.to_xcom(), spark_jobs_dir=Path("/repo/spark_jobs"),
-                                aws_conn_id="fruits_s3", conf={"spark.driver.memory": "2g"}, env_vars={"A": "1"})
+    operator = SparkJobOperator(
+        task_id="pca",
+        job=job.to_xcom(),
+        spark_jobs_dir=Path("/repo/spark_jobs"),
+        aws_conn_id="fruits_s3",
+        conf={"spark.driver.memory": "2g"},
+        env_vars={"A": "1"},
+    )
     assert operator.execute({})["seconds"] >= 0
     assert submitted["application"] == "/repo/spark_jobs/pca.py" and submitted["application_args"] == job.args
     assert submitted["name"] == "fruits-pca"
-    assert (submitted["conf"], submitted["env_vars"]) == s3a_submit_settings("fruits_s3", {"spark.driver.memory": "2g"},
-                                                                            {"A": "1"})
+    assert (submitted["conf"], submitted["env_vars"]) == s3a_submit_settings(
+        "fruits_s3", {"spark.driver.memory": "2g"}, {"A": "1"}
+    )

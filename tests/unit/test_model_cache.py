@@ -9,11 +9,14 @@ from fruits_spark import model_cache
 from fruits_spark.inference import PortableModel
 
 
-@pytest.mark.parametrize("model", [
-    PortableModel("onnx", 224, (b"\x08\x07onnx-graph",)),
-    PortableModel("openvino", 96, (b"<net/>", b"\x00\x01weights")),
-    PortableModel("tensorflow", 224, (np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, np.float32))),
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        PortableModel("onnx", 224, (b"\x08\x07onnx-graph",)),
+        PortableModel("openvino", 96, (b"<net/>", b"\x00\x01weights")),
+        PortableModel("tensorflow", 224, (np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, np.float32))),
+    ],
+)
 def test_an_entry_round_trips_exactly(tmp_path, model):
     name = model_cache.key(weights_identity="none/seed=42", image_size=model.image_size, runtime=model.runtime)
     model_cache.write_local(str(tmp_path), name, model_cache.dumps(model))
@@ -29,8 +32,12 @@ def test_an_entry_round_trips_exactly(tmp_path, model):
 
 def test_the_key_changes_with_every_input_of_the_conversion():
     base = dict(weights_identity="imagenet", image_size=224, runtime="onnx")
-    keys = {model_cache.key(**base), model_cache.key(**{**base, "weights_identity": "none/seed=1"}),
-            model_cache.key(**{**base, "image_size": 96}), model_cache.key(**{**base, "runtime": "openvino"})}
+    keys = {
+        model_cache.key(**base),
+        model_cache.key(**{**base, "weights_identity": "none/seed=1"}),
+        model_cache.key(**{**base, "image_size": 96}),
+        model_cache.key(**{**base, "runtime": "openvino"}),
+    }
     assert len(keys) == 4 and model_cache.key(**base) == model_cache.key(**base)
 
 
@@ -60,5 +67,7 @@ def test_an_entry_name_needs_a_cache_folder_and_follows_the_weights(tmp_path):
     weights.write_bytes(b"one")
     with pytest.raises(ValueError):  # a weights file is identified by its content only
         model_cache.entry_name(str(tmp_path), **{**args, "weights": "s3://b/w.weights.h5"})
-    assert model_cache.entry_name(str(tmp_path), **{**args, "weights": "s3://b/w.weights.h5"},
-                                  weights_file=str(weights)) != name
+    assert (
+        model_cache.entry_name(str(tmp_path), **{**args, "weights": "s3://b/w.weights.h5"}, weights_file=str(weights))
+        != name
+    )

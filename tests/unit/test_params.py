@@ -14,12 +14,40 @@ from fruits import params
 from fruits.backends import emr, local
 from fruits.settings import Settings
 
-GOOD = {"bucket": "fruits", "landing_prefix": "landing/", "weights": "imagenet", "image_size": 224, "pca_k": None,
-        "pca_variance": 0.95, "sensor_timeout": 3600}
-BAD_BUCKETS = ["Fruits", "fr", "a" * 64, "-fruits", "fruits-", "fru..its", "fru_its", "192.168.1.10", "xn--fruits",
-               "sthree-fruits", "fruits-s3alias", "fruits--ol-s3", "s3://fruits", "fruits/landing"]
-BAD_WEIGHTS = ["http://169.254.169.254/latest/meta-data/iam/security-credentials/", "file:///etc/passwd",
-               "/etc/passwd", "ImageNet", "s3://", "s3://other bucket/w.h5", ""]
+GOOD = {
+    "bucket": "fruits",
+    "landing_prefix": "landing/",
+    "weights": "imagenet",
+    "image_size": 224,
+    "pca_k": None,
+    "pca_variance": 0.95,
+    "sensor_timeout": 3600,
+}
+BAD_BUCKETS = [
+    "Fruits",
+    "fr",
+    "a" * 64,
+    "-fruits",
+    "fruits-",
+    "fru..its",
+    "fru_its",
+    "192.168.1.10",
+    "xn--fruits",
+    "sthree-fruits",
+    "fruits-s3alias",
+    "fruits--ol-s3",
+    "s3://fruits",
+    "fruits/landing",
+]
+BAD_WEIGHTS = [
+    "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    "file:///etc/passwd",
+    "/etc/passwd",
+    "ImageNet",
+    "s3://",
+    "s3://other bucket/w.h5",
+    "",
+]
 
 
 def form(backend=local, settings: Settings | None = None) -> ParamsDict:
@@ -71,8 +99,9 @@ def test_weights_in_another_bucket_only_when_the_deployment_allows_it(monkeypatc
     assert refused_in_code({"weights": other}, Settings()) is None
 
 
-@pytest.mark.parametrize("pca_k, refused", [(1280, False), (1, False), (None, False), (1281, True), (100000, True),
-                                            (0, True)])
+@pytest.mark.parametrize(
+    "pca_k, refused", [(1280, False), (1, False), (None, False), (1281, True), (100000, True), (0, True)]
+)
 def test_pca_k_is_at_most_the_feature_size(pca_k, refused):
     assert refused_by_the_schema("pca_k", pca_k) == refused
     assert (refused_in_code({"pca_k": pca_k}) is not None) == refused
@@ -108,11 +137,14 @@ def test_every_problem_is_reported_at_once():
     assert "bucket 'Bad'" in message and "pca_k 5000" in message and "sensor_timeout 10000000" in message
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"pca_refit": "sometimes"}, "pca_refit 'sometimes' must be one of auto, always, never"),
-    ({"pca_refit_angle": 0}, "pca_refit_angle 0 must be a number of degrees above 0"),
-    ({"pca_refit_angle": 120.0}, "at most 90"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"pca_refit": "sometimes"}, "pca_refit 'sometimes' must be one of auto, always, never"),
+        ({"pca_refit_angle": 0}, "pca_refit_angle 0 must be a number of degrees above 0"),
+        ({"pca_refit_angle": 120.0}, "at most 90"),
+    ],
+)
 def test_the_refit_policy_params_are_checked(values, message):
     good = {"bucket": "fruits", "weights": "none", "pca_k": None, "sensor_timeout": 0}
     with pytest.raises(params.InvalidParams, match=re.escape(message)):
@@ -121,6 +153,7 @@ def test_the_refit_policy_params_are_checked(values, message):
 
 
 # fruits_classifier's form: the same bucket rules, the same kind of error, every problem at once.
+
 
 def classifier_form(backend=local) -> ParamsDict:
     return ParamsDict(params.for_classifier(Settings(), backend))
@@ -158,8 +191,16 @@ def test_the_classifier_bucket_follows_the_same_naming_rules(bucket):
     assert "not a valid S3 bucket name" in refused_in_the_classifiers_code({"bucket": bucket})
 
 
-@pytest.mark.parametrize("run_id", ["", "manual__2026-01-01T00:00:00+00:00", "scheduled__2026-03-01T10:00:00+00:00",
-                                    "asset_triggered__2026-03-01T10:00:00.123456+00:00_AbCd1234", "my.run~1"])
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "",
+        "manual__2026-01-01T00:00:00+00:00",
+        "scheduled__2026-03-01T10:00:00+00:00",
+        "asset_triggered__2026-03-01T10:00:00.123456+00:00_AbCd1234",
+        "my.run~1",
+    ],
+)
 def test_pca_run_id_takes_airflow_run_ids(run_id):
     assert not refused_by_the_classifier_schema("pca_run_id", run_id)
     assert refused_in_the_classifiers_code({"pca_run_id": run_id}) is None

@@ -16,17 +16,21 @@ from fruits_spark.runtime import JobError
 def clean(rows: int = 5, dim: int = 3) -> Moments:
     matrix = np.random.default_rng(rows).normal(size=(rows, dim))
     centred = matrix - matrix.mean(axis=0)
-    return Moments(rows=rows, min_dim=dim, max_dim=dim, labels={"Kiwi"}, mean=matrix.mean(axis=0),
-                   scatter=centred.T @ centred)
+    return Moments(
+        rows=rows, min_dim=dim, max_dim=dim, labels={"Kiwi"}, mean=matrix.mean(axis=0), scatter=centred.T @ centred
+    )
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (dict(rows=0, mean=None, scatter=None), "the features input is empty (0 rows): nothing to fit"),
-    (dict(null_vectors=2, scatter=None), "2 of 5 rows have no features vector"),
-    (dict(min_dim=2, scatter=None), "features vectors have mixed lengths: from 2 to 3 values"),
-    (dict(bad_vectors=1, scatter=None), "1 of 5 features vectors contain NaN, infinite or null values"),
-    (dict(min_dim=0, max_dim=0), "features vectors are empty (0 values)"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(rows=0, mean=None, scatter=None), "the features input is empty (0 rows): nothing to fit"),
+        (dict(null_vectors=2, scatter=None), "2 of 5 rows have no features vector"),
+        (dict(min_dim=2, scatter=None), "features vectors have mixed lengths: from 2 to 3 values"),
+        (dict(bad_vectors=1, scatter=None), "1 of 5 features vectors contain NaN, infinite or null values"),
+        (dict(min_dim=0, max_dim=0), "features vectors are empty (0 values)"),
+    ],
+)
 def test_the_fit_refuses_bad_input_in_one_line(change, message):
     with pytest.raises(JobError) as failed:
         pca_fit.check(dataclasses.replace(clean(), **change))
@@ -60,7 +64,9 @@ def test_the_state_files_are_what_the_next_run_reads_back():
     assert pca_state.moments_from_bytes(files[pca_state.MOMENTS]).rows == 6
     assert pca_state.basis_from_bytes(files[pca_state.BASIS]).space_id == "space-1"
     assert pca_state.digests_from_bytes(files[pca_state.CONTENTS]).tolist() == contents.tolist()
-    assert pca_state.vectors_list_lines(files[pca_state.VECTORS_LIST].decode()) == ["s3://b/v/batch=1/",
-                                                                                    "s3://b/v/batch=2/"]
+    assert pca_state.vectors_list_lines(files[pca_state.VECTORS_LIST].decode()) == [
+        "s3://b/v/batch=1/",
+        "s3://b/v/batch=2/",
+    ]
     empty = pca_outputs.state_files(Moments(), None, pca_state.empty_digests(), [])
     assert pca_state.basis_from_bytes(empty[pca_state.BASIS]) is None  # no space yet

@@ -28,12 +28,14 @@ def family(rows: int, dim: int, seed: int, mixing_seed: int = 11) -> np.ndarray:
 
 
 def features_table(matrix: np.ndarray, prefix: str) -> pa.Table:
-    return pa.table({
-        "path": [f"s3://fruits-unit/landing/{prefix}_{i}.jpg" for i in range(len(matrix))],
-        "label": ["Kiwi"] * len(matrix),
-        "features": pa.array(list(matrix), type=pa.list_(pa.float32())),
-        "sha256": [hashlib.sha256(row.tobytes()).hexdigest() for row in matrix],
-    })
+    return pa.table(
+        {
+            "path": [f"s3://fruits-unit/landing/{prefix}_{i}.jpg" for i in range(len(matrix))],
+            "label": ["Kiwi"] * len(matrix),
+            "features": pa.array(list(matrix), type=pa.list_(pa.float32())),
+            "sha256": [hashlib.sha256(row.tobytes()).hexdigest() for row in matrix],
+        }
+    )
 
 
 def moments_of(matrix: np.ndarray) -> Moments:
@@ -51,11 +53,13 @@ def decide(current, matrix, **kwargs):
     stats = moments_of(matrix)
     ratios, components = pca_model.principal_components(stats.covariance())
     options = {"k_requested": 3, "variance_target": None, **kwargs}
-    return pca_state.decide(current=current, covariance=stats.covariance(), ratios=ratios,
-                            components=components, **options)
+    return pca_state.decide(
+        current=current, covariance=stats.covariance(), ratios=ratios, components=components, **options
+    )
 
 
 # ----------------------------------------------------------------------------- policy
+
 
 def test_the_policy_refits_only_for_a_reason_it_names():
     first, more, other = family(400, 16, 1), family(100, 16, 2), family(2000, 16, 3, mixing_seed=5)
@@ -100,7 +104,6 @@ def test_state_files_round_trip_and_contents_count_once():
 
 def test_the_trigger_form_offers_the_refit_choices_and_default_angle_pca_py_takes():
     from conftest import load_job
-
     from fruits import params
     from fruits.settings import Settings
 
@@ -120,9 +123,17 @@ def test_pca_arguments_are_what_the_job_parses():
     from conftest import load_job
 
     outputs = PcaOutputs("s3://b/pca/run=r")
-    args = contract.pca_args(features="s3://b/features/batch=b2/", outputs=outputs, pca_k=None, pca_variance=0.9,
-                             previous="s3://b/pca/run=q/", history_list="s3://b/batches/b2/pca_inputs.txt",
-                             refit="auto", refit_angle=12.5, space_id="r")
+    args = contract.pca_args(
+        features="s3://b/features/batch=b2/",
+        outputs=outputs,
+        pca_k=None,
+        pca_variance=0.9,
+        previous="s3://b/pca/run=q/",
+        history_list="s3://b/batches/b2/pca_inputs.txt",
+        refit="auto",
+        refit_angle=12.5,
+        space_id="r",
+    )
     parsed = load_job("pca").parse_args(args)
     assert parsed.features == ["s3://b/features/batch=b2/"] and parsed.previous == "s3://b/pca/run=q/"
     assert (parsed.refit, parsed.refit_angle, parsed.space_id, parsed.variance) == ("auto", 12.5, "r", 0.9)
@@ -134,6 +145,7 @@ def test_pca_arguments_are_what_the_job_parses():
 
 # ----------------------------------------------------------------------------- validation
 
+
 def put_parquet(bucket, key: str, table: pa.Table, row_group: int = 10_000) -> None:
     sink = io.BytesIO()
     pq.write_table(table, sink, row_group_size=row_group)
@@ -142,8 +154,13 @@ def put_parquet(bucket, key: str, table: pa.Table, row_group: int = 10_000) -> N
 
 def vectors_table(paths: list[str], k: int, seed: int) -> pa.Table:
     values = np.random.default_rng(seed).normal(size=(len(paths), k))
-    return pa.table({"path": paths, "label": ["Kiwi"] * len(paths),
-                     "pca_features": pa.array(list(values), type=pa.list_(pa.float64()))})
+    return pa.table(
+        {
+            "path": paths,
+            "label": ["Kiwi"] * len(paths),
+            "pca_features": pa.array(list(values), type=pa.list_(pa.float64())),
+        }
+    )
 
 
 def refitted_space(bucket, run_id: str, batches: int, rows: int, k: int = 8) -> tuple[PcaOutputs, list[str]]:
@@ -152,8 +169,12 @@ def refitted_space(bucket, run_id: str, batches: int, rows: int, k: int = 8) -> 
     listed, new_paths = [], []
     for b in range(batches):
         paths = [f"s3://{bucket.name}/landing/b{b}/{i}.jpg" for i in range(rows)]
-        put_parquet(bucket, bucket.key_of(outputs.vectors) + f"/batch=b{b}/part-0.parquet",
-                    vectors_table(paths, k, b), row_group=2000)
+        put_parquet(
+            bucket,
+            bucket.key_of(outputs.vectors) + f"/batch=b{b}/part-0.parquet",
+            vectors_table(paths, k, b),
+            row_group=2000,
+        )
         listed.append(outputs.vectors + f"/batch=b{b}/")
         new_paths = paths
     bucket.write_text(bucket.key_of(outputs.vectors_list), "".join(u + "\n" for u in listed))
@@ -163,9 +184,16 @@ def refitted_space(bucket, run_id: str, batches: int, rows: int, k: int = 8) -> 
 def validate_space(bucket, outputs, batches: int, rows: int, featured: list[str], k: int = 8):
     findings = Findings()
     report = {"rows": batches * rows, "k": k, "mode": "refit", "space_id": "s"}
-    checked = validation.check_pca(bucket, outputs, report, batch_id=f"b{batches - 1}",
-                                   committed_rows=(batches - 1) * rows, featured=featured, previous=None,
-                                   findings=findings)
+    checked = validation.check_pca(
+        bucket,
+        outputs,
+        report,
+        batch_id=f"b{batches - 1}",
+        committed_rows=(batches - 1) * rows,
+        featured=featured,
+        previous=None,
+        findings=findings,
+    )
     return checked, findings
 
 
@@ -201,14 +229,23 @@ def test_validation_of_a_projection_reads_only_the_new_batch(bucket):
     report = {"rows": 170, "k": 8, "mode": "project", "space_id": "s"}
 
     findings = Findings()
-    checked = validation.check_pca(bucket, new, report, batch_id="b9", committed_rows=150, featured=paths,
-                                   previous=previous, findings=findings)
+    checked = validation.check_pca(
+        bucket, new, report, batch_id="b9", committed_rows=150, featured=paths, previous=previous, findings=findings
+    )
     assert not findings.problems, findings.problems
     assert (checked.rows, checked.rows_read, checked.datasets_read) == (170, 20, 1)
 
     findings = Findings()
-    validation.check_pca(bucket, new, {**report, "space_id": "other"}, batch_id="b9", committed_rows=150,
-                         featured=paths[:19], previous=previous, findings=findings)
+    validation.check_pca(
+        bucket,
+        new,
+        {**report, "space_id": "other"},
+        batch_id="b9",
+        committed_rows=150,
+        featured=paths[:19],
+        previous=previous,
+        findings=findings,
+    )
     text = "; ".join(findings.problems)
     assert "projected into space 'other', the committed space is 's'" in text
     assert "does not hold exactly the batch's 19 featurized images (1 extra, 0 missing)" in text
@@ -218,14 +255,29 @@ def test_validation_of_a_projection_reads_only_the_new_batch(bucket):
 def test_validate_returns_the_pca_state_the_commit_records(bucket, monkeypatch):
     outputs, featured = refitted_space(bucket, "run-1", 1, rows=4, k=2)
     matrix = family(4, 1280, 1)
-    put_parquet(bucket, layout.features_prefix("b0") + "part-0.parquet",
-                features_table(matrix, "x").set_column(0, "path", pa.array(featured)))
-    put_parquet(bucket, layout.rejects_prefix("b0") + "part-0.parquet",
-                pa.table({"path": ["s3://fruits-unit/landing/bad.jpg"], "reason": ["cannot decode image: x"]}))
-    bucket.write_json(layout.pca_prefix("run-1") + "report.json",
-                      {"rows": 4, "k": 2, "input_dim": 1280, "mode": "refit", "space_id": "run-1",
-                       "fitted_rows": 4, "explained_variance_total": 0.5,
-                       "refit": {"reason": "no model yet", "max_angle_degrees": None}})
+    put_parquet(
+        bucket,
+        layout.features_prefix("b0") + "part-0.parquet",
+        features_table(matrix, "x").set_column(0, "path", pa.array(featured)),
+    )
+    put_parquet(
+        bucket,
+        layout.rejects_prefix("b0") + "part-0.parquet",
+        pa.table({"path": ["s3://fruits-unit/landing/bad.jpg"], "reason": ["cannot decode image: x"]}),
+    )
+    bucket.write_json(
+        layout.pca_prefix("run-1") + "report.json",
+        {
+            "rows": 4,
+            "k": 2,
+            "input_dim": 1280,
+            "mode": "refit",
+            "space_id": "run-1",
+            "fitted_rows": 4,
+            "explained_variance_total": 0.5,
+            "refit": {"reason": "no model yet", "max_angle_degrees": None},
+        },
+    )
     manifest = featured + ["s3://fruits-unit/landing/bad.jpg"]
     monkeypatch.setattr(pipeline.planning, "manifest_keys", lambda b, batch_id: [b.key_of(u) for u in manifest])
     batch = Batch(batch_id="b0", bucket=bucket.name, images=5, committed_batches=[], committed_features_rows=0)
@@ -245,8 +297,9 @@ def test_the_pca_event_names_the_space_and_its_vectors_list_when_given():
 
     plain = assets.pca_event_extra(bucket="b", run_id="r", pca_prefix="pca/run=r/", k=3, rows=9, batch_id="b1")
     assert "vectors_list" not in plain  # events of runs from before incremental PCA keep their shape
-    extra = assets.pca_event_extra(bucket="b", run_id="r", pca_prefix="pca/run=r/", k=3, rows=9, batch_id="b1",
-                                   pca_mode="project", space_id="s1")
+    extra = assets.pca_event_extra(
+        bucket="b", run_id="r", pca_prefix="pca/run=r/", k=3, rows=9, batch_id="b1", pca_mode="project", space_id="s1"
+    )
     assert extra == {**plain, "pca_mode": "project", "space_id": "s1", "vectors_list": "pca/run=r/vectors_list.txt"}
 
 
@@ -254,12 +307,22 @@ def test_the_run_report_says_whether_pca_refitted_and_by_how_much_the_subspace_m
     from fruits.core import report
 
     batch = Batch(batch_id="b2", bucket="fruits", images=3, committed_batches=["b1"], committed_features_rows=10)
-    validation_result = {"features_rows": 3, "rejects_rows": 0, "features_total": 13, "pca_rows": 13,
-                         "features_dim": 1280, "pca_k": 4, "explained_variance_total": 0.9, "pca_mode": "project",
-                         "pca_refit_reason": "the top-4 subspace moved 2.50 degrees (threshold 10.0): projecting "
-                                             "the new batch only", "pca_max_angle_degrees": 2.5, "pca_space_id": "s1"}
-    built = report.build(run_id="r", batch=batch, validation=validation_result, outputs={}, stage_seconds={},
-                         compute="local", params={})
+    validation_result = {
+        "features_rows": 3,
+        "rejects_rows": 0,
+        "features_total": 13,
+        "pca_rows": 13,
+        "features_dim": 1280,
+        "pca_k": 4,
+        "explained_variance_total": 0.9,
+        "pca_mode": "project",
+        "pca_refit_reason": "the top-4 subspace moved 2.50 degrees (threshold 10.0): projecting the new batch only",
+        "pca_max_angle_degrees": 2.5,
+        "pca_space_id": "s1",
+    }
+    built = report.build(
+        run_id="r", batch=batch, validation=validation_result, outputs={}, stage_seconds={}, compute="local", params={}
+    )
     assert (built["pca_mode"], built["pca_max_angle_degrees"], built["pca_space_id"]) == ("project", 2.5, "s1")
     text = report.render(built)
     assert "project (subspace moved 2.50 deg)" in text and "projecting the new batch only" in text

@@ -32,9 +32,13 @@ def env_reads(source: str) -> set[str]:
     """The FRUITS_* names a module reads from the environment: os.environ.get/[]/setdefault/pop,
     `in os.environ`, os.getenv, by literal, f-string prefix or module-level constant."""
     tree = ast.parse(source)
-    constants = {target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
-                 and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-                 for target in node.targets if isinstance(target, ast.Name)}
+    constants = {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
 
     def name_of(node: ast.AST | None) -> str | None:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -49,8 +53,11 @@ def env_reads(source: str) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
-            if (isinstance(func, ast.Attribute) and _is_environ(func.value)
-                    and func.attr in ("get", "setdefault", "pop")) or _dotted(func) in ("os.getenv", "getenv"):
+            if (
+                isinstance(func, ast.Attribute)
+                and _is_environ(func.value)
+                and func.attr in ("get", "setdefault", "pop")
+            ) or _dotted(func) in ("os.getenv", "getenv"):
                 keys.append(node.args[0] if node.args else None)
         elif isinstance(node, ast.Subscript) and _is_environ(node.value):
             keys.append(node.slice)
@@ -74,27 +81,37 @@ def test_no_module_but_settings_reads_a_fruits_variable():
     assert found == set(), "read these in fruits/settings.py's Settings instead"
 
 
-@pytest.mark.parametrize("source", [
-    'import os\nos.environ.get("FRUITS_X", "1")',
-    'import os\nos.environ["FRUITS_X"]',
-    'import os\nos.getenv("FRUITS_X")',
-    'from os import environ\nenviron.get("FRUITS_X")',
-    'import os\nif "FRUITS_X" in os.environ: pass',
-    'import os\nos.environ.setdefault("FRUITS_X", "1")',
-    'import os\nSETTING = "FRUITS_X"\nos.environ.get(SETTING)',
-    'import os\nos.environ.get(f"FRUITS_X{1}")',
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        'import os\nos.environ.get("FRUITS_X", "1")',
+        'import os\nos.environ["FRUITS_X"]',
+        'import os\nos.getenv("FRUITS_X")',
+        'from os import environ\nenviron.get("FRUITS_X")',
+        'import os\nif "FRUITS_X" in os.environ: pass',
+        'import os\nos.environ.setdefault("FRUITS_X", "1")',
+        'import os\nSETTING = "FRUITS_X"\nos.environ.get(SETTING)',
+        'import os\nos.environ.get(f"FRUITS_X{1}")',
+    ],
+)
 def test_the_scan_finds_every_way_of_reading_the_environment(source):
     assert env_reads(source) == {"FRUITS_X"}
 
 
 def test_the_scan_ignores_other_variables_and_mere_mentions():
-    assert env_reads('import os\nos.environ.get("PYSPARK_PYTHON")\nNAME = "FRUITS_RUN_TIMEOUT"\n'
-                     'print(f"raise FRUITS_RUN_TIMEOUT")') == set()
+    assert (
+        env_reads(
+            'import os\nos.environ.get("PYSPARK_PYTHON")\nNAME = "FRUITS_RUN_TIMEOUT"\n'
+            'print(f"raise FRUITS_RUN_TIMEOUT")'
+        )
+        == set()
+    )
     # settings.py itself reads them (through its _env helpers, named by literal)
     assert {"FRUITS_SPARK_DRIVER_MEMORY", "FRUITS_CLASSIFIER_RUN_TIMEOUT", "FRUITS_SPARK_JARS_CACHE"} <= {
-        node.value for node in ast.walk(ast.parse((ROOT / "fruits/settings.py").read_text(encoding="utf-8")))
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        node.value
+        for node in ast.walk(ast.parse((ROOT / "fruits/settings.py").read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
 
 
 def test_the_local_spark_driver_memory_is_a_setting(monkeypatch):

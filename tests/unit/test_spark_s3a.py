@@ -45,8 +45,7 @@ def test_recorded_jars_are_used_only_when_they_match_the_pins_and_exist(cache):
 
 
 def test_s3_and_s3a_go_through_s3a_on_the_endpoint_with_the_given_credentials():
-    conf = spark_s3a.s3a_conf(endpoint_url="http://127.0.0.1:9000", region="eu-west-3", access_key="k",
-                              secret_key="s")
+    conf = spark_s3a.s3a_conf(endpoint_url="http://127.0.0.1:9000", region="eu-west-3", access_key="k", secret_key="s")
     assert conf["spark.hadoop.fs.s3.impl"] == conf["spark.hadoop.fs.s3a.impl"] == spark_s3a.S3A_FILESYSTEM
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
     assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
@@ -54,8 +53,9 @@ def test_s3_and_s3a_go_through_s3a_on_the_endpoint_with_the_given_credentials():
     assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-3"
     assert (conf["spark.hadoop.fs.s3a.access.key"], conf["spark.hadoop.fs.s3a.secret.key"]) == ("k", "s")
     assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith("SimpleAWSCredentialsProvider")
-    temporary = spark_s3a.s3a_conf(endpoint_url=None, region="eu-west-1", access_key="k", secret_key="s",
-                                   session_token="t")
+    temporary = spark_s3a.s3a_conf(
+        endpoint_url=None, region="eu-west-1", access_key="k", secret_key="s", session_token="t"
+    )
     assert temporary["spark.hadoop.fs.s3a.session.token"] == "t"
     assert temporary["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith("TemporaryAWSCredentialsProvider")
     assert "spark.hadoop.fs.s3a.endpoint" not in temporary  # AWS itself
@@ -65,9 +65,17 @@ def test_s3_and_s3a_go_through_s3a_on_the_endpoint_with_the_given_credentials():
 
 
 def test_spark_reaches_the_bucket_through_the_dags_own_aws_connection(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_FRUITS_S3", json.dumps({
-        "conn_type": "aws", "login": "AKIDCONN", "password": "conn-secret",
-        "extra": {"region_name": "eu-west-3", "endpoint_url": "http://127.0.0.1:9000"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FRUITS_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "AKIDCONN",
+                "password": "conn-secret",
+                "extra": {"region_name": "eu-west-3", "endpoint_url": "http://127.0.0.1:9000"},
+            }
+        ),
+    )
     conf, env = spark_s3a.s3a_for_connection("fruits_s3")
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
     assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-3"

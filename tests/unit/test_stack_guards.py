@@ -17,14 +17,20 @@ from fruits_dev.airflow_stack import AirflowStack, StackConfig, StackError
 
 
 def stack(tmp_path, **kwargs) -> AirflowStack:
-    config = StackConfig(home=tmp_path, api_port=airflow_stack.free_port(), s3_port=airflow_stack.free_port(),
-                         **kwargs)
+    config = StackConfig(home=tmp_path, api_port=airflow_stack.free_port(), s3_port=airflow_stack.free_port(), **kwargs)
     return AirflowStack(config, echo=lambda message: None)
 
 
 def test_defaults_and_environment(monkeypatch, tmp_path):
-    for name in ("FRUITS_AIRFLOW_PORT", "FRUITS_S3_PORT", "FRUITS_AIRFLOW_PASSWORD", "FRUITS_AIRFLOW_DB_URL",
-                 "FRUITS_AIRFLOW_HOME", "FRUITS_S3_ENDPOINT", "FRUITS_BUCKET"):
+    for name in (
+        "FRUITS_AIRFLOW_PORT",
+        "FRUITS_S3_PORT",
+        "FRUITS_AIRFLOW_PASSWORD",
+        "FRUITS_AIRFLOW_DB_URL",
+        "FRUITS_AIRFLOW_HOME",
+        "FRUITS_S3_ENDPOINT",
+        "FRUITS_BUCKET",
+    ):
         monkeypatch.delenv(name, raising=False)
     config = StackConfig.from_environment()
     assert (config.api_port, config.s3_port, config.password, config.db_url) == (8080, 9000, "admin", None)
@@ -89,7 +95,9 @@ def test_every_process_shares_the_settings_that_must_match(tmp_path, monkeypatch
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'airflow.db'}"
     assert len(env["AIRFLOW__API_AUTH__JWT_SECRET"]) >= 64 and env["AIRFLOW__API_AUTH__JWT_ISSUER"]
-    assert env["AIRFLOW__CORE__DAGS_FOLDER"].endswith("/dags") and env["AIRFLOW__CORE__PLUGINS_FOLDER"].endswith("/plugins")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"].endswith("/dags") and env["AIRFLOW__CORE__PLUGINS_FOLDER"].endswith(
+        "/plugins"
+    )
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False" and env["FRUITS_SCHEDULE"] == "none"
     assert json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"])["extra"]["endpoint_url"] == "http://127.0.0.1:1"
     assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])["host"].startswith("local[")

@@ -14,9 +14,18 @@ from fruits import layout
 from fruits.core import keys, ledger, pipeline, planning
 from fruits.storage import Bucket, ConcurrentWriteError
 
-GOOD = ["landing/Apple/r_1_100.jpg", "landing/Apple/_DSC0001.JPG", "landing/Apple/.hidden.jpg",
-        "landing/Kiwi/2026-11-30/r_2_100.png", "landing/Kiwi/IMG_0001.HEIC", "landing/Kiwi/a.webp",
-        "landing/Pear/x.jpg", "landing/Pear/x.jpg/y.jpg", "landing/Pear/a:b.jpg", "landing/loose.jpg"]
+GOOD = [
+    "landing/Apple/r_1_100.jpg",
+    "landing/Apple/_DSC0001.JPG",
+    "landing/Apple/.hidden.jpg",
+    "landing/Kiwi/2026-11-30/r_2_100.png",
+    "landing/Kiwi/IMG_0001.HEIC",
+    "landing/Kiwi/a.webp",
+    "landing/Pear/x.jpg",
+    "landing/Pear/x.jpg/y.jpg",
+    "landing/Pear/a:b.jpg",
+    "landing/loose.jpg",
+]
 HOSTILE = {
     "landing/Apple/cr\r.jpg": "U+000D",
     "landing/Apple/ls\u2028.jpg": "U+2028",
@@ -58,8 +67,12 @@ def test_every_key_is_planned_ignored_or_rejected_with_a_reason(bucket):
     assert batch.unlabelled == 1
     # every planned image was claimed under a safe name of this batch, nothing else was written
     assert all(bucket.key_of(e.read).startswith(f"batches/{batch.batch_id}/images/0") for e in planned)
-    written = set(bucket.list_keys("")) - set(GOOD) - set(HOSTILE) - {
-        "landing/Apple/notes.txt", "landing/.DS_Store", "landing/Apple/empty.jpg", "landing/Apple/huge.jpg"}
+    written = (
+        set(bucket.list_keys(""))
+        - set(GOOD)
+        - set(HOSTILE)
+        - {"landing/Apple/notes.txt", "landing/.DS_Store", "landing/Apple/empty.jpg", "landing/Apple/huge.jpg"}
+    )
     assert all(k.startswith(f"batches/{batch.batch_id}/") for k in written)
 
 
@@ -68,9 +81,20 @@ def test_a_forged_manifest_line_cannot_name_another_bucket(bucket):
     batch = planning.plan_batch(bucket, "landing/")
     text = bucket.read_text(layout.manifest_key(batch.batch_id))
     assert len(text.splitlines()) == 1 and "other-bucket" not in text
-    bucket.write_text(layout.manifest_key(batch.batch_id), text + json.dumps(
-        {"source": "s3://other-bucket/secret.jpg", "read": "s3://other-bucket/secret.jpg", "label": None,
-         "size": 1, "etag": "x"}) + "\n")
+    bucket.write_text(
+        layout.manifest_key(batch.batch_id),
+        text
+        + json.dumps(
+            {
+                "source": "s3://other-bucket/secret.jpg",
+                "read": "s3://other-bucket/secret.jpg",
+                "label": None,
+                "size": 1,
+                "etag": "x",
+            }
+        )
+        + "\n",
+    )
     with pytest.raises(ValueError, match="is not in the batch's bucket fruits-unit"):
         planning.read_entries(bucket, batch.batch_id)
 
@@ -130,14 +154,20 @@ def test_a_zero_byte_placeholder_filled_later_is_processed(bucket):
 
 # ----------------------------------------------------------------------------- ledger integrity
 
+
 def test_two_interleaved_commits_cannot_both_succeed(bucket):
     land(bucket, ["landing/Apple/a.jpg"])
     batch = planning.plan_batch(bucket, "landing/")
     first, second = ledger.load(bucket), ledger.load(bucket)  # both writers read the same version
     for state, run in ((first, "r1"), (second, "r2")):
-        ledger.add_batch(state, ledger.batch_record(batch_id=f"b-{run}", run_id=run, images=1, features_rows=1,
-                                                    rejects_rows=0, planning_rejects=0),
-                         planned_after=[], pca=None)
+        ledger.add_batch(
+            state,
+            ledger.batch_record(
+                batch_id=f"b-{run}", run_id=run, images=1, features_rows=1, rejects_rows=0, planning_rejects=0
+            ),
+            planned_after=[],
+            pca=None,
+        )
     ledger.save(bucket, first)
     with pytest.raises(ConcurrentWriteError, match="changed since it was read"):
         ledger.save(bucket, second)
@@ -164,9 +194,17 @@ def test_a_batch_planned_before_another_commit_is_refused(bucket):
         pipeline.commit(bucket, stale, OK_FEATURIZE, "r4")
 
 
-@pytest.mark.parametrize("body", ["{}", "[]", "null", '{"version": 2, "batches": "none"}',
-                                  '{"version": 1, "batches": [{"batch_id": "b", "images": 1, "features_rows": 1, '
-                                  '"rejects_rows": 0, "keys": "landing/a.jpg"}]}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{}",
+        "[]",
+        "null",
+        '{"version": 2, "batches": "none"}',
+        '{"version": 1, "batches": [{"batch_id": "b", "images": 1, "features_rows": 1, '
+        '"rejects_rows": 0, "keys": "landing/a.jpg"}]}',
+    ],
+)
 def test_a_ledger_off_its_schema_stops_the_run_instead_of_resetting(bucket, body):
     bucket.write_text(layout.LEDGER_KEY, body)
     land(bucket, ["landing/Apple/a.jpg"])
@@ -179,10 +217,22 @@ def test_a_ledger_off_its_schema_stops_the_run_instead_of_resetting(bucket, body
 
 def test_a_version_1_ledger_is_migrated_keeping_every_batch(bucket):
     land(bucket, ["landing/Apple/a.jpg", "landing/Apple/b.jpg", "landing/Kiwi/c.jpg"])
-    v1 = {"version": 1, "batches": [
-        {"batch_id": "b0001", "run_id": "r1", "committed_at": "2026-11-01T00:00:00+00:00", "images": 2,
-         "features_rows": 2, "rejects_rows": 0, "features": "features/batch=b0001/",
-         "rejects": "rejects/batch=b0001/", "keys": ["landing/Apple/a.jpg", "landing/Apple/b.jpg"]}]}
+    v1 = {
+        "version": 1,
+        "batches": [
+            {
+                "batch_id": "b0001",
+                "run_id": "r1",
+                "committed_at": "2026-11-01T00:00:00+00:00",
+                "images": 2,
+                "features_rows": 2,
+                "rejects_rows": 0,
+                "features": "features/batch=b0001/",
+                "rejects": "rejects/batch=b0001/",
+                "keys": ["landing/Apple/a.jpg", "landing/Apple/b.jpg"],
+            }
+        ],
+    }
     bucket.write_json(layout.LEDGER_KEY, v1)
     assert pipeline.count_new_images(bucket, "landing/") == 1  # v1 is read as it is
     batch = planning.plan_batch(bucket, "landing/")
@@ -190,8 +240,11 @@ def test_a_version_1_ledger_is_migrated_keeping_every_batch(bucket):
     state = ledger.load(bucket)
     assert state.version == 2 and state.batch_ids() == ["b0001"]
     migrated = state.batches[0]
-    assert (migrated["images"], migrated["features_rows"], migrated["committed_at"]) == \
-        (2, 2, "2026-11-01T00:00:00+00:00")
+    assert (migrated["images"], migrated["features_rows"], migrated["committed_at"]) == (
+        2,
+        2,
+        "2026-11-01T00:00:00+00:00",
+    )
     assert migrated["landing_cleared"] is True  # the committed images left landing, their copies kept
     assert bucket.list_keys("landing/") == ["landing/Kiwi/c.jpg"]
     kept = planning.read_entries(bucket, "b0001")
@@ -201,6 +254,7 @@ def test_a_version_1_ledger_is_migrated_keeping_every_batch(bucket):
 
 
 # ----------------------------------------------------------------------------- crash points
+
 
 def _fail_after(monkeypatch, target, name: str, calls: int):
     """Make target.name raise after `calls` successful calls (a crash at that point)."""
@@ -274,15 +328,23 @@ def _features(bucket, batch_id: str, rows: list[tuple[str, str]]) -> None:
 def test_duplicate_contents_are_counted_within_the_batch_and_against_earlier_batches(bucket):
     land(bucket, ["landing/Apple/a.jpg", "landing/Pear/a-again.jpg"])
     first = planning.plan_batch(bucket, "landing/")
-    _features(bucket, first.batch_id, [(bucket.uri("landing/Apple/a.jpg"), "aa" * 32),
-                                       (bucket.uri("landing/Pear/a-again.jpg"), "aa" * 32)])
+    _features(
+        bucket,
+        first.batch_id,
+        [(bucket.uri("landing/Apple/a.jpg"), "aa" * 32), (bucket.uri("landing/Pear/a-again.jpg"), "aa" * 32)],
+    )
     committed = pipeline.commit(bucket, first, OK_FEATURIZE, "r1")
     assert committed["duplicate_contents"] == {"within_batch": 1, "of_earlier_batches": 0}
     land(bucket, ["landing/Kiwi/b.jpg", "landing/Kiwi/c.jpg"], body=b"other bytes")
     second = planning.plan_batch(bucket, "landing/")
-    _features(bucket, second.batch_id, [(bucket.uri("landing/Kiwi/b.jpg"), "aa" * 32),
-                                        (bucket.uri("landing/Kiwi/c.jpg"), "cc" * 32)])
+    _features(
+        bucket,
+        second.batch_id,
+        [(bucket.uri("landing/Kiwi/b.jpg"), "aa" * 32), (bucket.uri("landing/Kiwi/c.jpg"), "cc" * 32)],
+    )
     again = pipeline.commit(bucket, second, OK_FEATURIZE, "r2")
     assert again["duplicate_contents"] == {"within_batch": 0, "of_earlier_batches": 1}
-    assert pipeline.commit(bucket, second, OK_FEATURIZE, "r2-retry")["duplicate_contents"] == \
-        {"within_batch": 0, "of_earlier_batches": 1}  # its own contents are not "earlier"
+    assert pipeline.commit(bucket, second, OK_FEATURIZE, "r2-retry")["duplicate_contents"] == {
+        "within_batch": 0,
+        "of_earlier_batches": 1,
+    }  # its own contents are not "earlier"

@@ -28,10 +28,14 @@ Exception in thread "main" org.apache.spark.SparkException: Application {APP} fi
 \tat org.apache.spark.deploy.yarn.Client.run(Client.scala:1340)
 """
 SPARK_NOISE = "".join(f"25/12/06 10:01:{i:02d} INFO BlockManager: line {i}\n" for i in range(60))
-JOB_ERROR_LOG = (SPARK_NOISE + "2025-12-06 10:01:59,000 featurize INFO reading the manifest\n"
-                 "featurize: error: cannot read weights file s3://fruits-unit/models/w.h5 (NoSuchKey)\n"
-                 "25/12/06 10:02:00 ERROR ApplicationMaster: User application exited with status 2\n")
-TRACEBACK_LOG = SPARK_NOISE + """\
+JOB_ERROR_LOG = (
+    SPARK_NOISE + "2025-12-06 10:01:59,000 featurize INFO reading the manifest\n"
+    "featurize: error: cannot read weights file s3://fruits-unit/models/w.h5 (NoSuchKey)\n"
+    "25/12/06 10:02:00 ERROR ApplicationMaster: User application exited with status 2\n"
+)
+TRACEBACK_LOG = (
+    SPARK_NOISE
+    + """\
 Traceback (most recent call last):
   File "/mnt/yarn/usercache/hadoop/appcache/featurize.py", line 412, in <module>
     main()
@@ -40,6 +44,7 @@ Traceback (most recent call last):
 FileNotFoundError: s3://fruits-unit/batches/b1/manifest.json
 25/12/06 10:02:00 ERROR ApplicationMaster: User application exited with status 1
 """
+)
 
 
 def put_gz(bucket: Bucket, key: str, text: str) -> None:
@@ -47,11 +52,13 @@ def put_gz(bucket: Bucket, key: str, text: str) -> None:
 
 
 def find(bucket: Bucket, **kwargs) -> step_logs.StepLogs:
-    return step_logs.find_step_logs(bucket, LOG_URI, CLUSTER, STEP, **{"wait_seconds": 0, "poll_seconds": 0.01,
-                                                                       **kwargs})
+    return step_logs.find_step_logs(
+        bucket, LOG_URI, CLUSTER, STEP, **{"wait_seconds": 0, "poll_seconds": 0.01, **kwargs}
+    )
 
 
 # ----------------------------------------------------------------------------- pure functions
+
 
 def test_the_application_comes_from_the_client_log_and_names_the_driver_container():
     assert step_logs.application_id(CLIENT_LOG) == APP
@@ -67,15 +74,19 @@ def test_the_log_uri_may_be_s3n_and_its_prefix_always_ends_with_a_slash():
     assert step_logs.parse_log_uri("s3://fruits/emr-logs") == ("fruits", "emr-logs/")
     assert step_logs.parse_log_uri("s3://fruits/") == ("fruits", "")
     assert step_logs.log_locations("s3n://fruits/logs/", "j-1", "s-1") == (
-        "s3://fruits/logs/j-1/steps/s-1/", "s3://fruits/logs/j-1/containers/")
+        "s3://fruits/logs/j-1/steps/s-1/",
+        "s3://fruits/logs/j-1/containers/",
+    )
     with pytest.raises(ValueError):
         step_logs.parse_log_uri("hdfs:///logs/")
 
 
 def test_the_jobs_error_line_comes_before_any_traceback():
     text = TRACEBACK_LOG + "25/12/06 10:02:01 ERROR featurize: error: --image-size must be positive\n"
-    assert step_logs.error_line(JOB_ERROR_LOG) == \
-        "featurize: error: cannot read weights file s3://fruits-unit/models/w.h5 (NoSuchKey)"
+    assert (
+        step_logs.error_line(JOB_ERROR_LOG)
+        == "featurize: error: cannot read weights file s3://fruits-unit/models/w.h5 (NoSuchKey)"
+    )
     assert step_logs.error_line(text) == "featurize: error: --image-size must be positive"  # prefix removed
     usage = "usage: pca.py [-h] --features FEATURES\npca.py: error: the following arguments are required: --k\n"
     assert step_logs.error_line(usage) == "pca.py: error: the following arguments are required: --k"
@@ -83,23 +94,31 @@ def test_the_jobs_error_line_comes_before_any_traceback():
 
 def test_otherwise_the_last_line_of_the_last_python_traceback():
     assert step_logs.error_line(TRACEBACK_LOG) == "FileNotFoundError: s3://fruits-unit/batches/b1/manifest.json"
-    chained = ("Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nKeyError: 'x'\n\n"
-               "During handling of the above exception, another exception occurred:\n\n" + TRACEBACK_LOG)
+    chained = (
+        "Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nKeyError: 'x'\n\n"
+        "During handling of the above exception, another exception occurred:\n\n" + TRACEBACK_LOG
+    )
     assert step_logs.error_line(chained).startswith("FileNotFoundError: ")
-    analysis = ("Traceback (most recent call last):\n  File \"pca.py\", line 7, in <module>\n"
-                "    df = spark.read.parquet(path)\n         ^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
-                "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist: "
-                "s3://fruits-unit/features/batch=b1.\n")
+    analysis = (
+        'Traceback (most recent call last):\n  File "pca.py", line 7, in <module>\n'
+        "    df = spark.read.parquet(path)\n         ^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist: "
+        "s3://fruits-unit/features/batch=b1.\n"
+    )
     assert step_logs.error_line(analysis) == (
         "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist: "
-        "s3://fruits-unit/features/batch=b1.")
-    py4j = ("Traceback (most recent call last):\n  File \"pca.py\", line 7, in <module>\n"
-            "py4j.protocol.Py4JJavaError: An error occurred while calling o71.parquet.\n"
-            ": java.nio.file.AccessDeniedException: s3://fruits-unit/pca/run=r/: 403 Forbidden\n"
-            "\tat org.apache.hadoop.fs.s3a.S3AUtils.translateException(S3AUtils.java:255)\n")
+        "s3://fruits-unit/features/batch=b1."
+    )
+    py4j = (
+        'Traceback (most recent call last):\n  File "pca.py", line 7, in <module>\n'
+        "py4j.protocol.Py4JJavaError: An error occurred while calling o71.parquet.\n"
+        ": java.nio.file.AccessDeniedException: s3://fruits-unit/pca/run=r/: 403 Forbidden\n"
+        "\tat org.apache.hadoop.fs.s3a.S3AUtils.translateException(S3AUtils.java:255)\n"
+    )
     assert step_logs.error_line(py4j) == (  # the Java exception, on the next line, kept on the same line
         "py4j.protocol.Py4JJavaError: An error occurred while calling o71.parquet: "
-        "java.nio.file.AccessDeniedException: s3://fruits-unit/pca/run=r/: 403 Forbidden")
+        "java.nio.file.AccessDeniedException: s3://fruits-unit/pca/run=r/: 403 Forbidden"
+    )
 
 
 def test_no_error_line_without_a_job_error_or_a_python_traceback():
@@ -122,6 +141,7 @@ def test_a_truncated_gzip_log_gives_what_it_holds():
 
 # ----------------------------------------------------------------------------- reading them from S3
 
+
 def test_a_job_error_is_read_from_the_drivers_stderr(bucket: Bucket):
     put_gz(bucket, STEP_STDERR, CLIENT_LOG)
     put_gz(bucket, DRIVER_STDERR, JOB_ERROR_LOG)
@@ -129,8 +149,10 @@ def test_a_job_error_is_read_from_the_drivers_stderr(bucket: Bucket):
     assert logs.error_line == "featurize: error: cannot read weights file s3://fruits-unit/models/w.h5 (NoSuchKey)"
     assert logs.tail == step_logs.tail(JOB_ERROR_LOG) and "exited with status 2" in logs.tail.splitlines()[-1]
     assert logs.tail_uri == logs.driver_log_uri == f"s3://fruits-unit/{DRIVER_STDERR}"
-    assert logs.where() == [f"driver log: s3://fruits-unit/{DRIVER_STDERR}",
-                            f"spark-submit log: s3://fruits-unit/{STEP_STDERR}"]
+    assert logs.where() == [
+        f"driver log: s3://fruits-unit/{DRIVER_STDERR}",
+        f"spark-submit log: s3://fruits-unit/{STEP_STDERR}",
+    ]
     assert logs.waited_seconds < 30  # found: no waiting for the bound
 
 
@@ -139,8 +161,12 @@ def test_a_pyspark_drivers_error_is_read_from_its_stdout_where_pythonrunner_puts
     the container's stderr holds the JVM's log, which says nothing of the job's reason."""
     put_gz(bucket, STEP_STDERR, CLIENT_LOG)
     put_gz(bucket, DRIVER_STDERR, SPARK_NOISE + "25/12/06 10:02:00 ERROR Inbox: Ignoring error\n")
-    put_gz(bucket, DRIVER_STDOUT, "2025-12-06 10:01:59,000 featurize INFO model cache miss\n"
-                                  "featurize: error: cannot load the weights file s3://fruits-unit/w.h5: bad\n")
+    put_gz(
+        bucket,
+        DRIVER_STDOUT,
+        "2025-12-06 10:01:59,000 featurize INFO model cache miss\n"
+        "featurize: error: cannot load the weights file s3://fruits-unit/w.h5: bad\n",
+    )
     logs = find(bucket)
     assert logs.error_line == "featurize: error: cannot load the weights file s3://fruits-unit/w.h5: bad"
     assert logs.tail_uri == logs.driver_log_uri == f"s3://fruits-unit/{DRIVER_STDOUT}"
@@ -204,17 +230,23 @@ def test_without_a_container_log_the_steps_stderr_is_shown(bucket: Bucket):
     assert fake.sleeps == [40, 40, 20]  # waited for the driver's log, up to the bound
     assert logs.tail == step_logs.tail(CLIENT_LOG) and logs.tail_uri == f"s3://fruits-unit/{STEP_STDERR}"
     assert logs.error_line is None
-    assert logs.where() == [f"spark-submit log: s3://fruits-unit/{STEP_STDERR}",
-                            f"no driver log after 100s; it will be at s3://fruits-unit/{DRIVER_STDERR}"]
+    assert logs.where() == [
+        f"spark-submit log: s3://fruits-unit/{STEP_STDERR}",
+        f"no driver log after 100s; it will be at s3://fruits-unit/{DRIVER_STDERR}",
+    ]
 
 
 def test_a_spark_submit_that_started_no_application_is_read_at_once(bucket: Bucket):
-    put_gz(bucket, STEP_STDERR, "Traceback (most recent call last):\n  File \"x\", line 1\n"
-                                "ValueError: --master must be yarn\n")
+    put_gz(
+        bucket,
+        STEP_STDERR,
+        'Traceback (most recent call last):\n  File "x", line 1\nValueError: --master must be yarn\n',
+    )
     logs = find(bucket, wait_seconds=30, sleep=lambda s: pytest.fail("no driver to wait for"))
     assert logs.error_line == "ValueError: --master must be yarn" and logs.driver_log_uri is None
-    assert logs.where() == [f"spark-submit log: s3://fruits-unit/{STEP_STDERR} (it names no YARN application: "
-                            "no driver log)"]
+    assert logs.where() == [
+        f"spark-submit log: s3://fruits-unit/{STEP_STDERR} (it names no YARN application: no driver log)"
+    ]
 
 
 def test_a_log_uri_in_another_bucket_is_refused(bucket: Bucket):

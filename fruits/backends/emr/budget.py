@@ -89,11 +89,13 @@ def check_fits(dag_id: str, run_timeout: timedelta | None, needed: int) -> None:
             f"worst case ({needed}s from create_cluster to the end of terminate_cluster, plus "
             f"{PREPARATION_ALLOWANCE}s to prepare): a timed-out run skips the terminate teardown and leaves "
             f"the cluster running. Raise the run timeout (FRUITS_RUN_TIMEOUT; FRUITS_CLASSIFIER_RUN_TIMEOUT for "
-            f"fruits_classifier) or lower the FRUITS_EMR_*_TIMEOUT settings.")
+            f"fruits_classifier) or lower the FRUITS_EMR_*_TIMEOUT settings."
+        )
 
 
-def check_time_left(*, started: datetime | None, now: datetime, run_timeout: timedelta | None,
-                    needed: int) -> float | None:
+def check_time_left(
+    *, started: datetime | None, now: datetime, run_timeout: timedelta | None, needed: int
+) -> float | None:
     """Before create_cluster: the seconds the run has left, or RunTimeoutTooShort when a cluster
     created now might outlive the run. None when the run has no timeout."""
     if run_timeout is None or started is None:
@@ -103,5 +105,6 @@ def check_time_left(*, started: datetime | None, now: datetime, run_timeout: tim
         raise RunTimeoutTooShort(
             f"the run has {max(left, 0):.0f}s left before its dagrun_timeout, less than the {needed}s a "
             f"cluster may need up to the end of its terminate teardown, so no cluster was created "
-            f"(the batch stays for the next run)")
+            f"(the batch stays for the next run)"
+        )
     return left

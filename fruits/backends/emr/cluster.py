@@ -43,8 +43,11 @@ def spark_configurations(python: str = PYTHON) -> list[dict]:
         defaults[f"spark.executorEnv.{name}"] = value
         defaults[f"spark.yarn.appMasterEnv.{name}"] = value  # the driver, in cluster deploy mode
     return [
-        {"Classification": "spark-env", "Properties": {},
-         "Configurations": [{"Classification": "export", "Properties": dict(env)}]},
+        {
+            "Classification": "spark-env",
+            "Properties": {},
+            "Configurations": [{"Classification": "export", "Properties": dict(env)}],
+        },
         {"Classification": "spark-defaults", "Properties": defaults},
     ]
 
@@ -59,34 +62,65 @@ def node_architectures(groups: list[dict]) -> list[str]:
     return sorted({node_architecture(group["InstanceType"]) for group in groups})
 
 
-def instance_groups(*, master_instance_type: str, core_instance_type: str, core_instance_count: int,
-                    core_spot: bool) -> list[dict]:
-    groups = [{"Name": "primary", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
-               "InstanceType": master_instance_type, "InstanceCount": 1}]
+def instance_groups(
+    *, master_instance_type: str, core_instance_type: str, core_instance_count: int, core_spot: bool
+) -> list[dict]:
+    groups = [
+        {
+            "Name": "primary",
+            "InstanceRole": "MASTER",
+            "Market": "ON_DEMAND",
+            "InstanceType": master_instance_type,
+            "InstanceCount": 1,
+        }
+    ]
     if core_instance_count > 0:
         # Spot without BidPrice: capped at the On-Demand price.
-        groups.append({"Name": "core", "InstanceRole": "CORE", "Market": "SPOT" if core_spot else "ON_DEMAND",
-                       "InstanceType": core_instance_type, "InstanceCount": core_instance_count})
+        groups.append(
+            {
+                "Name": "core",
+                "InstanceRole": "CORE",
+                "Market": "SPOT" if core_spot else "ON_DEMAND",
+                "InstanceType": core_instance_type,
+                "InstanceCount": core_instance_count,
+            }
+        )
     return groups
 
 
-def job_flow_overrides(*, name: str, release_label: str, log_uri: str, code: dict[str, str],
-                       master_instance_type: str, core_instance_type: str, core_instance_count: int,
-                       core_spot: bool, idle_timeout: int, job_flow_role: str, service_role: str,
-                       tags: list[dict[str, str]], subnet_id: str | None = None,
-                       core_max_instance_count: int = 0) -> dict:
+def job_flow_overrides(
+    *,
+    name: str,
+    release_label: str,
+    log_uri: str,
+    code: dict[str, str],
+    master_instance_type: str,
+    core_instance_type: str,
+    core_instance_count: int,
+    core_spot: bool,
+    idle_timeout: int,
+    job_flow_role: str,
+    service_role: str,
+    tags: list[dict[str, str]],
+    subnet_id: str | None = None,
+    core_max_instance_count: int = 0,
+) -> dict:
     """The RunJobFlow request of one run's transient cluster."""
     if not re.fullmatch(RELEASE_LABEL_PATTERN, release_label):
-        raise ValueError(f"release label {release_label!r} is not an EMR 7.x release (Spark 3.5), e.g. "
-                         f"{DEFAULT_RELEASE_LABEL}")
+        raise ValueError(
+            f"release label {release_label!r} is not an EMR 7.x release (Spark 3.5), e.g. {DEFAULT_RELEASE_LABEL}"
+        )
     if not MIN_IDLE_TIMEOUT <= idle_timeout <= MAX_IDLE_TIMEOUT:
         raise ValueError(f"idle_timeout must be between {MIN_IDLE_TIMEOUT} and {MAX_IDLE_TIMEOUT} seconds")
     if core_instance_count < 0:
         raise ValueError("core_instance_count cannot be negative")
     instances = {
         "InstanceGroups": instance_groups(
-            master_instance_type=master_instance_type, core_instance_type=core_instance_type,
-            core_instance_count=core_instance_count, core_spot=core_spot),
+            master_instance_type=master_instance_type,
+            core_instance_type=core_instance_type,
+            core_instance_count=core_instance_count,
+            core_spot=core_spot,
+        ),
         # Steps are added after creation: without this the cluster would end before the first one.
         "KeepJobFlowAliveWhenNoSteps": True,
         "TerminationProtected": False,
@@ -99,11 +133,16 @@ def job_flow_overrides(*, name: str, release_label: str, log_uri: str, code: dic
         "Applications": [{"Name": "Spark"}],
         "LogUri": log_uri,
         "Instances": instances,
-        "BootstrapActions": [{
-            "Name": "fruits-python-dependencies",
-            # bootstrap.sh <requirements-uri> <wheelhouse-uri>: installs from <wheelhouse-uri>/$(uname -m)/
-            "ScriptBootstrapAction": {"Path": code["bootstrap"], "Args": [code["requirements"], code["wheelhouse"]]},
-        }],
+        "BootstrapActions": [
+            {
+                "Name": "fruits-python-dependencies",
+                # bootstrap.sh <requirements-uri> <wheelhouse-uri>: installs from <wheelhouse-uri>/$(uname -m)/
+                "ScriptBootstrapAction": {
+                    "Path": code["bootstrap"],
+                    "Args": [code["requirements"], code["wheelhouse"]],
+                },
+            }
+        ],
         "Configurations": spark_configurations(),
         "JobFlowRole": job_flow_role,
         "ServiceRole": service_role,
@@ -115,10 +154,14 @@ def job_flow_overrides(*, name: str, release_label: str, log_uri: str, code: dic
     }
     if core_max_instance_count > core_instance_count > 0:
         # Managed scaling: the core group grows with the work (YARN demand) up to the maximum.
-        overrides["ManagedScalingPolicy"] = {"ComputeLimits": {
-            "UnitType": "Instances", "MinimumCapacityUnits": core_instance_count,
-            "MaximumCapacityUnits": core_max_instance_count, "MaximumCoreCapacityUnits": core_max_instance_count,
-        }}
+        overrides["ManagedScalingPolicy"] = {
+            "ComputeLimits": {
+                "UnitType": "Instances",
+                "MinimumCapacityUnits": core_instance_count,
+                "MaximumCapacityUnits": core_max_instance_count,
+                "MaximumCoreCapacityUnits": core_max_instance_count,
+            }
+        }
     return overrides
 
 

@@ -65,7 +65,7 @@ def code_version(sources: dict[str, bytes]) -> str:
     digest = hashlib.sha256()
     for name in sorted(sources):
         data = sources[name]
-        digest.update(f"{name}\0{len(data)}\0".encode("utf-8"))
+        digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()[:16]
 
@@ -135,7 +135,8 @@ def verify_existing(bucket: Bucket, prefix: str, expected: dict[str, bytes]) -> 
         raise CodeMismatch(
             f"s3://{bucket.name}/{prefix} holds files that differ from this checkout's code version: "
             f"{', '.join(changed)}. Someone or something changed them after upload; nothing was run. "
-            f"Inspect them, then delete s3://{bucket.name}/{prefix} so that the next run uploads the code again.")
+            f"Inspect them, then delete s3://{bucket.name}/{prefix} so that the next run uploads the code again."
+        )
 
 
 def plan_wheelhouse(bucket: Bucket, root: Path, requirements: bytes, architectures) -> tuple[list, list[str]]:
@@ -147,7 +148,7 @@ def plan_wheelhouse(bucket: Bucket, root: Path, requirements: bytes, architectur
     to_upload, skipped = [], []
     for arch, (directory, digests) in local.items():
         prefix = f"{wheelhouse_prefix(wheelhouse.key(requirements))}{arch}/"
-        existing = {info.key[len(prefix):]: info for info in bucket.list_objects(prefix)}
+        existing = {info.key[len(prefix) :]: info for info in bucket.list_objects(prefix)}
         changed = [f"{name} (not in this wheelhouse)" for name in sorted(existing.keys() - digests.keys())]
         for name, digest in digests.items():
             path, found = directory / name, existing.get(name)
@@ -165,7 +166,8 @@ def plan_wheelhouse(bucket: Bucket, root: Path, requirements: bytes, architectur
             raise CodeMismatch(
                 f"s3://{bucket.name}/{prefix} holds files that differ from the local wheelhouse "
                 f"{directory}: {', '.join(changed)}. Someone or something changed them after upload; nothing was "
-                f"run. Inspect them, then delete s3://{bucket.name}/{prefix} so that the next run uploads it again.")
+                f"run. Inspect them, then delete s3://{bucket.name}/{prefix} so that the next run uploads it again."
+            )
     return to_upload, skipped
 
 
@@ -189,8 +191,16 @@ def upload_code(bucket: Bucket, spark_jobs_dir: Path, *, wheelhouse_root: Path, 
             uploaded.append(name)
     for key, path, digest in wheels:
         bucket.upload_file_checked(key, path, digest)
-    return {"version": bundle.version, "uris": code_uris(bucket.name, bundle.version, bundle.wheelhouse_key),
-            "uploaded": uploaded, "skipped": skipped, "architectures": architectures,
-            "wheelhouse": {"key": bundle.wheelhouse_key,
-                           "uploaded": [key.split("/", 2)[2] for key, _, _ in wheels], "skipped": wheels_skipped},
-            "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "version": bundle.version,
+        "uris": code_uris(bucket.name, bundle.version, bundle.wheelhouse_key),
+        "uploaded": uploaded,
+        "skipped": skipped,
+        "architectures": architectures,
+        "wheelhouse": {
+            "key": bundle.wheelhouse_key,
+            "uploaded": [key.split("/", 2)[2] for key, _, _ in wheels],
+            "skipped": wheels_skipped,
+        },
+        "seconds": round(time.perf_counter() - started, 2),
+    }

@@ -33,10 +33,17 @@ def _objects(bucket: str, prefixes) -> list[str]:
     return [f"arn:aws:s3:::{bucket}/{prefix}*" for prefix in prefixes]
 
 
-def airflow_role_policy(*, bucket: str, region: str = DEFAULT_REGION, account_id: str = "123456789012",
-                        service_role: str = "EMR_DefaultRole", job_flow_role: str = DEFAULT_EMR_JOB_FLOW_ROLE,
-                        landing_prefix: str = "landing/", log_prefix: str = "emr-logs/",
-                        queue_arn: str | None = None) -> dict:
+def airflow_role_policy(
+    *,
+    bucket: str,
+    region: str = DEFAULT_REGION,
+    account_id: str = "123456789012",
+    service_role: str = "EMR_DefaultRole",
+    job_flow_role: str = DEFAULT_EMR_JOB_FLOW_ROLE,
+    landing_prefix: str = "landing/",
+    log_prefix: str = "emr-logs/",
+    queue_arn: str | None = None,
+) -> dict:
     """Least-privilege IAM policy of the role the Airflow workers and triggerer run with.
 
     Clusters can only be created in `region`, tagged project=fruits-pipeline, and only clusters
@@ -54,33 +61,79 @@ def airflow_role_policy(*, bucket: str, region: str = DEFAULT_REGION, account_id
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "CreateTaggedClustersInTheRegion", "Effect": "Allow",
-             "Action": ["elasticmapreduce:RunJobFlow"], "Resource": "*",
-             "Condition": {"StringEquals": {"aws:RequestTag/project": PROJECT_TAG,
-                                            "aws:RequestedRegion": region}}},
-            {"Sid": "TagClustersOnCreation", "Effect": "Allow",
-             "Action": ["elasticmapreduce:AddTags"], "Resource": cluster_arn, "Condition": own_clusters},
-            {"Sid": "DriveAndTerminateOwnClusters", "Effect": "Allow",
-             "Action": ["elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:DescribeCluster",
-                        "elasticmapreduce:DescribeStep", "elasticmapreduce:TerminateJobFlows"],
-             "Resource": cluster_arn, "Condition": own_clusters},
-            {"Sid": "PassServiceRoleToEmr", "Effect": "Allow", "Action": ["iam:PassRole"],
-             "Resource": f"arn:aws:iam::{account_id}:role/{service_role}",
-             "Condition": {"StringLike": {"iam:PassedToService": "elasticmapreduce.amazonaws.com*"}}},
-            {"Sid": "PassOnlyThePipelineInstanceRoleToEc2", "Effect": "Allow", "Action": ["iam:PassRole"],
-             "Resource": f"arn:aws:iam::{account_id}:role/{job_flow_role}",
-             "Condition": {"StringLike": {"iam:PassedToService": "ec2.amazonaws.com*"}}},
-            {"Sid": "ListTheBucket", "Effect": "Allow",
-             "Action": ["s3:GetBucketLocation", "s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
-            {"Sid": "ReadPipelineObjects", "Effect": "Allow", "Action": ["s3:GetObject"],
-             "Resource": _objects(bucket, (landing_prefix, BATCHES, FEATURES, REJECTS, PCA, STATE, CLASSIFIER,
-                                           CODE, WHEELHOUSE, REPORTS))},
-            {"Sid": "ReadFailedStepLogs", "Effect": "Allow", "Action": ["s3:GetObject"],
-             "Resource": _objects(bucket, (log_prefix,))},
-            {"Sid": "WritePipelineObjects", "Effect": "Allow", "Action": ["s3:PutObject"],
-             "Resource": _objects(bucket, (BATCHES, CODE, WHEELHOUSE, REPORTS, STATE))},
-            {"Sid": "RemoveCommittedLandingObjects", "Effect": "Allow", "Action": ["s3:DeleteObject"],
-             "Resource": _objects(bucket, (landing_prefix,))},
+            {
+                "Sid": "CreateTaggedClustersInTheRegion",
+                "Effect": "Allow",
+                "Action": ["elasticmapreduce:RunJobFlow"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:RequestTag/project": PROJECT_TAG, "aws:RequestedRegion": region}},
+            },
+            {
+                "Sid": "TagClustersOnCreation",
+                "Effect": "Allow",
+                "Action": ["elasticmapreduce:AddTags"],
+                "Resource": cluster_arn,
+                "Condition": own_clusters,
+            },
+            {
+                "Sid": "DriveAndTerminateOwnClusters",
+                "Effect": "Allow",
+                "Action": [
+                    "elasticmapreduce:AddJobFlowSteps",
+                    "elasticmapreduce:DescribeCluster",
+                    "elasticmapreduce:DescribeStep",
+                    "elasticmapreduce:TerminateJobFlows",
+                ],
+                "Resource": cluster_arn,
+                "Condition": own_clusters,
+            },
+            {
+                "Sid": "PassServiceRoleToEmr",
+                "Effect": "Allow",
+                "Action": ["iam:PassRole"],
+                "Resource": f"arn:aws:iam::{account_id}:role/{service_role}",
+                "Condition": {"StringLike": {"iam:PassedToService": "elasticmapreduce.amazonaws.com*"}},
+            },
+            {
+                "Sid": "PassOnlyThePipelineInstanceRoleToEc2",
+                "Effect": "Allow",
+                "Action": ["iam:PassRole"],
+                "Resource": f"arn:aws:iam::{account_id}:role/{job_flow_role}",
+                "Condition": {"StringLike": {"iam:PassedToService": "ec2.amazonaws.com*"}},
+            },
+            {
+                "Sid": "ListTheBucket",
+                "Effect": "Allow",
+                "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+            },
+            {
+                "Sid": "ReadPipelineObjects",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": _objects(
+                    bucket,
+                    (landing_prefix, BATCHES, FEATURES, REJECTS, PCA, STATE, CLASSIFIER, CODE, WHEELHOUSE, REPORTS),
+                ),
+            },
+            {
+                "Sid": "ReadFailedStepLogs",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": _objects(bucket, (log_prefix,)),
+            },
+            {
+                "Sid": "WritePipelineObjects",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": _objects(bucket, (BATCHES, CODE, WHEELHOUSE, REPORTS, STATE)),
+            },
+            {
+                "Sid": "RemoveCommittedLandingObjects",
+                "Effect": "Allow",
+                "Action": ["s3:DeleteObject"],
+                "Resource": _objects(bucket, (landing_prefix,)),
+            },
             *(events.airflow_role_statements(queue_arn=queue_arn) if queue_arn else []),
         ],
     }
@@ -99,21 +152,43 @@ def instance_role_policy(*, bucket: str, log_prefix: str = "emr-logs/", weights_
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "ListTheBucket", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
-             "Resource": f"arn:aws:s3:::{bucket}"},
-            {"Sid": "ReadBatchesCodeWeightsAndOutputs", "Effect": "Allow", "Action": ["s3:GetObject"],
-             "Resource": _objects(bucket, (BATCHES, CODE, WHEELHOUSE, weights_prefix, *JOB_OUTPUTS))},
-            {"Sid": "WriteJobOutputs", "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
-             "Resource": _objects(bucket, JOB_OUTPUTS)},
-            {"Sid": "WriteClusterLogs", "Effect": "Allow", "Action": ["s3:PutObject"],
-             "Resource": _objects(bucket, (log_prefix,))},
-            {"Sid": "KeepConvertedModels", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
-             "Resource": _objects(bucket, (layout.MODEL_CACHE_PREFIX,))},
+            {
+                "Sid": "ListTheBucket",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+            },
+            {
+                "Sid": "ReadBatchesCodeWeightsAndOutputs",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": _objects(bucket, (BATCHES, CODE, WHEELHOUSE, weights_prefix, *JOB_OUTPUTS)),
+            },
+            {
+                "Sid": "WriteJobOutputs",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:DeleteObject"],
+                "Resource": _objects(bucket, JOB_OUTPUTS),
+            },
+            {
+                "Sid": "WriteClusterLogs",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": _objects(bucket, (log_prefix,)),
+            },
+            {
+                "Sid": "KeepConvertedModels",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": _objects(bucket, (layout.MODEL_CACHE_PREFIX,)),
+            },
         ],
     }
 
 
 def instance_role_trust_policy() -> dict:
     """Who may assume the instance role: EC2 (the cluster nodes), nobody else."""
-    return {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }

@@ -36,18 +36,23 @@ def check_region(region: str, allowed: tuple[str, ...] = EU_REGIONS) -> str:
         f"EMR region {region} is {where}: the fruit images and every output must stay in the regions this "
         f"deployment allows ({', '.join(allowed)}), so no cluster was created. Use one of those (default "
         f"{DEFAULT_REGION}, Paris); a region outside the EU needs approval and the deployment setting "
-        f"{ALLOWED_REGIONS_SETTING}, it cannot be chosen when triggering a run.")
+        f"{ALLOWED_REGIONS_SETTING}, it cannot be chosen when triggering a run."
+    )
 
 
-def check_bucket_region(bucket: str, region_of_bucket: str, cluster_region: str,
-                        allowed: tuple[str, ...] = EU_REGIONS) -> str | None:
+def check_bucket_region(
+    bucket: str, region_of_bucket: str, cluster_region: str, allowed: tuple[str, ...] = EU_REGIONS
+) -> str | None:
     """Refuse a bucket outside the allowed regions; return a warning when it is not in the cluster's region."""
     if region_of_bucket not in allowed:
         raise RegionNotAllowed(
             f"bucket {bucket} is in {region_of_bucket}, outside the regions this deployment allows "
             f"({', '.join(allowed)}): the images and outputs must stay there, so no cluster was created "
-            f"({ALLOWED_REGIONS_SETTING} is the deployment's list)")
+            f"({ALLOWED_REGIONS_SETTING} is the deployment's list)"
+        )
     if region_of_bucket != cluster_region:
-        return (f"bucket {bucket} is in {region_of_bucket} but the cluster would run in {cluster_region}: "
-                f"every image and output crosses regions (inter-region transfer is billed, and slower)")
+        return (
+            f"bucket {bucket} is in {region_of_bucket} but the cluster would run in {cluster_region}: "
+            f"every image and output crosses regions (inter-region transfer is billed, and slower)"
+        )
     return None

@@ -33,8 +33,14 @@ class EmrStepSensorWithLogs(EmrStepSensor):
     :param log_poll_seconds: how often to look for them meanwhile
     """
 
-    def __init__(self, *, logs_conn_id: str | None = "aws_default", log_wait_seconds: float = 300,
-                 log_poll_seconds: float = 60, **kwargs):
+    def __init__(
+        self,
+        *,
+        logs_conn_id: str | None = "aws_default",
+        log_wait_seconds: float = 300,
+        log_poll_seconds: float = 60,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.logs_conn_id = logs_conn_id
         self.log_wait_seconds = log_wait_seconds
@@ -68,11 +74,22 @@ class EmrStepSensorWithLogs(EmrStepSensor):
         logs, where = self._read_logs()
         message = step_logs.failure_message(
             first_line=(logs and logs.error_line) or _first_line(str(provider_error)) or f"EMR step {state}",
-            step_id=self.step_id, step_name=step.get("Name"), state=state, cluster_id=self.job_flow_id,
-            failure_details=status.get("FailureDetails"), where=where)
+            step_id=self.step_id,
+            step_name=step.get("Name"),
+            state=state,
+            cluster_id=self.job_flow_id,
+            failure_details=status.get("FailureDetails"),
+            where=where,
+        )
         if logs is not None and logs.found:
-            log.error("step %s is %s; the last lines of %s:\n%s\n%s", self.step_id, state, logs.tail_uri,
-                      logs.tail, "\n".join(where))
+            log.error(
+                "step %s is %s; the last lines of %s:\n%s\n%s",
+                self.step_id,
+                state,
+                logs.tail_uri,
+                logs.tail,
+                "\n".join(where),
+            )
         else:
             log.error("step %s is %s; %s", self.step_id, state, "\n".join(where))
         return AirflowFailException(message)  # a failed step stays failed: no retry can help
@@ -88,8 +105,14 @@ class EmrStepSensorWithLogs(EmrStepSensor):
             from fruits.storage import Bucket
 
             bucket = Bucket.connect(self.logs_conn_id, step_logs.parse_log_uri(log_uri)[0])
-            logs = step_logs.find_step_logs(bucket, log_uri, self.job_flow_id, self.step_id,
-                                            wait_seconds=self.log_wait_seconds, poll_seconds=self.log_poll_seconds)
+            logs = step_logs.find_step_logs(
+                bucket,
+                log_uri,
+                self.job_flow_id,
+                self.step_id,
+                wait_seconds=self.log_wait_seconds,
+                poll_seconds=self.log_poll_seconds,
+            )
         except Exception as exc:  # noqa: BLE001 - the logs only explain; their absence is no new failure
             reason = _first_line(str(exc)) or type(exc).__name__
             if log_uri is None:
@@ -98,6 +121,5 @@ class EmrStepSensorWithLogs(EmrStepSensor):
                 submit, containers = step_logs.log_locations(log_uri, self.job_flow_id, self.step_id)
             except ValueError:
                 return None, [f"logs not read ({reason}): under the cluster's LogUri {log_uri}"]
-            return None, [f"logs not read ({reason}): they are under {submit} (spark-submit) and "
-                          f"{containers} (driver)"]
+            return None, [f"logs not read ({reason}): they are under {submit} (spark-submit) and {containers} (driver)"]
         return logs, logs.where()

@@ -34,6 +34,7 @@ _ATTEMPT = re.compile(r"\bappattempt_(\d+_\d+)_(\d+)\b")
 
 # ----------------------------------------------------------------------------- where the logs are
 
+
 def parse_log_uri(log_uri: str) -> tuple[str, str]:
     """(bucket, key prefix ending in '/' or empty) of a LogUri; DescribeCluster may answer s3n://."""
     match = re.fullmatch(r"s3[an]?://([^/]+)/?(.*)", log_uri.strip())
@@ -54,8 +55,10 @@ def containers_prefix(log_prefix: str, cluster_id: str) -> str:
 def log_locations(log_uri: str, cluster_id: str, step_id: str) -> tuple[str, str]:
     """(spark-submit's logs, the containers' logs) of a step, as s3:// URIs: where to look."""
     bucket, prefix = parse_log_uri(log_uri)
-    return (f"s3://{bucket}/{step_logs_prefix(prefix, cluster_id, step_id)}",
-            f"s3://{bucket}/{containers_prefix(prefix, cluster_id)}")
+    return (
+        f"s3://{bucket}/{step_logs_prefix(prefix, cluster_id, step_id)}",
+        f"s3://{bucket}/{containers_prefix(prefix, cluster_id)}",
+    )
 
 
 def application_id(text: str) -> str | None:
@@ -71,14 +74,18 @@ def driver_container_id(application: str, client_log: str = "") -> str:
     return f"container_{suffix}_{max(attempts, default=1):02d}_000001"
 
 
-def driver_log_key(log_prefix: str, cluster_id: str, application: str, client_log: str = "",
-                   stream: str = "stderr") -> str:
+def driver_log_key(
+    log_prefix: str, cluster_id: str, application: str, client_log: str = "", stream: str = "stderr"
+) -> str:
     """The driver container's `stream` log: stdout holds a PySpark job's own messages, stderr the JVM's."""
-    return (f"{containers_prefix(log_prefix, cluster_id)}{application}/"
-            f"{driver_container_id(application, client_log)}/{stream}.gz")
+    return (
+        f"{containers_prefix(log_prefix, cluster_id)}{application}/"
+        f"{driver_container_id(application, client_log)}/{stream}.gz"
+    )
 
 
 # ----------------------------------------------------------------------------- what they say
+
 
 def decompress(data: bytes) -> str:
     """The text of a gzip log; of a truncated one, what can be read (better than nothing)."""
@@ -97,6 +104,7 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
 
 
 # ----------------------------------------------------------------------------- reading them
+
 
 @dataclass(frozen=True)
 class StepLogs:
@@ -117,14 +125,18 @@ class StepLogs:
     def where(self) -> list[str]:
         """Lines saying where the logs are, or where they will be once EMR has uploaded them."""
         if not self.found:
-            return [f"no logs in S3 after {self.waited_seconds:.0f}s (EMR uploads them every few minutes); "
-                    f"they will be under {self.step_logs_uri} (spark-submit) and {self.containers_uri} (driver)"]
+            return [
+                f"no logs in S3 after {self.waited_seconds:.0f}s (EMR uploads them every few minutes); "
+                f"they will be under {self.step_logs_uri} (spark-submit) and {self.containers_uri} (driver)"
+            ]
         if self.tail_uri == self.driver_log_uri:
             return [f"driver log: {self.driver_log_uri}", f"spark-submit log: {self.step_logs_uri}stderr.gz"]
         if self.driver_log_uri is None:
             return [f"spark-submit log: {self.tail_uri} (it names no YARN application: no driver log)"]
-        return [f"spark-submit log: {self.tail_uri}",
-                f"no driver log after {self.waited_seconds:.0f}s; it will be at {self.driver_log_uri}"]
+        return [
+            f"spark-submit log: {self.tail_uri}",
+            f"no driver log after {self.waited_seconds:.0f}s; it will be at {self.driver_log_uri}",
+        ]
 
 
 def read_gz(bucket, key: str) -> str | None:
@@ -133,8 +145,17 @@ def read_gz(bucket, key: str) -> str | None:
     return None if data is None else decompress(data)
 
 
-def find_step_logs(bucket, log_uri: str, cluster_id: str, step_id: str, *, wait_seconds: float,
-                   poll_seconds: float, sleep=time.sleep, clock=time.monotonic) -> StepLogs:
+def find_step_logs(
+    bucket,
+    log_uri: str,
+    cluster_id: str,
+    step_id: str,
+    *,
+    wait_seconds: float,
+    poll_seconds: float,
+    sleep=time.sleep,
+    clock=time.monotonic,
+) -> StepLogs:
     """The failed step's logs from `bucket` (the LogUri's, a fruits.storage.Bucket), read every
     `poll_seconds` until the driver's logs are there, or spark-submit's when it never started a
     YARN application, or `wait_seconds` have passed: EMR uploads logs every few minutes.
@@ -156,8 +177,12 @@ def find_step_logs(bucket, log_uri: str, cluster_id: str, step_id: str, *, wait_
             driver_log = read_gz(bucket, driver_key)
             driver_out = read_gz(bucket, driver_out_key)
         remaining = wait_seconds - (clock() - started)
-        if (driver_log is not None or driver_out is not None or (client_log is not None and application is None)
-                or remaining <= 0):
+        if (
+            driver_log is not None
+            or driver_out is not None
+            or (client_log is not None and application is None)
+            or remaining <= 0
+        ):
             break
         sleep(min(poll_seconds, remaining))
     # The Python side (stdout) says why in the job's words; the JVM's log (stderr) when it is silent.
@@ -167,7 +192,8 @@ def find_step_logs(bucket, log_uri: str, cluster_id: str, step_id: str, *, wait_
     shown, shown_key = next(((text, key) for text, key in candidates if text is not None), (None, None))
     driver_keys = {key for key in (driver_key, driver_out_key) if key}
     return StepLogs(
-        error_line=python_error or (error_line(driver_log) if driver_log is not None else None)
+        error_line=python_error
+        or (error_line(driver_log) if driver_log is not None else None)
         or (error_line(client_log) if client_log is not None else None),
         tail=tail(shown) if shown is not None else "",
         tail_uri=bucket.uri(shown_key) if shown is not None else None,
@@ -178,8 +204,16 @@ def find_step_logs(bucket, log_uri: str, cluster_id: str, step_id: str, *, wait_
     )
 
 
-def failure_message(*, first_line: str, step_id: str, step_name: str | None, state: str, cluster_id: str,
-                    failure_details: dict | None, where: list[str]) -> str:
+def failure_message(
+    *,
+    first_line: str,
+    step_id: str,
+    step_name: str | None,
+    state: str,
+    cluster_id: str,
+    failure_details: dict | None,
+    where: list[str],
+) -> str:
     """The sensor's exception: `first_line` (the job's error, what the run report keeps), then
     the step, its state, EMR's own FailureDetails when it gave any, and where the logs are."""
     step = f"EMR step {step_id}" + (f" ({step_name})" if step_name else "")

@@ -12,21 +12,38 @@ MAX_STEP_ARG = 10280
 
 def spark_submit_step(*, name: str, app_name: str, script: str, py_files: str, job_args: list[str]) -> dict:
     """A command-runner.jar step that runs `spark-submit` in YARN cluster mode on the cluster."""
-    args = ["spark-submit", "--deploy-mode", "cluster", "--name", app_name, "--py-files", py_files,
-            script, *[str(a) for a in job_args]]
+    args = [
+        "spark-submit",
+        "--deploy-mode",
+        "cluster",
+        "--name",
+        app_name,
+        "--py-files",
+        py_files,
+        script,
+        *[str(a) for a in job_args],
+    ]
     too_long = [a[:80] + "..." for a in args if len(a) > MAX_STEP_ARG]
     if too_long:
         raise ValueError(f"step {name!r}: an argument exceeds EMR's {MAX_STEP_ARG} characters: {too_long}")
     # CONTINUE: a failed step leaves the cluster to the DAG's teardown task, which terminates it.
-    return {"Name": name[:256], "ActionOnFailure": "CONTINUE",
-            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}
+    return {
+        "Name": name[:256],
+        "ActionOnFailure": "CONTINUE",
+        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args},
+    }
 
 
 def job_step(job: Job, code: dict[str, str]) -> dict:
     """A job of the run's plan (`fruits.plan`) as a step: its script and `--py-files` from the
     uploaded code version (`code`: the script URIs by job name, and `py_files`)."""
-    return spark_submit_step(name=f"fruits {job.name} {job.subject}", app_name=job.app_name, script=code[job.name],
-                             py_files=code["py_files"], job_args=job.args)
+    return spark_submit_step(
+        name=f"fruits {job.name} {job.subject}",
+        app_name=job.app_name,
+        script=code[job.name],
+        py_files=code["py_files"],
+        job_args=job.args,
+    )
 
 
 def _seconds(timeline: dict, start: str, end: str) -> float | None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from airflow.providers.amazon.aws.operators.emr import (
     EmrAddStepsOperator,
@@ -57,33 +57,61 @@ def params(settings: Settings) -> dict[str, Param]:
     return {
         # A pattern, not an enum: check_region refuses another region with a message that says why
         # (the data must stay in the EU) and which deployment setting could change that.
-        "region": Param(settings.emr_region, type="string", pattern=region.REGION_PATTERN,
-                        examples=list(settings.emr_allowed_regions),
-                        description="AWS region of the EMR cluster, ideally the bucket's: one of the regions "
-                                    "the deployment allows (FRUITS_EMR_ALLOWED_REGIONS; by default the EU "
-                                    "member states' regions)."),
-        "release_label": Param(settings.emr_release_label, type="string",
-                               pattern=cluster.RELEASE_LABEL_PATTERN,
-                               description=f"EMR 7.x release (Spark 3.5), e.g. {cluster.DEFAULT_RELEASE_LABEL}."),
-        "master_instance_type": Param(settings.emr_master_instance_type, type="string", enum=instance_types,
-                                      description="Instance type of the primary node (runs YARN, not the jobs)."),
-        "core_instance_type": Param(settings.emr_core_instance_type, type="string", enum=instance_types,
-                                    description="Instance type of the core nodes (run the Spark executors)."),
-        "core_instance_count": Param(settings.emr_core_instance_count, type="integer", minimum=0,
-                                     maximum=settings.emr_max_core_nodes,
-                                     description="Core nodes at start (0: everything on the primary node; at "
-                                                 "most FRUITS_EMR_MAX_CORE_NODES)."),
-        "core_max_instance_count": Param(settings.emr_core_max_instance_count, type="integer", minimum=0,
-                                         maximum=settings.emr_max_core_nodes,
-                                         description="With a value above core_instance_count, EMR managed "
-                                                     "scaling grows the core group up to this many nodes."),
-        "core_spot": Param(settings.emr_core_spot, type="boolean",
-                           description="Core nodes on Spot capacity (cheaper; a reclaimed node slows the "
-                                       "run down or fails it)."),
-        "idle_timeout": Param(settings.emr_idle_timeout, type="integer", minimum=MIN_RUN_IDLE_TIMEOUT,
-                              maximum=cluster.MAX_IDLE_TIMEOUT,
-                              description="Seconds without work after which EMR terminates the cluster by "
-                                          "itself (a guard if Airflow cannot)."),
+        "region": Param(
+            settings.emr_region,
+            type="string",
+            pattern=region.REGION_PATTERN,
+            examples=list(settings.emr_allowed_regions),
+            description="AWS region of the EMR cluster, ideally the bucket's: one of the regions "
+            "the deployment allows (FRUITS_EMR_ALLOWED_REGIONS; by default the EU "
+            "member states' regions).",
+        ),
+        "release_label": Param(
+            settings.emr_release_label,
+            type="string",
+            pattern=cluster.RELEASE_LABEL_PATTERN,
+            description=f"EMR 7.x release (Spark 3.5), e.g. {cluster.DEFAULT_RELEASE_LABEL}.",
+        ),
+        "master_instance_type": Param(
+            settings.emr_master_instance_type,
+            type="string",
+            enum=instance_types,
+            description="Instance type of the primary node (runs YARN, not the jobs).",
+        ),
+        "core_instance_type": Param(
+            settings.emr_core_instance_type,
+            type="string",
+            enum=instance_types,
+            description="Instance type of the core nodes (run the Spark executors).",
+        ),
+        "core_instance_count": Param(
+            settings.emr_core_instance_count,
+            type="integer",
+            minimum=0,
+            maximum=settings.emr_max_core_nodes,
+            description="Core nodes at start (0: everything on the primary node; at most FRUITS_EMR_MAX_CORE_NODES).",
+        ),
+        "core_max_instance_count": Param(
+            settings.emr_core_max_instance_count,
+            type="integer",
+            minimum=0,
+            maximum=settings.emr_max_core_nodes,
+            description="With a value above core_instance_count, EMR managed "
+            "scaling grows the core group up to this many nodes.",
+        ),
+        "core_spot": Param(
+            settings.emr_core_spot,
+            type="boolean",
+            description="Core nodes on Spot capacity (cheaper; a reclaimed node slows the run down or fails it).",
+        ),
+        "idle_timeout": Param(
+            settings.emr_idle_timeout,
+            type="integer",
+            minimum=MIN_RUN_IDLE_TIMEOUT,
+            maximum=cluster.MAX_IDLE_TIMEOUT,
+            description="Seconds without work after which EMR terminates the cluster by "
+            "itself (a guard if Airflow cannot).",
+        ),
     }
 
 
@@ -104,13 +132,17 @@ def _aws(settings: Settings) -> dict:
 def reserved_seconds(settings: Settings) -> int:
     """What a pipeline run needs after its sensor (fruits.params caps sensor_timeout with it);
     RunTimeoutTooShort when even a run that finds images at once could not fit its teardown."""
-    budget.check_fits("fruits_pipeline", timedelta(seconds=settings.run_timeout),
-                      budget.cluster_seconds(settings, budget.pipeline_steps(settings)))
+    budget.check_fits(
+        "fruits_pipeline",
+        timedelta(seconds=settings.run_timeout),
+        budget.cluster_seconds(settings, budget.pipeline_steps(settings)),
+    )
     return budget.reserved_seconds(settings)
 
 
-def job_flow_request(*, bucket: str, batch_id: str, code: dict, settings: Settings, params: dict, run_id: str,
-                     dag_id: str) -> dict:
+def job_flow_request(
+    *, bucket: str, batch_id: str, code: dict, settings: Settings, params: dict, run_id: str, dag_id: str
+) -> dict:
     """The RunJobFlow request of a run's cluster, from its params (ValueError when refused)."""
     limits.check_cluster_params(params, settings)
     overrides = cluster.job_flow_overrides(
@@ -132,8 +164,10 @@ def job_flow_request(*, bucket: str, batch_id: str, code: dict, settings: Settin
     # A node without its architecture's wheels would fail its bootstrap minutes after being billed.
     missing = set(cluster.node_architectures(overrides["Instances"]["InstanceGroups"])) - set(code["architectures"])
     if missing:
-        raise ValueError(f"no {', '.join(sorted(missing))} wheelhouse was uploaded for this run (upload_code had "
-                         f"{', '.join(code['architectures']) or 'none'}): no cluster was created")
+        raise ValueError(
+            f"no {', '.join(sorted(missing))} wheelhouse was uploaded for this run (upload_code had "
+            f"{', '.join(code['architectures']) or 'none'}): no cluster was created"
+        )
     return overrides
 
 
@@ -142,52 +176,97 @@ def upload_run_code(bucket, settings: Settings, params: dict) -> dict:
     have (from settings.emr_wheelhouse; WheelhouseNotReady, never PyPI, when it is not there)."""
     from fruits.backends.emr import code
 
-    return code.upload_code(bucket, settings.spark_jobs_dir, wheelhouse_root=settings.emr_wheelhouse,
-                            architectures=node_architectures(params))
+    return code.upload_code(
+        bucket,
+        settings.spark_jobs_dir,
+        wheelhouse_root=settings.emr_wheelhouse,
+        architectures=node_architectures(params),
+    )
 
 
 def node_architectures(params: dict) -> list[str]:
     """The architectures of the nodes a run's params ask for (Graviton types are aarch64)."""
-    return cluster.node_architectures(cluster.instance_groups(
-        master_instance_type=params["master_instance_type"], core_instance_type=params["core_instance_type"],
-        core_instance_count=int(params["core_instance_count"]), core_spot=bool(params.get("core_spot"))))
+    return cluster.node_architectures(
+        cluster.instance_groups(
+            master_instance_type=params["master_instance_type"],
+            core_instance_type=params["core_instance_type"],
+            core_instance_count=int(params["core_instance_count"]),
+            core_spot=bool(params.get("core_spot")),
+        )
+    )
 
 
-def cluster_request(batch: contract.Batch, code: dict, settings: Settings, params: dict, run_id: str,
-                    dag_id: str) -> dict:
+def cluster_request(
+    batch: contract.Batch, code: dict, settings: Settings, params: dict, run_id: str, dag_id: str
+) -> dict:
     """The pipeline's RunJobFlow request and both steps (ValueError when refused)."""
-    overrides = job_flow_request(bucket=batch.bucket, batch_id=batch.batch_id, code=code, settings=settings,
-                                 params=params, run_id=run_id, dag_id=dag_id)
+    overrides = job_flow_request(
+        bucket=batch.bucket,
+        batch_id=batch.batch_id,
+        code=code,
+        settings=settings,
+        params=params,
+        run_id=run_id,
+        dag_id=dag_id,
+    )
     jobs = plan.pipeline_jobs(batch, run_id, params)
-    return {"job_flow_overrides": overrides, "jobs": [job.to_xcom() for job in jobs],
-            **{f"{job.name}_steps": [steps.job_step(job, code["uris"])] for job in jobs}}
+    return {
+        "job_flow_overrides": overrides,
+        "jobs": [job.to_xcom() for job in jobs],
+        **{f"{job.name}_steps": [steps.job_step(job, code["uris"])] for job in jobs},
+    }
 
 
-def classifier_request(pca_run: contract.PcaRun, code: dict, settings: Settings, params: dict, run_id: str,
-                       dag_id: str) -> dict:
+def classifier_request(
+    pca_run: contract.PcaRun, code: dict, settings: Settings, params: dict, run_id: str, dag_id: str
+) -> dict:
     """The classifier's RunJobFlow request and its one step (ValueError when refused)."""
-    overrides = job_flow_request(bucket=pca_run.bucket, batch_id=pca_run.batch_id, code=code, settings=settings,
-                                 params=params, run_id=run_id, dag_id=dag_id)
+    overrides = job_flow_request(
+        bucket=pca_run.bucket,
+        batch_id=pca_run.batch_id,
+        code=code,
+        settings=settings,
+        params=params,
+        run_id=run_id,
+        dag_id=dag_id,
+    )
     job = plan.classify_job(pca_run, run_id)
-    return {"job_flow_overrides": overrides, "jobs": [job.to_xcom()],
-            "classify_steps": [steps.job_step(job, code["uris"])]}
+    return {
+        "job_flow_overrides": overrides,
+        "jobs": [job.to_xcom()],
+        "classify_steps": [steps.job_step(job, code["uris"])],
+    }
 
 
-def cluster_result(jobs: list[dict], step_ids: dict[str, str], *, bucket: str, pca_prefix: str, code: dict,
-                   cluster_id: str, region: str, settings: Settings) -> dict:
+def cluster_result(
+    jobs: list[dict],
+    step_ids: dict[str, str],
+    *,
+    bucket: str,
+    pca_prefix: str,
+    code: dict,
+    cluster_id: str,
+    region: str,
+    settings: Settings,
+) -> dict:
     """The ComputeResult of a cluster's run: its jobs' outputs, its logs, and the stages' seconds
     from EMR's own timelines (cluster start-up, then each step)."""
     from airflow.providers.amazon.aws.hooks.emr import EmrHook
 
     client = EmrHook(aws_conn_id=settings.aws_conn_id, region_name=region).conn
-    seconds = {"upload_code": code["seconds"],
-               "emr_startup": steps.startup_seconds(client.describe_cluster(ClusterId=cluster_id))}
+    seconds = {
+        "upload_code": code["seconds"],
+        "emr_startup": steps.startup_seconds(client.describe_cluster(ClusterId=cluster_id)),
+    }
     for name, step_id in step_ids.items():
         seconds[name] = steps.step_seconds(client.describe_step(ClusterId=cluster_id, StepId=step_id))
     return plan.compute_result(
-        jobs, pca_prefix=pca_prefix, stage_seconds=seconds,
+        jobs,
+        pca_prefix=pca_prefix,
+        stage_seconds=seconds,
         extra_outputs={"emr_logs": f"{cluster.log_uri(bucket, settings.emr_log_prefix)}{cluster_id}/"},
-        details={"cluster_id": cluster_id, "code_version": code["version"]}).to_xcom()
+        details={"cluster_id": cluster_id, "code_version": code["version"]},
+    ).to_xcom()
 
 
 def _guard_and_code_tasks(record, settings: Settings):
@@ -206,8 +285,11 @@ def _guard_and_code_tasks(record, settings: Settings):
         where = _bucket(settings, record["bucket"]).region()
         warning = region.check_bucket_region(record["bucket"], where, cluster_region, allowed)
         if not region.is_eu_region(cluster_region) or not region.is_eu_region(where):
-            log.warning("outside the EU (allowed by FRUITS_EMR_ALLOWED_REGIONS): the cluster runs in %s, the bucket "
-                        "is in %s", cluster_region, where)
+            log.warning(
+                "outside the EU (allowed by FRUITS_EMR_ALLOWED_REGIONS): the cluster runs in %s, the bucket is in %s",
+                cluster_region,
+                where,
+            )
         if warning:
             log.warning(warning)
         return {"region": cluster_region, "bucket_region": where}
@@ -218,11 +300,21 @@ def _guard_and_code_tasks(record, settings: Settings):
         (code.CodeMismatch, wheelhouse.WheelhouseNotReady: permanent errors, the task fails at once)."""
         uploaded = upload_run_code(_bucket(settings, record["bucket"]), settings, params)
         wheels = uploaded["wheelhouse"]
-        log.info("code version %s at %s: uploaded %s, already there %s", uploaded["version"],
-                 uploaded["uris"]["prefix"], uploaded["uploaded"] or "nothing", uploaded["skipped"] or "nothing")
-        log.info("wheelhouse %s for %s at %s: %d wheels uploaded, %d already there", wheels["key"],
-                 ", ".join(uploaded["architectures"]), uploaded["uris"]["wheelhouse"], len(wheels["uploaded"]),
-                 len(wheels["skipped"]))
+        log.info(
+            "code version %s at %s: uploaded %s, already there %s",
+            uploaded["version"],
+            uploaded["uris"]["prefix"],
+            uploaded["uploaded"] or "nothing",
+            uploaded["skipped"] or "nothing",
+        )
+        log.info(
+            "wheelhouse %s for %s at %s: %d wheels uploaded, %d already there",
+            wheels["key"],
+            ", ".join(uploaded["architectures"]),
+            uploaded["uris"]["wheelhouse"],
+            len(wheels["uploaded"]),
+            len(wheels["skipped"]),
+        )
         return uploaded
 
     checked = check_region(record)
@@ -240,8 +332,16 @@ def _preparation_tasks(batch, settings: Settings):
         return plan.write_pca_inputs(_bucket(settings, planned.bucket), planned)
 
     @task(retries=0)
-    def cluster_spec(batch: dict, code: dict, checked: dict, pca_inputs: str, params: dict | None = None,
-                     run_id: str | None = None, dag_run=None, dag=None) -> dict:
+    def cluster_spec(
+        batch: dict,
+        code: dict,
+        checked: dict,
+        pca_inputs: str,
+        params: dict | None = None,
+        run_id: str | None = None,
+        dag_run=None,
+        dag=None,
+    ) -> dict:
         """The RunJobFlow request and both steps, kept in XCom for review; refused when the Params are
         not valid or the run has not enough time left for the cluster and its teardown."""
         from fruits import params as run_params
@@ -258,10 +358,14 @@ def _preparation_tasks(batch, settings: Settings):
 def ensure_time_left(dag_run, dag, settings: Settings, step_plan: list[tuple[str, int]]) -> None:
     """Right before create_cluster: the cluster's worst case must fit in what is left of the run
     (budget.RunTimeoutTooShort, a ValueError, otherwise)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    left = budget.check_time_left(started=dag_run.start_date, now=datetime.now(timezone.utc),
-                                  run_timeout=dag.dagrun_timeout, needed=budget.cluster_seconds(settings, step_plan))
+    left = budget.check_time_left(
+        started=dag_run.start_date,
+        now=datetime.now(UTC),
+        run_timeout=dag.dagrun_timeout,
+        needed=budget.cluster_seconds(settings, step_plan),
+    )
     if left is not None:
         log.info("%.0fs left before the run's timeout: enough for the cluster and its teardown", left)
 
@@ -274,8 +378,12 @@ def _cluster_tasks(spec, settings: Settings, step_plan: list[tuple[str, int]]):
     planned = {t.task_id: t for t in budget.cluster_tasks(settings, step_plan)}
 
     def limits_of(task_id: str) -> dict:
-        return {"execution_timeout": timedelta(seconds=planned[task_id].timeout), "retries": planned[task_id].retries,
-                "retry_delay": timedelta(minutes=1), "max_retry_delay": timedelta(seconds=budget.MAX_RETRY_DELAY)}
+        return {
+            "execution_timeout": timedelta(seconds=planned[task_id].timeout),
+            "retries": planned[task_id].retries,
+            "retry_delay": timedelta(minutes=1),
+            "max_retry_delay": timedelta(seconds=budget.MAX_RETRY_DELAY),
+        }
 
     create = EmrCreateJobFlowOperator(
         task_id="create_cluster",
@@ -295,8 +403,15 @@ def _cluster_tasks(spec, settings: Settings, step_plan: list[tuple[str, int]]):
     budget.check_fits(create.dag.dag_id, create.dag.dagrun_timeout, budget.cluster_seconds(settings, step_plan))
 
     def add_step(task_id: str, step_list):
-        return EmrAddStepsOperator(task_id=task_id, job_flow_id=create.output, steps=step_list,
-                                   wait_for_completion=False, deferrable=False, **limits_of(task_id), **aws)
+        return EmrAddStepsOperator(
+            task_id=task_id,
+            job_flow_id=create.output,
+            steps=step_list,
+            wait_for_completion=False,
+            deferrable=False,
+            **limits_of(task_id),
+            **aws,
+        )
 
     def wait_step(task_id: str, adder: EmrAddStepsOperator, timeout_seconds: int):
         return EmrStepSensorWithLogs(
@@ -347,12 +462,27 @@ def build(batch, settings: Settings):
         create, (add_featurize, add_pca), wait_pca = _cluster_tasks(spec, settings, budget.pipeline_steps(settings))
 
         @task
-        def emr_outputs(batch: dict, jobs: list[dict], code: dict, cluster_id: str, featurize_step_ids: list[str],
-                        pca_step_ids: list[str], params: dict | None = None, run_id: str | None = None) -> dict:
+        def emr_outputs(
+            batch: dict,
+            jobs: list[dict],
+            code: dict,
+            cluster_id: str,
+            featurize_step_ids: list[str],
+            pca_step_ids: list[str],
+            params: dict | None = None,
+            run_id: str | None = None,
+        ) -> dict:
             planned = contract.Batch.from_xcom(batch)
-            return cluster_result(jobs, {"featurize": featurize_step_ids[0], "pca": pca_step_ids[0]},
-                                  bucket=planned.bucket, pca_prefix=layout.pca_prefix(run_id), code=code,
-                                  cluster_id=cluster_id, region=params["region"], settings=settings)
+            return cluster_result(
+                jobs,
+                {"featurize": featurize_step_ids[0], "pca": pca_step_ids[0]},
+                bucket=planned.bucket,
+                pca_prefix=layout.pca_prefix(run_id),
+                code=code,
+                cluster_id=cluster_id,
+                region=params["region"],
+                settings=settings,
+            )
 
         outputs = emr_outputs(batch, spec["jobs"], code, create.output, add_featurize.output, add_pca.output)
         wait_pca >> outputs
@@ -367,28 +497,49 @@ def build_classifier(pca_run, settings: Settings):
         checked, code = _guard_and_code_tasks(pca_run, settings)
 
         @task(retries=0)
-        def classifier_spec(pca_run: dict, code: dict, checked: dict, params: dict | None = None,
-                            run_id: str | None = None, dag_run=None, dag=None) -> dict:
+        def classifier_spec(
+            pca_run: dict,
+            code: dict,
+            checked: dict,
+            params: dict | None = None,
+            run_id: str | None = None,
+            dag_run=None,
+            dag=None,
+        ) -> dict:
             """The RunJobFlow request and the classify step, kept in XCom for review; refused when
             the Params are not valid or the run has not enough time left for the cluster and its teardown."""
             from fruits import params as run_params
 
             run_params.check_classifier_params(params)
             ensure_time_left(dag_run, dag, settings, budget.classifier_steps(settings))
-            spec = classifier_request(contract.PcaRun.from_xcom(pca_run), code, settings, params, run_id,
-                                      dag_run.dag_id)
+            spec = classifier_request(
+                contract.PcaRun.from_xcom(pca_run), code, settings, params, run_id, dag_run.dag_id
+            )
             return {"region": checked["region"], **spec}
 
         spec = classifier_spec(pca_run, code, checked)
         create, (add_classify,), wait_classify = _cluster_tasks(spec, settings, budget.classifier_steps(settings))
 
         @task
-        def emr_outputs(pca_run: dict, jobs: list[dict], code: dict, cluster_id: str, classify_step_ids: list[str],
-                        params: dict | None = None) -> dict:
+        def emr_outputs(
+            pca_run: dict,
+            jobs: list[dict],
+            code: dict,
+            cluster_id: str,
+            classify_step_ids: list[str],
+            params: dict | None = None,
+        ) -> dict:
             chosen = contract.PcaRun.from_xcom(pca_run)
-            return cluster_result(jobs, {"classify": classify_step_ids[0]}, bucket=chosen.bucket,
-                                  pca_prefix=chosen.pca_prefix, code=code, cluster_id=cluster_id,
-                                  region=params["region"], settings=settings)
+            return cluster_result(
+                jobs,
+                {"classify": classify_step_ids[0]},
+                bucket=chosen.bucket,
+                pca_prefix=chosen.pca_prefix,
+                code=code,
+                cluster_id=cluster_id,
+                region=params["region"],
+                settings=settings,
+            )
 
         outputs = emr_outputs(pca_run, spec["jobs"], code, create.output, add_classify.output)
         wait_classify >> outputs

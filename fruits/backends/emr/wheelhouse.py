@@ -65,17 +65,29 @@ def target_environment(arch: str) -> dict[str, str]:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown node architecture {arch!r}: one of {ARCHITECTURES}")
     version = ".".join(map(str, PYTHON_VERSION))
-    return {"platform_machine": arch, "platform_system": "Linux", "sys_platform": "linux", "os_name": "posix",
-            "python_version": version, "python_full_version": f"{version}.0", "implementation_name": "cpython",
-            "platform_python_implementation": "CPython", "platform_release": "", "platform_version": "",
-            "implementation_version": f"{version}.0"}
+    return {
+        "platform_machine": arch,
+        "platform_system": "Linux",
+        "sys_platform": "linux",
+        "os_name": "posix",
+        "python_version": version,
+        "python_full_version": f"{version}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "platform_release": "",
+        "platform_version": "",
+        "implementation_version": f"{version}.0",
+    }
 
 
 def _blocks(text: str) -> list[str]:
     """The requirement lines of a pip requirements file, continuation lines joined, comments dropped."""
     joined = re.sub(r"\\\r?\n", " ", text)
-    return [line.split(" #", 1)[0].strip() for line in joined.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.split(" #", 1)[0].strip()
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def pins(text: str) -> list[Pin]:
@@ -92,9 +104,15 @@ def pins(text: str) -> list[Pin]:
         pinned = [s for s in requirement.specifier if s.operator == "=="]
         if len(requirement.specifier) != 1 or not pinned or not hashes:
             raise ValueError(f"not pinned to one version with sha256 hashes: {spec}")
-        found.append(Pin(name=canonicalize_name(requirement.name), version=pinned[0].version,
-                         marker=str(requirement.marker) if requirement.marker else None, hashes=hashes,
-                         text=f"{requirement.name}=={pinned[0].version}"))
+        found.append(
+            Pin(
+                name=canonicalize_name(requirement.name),
+                version=pinned[0].version,
+                marker=str(requirement.marker) if requirement.marker else None,
+                hashes=hashes,
+                text=f"{requirement.name}=={pinned[0].version}",
+            )
+        )
     return found
 
 
@@ -106,8 +124,10 @@ def pins_for(text: str, arch: str) -> dict[str, Pin]:
 def requirements_for(text: str, arch: str) -> str:
     """requirements-emr.txt for one architecture: markers evaluated for it (pip would evaluate them
     for the machine it runs on), the hashes kept."""
-    lines = [f"# requirements-emr.txt for {arch} nodes (markers evaluated for {arch}), made by "
-             "fruits.backends.emr.wheelhouse"]
+    lines = [
+        f"# requirements-emr.txt for {arch} nodes (markers evaluated for {arch}), made by "
+        "fruits.backends.emr.wheelhouse"
+    ]
     for pin in pins_for(text, arch).values():
         lines.append(" \\\n".join([pin.text, *(f"    --hash=sha256:{h}" for h in sorted(pin.hashes))]))
     return "\n".join(lines) + "\n"
@@ -127,8 +147,10 @@ def supported_tags(arch: str) -> set:
 
     names = platforms(arch)
     interpreter = f"cp{PYTHON_VERSION[0]}{PYTHON_VERSION[1]}"
-    return {*tags.cpython_tags(PYTHON_VERSION, abis=[interpreter], platforms=names),
-            *tags.compatible_tags(PYTHON_VERSION, interpreter, names)}
+    return {
+        *tags.cpython_tags(PYTHON_VERSION, abis=[interpreter], platforms=names),
+        *tags.compatible_tags(PYTHON_VERSION, interpreter, names),
+    }
 
 
 def sha256_of(path: Path) -> str:
@@ -176,8 +198,7 @@ def verify(directory: Path, text: str, arch: str) -> dict[str, str]:
     """{wheel file name: sha256} of a complete, correct `arch` wheelhouse; WheelhouseNotReady otherwise."""
     digests, wrong = problems(directory, text, arch)
     if wrong:
-        raise WheelhouseNotReady(f"{directory} is not the {arch} wheelhouse of these requirements: "
-                                 + "; ".join(wrong))
+        raise WheelhouseNotReady(f"{directory} is not the {arch} wheelhouse of these requirements: " + "; ".join(wrong))
     return digests
 
 
@@ -195,8 +216,10 @@ def ready(root: Path, requirements: bytes, arch: str) -> tuple[Path, dict[str, s
     how = f"run `{BUILD_COMMAND}` on the machine running the DAG (FRUITS_EMR_WHEELHOUSE={root})"
     if not (directory / COMPLETE).is_file():
         state = "unfinished (no COMPLETE marker)" if directory.is_dir() else "missing"
-        raise WheelhouseNotReady(f"the {arch} wheelhouse of requirements-emr.txt {key(requirements)} is {state} "
-                                 f"at {directory}: {how}; nothing was uploaded")
+        raise WheelhouseNotReady(
+            f"the {arch} wheelhouse of requirements-emr.txt {key(requirements)} is {state} "
+            f"at {directory}: {how}; nothing was uploaded"
+        )
     try:
         return directory, verify(directory, requirements.decode("utf-8"), arch)
     except WheelhouseNotReady as exc:

@@ -30,8 +30,9 @@ class TimedSparkSubmitOperator(SparkSubmitOperator):
         return {"seconds": round(time.perf_counter() - started, 2)}
 
 
-def s3a_submit_settings(aws_conn_id: str | None, conf: dict | None = None,
-                       env: dict | None = None) -> tuple[dict[str, str], dict[str, str]]:
+def s3a_submit_settings(
+    aws_conn_id: str | None, conf: dict | None = None, env: dict | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
     """spark-submit's conf and environment for a job of the plan to reach the bucket through S3A:
     the AWS connection's endpoint and region (`conf` may override them), the S3A jars resolved for
     this pyspark, the connection's credentials in the environment. One function, so anything that

@@ -34,8 +34,11 @@ def params(settings: Settings) -> dict:
 def spark_env() -> dict[str, str]:
     """Spark's Python workers must run the interpreter that has TensorFlow and PySpark."""
     python = os.environ.get("PYSPARK_PYTHON") or sys.executable
-    return {"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": os.environ.get("PYSPARK_DRIVER_PYTHON") or python,
-            "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {
+        "PYSPARK_PYTHON": python,
+        "PYSPARK_DRIVER_PYTHON": os.environ.get("PYSPARK_DRIVER_PYTHON") or python,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
 
 
 def spark_conf(settings: Settings) -> dict[str, str]:
@@ -78,9 +81,11 @@ def build(batch, settings: Settings):
 
         @task
         def local_outputs(jobs: dict, featurized: dict, pca: dict, run_id: str | None = None) -> dict:
-            return plan.compute_result(list(jobs.values()), pca_prefix=layout.pca_prefix(run_id),
-                                       stage_seconds={"featurize": featurized["seconds"], "pca": pca["seconds"]},
-                                       ).to_xcom()
+            return plan.compute_result(
+                list(jobs.values()),
+                pca_prefix=layout.pca_prefix(run_id),
+                stage_seconds={"featurize": featurized["seconds"], "pca": pca["seconds"]},
+            ).to_xcom()
 
         jobs = plan_jobs(batch)
         featurize = spark_job("featurize", jobs[plan.FEATURIZE], settings, timedelta(hours=6))
@@ -100,8 +105,11 @@ def build_classifier(pca_run, settings: Settings):
 
         @task
         def local_outputs(pca_run: dict, job: dict, classified: dict) -> dict:
-            return plan.compute_result([job], pca_prefix=contract.PcaRun.from_xcom(pca_run).pca_prefix,
-                                       stage_seconds={"classify": classified["seconds"]}).to_xcom()
+            return plan.compute_result(
+                [job],
+                pca_prefix=contract.PcaRun.from_xcom(pca_run).pca_prefix,
+                stage_seconds={"classify": classified["seconds"]},
+            ).to_xcom()
 
         job = plan_classify(pca_run)
         classify = spark_job("classify", job, settings, timedelta(hours=2))

@@ -14,8 +14,9 @@ import pytest
 from packaging.requirements import Requirement
 
 from conftest import ROOT, SPARK_JOBS
-from fruits import layout
+from fruits import layout, plan
 from fruits.backends.emr import budget, code, iam, limits, region, tasks
+from fruits.contract import PcaRun
 from fruits.settings import EU_MEMBER_STATE_REGIONS, Settings
 
 BOOTSTRAP = SPARK_JOBS / "emr" / "bootstrap.sh"
@@ -134,6 +135,20 @@ def test_the_cluster_request_refuses_what_the_limits_refuse():
             run_id="r",
             dag_id="fruits_pipeline",
         )
+
+
+def test_the_classifier_cluster_runs_one_step_per_planned_job():
+    params = {**cluster_params(), "release_label": "emr-7.13.0", "core_spot": False, "idle_timeout": 1800}
+    pca_run = PcaRun(bucket="fruits", run_id="r1", pca_prefix="pca/run=r1/", k=3, rows=9, batch_id="b1", source="param")
+    job = plan.classify_job(pca_run, "c1")
+    spec = tasks.cluster_request(
+        pca_run, [job], code=CODE, settings=Settings(), params=params, run_id="c1", dag_id="fruits_classifier"
+    )
+    assert spec["jobs"] == [job.to_xcom()] and set(spec) == {"job_flow_overrides", "jobs", "classify_steps"}
+    [step] = spec["classify_steps"]
+    args = step["HadoopJarStep"]["Args"]
+    assert args[args.index(CODE["uris"]["classify"]) + 1 :] == job.args
+    assert {"Key": "batch_id", "Value": "b1"} in spec["job_flow_overrides"]["Tags"]
 
 
 def test_defaults_outside_the_limits_are_an_error_at_parse_time(monkeypatch):

@@ -197,44 +197,30 @@ def node_architectures(params: dict) -> list[str]:
 
 
 def cluster_request(
-    batch: contract.Batch, code: dict, settings: Settings, params: dict, run_id: str, dag_id: str
+    record: contract.Batch | contract.PcaRun,
+    jobs: list[plan.Job],
+    *,
+    code: dict,
+    settings: Settings,
+    params: dict,
+    run_id: str,
+    dag_id: str,
 ) -> dict:
-    """The pipeline's RunJobFlow request and both steps (ValueError when refused)."""
+    """A run's RunJobFlow request (for the batch or PCA run `record`) and a step per planned job
+    (ValueError when refused)."""
     overrides = job_flow_request(
-        bucket=batch.bucket,
-        batch_id=batch.batch_id,
+        bucket=record.bucket,
+        batch_id=record.batch_id,
         code=code,
         settings=settings,
         params=params,
         run_id=run_id,
         dag_id=dag_id,
     )
-    jobs = plan.pipeline_jobs(batch, run_id, params)
     return {
         "job_flow_overrides": overrides,
         "jobs": [job.to_xcom() for job in jobs],
         **{f"{job.name}_steps": [steps.job_step(job, code["uris"])] for job in jobs},
-    }
-
-
-def classifier_request(
-    pca_run: contract.PcaRun, code: dict, settings: Settings, params: dict, run_id: str, dag_id: str
-) -> dict:
-    """The classifier's RunJobFlow request and its one step (ValueError when refused)."""
-    overrides = job_flow_request(
-        bucket=pca_run.bucket,
-        batch_id=pca_run.batch_id,
-        code=code,
-        settings=settings,
-        params=params,
-        run_id=run_id,
-        dag_id=dag_id,
-    )
-    job = plan.classify_job(pca_run, run_id)
-    return {
-        "job_flow_overrides": overrides,
-        "jobs": [job.to_xcom()],
-        "classify_steps": [steps.job_step(job, code["uris"])],
     }
 
 
@@ -349,7 +335,11 @@ def _preparation_tasks(batch, settings: Settings):
 
         run_params.check_run_params(params, settings, emr)
         ensure_time_left(dag_run, dag, settings, budget.pipeline_steps(settings))
-        spec = cluster_request(contract.Batch.from_xcom(batch), code, settings, params, run_id, dag_run.dag_id)
+        planned = contract.Batch.from_xcom(batch)
+        jobs = plan.pipeline_jobs(planned, run_id, params)
+        spec = cluster_request(
+            planned, jobs, code=code, settings=settings, params=params, run_id=run_id, dag_id=dag_run.dag_id
+        )
         return {"region": checked["region"], **spec}
 
     return code, cluster_spec(batch, code, checked, list_pca_inputs(batch, checked))
@@ -512,8 +502,10 @@ def build_classifier(pca_run, settings: Settings):
 
             run_params.check_classifier_params(params)
             ensure_time_left(dag_run, dag, settings, budget.classifier_steps(settings))
-            spec = classifier_request(
-                contract.PcaRun.from_xcom(pca_run), code, settings, params, run_id, dag_run.dag_id
+            chosen = contract.PcaRun.from_xcom(pca_run)
+            jobs = [plan.classify_job(chosen, run_id)]
+            spec = cluster_request(
+                chosen, jobs, code=code, settings=settings, params=params, run_id=run_id, dag_id=dag_run.dag_id
             )
             return {"region": checked["region"], **spec}
 

@@ -1,16 +1,16 @@
 """The contract between the DAG and the Spark jobs, written once for every caller.
 
-Both compute backends and the benchmark build the jobs' command lines here, and read the jobs'
+The run's plan (`fruits.plan`) and the benchmarks build the jobs' command lines here, and read the jobs'
 outputs by the names defined here (taken from `fruits_spark.interface`, the jobs' own side):
 
     featurize.py --manifest LIST --output FEATURES --rejects REJECTS --weights W --image-size N
-    pca.py --features-list LIST --output <pca>/vectors --model <pca>/model --report <pca>/report.json
-           --allow-empty (--k K | --variance V)
-    classify.py --vectors <pca>/vectors --pca-run RUN_ID --output <classifier>/
+    pca.py --features FEATURES --output <pca>/vectors --model <pca>/model --report <pca>/report.json
+           --allow-empty (--k K | --variance V) --refit R [--previous <pca>] [--history-list LIST]
+    classify.py (--vectors-list LIST | --vectors <pca>/vectors) --pca-run RUN_ID --output <classifier>/
 
-The PCA inputs are always a list file (one features dataset a line): on EMR in the bucket,
-locally beside the staged copies. A step argument is capped by EMR at 10,280 characters, which a
-few hundred committed batches would exceed if the URIs were passed themselves.
+The PCA inputs are always a list file in the bucket (one features dataset a line): a step
+argument is capped by EMR at 10,280 characters, which a few hundred committed batches would
+exceed if the URIs were passed themselves. Which jobs a run has, on which URIs: `fruits.plan`.
 
 The records that travel between tasks (`Batch`, `ComputeResult`) are typed here too; XCom holds
 them as plain dicts (`to_xcom` / `from_xcom`), so no custom class needs to be allowed for

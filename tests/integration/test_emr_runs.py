@@ -208,7 +208,6 @@ class EmrDeployment:
                 "FRUITS_COMPUTE": compute,
                 **local_emr.dag_settings(poll_seconds=1),
                 "FRUITS_TASK_RETRIES": "0",
-                "FRUITS_WORK_DIR": str(tmp / "work"),
             },
         )
         self.runs = 0

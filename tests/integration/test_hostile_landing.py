@@ -7,7 +7,7 @@ name, HEIC and WebP, `x.jpg` next to `x.jpg/y.jpg`, unlabelled, in a deeper fold
 own `Test/` folder) featurized exactly once from its own bytes, with its s3:// landing URI and its
 label (the folder holding it); every bad key
 rejected at planning, rejected by featurize or ignored, each with a reason, the report's counts
-adding up to everything landed; no file outside the work folder and the Airflow home, no object
+adding up to everything landed; no file outside the Airflow home, no object
 outside the pipeline's prefixes, another bucket untouched; only the ignored files left under
 landing/, so the second run is skipped.
 
@@ -322,19 +322,19 @@ def test_a_second_run_finds_nothing_and_is_skipped(deployment, first_run, second
     assert {k: deployment.s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in deployment.keys()} == bucket_before
 
 
-def test_nothing_is_written_outside_the_work_folder_or_the_pipeline_prefixes(
+def test_nothing_is_written_outside_the_airflow_home_or_the_pipeline_prefixes(
     deployment, first_run, second_run, tmp_path_factory
 ):
     landing, secret, result, before = first_run
-    allowed = [deployment.tmp / "work", deployment.tmp / "airflow"]
+    allowed = [deployment.tmp / "airflow"]  # task logs and the metadata DB: the jobs read and write S3 only
     new = {
         p
         for p in tree(tmp_path_factory.getbasetemp()) - before
         if not any(p == a or a in p.parents for a in allowed) and not re.fullmatch(r"run-\d+\.log", p.name)
     }
     assert not new, sorted(new)
-    # where a '..' key joined onto a local path would land: under /tmp (the work folder's tree) or the
-    # repository (the jobs' working directory)
+    # where a '..' key joined onto a local path would land: under /tmp or the repository (the jobs'
+    # working directory)
     escaped = [Path(d, n) for d, _, names in os.walk("/tmp") for n in names if ESCAPE in n]
     escaped += [p for pattern in (f"*{ESCAPE}*", f"*/*{ESCAPE}*") for p in ROOT.glob(pattern)]
     assert not escaped, escaped

@@ -33,11 +33,10 @@ import argparse
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from fruits_spark import hadoop_fs, interface, pca_fit, pca_model, pca_outputs, pca_report, pca_state
+from fruits_spark import hadoop_fs, pca_fit, pca_model, pca_outputs, pca_report, pca_state
 from fruits_spark.pca_inputs import Previous, read_features, read_list, read_previous
 from fruits_spark.runtime import (
     JobError,
@@ -161,34 +160,6 @@ def choose_space(
     return decision, basis, scanned if previous is None else read_features(spark, history + args.features), []
 
 
-def write(spark, args, frame, basis: pca_state.Basis, ratios: list[float], spectrum, order: list[str]):
-    """(rows per batch, plot URIs): the vectors, the model and both plots.
-
-    The projection and the model's small save jobs (it needs only the basis) run from side
-    threads, in that order, so the save takes task slots as the projection frees them. The
-    plots stay in this thread (pyplot is not thread-safe): the scree plot is drawn meanwhile.
-    """
-    bc_basis = spark.sparkContext.broadcast((basis.mean, basis.components))
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fruits-pca") as side:
-        written = side.submit(pca_outputs.write_vectors, frame, bc_basis, args.output, order)
-        saved = side.submit(pca_outputs.save_model, spark, args.model, basis.mean, basis.components, ratios)
-        plots = interface.plot_uris(args.report)
-        hadoop_fs.write_bytes(
-            spark, plots["scree"], pca_report.scree_png(spectrum.tolist(), target=args.variance, shown=basis.k)
-        )
-        batches = written.result()
-        projected_rows = sum(batches.values())
-        points, labels = (
-            pca_outputs.scatter_sample(spark, args.output, projected_rows, args.seed)
-            if projected_rows
-            else (np.zeros((0, 2)), [])
-        )  # a batch whose images were all rejected: nothing new
-        hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[: basis.k]))
-        saved.result()
-    bc_basis.unpersist()
-    return batches, plots
-
-
 def write_empty(spark, args, started: float, merged, contents: np.ndarray) -> dict:
     """Empty vectors and a k=0 report: nothing to fit yet, and that is not an error."""
     spark.createDataFrame([], pca_model.PROJECTED_SCHEMA).write.mode("overwrite").parquet(args.output)
@@ -256,7 +227,19 @@ def run(args: argparse.Namespace) -> dict:
     log.info("%d components keep %.4f of the variance", k, sum(ratios))
 
     order = [pca_state.batch_id_of(uri, "input") for uri in (history if decision.refit else []) + args.features]
-    batches, plots = write(spark, args, projected_frame, basis, ratios, spectrum, order)
+    batches, plots = pca_outputs.write_space(
+        spark,
+        projected_frame,
+        basis,
+        ratios,
+        spectrum,
+        order,
+        output=args.output,
+        model=args.model,
+        report=args.report,
+        variance=args.variance,
+        seed=args.seed,
+    )
 
     projected_rows = sum(batches.values())
     vectors = kept_lists + [f"{args.output}/batch={b}/" for b in batches]

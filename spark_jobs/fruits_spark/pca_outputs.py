@@ -1,18 +1,49 @@
-"""What the PCA job writes besides its report: the projected vectors, the model, the scatter
-sample, and the state files the next run starts from."""
+"""What the PCA job writes besides its report: the projected vectors, the model, the plots, and
+the state files the next run starts from."""
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from fruits_spark import hadoop_fs, moments, pca_model, pca_state
+from fruits_spark import hadoop_fs, interface, moments, pca_model, pca_report, pca_state
 
 log = logging.getLogger(__name__)
 
 SCATTER_POINTS = 5000
+
+
+def write_space(
+    spark, frame, basis, ratios: list[float], spectrum, order: list[str], *, output: str, model: str, report: str,
+    variance: float | None, seed: int,
+) -> tuple[dict[str, int], dict[str, str]]:  # fmt: skip
+    """(rows per batch, plot URIs): the vectors of `frame` projected on `basis` (a
+    `pca_state.Basis`), the model and both plots (beside `report`).
+
+    The projection and the model's small save jobs (it needs only the basis) run from side
+    threads, in that order, so the save takes task slots as the projection frees them. The
+    plots stay in this thread (pyplot is not thread-safe): the scree plot is drawn meanwhile.
+    """
+    bc_basis = spark.sparkContext.broadcast((basis.mean, basis.components))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fruits-pca") as side:
+        written = side.submit(write_vectors, frame, bc_basis, output, order)
+        saved = side.submit(save_model, spark, model, basis.mean, basis.components, ratios)
+        plots = interface.plot_uris(report)
+        scree = pca_report.scree_png(spectrum.tolist(), target=variance, shown=basis.k)
+        hadoop_fs.write_bytes(spark, plots["scree"], scree)
+        batches = written.result()
+        projected_rows = sum(batches.values())
+        # a batch whose images were all rejected projects nothing new: an empty scatter
+        points, labels = (
+            scatter_sample(spark, output, projected_rows, seed) if projected_rows else (np.zeros((0, 2)), [])
+        )
+        hadoop_fs.write_bytes(spark, plots["scatter"], pca_report.scatter_png(points, labels, ratios[: basis.k]))
+        saved.result()
+    bc_basis.unpersist()
+    return batches, plots
 
 
 def write_vectors(frame, bc_basis, output: str, order: list[str]) -> dict[str, int]:

@@ -86,10 +86,19 @@ def test_a_runs_requests_do_not_grow_with_the_history_and_pca_reads_the_new_batc
         assert h["pca_reads"]["pca/run=history/"]["bytes"] > 16 * h["committed_images"]  # the state, contents included
         own = h["pca_reads"].get("pca/run=manual__scale/", {"bytes": 0})["bytes"]
         assert h["pca_input_bytes"] == sum(r["bytes"] for r in h["pca_reads"].values()) - own
-    assert small["pca_reads"][small["pca_batch_features"]] == large["pca_reads"][large["pca_batch_features"]]
-    # The read bytes grow by what the state grows with the history (3000 - 1000 images, 4 more
-    # 500-image batches): the contents index, 16 bytes an image, and one line a committed batch in
-    # two lists, the state's vectors list (66 bytes: s3://fruits-scale/pca/run=history/vectors/batch=<id>/)
-    # and the batch's PCA inputs list (51 bytes: s3://fruits-scale/features/batch=<id>/); each file is
-    # read once, in full. The seeded report.json's numbers may differ by a few characters.
-    assert large["pca_input_bytes"] - small["pca_input_bytes"] == pytest.approx(16 * 2000 + 4 * (66 + 51), abs=32)
+    # The new batch's features are the same file at both histories, but how many ranged GETs Spark makes
+    # over it (footer, schema, scan, count) varied from run to run (4 to 6 seen on 2026-12-07): bounded,
+    # not equal.
+    new_small, new_large = (h["pca_reads"][h["pca_batch_features"]]["bytes"] for h in (small, large))
+    assert max(new_small, new_large) < 2 * min(new_small, new_large)
+
+    # What grows with the history (3000 - 1000 images, 4 more 500-image batches): the contents index,
+    # 16 bytes an image, and one line a committed batch in two lists, the state's vectors list (66 bytes:
+    # s3://fruits-scale/pca/run=history/vectors/batch=<id>/) and the batch's PCA inputs list (51 bytes:
+    # s3://fruits-scale/features/batch=<id>/); each file is read once, in full. The seeded report.json's
+    # numbers may differ by a few characters.
+    def history_reads(h: dict) -> int:
+        batch_id = h["pca_batch_features"].split("=", 1)[1].rstrip("/")
+        return h["pca_reads"]["pca/run=history/"]["bytes"] + h["pca_reads"][f"batches/{batch_id}/"]["bytes"]
+
+    assert history_reads(large) - history_reads(small) == pytest.approx(16 * 2000 + 4 * (66 + 51), abs=32)

@@ -99,7 +99,7 @@ def build(batch, settings: Settings):
 def build_classifier(pca_run, settings: Settings):
     @task_group(group_id="local_spark")
     def local_spark(pca_run):
-        @task
+        @task(multiple_outputs=False)  # one Job record, not one XCom per field
         def plan_classify(pca_run: dict, run_id: str | None = None) -> dict:
             return plan.classify_job(contract.PcaRun.from_xcom(pca_run), run_id).to_xcom()
 

@@ -8,6 +8,7 @@ modules import these helpers as `conftest` (this is the suite's only conftest.py
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -114,6 +115,24 @@ def aws_credentials(monkeypatch):
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fruits_s3_connection(monkeypatch) -> str:
+    """An Airflow AWS connection `fruits_s3` to an S3 endpoint on loopback, with its own
+    credentials and region, as a deployment defines it (AIRFLOW_CONN_*); returns its id."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FRUITS_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "AKIDCONN",
+                "password": "conn-secret",
+                "extra": {"region_name": "eu-west-3", "endpoint_url": "http://127.0.0.1:9000"},
+            }
+        ),
+    )
+    return "fruits_s3"
 
 
 @pytest.fixture

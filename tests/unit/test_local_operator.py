@@ -3,7 +3,6 @@ the plan reaches the bucket through S3A with the DAG's AWS connection."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -50,18 +49,7 @@ def test_a_failure_without_the_jobs_words_is_the_providers_and_success_returns_s
 
 
 @pytest.fixture
-def s3_connection(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_FRUITS_S3",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "AKIDCONN",
-                "password": "conn-secret",
-                "extra": {"region_name": "eu-west-3", "endpoint_url": "http://127.0.0.1:9000"},
-            }
-        ),
-    )
+def s3_connection(fruits_s3_connection, monkeypatch):
     monkeypatch.setattr(spark_s3a, "resolved_jars", lambda version: ["/cache/hadoop-aws.jar", "/cache/bundle.jar"])
 
 

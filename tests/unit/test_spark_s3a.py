@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from fruits import spark_s3a
@@ -64,19 +62,8 @@ def test_s3_and_s3a_go_through_s3a_on_the_endpoint_with_the_given_credentials():
     assert role["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
 
 
-def test_spark_reaches_the_bucket_through_the_dags_own_aws_connection(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_FRUITS_S3",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "AKIDCONN",
-                "password": "conn-secret",
-                "extra": {"region_name": "eu-west-3", "endpoint_url": "http://127.0.0.1:9000"},
-            }
-        ),
-    )
-    conf, env = spark_s3a.s3a_for_connection("fruits_s3")
+def test_spark_reaches_the_bucket_through_the_dags_own_aws_connection(fruits_s3_connection):
+    conf, env = spark_s3a.s3a_for_connection(fruits_s3_connection)
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
     assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-3"
     # the credentials go to spark-submit's environment (S3A's default chain), never on its command line
